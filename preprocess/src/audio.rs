@@ -1,0 +1,1 @@
+//! Audio pipeline (owned by the audio work; see issue 3).

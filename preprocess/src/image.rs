@@ -1,0 +1,1 @@
+//! Image pipeline (owned by the image work; see issue 3).
