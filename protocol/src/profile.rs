@@ -104,7 +104,8 @@ pub const MAX_RESIZE: u16 = 4096;
 
 impl ImageProfile {
     pub fn validate(&self) -> Result<(), ProfileError> {
-        if self.resize == 0 || self.resize > MAX_RESIZE || self.crop == 0 || self.crop > self.resize {
+        if self.resize == 0 || self.resize > MAX_RESIZE || self.crop == 0 || self.crop > self.resize
+        {
             return Err(ProfileError::BadGeometry);
         }
         if self.normalize {
@@ -192,7 +193,11 @@ impl AudioProfile {
             && self.fmax_hz <= self.sample_rate / 2
             && self.preemph.is_finite()
             && (0.0..1.0).contains(&self.preemph);
-        if ok { Ok(()) } else { Err(ProfileError::BadAudio) }
+        if ok {
+            Ok(())
+        } else {
+            Err(ProfileError::BadAudio)
+        }
     }
 
     /// Frames for `samples` samples at the target rate (centre padding).

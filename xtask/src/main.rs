@@ -1,1 +1,55 @@
-fn main() {}
+//! `cargo xtask`: every project chore in one place, so a fresh clone needs
+//! nothing but cargo. `cargo xtask test` is exactly what CI runs.
+//!
+//! Must not: be built by the tests themselves (it is a tool, not a product).
+#![forbid(unsafe_code)]
+
+mod bench_audio;
+mod bench_preprocess;
+mod bench_softcore;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test                 everything CI runs: fmt, clippy, host tests, firmware build
+  build-fw             build the firmware ELF (release) and print its path
+  venv                 create/update the Python reference venv (~/.cache/preba/venv)
+  fixtures             regenerate fixtures and golden tensors with the venv
+  bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
+  bench softcore       soft-core interpreter speed; last line is `N MIPS`
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["test", rest @ ..] => setup::test(rest),
+        ["build-fw"] => setup::build_fw().map(|p| println!("{}", p.display())),
+        ["venv"] => setup::venv().map(|p| println!("{}", p.display())),
+        ["fixtures"] => setup::fixtures(),
+        ["bench", "preprocess", rest @ ..] => {
+            bench_preprocess::run(rest).and_then(|()| bench_audio::run(rest))
+        }
+        ["bench", "softcore", rest @ ..] => bench_softcore::run(rest),
+        ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `test`, `build-fw`, `venv`, `fixtures`: set-up steps, each idempotent.
+
+use crate::util::{self, Result, cargo, root, run};
+use std::path::PathBuf;
+use std::process::Command;
+
+pub const FW_TARGET: &str = "riscv32imac-unknown-none-elf";
+
+/// Rustup targets named in rust-toolchain.toml: `rustup` installs the
+/// toolchain on first use but not always its extra targets.
+fn ensure_targets() -> Result<()> {
+    let installed = util::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    for t in [FW_TARGET, "x86_64-unknown-linux-musl"] {
+        if !installed.lines().any(|l| l.trim() == t) {
+            run(Command::new("rustup")
+                .args(["target", "add", t])
+                .current_dir(root()))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn test(_rest: &[&str]) -> Result<()> {
+    ensure_targets()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace"]))?;
+    build_fw()?;
+    Ok(())
+}
+
+/// Builds the firmware ELF and returns its path.
+pub fn build_fw() -> Result<PathBuf> {
+    ensure_targets()?;
+    run(cargo().args([
+        "build",
+        "--package",
+        "preba-firmware",
+        "--bin",
+        "preba-firmware",
+        "--profile",
+        "firmware",
+        "--target",
+        FW_TARGET,
+    ]))?;
+    Ok(root()
+        .join("target")
+        .join(FW_TARGET)
+        .join("firmware")
+        .join("preba-firmware"))
+}
+
+/// Creates (once) and updates the reference venv; returns its python.
+pub fn venv() -> Result<PathBuf> {
+    let dir = util::cache_dir().join("venv");
+    let py = dir.join("bin").join("python");
+    let req = root().join("fixtures").join("requirements.txt");
+    let stamp = dir.join(".requirements.txt");
+    let wanted = std::fs::read_to_string(&req).map_err(|e| format!("{}: {e}", req.display()))?;
+    if !py.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+    }
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        run(Command::new(&py)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(&req))?;
+        std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    }
+    Ok(py)
+}
+
+/// Regenerates fixtures and goldens.
+pub fn fixtures() -> Result<()> {
+    let py = venv()?;
+    run(Command::new(py)
+        .arg(root().join("fixtures").join("generate.py"))
+        .current_dir(root()))
+}
