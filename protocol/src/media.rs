@@ -1,0 +1,461 @@
+//! Media header probes for untrusted bytes: enough of JPEG and WAV to decide,
+//! before any engine or allocation, whether the card takes an input and how
+//! large its output is. The firmware runs these on the card; the host runs
+//! the same code to route requests, so both agree on "supported".
+//!
+//! The probes read through [`ByteSource`] so the firmware can walk a file in
+//! card memory without copying it: only the segments that matter are read.
+
+use crate::limits;
+use nom::Parser;
+use nom::number::complete::{be_u8, be_u16, le_u16, le_u32};
+
+/// Random-access bytes of one input.
+pub trait ByteSource {
+    fn len(&self) -> u64;
+    /// Fills `buf` from `off`; false when the range is outside the input.
+    fn read(&mut self, off: u64, buf: &mut [u8]) -> bool;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ByteSource for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read(&mut self, off: u64, buf: &mut [u8]) -> bool {
+        let Ok(off) = usize::try_from(off) else {
+            return false;
+        };
+        match off
+            .checked_add(buf.len())
+            .and_then(|end| self.get(off..end))
+        {
+            Some(s) => {
+                buf.copy_from_slice(s);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Why a probe refused an input. Each maps to a per-request status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaError {
+    /// Not the format at all, or structurally broken (CORRUPT_INPUT).
+    Corrupt(&'static str),
+    /// A valid file the card's engines do not take (UNSUPPORTED_FORMAT).
+    Unsupported(&'static str),
+    /// Past a limit of [`limits`] (INPUT_TOO_LARGE).
+    TooLarge(&'static str),
+}
+
+impl MediaError {
+    pub const fn status(&self) -> crate::status::Status {
+        match self {
+            MediaError::Corrupt(_) => crate::status::Status::CorruptInput,
+            MediaError::Unsupported(_) => crate::status::Status::UnsupportedFormat,
+            MediaError::TooLarge(_) => crate::status::Status::InputTooLarge,
+        }
+    }
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            MediaError::Corrupt(r) | MediaError::Unsupported(r) | MediaError::TooLarge(r) => r,
+        }
+    }
+}
+
+/// What kind of media the bytes hold, from their first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Jpeg,
+    Wav,
+}
+
+pub fn sniff(head: &[u8]) -> Option<Kind> {
+    if head.len() >= 3 && head[0] == 0xFF && head[1] == 0xD8 && head[2] == 0xFF {
+        Some(Kind::Jpeg)
+    } else if head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WAVE" {
+        Some(Kind::Wav)
+    } else {
+        None
+    }
+}
+
+/// A JPEG frame header as far as the card's decoder cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JpegHeader {
+    pub width: u32,
+    pub height: u32,
+    pub components: u8,
+    pub precision: u8,
+    /// SOF marker type: 0 baseline, 1 extended, 2 progressive, 3 lossless, 9+ arithmetic.
+    pub sof: u8,
+    /// Luma (first component) sampling factors.
+    pub h_samp: u8,
+    pub v_samp: u8,
+    pub restart_interval: u16,
+    /// Offset of the first scan's entropy-coded data.
+    pub scan_offset: u64,
+}
+
+impl JpegHeader {
+    /// Whether the card's decoder takes this frame: baseline sequential
+    /// Huffman, 8-bit, one or three components, 4:4:4, 4:2:2, 4:2:0 or 4:4:0.
+    pub fn card_check(&self, chroma: &[(u8, u8); 2], adobe_rgb: bool) -> Result<(), MediaError> {
+        match self.sof {
+            0 => {}
+            2 | 6 | 10 | 14 => return Err(MediaError::Unsupported("progressive JPEG")),
+            3 | 7 | 11 | 15 => return Err(MediaError::Unsupported("lossless JPEG")),
+            9..=15 => return Err(MediaError::Unsupported("arithmetic-coded JPEG")),
+            _ => return Err(MediaError::Unsupported("extended sequential JPEG")),
+        }
+        if self.precision != 8 {
+            return Err(MediaError::Unsupported("not 8-bit JPEG"));
+        }
+        match self.components {
+            1 => Ok(()),
+            3 => {
+                if adobe_rgb {
+                    return Err(MediaError::Unsupported("RGB (not YCbCr) JPEG"));
+                }
+                if chroma != &[(1, 1), (1, 1)] {
+                    return Err(MediaError::Unsupported("chroma sampling"));
+                }
+                match (self.h_samp, self.v_samp) {
+                    (1, 1) | (2, 1) | (2, 2) | (1, 2) => Ok(()),
+                    _ => Err(MediaError::Unsupported("chroma sampling")),
+                }
+            }
+            4 => Err(MediaError::Unsupported("CMYK/YCCK JPEG")),
+            _ => Err(MediaError::Unsupported("component count")),
+        }
+    }
+}
+
+/// Result of walking the JPEG markers up to the first scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JpegProbe {
+    pub header: JpegHeader,
+    /// Sampling factors of components 2 and 3 (zero when absent).
+    pub chroma: [(u8, u8); 2],
+    /// An Adobe APP14 segment says transform 0 on a 3-component image (RGB).
+    pub adobe_rgb: bool,
+}
+
+impl JpegProbe {
+    pub fn card_check(&self) -> Result<(), MediaError> {
+        self.header.card_check(&self.chroma, self.adobe_rgb)
+    }
+}
+
+/// Most marker segments walked before giving up: bounds the walk on hostile
+/// files made of millions of empty segments.
+const MAX_SEGMENTS: u32 = 1024;
+
+/// Walks the markers of a JPEG up to its first SOS, reading only the segments
+/// that matter. Checks dimensions against the limits.
+pub fn probe_jpeg<S: ByteSource>(src: &mut S) -> Result<JpegProbe, MediaError> {
+    let len = src.len();
+    if len > limits::MAX_INPUT_BYTES {
+        return Err(MediaError::TooLarge("input bytes"));
+    }
+    let mut two = [0u8; 2];
+    if !src.read(0, &mut two) || two != [0xFF, 0xD8] {
+        return Err(MediaError::Corrupt("not a JPEG (no SOI marker)"));
+    }
+    let mut pos: u64 = 2;
+    let mut frame: Option<(JpegHeader, [(u8, u8); 2])> = None;
+    let mut restart_interval = 0u16;
+    let mut adobe_transform: Option<u8> = None;
+    for _ in 0..MAX_SEGMENTS {
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        let mut b = [0u8; 1];
+        if !src.read(pos, &mut b) {
+            return Err(MediaError::Corrupt("truncated before the first scan"));
+        }
+        if b[0] != 0xFF {
+            return Err(MediaError::Corrupt("expected a marker"));
+        }
+        let mut fills = 0u32;
+        let marker = loop {
+            pos += 1;
+            if !src.read(pos, &mut b) {
+                return Err(MediaError::Corrupt("truncated before the first scan"));
+            }
+            if b[0] != 0xFF {
+                break b[0];
+            }
+            fills += 1;
+            if fills > 64 {
+                return Err(MediaError::Corrupt("run of fill bytes"));
+            }
+        };
+        pos += 1;
+        match marker {
+            0xD8 | 0x01 | 0xD0..=0xD7 => {
+                return Err(MediaError::Corrupt(
+                    "unexpected marker before the first scan",
+                ));
+            }
+            0xD9 => return Err(MediaError::Corrupt("end of image before any scan")),
+            _ => {}
+        }
+        if !src.read(pos, &mut two) {
+            return Err(MediaError::Corrupt("truncated segment length"));
+        }
+        let seg_len = u16::from_be_bytes(two) as u64;
+        if seg_len < 2 {
+            return Err(MediaError::Corrupt("segment length below 2"));
+        }
+        let body = pos + 2;
+        let body_len = seg_len - 2;
+        if body + body_len > len {
+            return Err(MediaError::Corrupt("segment past the end of the file"));
+        }
+        match marker {
+            0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
+                if frame.is_some() {
+                    return Err(MediaError::Corrupt("second frame header"));
+                }
+                let mut buf = [0u8; 6 + 3 * 4];
+                let n = body_len.min(buf.len() as u64) as usize;
+                if body_len < 6 || !src.read(body, &mut buf[..n]) {
+                    return Err(MediaError::Corrupt("short frame header"));
+                }
+                frame = Some(parse_sof(marker - 0xC0, &buf[..n], body_len)?);
+            }
+            0xDD => {
+                let mut buf = [0u8; 2];
+                if body_len != 2 || !src.read(body, &mut buf) {
+                    return Err(MediaError::Corrupt("bad restart interval segment"));
+                }
+                restart_interval = u16::from_be_bytes(buf);
+            }
+            0xEE => {
+                // Adobe APP14: "Adobe" + version u16 + flags0 u16 + flags1 u16 + transform u8.
+                let mut buf = [0u8; 12];
+                if body_len >= 12 && src.read(body, &mut buf) && &buf[0..5] == b"Adobe" {
+                    adobe_transform = Some(buf[11]);
+                }
+            }
+            0xDA => {
+                let Some((mut header, chroma)) = frame else {
+                    return Err(MediaError::Corrupt("scan before frame header"));
+                };
+                let mut ns = [0u8; 1];
+                if body_len < 6 || !src.read(body, &mut ns) || ns[0] == 0 || ns[0] > 4 {
+                    return Err(MediaError::Corrupt("bad scan header"));
+                }
+                if body_len != 4 + 2 * ns[0] as u64 {
+                    return Err(MediaError::Corrupt("bad scan header length"));
+                }
+                header.restart_interval = restart_interval;
+                header.scan_offset = body + body_len;
+                let adobe_rgb = header.components == 3 && adobe_transform == Some(0);
+                return Ok(JpegProbe {
+                    header,
+                    chroma,
+                    adobe_rgb,
+                });
+            }
+            _ => {}
+        }
+        pos = body + body_len;
+    }
+    Err(MediaError::Corrupt("too many marker segments"))
+}
+
+fn parse_sof(
+    sof: u8,
+    buf: &[u8],
+    body_len: u64,
+) -> Result<(JpegHeader, [(u8, u8); 2]), MediaError> {
+    let r: nom::IResult<&[u8], (u8, u16, u16, u8)> = (be_u8, be_u16, be_u16, be_u8).parse(buf);
+    let Ok((rest, (precision, height, width, ncomp))) = r else {
+        return Err(MediaError::Corrupt("short frame header"));
+    };
+    if ncomp == 0 || body_len != 6 + 3 * ncomp as u64 {
+        return Err(MediaError::Corrupt(
+            "frame header length does not match its components",
+        ));
+    }
+    if width == 0 {
+        return Err(MediaError::Corrupt("zero image width"));
+    }
+    if height == 0 {
+        return Err(MediaError::Unsupported("height defined by a DNL marker"));
+    }
+    if !(precision == 8
+        || precision == 12
+        || (sof == 3 || sof == 7) && (2..=16).contains(&precision))
+    {
+        return Err(MediaError::Corrupt("sample precision"));
+    }
+    let (w, h) = (width as u32, height as u32);
+    if w > limits::MAX_IMAGE_SIDE
+        || h > limits::MAX_IMAGE_SIDE
+        || w as u64 * h as u64 > limits::MAX_IMAGE_PIXELS
+    {
+        return Err(MediaError::TooLarge("image dimensions"));
+    }
+    let mut samp = [(0u8, 0u8); 4];
+    for (i, c) in rest.chunks_exact(3).take(ncomp.min(4) as usize).enumerate() {
+        let (hs, vs) = (c[1] >> 4, c[1] & 0x0F);
+        if !(1..=4).contains(&hs) || !(1..=4).contains(&vs) || c[2] > 3 {
+            return Err(MediaError::Corrupt("component sampling or table"));
+        }
+        samp[i] = (hs, vs);
+    }
+    let header = JpegHeader {
+        width: w,
+        height: h,
+        components: ncomp,
+        precision,
+        sof,
+        h_samp: if ncomp == 1 { 1 } else { samp[0].0 },
+        v_samp: if ncomp == 1 { 1 } else { samp[0].1 },
+        restart_interval: 0,
+        scan_offset: 0,
+    };
+    Ok((header, [samp[1], samp[2]]))
+}
+
+/// Sample encodings a WAV file may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WavEncoding {
+    /// Unsigned 8-bit, signed 16/24/32-bit little-endian integers.
+    Pcm(u16),
+    /// IEEE 32-bit float.
+    Float32,
+}
+
+/// A WAV header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WavHeader {
+    pub encoding: WavEncoding,
+    pub channels: u16,
+    pub sample_rate: u32,
+    /// Offset and length of the sample data (length clipped to whole frames
+    /// that are present in the file).
+    pub data_offset: u64,
+    pub data_len: u64,
+    /// Samples per channel.
+    pub frames: u64,
+}
+
+const WAVE_FORMAT_PCM: u16 = 1;
+const WAVE_FORMAT_IEEE_FLOAT: u16 = 3;
+const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
+/// Tail shared by the KSDATAFORMAT_SUBTYPE GUIDs (after the 2-byte format tag).
+const GUID_TAIL: [u8; 14] = [
+    0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71,
+];
+
+/// Parses RIFF/WAVE chunks up to `data`. A data chunk that claims more bytes
+/// than the file holds is clipped to what is there (as most readers do).
+pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
+    let len = src.len();
+    if len > limits::MAX_INPUT_BYTES {
+        return Err(MediaError::TooLarge("input bytes"));
+    }
+    let mut riff = [0u8; 12];
+    if !src.read(0, &mut riff) || &riff[0..4] != b"RIFF" || &riff[8..12] != b"WAVE" {
+        return Err(MediaError::Corrupt("not a WAV file (no RIFF/WAVE header)"));
+    }
+    let mut pos = 12u64;
+    let mut fmt: Option<(WavEncoding, u16, u32, u16)> = None;
+    for _ in 0..MAX_SEGMENTS {
+        let mut ch = [0u8; 8];
+        if !src.read(pos, &mut ch) {
+            return Err(MediaError::Corrupt(if fmt.is_some() {
+                "no data chunk"
+            } else {
+                "no fmt chunk"
+            }));
+        }
+        let size = u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]) as u64;
+        let body = pos + 8;
+        match &ch[0..4] {
+            b"fmt " => {
+                if fmt.is_some() {
+                    return Err(MediaError::Corrupt("second fmt chunk"));
+                }
+                let mut buf = [0u8; 40];
+                if size < 16
+                    || body + size.min(40) > len
+                    || !src.read(body, &mut buf[..size.min(40) as usize])
+                {
+                    return Err(MediaError::Corrupt("short fmt chunk"));
+                }
+                fmt = Some(parse_fmt(&buf[..size.min(40) as usize])?);
+            }
+            b"data" => {
+                let Some((encoding, channels, sample_rate, block)) = fmt else {
+                    return Err(MediaError::Corrupt("data chunk before fmt chunk"));
+                };
+                let avail = len.saturating_sub(body).min(size);
+                let frames = avail / block as u64;
+                if frames / sample_rate as u64 > limits::MAX_AUDIO_SECONDS {
+                    return Err(MediaError::TooLarge("audio duration"));
+                }
+                return Ok(WavHeader {
+                    encoding,
+                    channels,
+                    sample_rate,
+                    data_offset: body,
+                    data_len: frames * block as u64,
+                    frames,
+                });
+            }
+            _ => {}
+        }
+        // Chunks are padded to even sizes.
+        pos = body + size + (size & 1);
+    }
+    Err(MediaError::Corrupt("too many chunks"))
+}
+
+fn parse_fmt(buf: &[u8]) -> Result<(WavEncoding, u16, u32, u16), MediaError> {
+    let r: nom::IResult<&[u8], (u16, u16, u32, u32, u16, u16)> =
+        (le_u16, le_u16, le_u32, le_u32, le_u16, le_u16).parse(buf);
+    let Ok((rest, (mut tag, channels, rate, _byte_rate, block, bits))) = r else {
+        return Err(MediaError::Corrupt("short fmt chunk"));
+    };
+    if tag == WAVE_FORMAT_EXTENSIBLE {
+        // cbSize u16, valid bits u16, channel mask u32, GUID 16.
+        if rest.len() < 24 {
+            return Err(MediaError::Corrupt("short WAVE_FORMAT_EXTENSIBLE chunk"));
+        }
+        let guid = &rest[8..24];
+        if guid[2..] != GUID_TAIL {
+            return Err(MediaError::Unsupported("WAV sub-format"));
+        }
+        tag = u16::from_le_bytes([guid[0], guid[1]]);
+    }
+    if channels == 0 {
+        return Err(MediaError::Corrupt("zero channels"));
+    }
+    if channels > limits::MAX_AUDIO_CHANNELS {
+        return Err(MediaError::TooLarge("channel count"));
+    }
+    if !(limits::MIN_AUDIO_RATE..=limits::MAX_AUDIO_RATE).contains(&rate) {
+        return Err(MediaError::Unsupported("sample rate"));
+    }
+    let encoding = match (tag, bits) {
+        (WAVE_FORMAT_PCM, 8 | 16 | 24 | 32) => WavEncoding::Pcm(bits),
+        (WAVE_FORMAT_IEEE_FLOAT, 32) => WavEncoding::Float32,
+        (WAVE_FORMAT_PCM | WAVE_FORMAT_IEEE_FLOAT, _) => {
+            return Err(MediaError::Unsupported("sample width"));
+        }
+        _ => return Err(MediaError::Unsupported("WAV encoding (not PCM or float)")),
+    };
+    if block as u32 != channels as u32 * (bits as u32 / 8) {
+        return Err(MediaError::Corrupt(
+            "block align does not match channels and width",
+        ));
+    }
+    Ok((encoding, channels, rate, block))
+}
