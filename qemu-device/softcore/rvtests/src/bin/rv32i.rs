@@ -1,0 +1,5 @@
+//! RV32I test program.
+#![no_std]
+#![no_main]
+use preba_rvtests as _;
+core::arch::global_asm!(include_str!("../../asm/rt.S"), include_str!("../../asm/rv32i.S"), options(raw));

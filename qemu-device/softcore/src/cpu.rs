@@ -1,0 +1,986 @@
+//! The hart: registers, CSRs, traps, interrupts and the interpreter loop.
+
+use crate::bus::{Bus, Halt, IRQ_ALL, IRQ_MEI, IRQ_MSI};
+use crate::decode::{Insn, Op, decode, insn_len};
+use crate::elf;
+use crate::error::Error;
+
+/// Exception causes (`mcause` without the interrupt bit).
+pub mod cause {
+    /// Instruction address misaligned.
+    pub const INSN_MISALIGNED: u32 = 0;
+    /// Instruction access fault.
+    pub const INSN_ACCESS: u32 = 1;
+    /// Illegal instruction.
+    pub const ILLEGAL: u32 = 2;
+    /// Breakpoint (`ebreak`).
+    pub const BREAKPOINT: u32 = 3;
+    /// Load address misaligned.
+    pub const LOAD_MISALIGNED: u32 = 4;
+    /// Load access fault.
+    pub const LOAD_ACCESS: u32 = 5;
+    /// Store/AMO address misaligned.
+    pub const STORE_MISALIGNED: u32 = 6;
+    /// Store/AMO access fault.
+    pub const STORE_ACCESS: u32 = 7;
+    /// Environment call from M-mode.
+    pub const ECALL_M: u32 = 11;
+    /// The interrupt bit of `mcause`.
+    pub const INTERRUPT: u32 = 1 << 31;
+}
+
+/// CSR addresses the core implements.
+pub mod csr {
+    #![allow(missing_docs)]
+    pub const MSTATUS: u16 = 0x300;
+    pub const MISA: u16 = 0x301;
+    pub const MIE: u16 = 0x304;
+    pub const MTVEC: u16 = 0x305;
+    pub const MCOUNTEREN: u16 = 0x306;
+    pub const MSTATUSH: u16 = 0x310;
+    pub const MSCRATCH: u16 = 0x340;
+    pub const MEPC: u16 = 0x341;
+    pub const MCAUSE: u16 = 0x342;
+    pub const MTVAL: u16 = 0x343;
+    pub const MIP: u16 = 0x344;
+    pub const MCYCLE: u16 = 0xB00;
+    pub const MINSTRET: u16 = 0xB02;
+    pub const MCYCLEH: u16 = 0xB80;
+    pub const MINSTRETH: u16 = 0xB82;
+    pub const CYCLE: u16 = 0xC00;
+    pub const TIME: u16 = 0xC01;
+    pub const INSTRET: u16 = 0xC02;
+    pub const CYCLEH: u16 = 0xC80;
+    pub const TIMEH: u16 = 0xC81;
+    pub const INSTRETH: u16 = 0xC82;
+    pub const MVENDORID: u16 = 0xF11;
+    pub const MARCHID: u16 = 0xF12;
+    pub const MIMPID: u16 = 0xF13;
+    pub const MHARTID: u16 = 0xF14;
+    pub const MCONFIGPTR: u16 = 0xF15;
+}
+
+const MSTATUS_MIE: u32 = 1 << 3;
+const MSTATUS_MPIE: u32 = 1 << 7;
+const MSTATUS_MPP: u32 = 3 << 11;
+/// misa: MXL=1 (RV32), extensions A, C, I, M.
+pub const MISA: u32 = (1 << 30) | (1 << 0) | (1 << 2) | (1 << 8) | (1 << 12);
+
+/// One RAM region the core reaches without going through the [`Bus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRegion {
+    /// First address (4-byte aligned).
+    pub base: u32,
+    /// Size in bytes (a non-zero multiple of 4; `base + size` must not pass 4 GiB).
+    pub size: u32,
+    /// Whether the core may fetch instructions from it (it then keeps a decode cache for it).
+    pub exec: bool,
+}
+
+/// IMEM of the card: 128 KiB at `0x8000_0000`, executable.
+pub const IMEM: RamRegion = RamRegion {
+    base: 0x8000_0000,
+    size: 128 * 1024,
+    exec: true,
+};
+/// DMEM of the card: 64 KiB at `0x8002_0000`, not executable.
+pub const DMEM: RamRegion = RamRegion {
+    base: 0x8002_0000,
+    size: 64 * 1024,
+    exec: false,
+};
+
+/// How the core is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// RAM regions (non-overlapping). Default: [`IMEM`] and [`DMEM`].
+    pub ram: Vec<RamRegion>,
+    /// `mhartid`.
+    pub hart_id: u32,
+    /// `pc` after reset (the ELF entry replaces it when an ELF is loaded).
+    pub reset_pc: u32,
+    /// Cycles per tick of the `time` CSR (100: 10 MHz at 1 GHz, as QEMU `virt` with `-icount
+    /// shift=0`).
+    pub time_divisor: u64,
+    /// Trap on misaligned loads and stores (`true`, the default, as a small FPGA core does);
+    /// `false` performs them (as QEMU does for ordinary loads and stores). AMOs and LR/SC
+    /// always trap when misaligned.
+    pub trap_misaligned: bool,
+    /// The longest run of instructions between two [`Bus::poll`] calls, so that interrupt lines
+    /// raised asynchronously (by other threads) are seen in bounded time.
+    pub max_poll_interval: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ram: vec![IMEM, DMEM],
+            hart_id: 0,
+            reset_pc: IMEM.base,
+            time_divisor: 100,
+            trap_misaligned: true,
+            max_poll_interval: 1 << 16,
+        }
+    }
+}
+
+/// Why [`Cpu::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The instruction budget is spent (instructions retired plus traps taken).
+    Budget,
+    /// The bus asked to stop.
+    Halt(Halt),
+    /// The hart waits in `wfi` with no interrupt pending and no deadline from the bus: call
+    /// `run` again once something may have raised an interrupt line.
+    Wfi,
+}
+
+struct Ram {
+    base: u32,
+    len: u32,
+    data: Vec<u8>,
+    /// One decoded instruction per halfword; empty when the region is not executable.
+    code: Vec<Insn>,
+}
+
+impl Ram {
+    #[inline(always)]
+    fn read(&self, off: usize, size: u32) -> u32 {
+        let d = &self.data;
+        match size {
+            1 => u32::from(d[off]),
+            2 => u32::from(u16::from_le_bytes([d[off], d[off + 1]])),
+            _ => u32::from_le_bytes([d[off], d[off + 1], d[off + 2], d[off + 3]]),
+        }
+    }
+
+    #[inline(always)]
+    fn write(&mut self, off: usize, size: u32, v: u32) {
+        let b = v.to_le_bytes();
+        self.data[off..off + size as usize].copy_from_slice(&b[..size as usize]);
+        if !self.code.is_empty() {
+            self.invalidate(off, size as usize);
+        }
+    }
+
+    #[inline(always)]
+    fn invalidate(&mut self, off: usize, len: usize) {
+        // A 32-bit instruction may start one halfword before the first byte written.
+        let first = (off >> 1).saturating_sub(1);
+        let last = ((off + len - 1) >> 1).min(self.code.len() - 1);
+        for slot in &mut self.code[first..=last] {
+            *slot = Insn::UNDECODED;
+        }
+    }
+}
+
+/// An RV32IMAC + Zicsr hart running in machine mode only, with its RAM and a [`Bus`].
+pub struct Cpu<B> {
+    x: [u32; 64],
+    pc: u32,
+    ram: Vec<Ram>,
+    bus: B,
+    // Time base.
+    retired: u64,
+    idle: u64,
+    limit: u64,
+    budget_end: u64,
+    // Machine CSRs.
+    mstatus: u32,
+    mie: u32,
+    mip: u32,
+    mtvec: u32,
+    mscratch: u32,
+    mepc: u32,
+    mcause: u32,
+    mtval: u32,
+    mcycle_off: u64,
+    minstret_off: u64,
+    // State.
+    reservation: Option<u32>,
+    waiting: bool,
+    next_event: u64,
+    next_poll: u64,
+    poll_now: bool,
+    halt: Option<Halt>,
+    // Configuration.
+    hart_id: u32,
+    reset_pc: u32,
+    time_divisor: u64,
+    trap_misaligned: bool,
+    max_poll_interval: u64,
+}
+
+impl<B: Bus> Cpu<B> {
+    /// Builds a hart in its reset state with zeroed RAM.
+    pub fn new(config: Config, bus: B) -> Result<Self, Error> {
+        let mut ram: Vec<Ram> = Vec::with_capacity(config.ram.len());
+        for r in &config.ram {
+            let end = u64::from(r.base) + u64::from(r.size);
+            if r.size == 0 || r.size % 4 != 0 || r.base % 4 != 0 || end > 1 << 32 {
+                return Err(Error::BadRegion(*r));
+            }
+            if ram.iter().any(|o| {
+                u64::from(o.base) < end && u64::from(r.base) < u64::from(o.base) + u64::from(o.len)
+            }) {
+                return Err(Error::BadRegion(*r));
+            }
+            ram.push(Ram {
+                base: r.base,
+                len: r.size,
+                data: vec![0; r.size as usize],
+                code: if r.exec {
+                    vec![Insn::UNDECODED; (r.size / 2) as usize]
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        let mut cpu = Cpu {
+            x: [0; 64],
+            pc: config.reset_pc & !1,
+            ram,
+            bus,
+            retired: 0,
+            idle: 0,
+            limit: 0,
+            budget_end: 0,
+            mstatus: 0,
+            mie: 0,
+            mip: 0,
+            mtvec: 0,
+            mscratch: 0,
+            mepc: 0,
+            mcause: 0,
+            mtval: 0,
+            mcycle_off: 0,
+            minstret_off: 0,
+            reservation: None,
+            waiting: false,
+            next_event: u64::MAX,
+            next_poll: 0,
+            poll_now: true,
+            halt: None,
+            hart_id: config.hart_id,
+            reset_pc: config.reset_pc & !1,
+            time_divisor: config.time_divisor.max(1),
+            trap_misaligned: config.trap_misaligned,
+            max_poll_interval: config.max_poll_interval.max(1),
+        };
+        cpu.reset();
+        Ok(cpu)
+    }
+
+    /// Resets the hart (registers, CSRs, counters as seen by software, `pc` to the reset
+    /// address). RAM keeps its contents; the internal time base keeps running.
+    pub fn reset(&mut self) {
+        self.x = [0; 64];
+        self.pc = self.reset_pc;
+        self.mstatus = MSTATUS_MPP;
+        self.mie = 0;
+        self.mtvec = 0;
+        self.mscratch = 0;
+        self.mepc = 0;
+        self.mcause = 0;
+        self.mtval = 0;
+        self.mcycle_off = self.now().wrapping_neg();
+        self.minstret_off = self.retired.wrapping_neg();
+        self.reservation = None;
+        self.waiting = false;
+        self.poll_now = true;
+        self.halt = None;
+    }
+
+    /// Parses `bytes` as an ELF32 RISC-V executable, copies its `PT_LOAD` segments to their
+    /// physical addresses (zero-filling past the file size), sets the reset address and `pc` to
+    /// the entry point and returns it. Every segment must lie inside one RAM region.
+    pub fn load_elf(&mut self, bytes: &[u8]) -> Result<u32, Error> {
+        let image = elf::parse(bytes)?;
+        // Check everything first, so a bad image changes nothing.
+        for seg in &image.segments {
+            if self.ram_range(seg.paddr, seg.memsz).is_none() {
+                return Err(Error::SegmentOutsideRam {
+                    paddr: seg.paddr,
+                    memsz: seg.memsz,
+                });
+            }
+        }
+        for seg in &image.segments {
+            let data = &bytes[seg.offset..seg.offset + seg.filesz as usize];
+            let mut full = data.to_vec();
+            full.resize(seg.memsz as usize, 0);
+            self.write_ram(seg.paddr, &full)?;
+        }
+        self.reset_pc = image.entry;
+        self.pc = image.entry;
+        Ok(image.entry)
+    }
+
+    fn ram_range(&self, addr: u32, len: u32) -> Option<(usize, usize)> {
+        self.ram.iter().enumerate().find_map(|(i, r)| {
+            let off = addr.checked_sub(r.base)?;
+            (off <= r.len && len <= r.len - off).then_some((i, off as usize))
+        })
+    }
+
+    /// Copies `data` into RAM at `addr` (invalidating decoded instructions there). The whole
+    /// range must lie inside one RAM region.
+    pub fn write_ram(&mut self, addr: u32, data: &[u8]) -> Result<(), Error> {
+        let len = u32::try_from(data.len()).map_err(|_| Error::OutsideRam { addr })?;
+        let (i, off) = self.ram_range(addr, len).ok_or(Error::OutsideRam { addr })?;
+        let r = &mut self.ram[i];
+        r.data[off..off + data.len()].copy_from_slice(data);
+        if !r.code.is_empty() && !data.is_empty() {
+            r.invalidate(off, data.len());
+        }
+        Ok(())
+    }
+
+    /// Borrows `len` bytes of RAM at `addr` (for the host side: log ring, mailboxes).
+    pub fn ram(&self, addr: u32, len: u32) -> Option<&[u8]> {
+        let (i, off) = self.ram_range(addr, len)?;
+        Some(&self.ram[i].data[off..off + len as usize])
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    /// The bus, mutably (e.g. to raise a line: the change is seen at the next poll; call
+    /// [`Cpu::request_poll`] to make that the next instruction boundary).
+    pub fn bus_mut(&mut self) -> &mut B {
+        &mut self.bus
+    }
+
+    /// Consumes the hart, returning its bus.
+    pub fn into_bus(self) -> B {
+        self.bus
+    }
+
+    /// Makes the core poll the bus at the next instruction boundary.
+    pub fn request_poll(&mut self) {
+        self.poll_now = true;
+        self.limit = 0;
+    }
+
+    /// The program counter.
+    pub fn pc(&self) -> u32 {
+        self.pc
+    }
+
+    /// Sets the program counter (bit 0 is cleared).
+    pub fn set_pc(&mut self, pc: u32) {
+        self.pc = pc & !1;
+        self.waiting = false;
+    }
+
+    /// Register `x[i]` (`i` in 0..32; x0 reads 0).
+    pub fn reg(&self, i: usize) -> u32 {
+        if i == 0 { 0 } else { self.x[i & 31] }
+    }
+
+    /// Sets register `x[i]` (writes to x0 are ignored).
+    pub fn set_reg(&mut self, i: usize, v: u32) {
+        if i != 0 {
+            self.x[i & 31] = v;
+        }
+    }
+
+    /// Instructions retired since the hart was built (not affected by CSR writes or reset).
+    pub fn retired(&self) -> u64 {
+        self.retired
+    }
+
+    /// The time base: instructions retired plus cycles skipped idle in `wfi`.
+    pub fn now(&self) -> u64 {
+        self.retired.wrapping_add(self.idle)
+    }
+
+    /// Whether the hart is waiting in `wfi`.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// Reads a CSR as software would (`None` if it does not exist).
+    pub fn csr(&self, addr: u16) -> Option<u32> {
+        self.csr_read(u32::from(addr))
+    }
+
+    /// Runs one instruction (or takes one trap or interrupt).
+    pub fn step(&mut self) -> Exit {
+        self.run(1)
+    }
+
+    /// Runs until `max_instructions` instructions have retired or trapped, the bus halts the
+    /// hart, or the hart waits in `wfi` with nothing to wake it.
+    pub fn run(&mut self, max_instructions: u64) -> Exit {
+        self.budget_end = self.retired.saturating_add(max_instructions);
+        loop {
+            if self.poll_now || self.now() >= self.next_poll {
+                self.poll();
+            }
+            if let Some(h) = self.halt.take() {
+                return Exit::Halt(h);
+            }
+            let pending = self.mip & self.mie;
+            if pending != 0 {
+                self.waiting = false;
+                if self.mstatus & MSTATUS_MIE != 0 {
+                    if self.retired >= self.budget_end {
+                        return Exit::Budget;
+                    }
+                    let code = if pending & IRQ_MEI != 0 {
+                        11
+                    } else if pending & IRQ_MSI != 0 {
+                        3
+                    } else {
+                        7
+                    };
+                    self.take_interrupt(code);
+                    continue;
+                }
+            }
+            if self.retired >= self.budget_end {
+                return Exit::Budget;
+            }
+            if self.waiting {
+                if self.next_event == u64::MAX {
+                    return Exit::Wfi;
+                }
+                // Fast-forward idle time to the next deadline (at least one cycle, so a bus
+                // that keeps answering "now" cannot stall us; each skip costs one unit of budget).
+                let now = self.now();
+                let target = self.next_event.max(now + 1);
+                self.idle += target - now;
+                self.budget_end -= 1;
+                self.poll_now = true;
+                continue;
+            }
+            let until_poll = self.next_poll.saturating_sub(self.now()).max(1);
+            self.limit = self.budget_end.min(self.retired.saturating_add(until_poll));
+            self.exec_block();
+        }
+    }
+
+    fn poll(&mut self) {
+        let now = self.now();
+        let p = self.bus.poll(now);
+        self.mip = p.irq & IRQ_ALL;
+        self.next_event = p.next_event;
+        if p.halt.is_some() {
+            self.halt = p.halt;
+        }
+        self.next_poll = p
+            .next_event
+            .min(now.saturating_add(self.max_poll_interval));
+        self.poll_now = false;
+    }
+
+    fn take_interrupt(&mut self, code: u32) {
+        self.enter_trap(cause::INTERRUPT | code, 0);
+        if self.mtvec & 3 == 1 {
+            self.pc = (self.mtvec & !3).wrapping_add(4 * code);
+        }
+        self.budget_end = self.budget_end.saturating_sub(1);
+    }
+
+    fn enter_trap(&mut self, cause: u32, tval: u32) {
+        self.mepc = self.pc;
+        self.mcause = cause;
+        self.mtval = tval;
+        let mie = self.mstatus & MSTATUS_MIE;
+        self.mstatus = (self.mstatus & !(MSTATUS_MIE | MSTATUS_MPIE)) | (mie << 4) | MSTATUS_MPP;
+        self.pc = self.mtvec & !3;
+        self.reservation = None;
+        self.waiting = false;
+    }
+
+    /// A synchronous exception at the current `pc`. Consumes one unit of budget so that a trap
+    /// loop (say `mtvec` pointing at unmapped memory) still ends.
+    #[cold]
+    #[inline(never)]
+    fn exception(&mut self, cause: u32, tval: u32) {
+        self.enter_trap(cause, tval);
+        self.budget_end = self.budget_end.saturating_sub(1);
+        self.limit = self.limit.min(self.budget_end);
+    }
+
+    #[inline(always)]
+    fn fetch(&mut self, pc: u32) -> Option<Insn> {
+        for r in self.ram.iter_mut() {
+            let off = pc.wrapping_sub(r.base);
+            if off < r.len {
+                let slot = (off >> 1) as usize;
+                let c = *r.code.get(slot)?;
+                if c.op != Op::Undecoded {
+                    return Some(c);
+                }
+                return Self::decode_at(r, off as usize);
+            }
+        }
+        None
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn decode_at(r: &mut Ram, off: usize) -> Option<Insn> {
+        let low = u16::from_le_bytes([r.data[off], r.data[off + 1]]);
+        let word = if insn_len(low) == 4 {
+            if off + 4 > r.data.len() {
+                return None;
+            }
+            u32::from_le_bytes([r.data[off], r.data[off + 1], r.data[off + 2], r.data[off + 3]])
+        } else {
+            u32::from(low)
+        };
+        let insn = decode(word);
+        r.code[off >> 1] = insn;
+        Some(insn)
+    }
+
+    #[inline(always)]
+    fn load(&mut self, addr: u32, size: u32) -> Option<u32> {
+        if addr & (size - 1) != 0 && self.trap_misaligned {
+            self.exception(cause::LOAD_MISALIGNED, addr);
+            return None;
+        }
+        for r in &self.ram {
+            let off = addr.wrapping_sub(r.base);
+            if off < r.len && size <= r.len - off {
+                return Some(r.read(off as usize, size));
+            }
+        }
+        self.load_bus(addr, size, cause::LOAD_ACCESS)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn load_bus(&mut self, addr: u32, size: u32, fault: u32) -> Option<u32> {
+        let now = self.now();
+        let r = self.bus.load(addr, size as u8, now);
+        self.request_poll();
+        match r {
+            Ok(v) => Some(match size {
+                1 => v & 0xff,
+                2 => v & 0xffff,
+                _ => v,
+            }),
+            Err(_) => {
+                self.exception(fault, addr);
+                None
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn store(&mut self, addr: u32, size: u32, v: u32) -> bool {
+        if addr & (size - 1) != 0 && self.trap_misaligned {
+            self.exception(cause::STORE_MISALIGNED, addr);
+            return false;
+        }
+        for r in &mut self.ram {
+            let off = addr.wrapping_sub(r.base);
+            if off < r.len && size <= r.len - off {
+                r.write(off as usize, size, v);
+                return true;
+            }
+        }
+        self.store_bus(addr, size, v)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn store_bus(&mut self, addr: u32, size: u32, v: u32) -> bool {
+        let now = self.now();
+        let r = self.bus.store(addr, size as u8, v, now);
+        self.request_poll();
+        if r.is_err() {
+            self.exception(cause::STORE_ACCESS, addr);
+            return false;
+        }
+        true
+    }
+
+    /// Read-modify-write for AMOs: aligned, faults reported as store/AMO faults.
+    fn amo(&mut self, addr: u32, f: impl FnOnce(u32) -> u32) -> Option<u32> {
+        if addr & 3 != 0 {
+            self.exception(cause::STORE_MISALIGNED, addr);
+            return None;
+        }
+        for r in &mut self.ram {
+            let off = addr.wrapping_sub(r.base);
+            if off < r.len && 4 <= r.len - off {
+                let old = r.read(off as usize, 4);
+                r.write(off as usize, 4, f(old));
+                return Some(old);
+            }
+        }
+        let old = self.load_bus(addr, 4, cause::STORE_ACCESS)?;
+        self.store_bus(addr, 4, f(old)).then_some(old)
+    }
+
+    fn csr_read(&self, csr: u32) -> Option<u32> {
+        let now = self.now();
+        let cycle = now.wrapping_add(self.mcycle_off);
+        let instret = self.retired.wrapping_add(self.minstret_off);
+        let time = now / self.time_divisor;
+        Some(match csr as u16 {
+            csr::MSTATUS => self.mstatus,
+            csr::MISA => MISA,
+            csr::MIE => self.mie,
+            csr::MTVEC => self.mtvec,
+            csr::MCOUNTEREN | csr::MSTATUSH => 0,
+            csr::MSCRATCH => self.mscratch,
+            csr::MEPC => self.mepc,
+            csr::MCAUSE => self.mcause,
+            csr::MTVAL => self.mtval,
+            csr::MIP => self.mip,
+            csr::MCYCLE | csr::CYCLE => cycle as u32,
+            csr::MCYCLEH | csr::CYCLEH => (cycle >> 32) as u32,
+            csr::MINSTRET | csr::INSTRET => instret as u32,
+            csr::MINSTRETH | csr::INSTRETH => (instret >> 32) as u32,
+            csr::TIME => time as u32,
+            csr::TIMEH => (time >> 32) as u32,
+            csr::MVENDORID | csr::MARCHID | csr::MIMPID | csr::MCONFIGPTR => 0,
+            csr::MHARTID => self.hart_id,
+            // mhpmcounter3..31(h), mhpmevent3..31, hpmcounter3..31(h): hardwired zero.
+            0xB03..=0xB1F | 0xB83..=0xB9F | 0x323..=0x33F | 0xC03..=0xC1F | 0xC83..=0xC9F => 0,
+            _ => return None,
+        })
+    }
+
+    /// Writes a CSR; `None` if it is read-only. The caller has checked that it exists.
+    fn csr_write(&mut self, csr: u32, v: u32) -> Option<()> {
+        if csr >> 10 == 3 {
+            return None; // read-only
+        }
+        // Counters: the write takes effect after the writing instruction retires.
+        let now1 = self.now().wrapping_add(1);
+        let ret1 = self.retired.wrapping_add(1);
+        match csr as u16 {
+            csr::MSTATUS => {
+                self.mstatus = (v & (MSTATUS_MIE | MSTATUS_MPIE)) | MSTATUS_MPP;
+                self.limit = 0;
+            }
+            csr::MIE => {
+                self.mie = v & IRQ_ALL;
+                self.limit = 0;
+            }
+            // WARL: modes 2 and 3 are reserved; such writes are ignored (as QEMU does).
+            csr::MTVEC if v & 3 < 2 => self.mtvec = v,
+            csr::MSCRATCH => self.mscratch = v,
+            csr::MEPC => self.mepc = v & !1,
+            csr::MCAUSE => self.mcause = v,
+            csr::MTVAL => self.mtval = v,
+            csr::MCYCLE => {
+                let cur = now1.wrapping_add(self.mcycle_off);
+                let new = (cur & !0xffff_ffff) | u64::from(v);
+                self.mcycle_off = new.wrapping_sub(now1);
+            }
+            csr::MCYCLEH => {
+                let cur = now1.wrapping_add(self.mcycle_off);
+                let new = (cur & 0xffff_ffff) | (u64::from(v) << 32);
+                self.mcycle_off = new.wrapping_sub(now1);
+            }
+            csr::MINSTRET => {
+                let cur = ret1.wrapping_add(self.minstret_off);
+                let new = (cur & !0xffff_ffff) | u64::from(v);
+                self.minstret_off = new.wrapping_sub(ret1);
+            }
+            csr::MINSTRETH => {
+                let cur = ret1.wrapping_add(self.minstret_off);
+                let new = (cur & 0xffff_ffff) | (u64::from(v) << 32);
+                self.minstret_off = new.wrapping_sub(ret1);
+            }
+            // Read-only zero or WARL-ignored: misa, mip (lines come from the bus), the rest.
+            _ => {}
+        }
+        Some(())
+    }
+
+    /// Executes a CSR instruction; returns false if it trapped.
+    fn exec_csr(&mut self, i: Insn, src: u32) -> bool {
+        let csr = i.imm as u32 & 0xfff;
+        let write = match i.op {
+            Op::Csrrw | Op::Csrrwi => true,
+            // csrrs/csrrc write only when rs1 (register number or immediate) is not zero.
+            _ => i.rs1 != 0,
+        };
+        let Some(old) = self.csr_read(csr) else {
+            self.illegal_csr(i);
+            return false;
+        };
+        if write {
+            let new = match i.op {
+                Op::Csrrw | Op::Csrrwi => src,
+                Op::Csrrs | Op::Csrrsi => old | src,
+                _ => old & !src,
+            };
+            if self.csr_write(csr, new).is_none() {
+                self.illegal_csr(i);
+                return false;
+            }
+        }
+        self.x[usize::from(i.rd) & 63] = old;
+        true
+    }
+
+    #[cold]
+    fn illegal_csr(&mut self, i: Insn) {
+        let f3 = match i.op {
+            Op::Csrrw => 1,
+            Op::Csrrs => 2,
+            Op::Csrrc => 3,
+            Op::Csrrwi => 5,
+            Op::Csrrsi => 6,
+            _ => 7,
+        };
+        let rd = u32::from(i.rd) & 31;
+        let bits = ((i.imm as u32 & 0xfff) << 20)
+            | (u32::from(i.rs1) << 15)
+            | (f3 << 12)
+            | (rd << 7)
+            | 0x73;
+        self.exception(cause::ILLEGAL, bits);
+    }
+
+    /// The interpreter loop: runs until `retired` reaches `limit`.
+    fn exec_block(&mut self) {
+        while self.retired < self.limit {
+            let pc = self.pc;
+            let Some(i) = self.fetch(pc) else {
+                self.exception(cause::INSN_ACCESS, pc);
+                continue;
+            };
+            let next = pc.wrapping_add(u32::from(i.len));
+            let mut npc = next;
+            let a = self.x[usize::from(i.rs1) & 63];
+            let b = self.x[usize::from(i.rs2) & 63];
+            let rd = usize::from(i.rd) & 63;
+            let imm = i.imm as u32;
+            let x = &mut self.x;
+            match i.op {
+                Op::Lui => x[rd] = imm,
+                Op::Auipc => x[rd] = pc.wrapping_add(imm),
+                Op::Jal => {
+                    x[rd] = next;
+                    npc = pc.wrapping_add(imm);
+                }
+                Op::Jalr => {
+                    npc = a.wrapping_add(imm) & !1;
+                    x[rd] = next;
+                }
+                Op::Beq => {
+                    if a == b {
+                        npc = pc.wrapping_add(imm);
+                    }
+                }
+                Op::Bne => {
+                    if a != b {
+                        npc = pc.wrapping_add(imm);
+                    }
+                }
+                Op::Blt => {
+                    if (a as i32) < (b as i32) {
+                        npc = pc.wrapping_add(imm);
+                    }
+                }
+                Op::Bge => {
+                    if (a as i32) >= (b as i32) {
+                        npc = pc.wrapping_add(imm);
+                    }
+                }
+                Op::Bltu => {
+                    if a < b {
+                        npc = pc.wrapping_add(imm);
+                    }
+                }
+                Op::Bgeu => {
+                    if a >= b {
+                        npc = pc.wrapping_add(imm);
+                    }
+                }
+                Op::Lb => match self.load(a.wrapping_add(imm), 1) {
+                    Some(v) => self.x[rd] = v as u8 as i8 as u32,
+                    None => continue,
+                },
+                Op::Lh => match self.load(a.wrapping_add(imm), 2) {
+                    Some(v) => self.x[rd] = v as u16 as i16 as u32,
+                    None => continue,
+                },
+                Op::Lw => match self.load(a.wrapping_add(imm), 4) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::Lbu => match self.load(a.wrapping_add(imm), 1) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::Lhu => match self.load(a.wrapping_add(imm), 2) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::Sb => {
+                    if !self.store(a.wrapping_add(imm), 1, b) {
+                        continue;
+                    }
+                }
+                Op::Sh => {
+                    if !self.store(a.wrapping_add(imm), 2, b) {
+                        continue;
+                    }
+                }
+                Op::Sw => {
+                    if !self.store(a.wrapping_add(imm), 4, b) {
+                        continue;
+                    }
+                }
+                Op::Addi => x[rd] = a.wrapping_add(imm),
+                Op::Slti => x[rd] = u32::from((a as i32) < (imm as i32)),
+                Op::Sltiu => x[rd] = u32::from(a < imm),
+                Op::Xori => x[rd] = a ^ imm,
+                Op::Ori => x[rd] = a | imm,
+                Op::Andi => x[rd] = a & imm,
+                Op::Slli => x[rd] = a << (imm & 31),
+                Op::Srli => x[rd] = a >> (imm & 31),
+                Op::Srai => x[rd] = ((a as i32) >> (imm & 31)) as u32,
+                Op::Add => x[rd] = a.wrapping_add(b),
+                Op::Sub => x[rd] = a.wrapping_sub(b),
+                Op::Sll => x[rd] = a << (b & 31),
+                Op::Slt => x[rd] = u32::from((a as i32) < (b as i32)),
+                Op::Sltu => x[rd] = u32::from(a < b),
+                Op::Xor => x[rd] = a ^ b,
+                Op::Srl => x[rd] = a >> (b & 31),
+                Op::Sra => x[rd] = ((a as i32) >> (b & 31)) as u32,
+                Op::Or => x[rd] = a | b,
+                Op::And => x[rd] = a & b,
+                Op::Mul => x[rd] = a.wrapping_mul(b),
+                Op::Mulh => {
+                    x[rd] = ((i64::from(a as i32) * i64::from(b as i32)) >> 32) as u32;
+                }
+                Op::Mulhsu => {
+                    x[rd] = ((i64::from(a as i32) * i64::from(b)) >> 32) as u32;
+                }
+                Op::Mulhu => x[rd] = ((u64::from(a) * u64::from(b)) >> 32) as u32,
+                Op::Div => {
+                    x[rd] = if b == 0 {
+                        u32::MAX
+                    } else {
+                        (a as i32).wrapping_div(b as i32) as u32
+                    };
+                }
+                Op::Divu => x[rd] = a.checked_div(b).unwrap_or(u32::MAX),
+                Op::Rem => {
+                    x[rd] = if b == 0 {
+                        a
+                    } else {
+                        (a as i32).wrapping_rem(b as i32) as u32
+                    };
+                }
+                Op::Remu => x[rd] = a.checked_rem(b).unwrap_or(a),
+                Op::LrW => {
+                    if a & 3 != 0 {
+                        self.exception(cause::LOAD_MISALIGNED, a);
+                        continue;
+                    }
+                    match self.load(a, 4) {
+                        Some(v) => {
+                            self.x[rd] = v;
+                            self.reservation = Some(a);
+                        }
+                        None => continue,
+                    }
+                }
+                Op::ScW => {
+                    if a & 3 != 0 {
+                        self.exception(cause::STORE_MISALIGNED, a);
+                        continue;
+                    }
+                    if self.reservation.take() == Some(a) {
+                        if !self.store(a, 4, b) {
+                            continue;
+                        }
+                        self.x[rd] = 0;
+                    } else {
+                        self.x[rd] = 1;
+                    }
+                }
+                Op::AmoSwapW => match self.amo(a, |_| b) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoAddW => match self.amo(a, |m| m.wrapping_add(b)) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoXorW => match self.amo(a, |m| m ^ b) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoAndW => match self.amo(a, |m| m & b) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoOrW => match self.amo(a, |m| m | b) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoMinW => match self.amo(a, |m| (m as i32).min(b as i32) as u32) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoMaxW => match self.amo(a, |m| (m as i32).max(b as i32) as u32) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoMinuW => match self.amo(a, |m| m.min(b)) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::AmoMaxuW => match self.amo(a, |m| m.max(b)) {
+                    Some(v) => self.x[rd] = v,
+                    None => continue,
+                },
+                Op::Fence | Op::FenceI => {}
+                Op::Ecall => {
+                    self.exception(cause::ECALL_M, 0);
+                    continue;
+                }
+                Op::Ebreak => {
+                    self.exception(cause::BREAKPOINT, pc);
+                    continue;
+                }
+                Op::Mret => {
+                    let mpie = self.mstatus & MSTATUS_MPIE;
+                    self.mstatus = (self.mstatus & !MSTATUS_MIE) | (mpie >> 4) | MSTATUS_MPIE;
+                    self.mstatus |= MSTATUS_MPP;
+                    self.reservation = None;
+                    npc = self.mepc;
+                    self.limit = 0;
+                }
+                Op::Wfi => {
+                    self.waiting = true;
+                    self.limit = 0;
+                }
+                Op::Csrrw | Op::Csrrs | Op::Csrrc => {
+                    if !self.exec_csr(i, a) {
+                        continue;
+                    }
+                }
+                Op::Csrrwi | Op::Csrrsi | Op::Csrrci => {
+                    if !self.exec_csr(i, u32::from(i.rs1)) {
+                        continue;
+                    }
+                }
+                Op::Illegal | Op::Undecoded => {
+                    self.exception(cause::ILLEGAL, imm);
+                    continue;
+                }
+            }
+            self.pc = npc;
+            self.retired += 1;
+        }
+    }
+}
