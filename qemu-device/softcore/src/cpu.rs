@@ -109,6 +109,11 @@ pub struct Config {
     /// The longest run of instructions between two [`Bus::poll`] calls, so that interrupt lines
     /// raised asynchronously (by other threads) are seen in bounded time.
     pub max_poll_interval: u64,
+    /// Count `ecall`, `ebreak` and illegal encodings, which trap, as executed instructions
+    /// (`minstret`, `mcycle`, [`Cpu::retired`]), as QEMU's `-icount` does. The ISA says they do
+    /// not retire, so this is off by default; the QEMU oracle tests turn it on. (Illegal CSR
+    /// accesses and access faults are not counted either way, as in QEMU.)
+    pub qemu_icount_compat: bool,
 }
 
 impl Default for Config {
@@ -120,6 +125,7 @@ impl Default for Config {
             time_divisor: 100,
             trap_misaligned: true,
             max_poll_interval: 1 << 16,
+            qemu_icount_compat: false,
         }
     }
 }
@@ -210,6 +216,7 @@ pub struct Cpu<B> {
     time_divisor: u64,
     trap_misaligned: bool,
     max_poll_interval: u64,
+    qemu_icount_compat: bool,
 }
 
 impl<B: Bus> Cpu<B> {
@@ -267,6 +274,7 @@ impl<B: Bus> Cpu<B> {
             time_divisor: config.time_divisor.max(1),
             trap_misaligned: config.trap_misaligned,
             max_poll_interval: config.max_poll_interval.max(1),
+            qemu_icount_compat: config.qemu_icount_compat,
         };
         cpu.reset();
         Ok(cpu)
@@ -507,6 +515,17 @@ impl<B: Bus> Cpu<B> {
         self.limit = self.limit.min(self.budget_end);
     }
 
+    /// QEMU compatibility: a trapping ecall/ebreak/illegal encoding counts as executed.
+    #[inline(always)]
+    fn count_trapping(&mut self) {
+        if self.qemu_icount_compat {
+            self.retired += 1;
+            // The trap already took one unit of budget; keep the total at one.
+            self.budget_end = self.budget_end.saturating_add(1);
+            self.limit = self.limit.saturating_add(1).min(self.budget_end);
+        }
+    }
+
     #[inline(always)]
     fn fetch(&mut self, pc: u32) -> Option<Insn> {
         for r in self.ram.iter_mut() {
@@ -656,9 +675,10 @@ impl<B: Bus> Cpu<B> {
         if csr >> 10 == 3 {
             return None; // read-only
         }
-        // Counters: the write takes effect after the writing instruction retires.
-        let now1 = self.now().wrapping_add(1);
-        let ret1 = self.retired.wrapping_add(1);
+        // Counters: the written value is the count at the writing instruction, which then
+        // retires and counts (as QEMU does: a read right after the write sees value + 1).
+        let now1 = self.now();
+        let ret1 = self.retired;
         match csr as u16 {
             csr::MSTATUS => {
                 self.mstatus = (v & (MSTATUS_MIE | MSTATUS_MPIE)) | MSTATUS_MPP;
@@ -946,10 +966,12 @@ impl<B: Bus> Cpu<B> {
                 Op::Fence | Op::FenceI => {}
                 Op::Ecall => {
                     self.exception(cause::ECALL_M, 0);
+                    self.count_trapping();
                     continue;
                 }
                 Op::Ebreak => {
                     self.exception(cause::BREAKPOINT, pc);
+                    self.count_trapping();
                     continue;
                 }
                 Op::Mret => {
@@ -976,6 +998,7 @@ impl<B: Bus> Cpu<B> {
                 }
                 Op::Illegal | Op::Undecoded => {
                     self.exception(cause::ILLEGAL, imm);
+                    self.count_trapping();
                     continue;
                 }
             }

@@ -43,7 +43,8 @@ impl VirtBus {
             echo: false,
             time_divisor: time_divisor.max(1),
             mtime_off: 0,
-            mtimecmp: u64::MAX,
+            // As QEMU's ACLINT: mtimecmp resets to 0, so MTIP is pending until it is written.
+            mtimecmp: 0,
             msip: false,
             halt: None,
         }
@@ -194,10 +195,13 @@ pub fn run_elf(config: Config, elf: &[u8], max_instructions: u64) -> Result<RunR
     })
 }
 
-/// The RAM layout of QEMU `virt` as the test programs use it: IMEM and DMEM as on the card but
-/// both executable (QEMU does not forbid it).
+/// The core as the QEMU oracle sees it: IMEM and DMEM as on the card but both executable (QEMU
+/// does not forbid it), and QEMU's `-icount` instruction counting.
 pub fn virt_config() -> Config {
-    let mut c = Config::default();
+    let mut c = Config {
+        qemu_icount_compat: true,
+        ..Config::default()
+    };
     for r in &mut c.ram {
         r.exec = true;
     }
