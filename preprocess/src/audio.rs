@@ -129,7 +129,9 @@ pub fn log_mel_samples(samples: &[f32], profile: &AudioProfile) -> Result<Featur
     check_profile(profile)?;
     let frames = profile.frames(samples.len() as u64);
     if profile.output_len(samples.len() as u64) > MAX_FEATURE_BYTES {
-        return Err(Error::InputTooLarge("features past MAX_FEATURE_BYTES".into()));
+        return Err(Error::InputTooLarge(
+            "features past MAX_FEATURE_BYTES".into(),
+        ));
     }
     let mut x = samples.to_vec();
     pre_emphasis(&mut x, profile.preemph);

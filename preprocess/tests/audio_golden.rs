@@ -39,8 +39,16 @@ fn goldens_and_outcomes() {
             ("ok", Ok(out)) => {
                 let info = probe.expect("probe agrees with decode");
                 assert_eq!(info, out.info, "{name}");
-                assert_eq!(info.sample_rate as u64, f["sample_rate"].as_u64().unwrap(), "{name}");
-                assert_eq!(info.channels as u64, f["channels"].as_u64().unwrap(), "{name}");
+                assert_eq!(
+                    info.sample_rate as u64,
+                    f["sample_rate"].as_u64().unwrap(),
+                    "{name}"
+                );
+                assert_eq!(
+                    info.channels as u64,
+                    f["channels"].as_u64().unwrap(),
+                    "{name}"
+                );
                 assert_eq!(info.frames, f["frames"].as_u64().unwrap(), "{name}");
                 let samples = f["samples"].as_u64().unwrap();
                 let feats = &out.features;
@@ -48,10 +56,16 @@ fn goldens_and_outcomes() {
                 assert_eq!(feats.frames as u64, 1 + samples / 160, "{name}: T");
                 let (shape, gold) = read_npy(f["golden"].as_str().unwrap());
                 assert_eq!(shape, vec![80, feats.frames], "{name}: golden shape");
-                assert!(feats.data.iter().all(|v| v.is_finite()), "{name}: non-finite");
+                assert!(
+                    feats.data.iter().all(|v| v.is_finite()),
+                    "{name}: non-finite"
+                );
                 let cls = f["cls"].as_str().unwrap();
                 let (mad, max) = diff(&feats.data, &gold);
-                let mut line = format!("{name:28} {cls:9} T={:4} mad={mad:.2e} max={max:.2e}", feats.frames);
+                let mut line = format!(
+                    "{name:28} {cls:9} T={:4} mad={mad:.2e} max={max:.2e}",
+                    feats.frames
+                );
                 if mad > tol(cls) {
                     failures.push(format!("{name}: mad {mad} > {}", tol(cls)));
                 }
@@ -60,7 +74,11 @@ fn goldens_and_outcomes() {
                     let raw = log_mel(&bytes, &profile).unwrap();
                     let (mad, max) = diff(&raw.features.data, &gold);
                     line += &format!("  logmel mad={mad:.2e} max={max:.2e}");
-                    let t = if cls == "resampled" { MAD_RESAMPLED } else { MAD_LOGMEL_16K };
+                    let t = if cls == "resampled" {
+                        MAD_RESAMPLED
+                    } else {
+                        MAD_LOGMEL_16K
+                    };
                     if mad > t {
                         failures.push(format!("{name}: logmel mad {mad} > {t}"));
                     }
@@ -70,7 +88,11 @@ fn goldens_and_outcomes() {
             ("corrupt", Err(Error::CorruptInput(m)))
             | ("unsupported", Err(Error::UnsupportedFormat(m)))
             | ("too_large", Err(Error::InputTooLarge(m))) => {
-                assert_eq!(probe.as_ref().err(), got.as_ref().err(), "{name}: probe agrees");
+                assert_eq!(
+                    probe.as_ref().err(),
+                    got.as_ref().err(),
+                    "{name}: probe agrees"
+                );
                 report.push(format!("{name:28} {expect:11} -> {m}"));
             }
             _ => failures.push(format!("{name}: expected {expect}, got {got:?}")),
@@ -89,7 +111,9 @@ fn accuracy_by_class() {
         let out = preprocess_audio(&read(f["file"].as_str().unwrap()), &profile).unwrap();
         let (_, gold) = read_npy(f["golden"].as_str().unwrap());
         let (mad, max) = diff(&out.features.data, &gold);
-        let e = worst.entry(f["cls"].as_str().unwrap().to_string()).or_default();
+        let e = worst
+            .entry(f["cls"].as_str().unwrap().to_string())
+            .or_default();
         e.0 = e.0.max(mad);
         e.1 = e.1.max(max);
         e.2 += 1;

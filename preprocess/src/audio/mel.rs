@@ -182,7 +182,12 @@ pub(crate) fn plan(p: &AudioProfile) -> Arc<Plan> {
 
 /// Log-Mel of a (pre-emphasised) signal at the profile's rate into
 /// `out` ([n_mels, frames] row-major, `frames = 1 + x.len() / hop`).
-pub(crate) fn log_mel_into(plan: &Plan, x: &[f32], frames: usize, out: &mut [f32]) -> Result<(), Error> {
+pub(crate) fn log_mel_into(
+    plan: &Plan,
+    x: &[f32],
+    frames: usize,
+    out: &mut [f32],
+) -> Result<(), Error> {
     let n_fft = plan.n_fft;
     let half = n_fft / 2;
     let mut frame = plan.fft.make_input_vec();
@@ -194,10 +199,13 @@ pub(crate) fn log_mel_into(plan: &Plan, x: &[f32], frames: usize, out: &mut [f32
         // non-zero span is read.
         frame.fill(0.0);
         let base = (t * plan.hop) as isize - half as isize;
-        for i in plan.win_lo..plan.win_hi {
-            let j = base + i as isize;
-            if j >= 0 && (j as usize) < x.len() {
-                frame[i] = x[j as usize] * plan.window[i];
+        let lo = (plan.win_lo as isize).max(-base);
+        let hi = (plan.win_hi as isize).min(x.len() as isize - base);
+        if lo < hi {
+            let (lo, hi) = (lo as usize, hi as usize);
+            let src = &x[(base + lo as isize) as usize..(base + hi as isize) as usize];
+            for ((f, &v), &w) in frame[lo..hi].iter_mut().zip(src).zip(&plan.window[lo..hi]) {
+                *f = v * w;
             }
         }
         plan.fft

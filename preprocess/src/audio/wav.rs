@@ -11,7 +11,8 @@
 //!   most players do): streaming writers leave 0 or 0xFFFFFFFF there, and a
 //!   truncated download still carries usable audio. A trailing partial frame
 //!   is dropped. The RIFF size field is ignored for the same reason.
-//! - Chunks other than `fmt ` and `data` are skipped (with their pad byte);
+//! - Chunks other than `fmt ` and `data` are skipped (with their pad byte),
+//!   at most 1024 chunks in all;
 //!   anything after the `data` chunk is ignored.
 //! - `block_align` must equal `channels * bytes_per_sample`; otherwise the
 //!   frame layout is ambiguous and the file is corrupt.
@@ -21,6 +22,8 @@
 //!   `MIN_AUDIO_RATE`: `UnsupportedFormat`. Past `MAX_INPUT_BYTES`,
 //!   `MAX_AUDIO_CHANNELS`, `MAX_AUDIO_RATE` or `MAX_AUDIO_SECONDS`:
 //!   `InputTooLarge`, decided from the header before any allocation.
+//! - Float samples: NaN reads as 0 and magnitudes are clamped to
+//!   [`MAX_SAMPLE`], so the features of any file are finite.
 
 use crate::Error;
 use preba_protocol::limits::{
@@ -76,6 +79,8 @@ pub(crate) struct Parsed<'a> {
     pub data: &'a [u8],
 }
 
+/// Chunks read before giving up on finding `data`.
+const MAX_CHUNKS: usize = 1024;
 const WAVE_FORMAT_PCM: u16 = 0x0001;
 const WAVE_FORMAT_IEEE_FLOAT: u16 = 0x0003;
 const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
@@ -130,7 +135,9 @@ fn parse_fmt(body: &[u8]) -> Result<Fmt, Error> {
     if tag == WAVE_FORMAT_EXTENSIBLE {
         // cbSize (2) + wValidBitsPerSample (2) + dwChannelMask (4) + GUID (16).
         if body.len() < 40 {
-            return Err(corrupt("WAVE_FORMAT_EXTENSIBLE fmt chunk shorter than 40 bytes"));
+            return Err(corrupt(
+                "WAVE_FORMAT_EXTENSIBLE fmt chunk shorter than 40 bytes",
+            ));
         }
         let guid = &body[24..40];
         if guid[2..] != SUBTYPE_GUID_TAIL {
@@ -139,6 +146,29 @@ fn parse_fmt(body: &[u8]) -> Result<Fmt, Error> {
             ));
         }
         tag = u16::from_le_bytes([guid[0], guid[1]]);
+    }
+    // Checked in the order of the card's probe (preba_protocol::media), so
+    // both report the same status for the same file.
+    if channels == 0 {
+        return Err(corrupt("zero channels"));
+    }
+    if channels > MAX_AUDIO_CHANNELS {
+        return Err(Error::InputTooLarge(format!(
+            "{channels} channels (limit {MAX_AUDIO_CHANNELS})"
+        )));
+    }
+    if rate == 0 {
+        return Err(corrupt("sample rate 0"));
+    }
+    if rate > MAX_AUDIO_RATE {
+        return Err(Error::InputTooLarge(format!(
+            "sample rate {rate} Hz (limit {MAX_AUDIO_RATE} Hz)"
+        )));
+    }
+    if rate < MIN_AUDIO_RATE {
+        return Err(Error::UnsupportedFormat(format!(
+            "sample rate {rate} Hz (below {MIN_AUDIO_RATE} Hz)"
+        )));
     }
     let format = match (tag, bits) {
         (WAVE_FORMAT_PCM, 8) => SampleFormat::U8,
@@ -164,27 +194,6 @@ fn parse_fmt(body: &[u8]) -> Result<Fmt, Error> {
             )));
         }
     };
-    if channels == 0 {
-        return Err(corrupt("zero channels"));
-    }
-    if channels > MAX_AUDIO_CHANNELS {
-        return Err(Error::InputTooLarge(format!(
-            "{channels} channels (limit {MAX_AUDIO_CHANNELS})"
-        )));
-    }
-    if rate == 0 {
-        return Err(corrupt("sample rate 0"));
-    }
-    if rate > MAX_AUDIO_RATE {
-        return Err(Error::InputTooLarge(format!(
-            "sample rate {rate} Hz (limit {MAX_AUDIO_RATE} Hz)"
-        )));
-    }
-    if rate < MIN_AUDIO_RATE {
-        return Err(Error::UnsupportedFormat(format!(
-            "sample rate {rate} Hz (below {MIN_AUDIO_RATE} Hz)"
-        )));
-    }
     let want = channels as usize * format.bytes();
     if block_align as usize != want {
         return Err(corrupt(&format!(
@@ -222,8 +231,8 @@ pub(crate) fn parse(input: &[u8]) -> Result<Parsed<'_>, Error> {
     }
     let mut off: usize = 12;
     let mut fmt: Option<Fmt> = None;
-    // Every chunk advances `off` by at least 8 bytes: the loop is bounded by len / 8.
-    loop {
+    // At most MAX_CHUNKS chunks before `data` (as the card's probe).
+    for _ in 0..MAX_CHUNKS {
         let Some(header) = input.get(off..off.saturating_add(8)) else {
             return Err(corrupt(if fmt.is_some() {
                 "no data chunk"
@@ -234,13 +243,15 @@ pub(crate) fn parse(input: &[u8]) -> Result<Parsed<'_>, Error> {
         let id = &header[0..4];
         let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         let body_start = off + 8;
-        let body_end = body_start.checked_add(size).unwrap_or(usize::MAX);
+        let body_end = body_start.saturating_add(size);
         if id == b"fmt " {
             if fmt.is_some() {
                 return Err(corrupt("two fmt chunks"));
             }
+            // The first 40 bytes hold every field we read (as the card's
+            // probe does, a longer fmt chunk need not be complete).
             let body = input
-                .get(body_start..body_end)
+                .get(body_start..body_start.saturating_add(size.min(40)))
                 .ok_or_else(|| corrupt("fmt chunk runs past the end of the file"))?;
             fmt = Some(parse_fmt(body)?);
         } else if id == b"data" {
@@ -274,6 +285,7 @@ pub(crate) fn parse(input: &[u8]) -> Result<Parsed<'_>, Error> {
         // Skip the chunk and its pad byte.
         off = body_end.saturating_add(size & 1);
     }
+    Err(corrupt("too many chunks before the data chunk"))
 }
 
 /// Reads the header only: format, rate, channels and the number of frames
@@ -286,24 +298,25 @@ fn sample(format: SampleFormat, b: &[u8]) -> f64 {
     match format {
         SampleFormat::U8 => (b[0] as f64 - 128.0) / 128.0,
         SampleFormat::I16 => i16::from_le_bytes([b[0], b[1]]) as f64 / 32_768.0,
-        SampleFormat::I24 => {
-            (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f64 / 8_388_608.0
-        }
-        SampleFormat::I32 => {
-            i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64 / 2_147_483_648.0
-        }
+        SampleFormat::I24 => (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f64 / 8_388_608.0,
+        SampleFormat::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64 / 2_147_483_648.0,
         SampleFormat::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
         SampleFormat::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
     }
 }
 
-/// Sanitises a decoded float sample: NaN becomes 0 and infinities are clamped,
-/// so hostile float files cannot poison the features with NaN.
+/// Largest magnitude a decoded sample keeps (60 dB over full scale): float
+/// files may exceed 1.0, but not by enough to overflow the f32 power spectrum.
+pub const MAX_SAMPLE: f64 = 1000.0;
+
+/// Sanitises a decoded float sample: NaN becomes 0, anything past
+/// +-[`MAX_SAMPLE`] (infinities included) is clamped, so hostile float files
+/// cannot make the features non-finite.
 fn finite(x: f64) -> f32 {
     if x.is_nan() {
         0.0
     } else {
-        x.clamp(f32::MIN as f64, f32::MAX as f64) as f32
+        x.clamp(-MAX_SAMPLE, MAX_SAMPLE) as f32
     }
 }
 
@@ -326,10 +339,7 @@ pub fn decode_mono(input: &[u8]) -> Result<(WavInfo, Vec<f32>), Error> {
     } else {
         let inv = 1.0 / ch as f64;
         out.extend(p.data.chunks_exact(block).map(|frame| {
-            let sum: f64 = frame
-                .chunks_exact(bytes)
-                .map(|s| sample(p.format, s))
-                .sum();
+            let sum: f64 = frame.chunks_exact(bytes).map(|s| sample(p.format, s)).sum();
             finite(sum * inv)
         }));
     }
