@@ -1,7 +1,7 @@
 //! The hart: registers, CSRs, traps, interrupts and the interpreter loop.
 
 use crate::bus::{Bus, Halt, IRQ_ALL, IRQ_MEI, IRQ_MSI};
-use crate::decode::{Insn, Op, decode, insn_len};
+use crate::decode::{Insn, Op, decode};
 use crate::elf;
 use crate::error::Error;
 
@@ -205,6 +205,7 @@ pub struct Cpu<B> {
     minstret_off: u64,
     // State.
     reservation: Option<u32>,
+    fetch_region: usize,
     waiting: bool,
     next_event: u64,
     next_poll: u64,
@@ -222,6 +223,9 @@ pub struct Cpu<B> {
 impl<B: Bus> Cpu<B> {
     /// Builds a hart in its reset state with zeroed RAM.
     pub fn new(config: Config, bus: B) -> Result<Self, Error> {
+        if config.ram.is_empty() {
+            return Err(Error::NoRam);
+        }
         let mut ram: Vec<Ram> = Vec::with_capacity(config.ram.len());
         for r in &config.ram {
             let end = u64::from(r.base) + u64::from(r.size);
@@ -264,6 +268,7 @@ impl<B: Bus> Cpu<B> {
             mcycle_off: 0,
             minstret_off: 0,
             reservation: None,
+            fetch_region: 0,
             waiting: false,
             next_event: u64::MAX,
             next_poll: 0,
@@ -526,27 +531,53 @@ impl<B: Bus> Cpu<B> {
         }
     }
 
+    /// The cached instruction at `pc`: possibly [`Op::Undecoded`] (the loop then calls
+    /// [`Cpu::decode_into_cache`]) or [`Op::FetchFault`].
     #[inline(always)]
-    fn fetch(&mut self, pc: u32) -> Option<Insn> {
-        for r in self.ram.iter_mut() {
-            let off = pc.wrapping_sub(r.base);
-            if off < r.len {
-                let slot = (off >> 1) as usize;
-                let c = *r.code.get(slot)?;
-                if c.op != Op::Undecoded {
-                    return Some(c);
-                }
-                return Self::decode_at(r, off as usize);
+    fn fetch(&mut self, pc: u32) -> Insn {
+        let r = &self.ram[self.fetch_region];
+        let off = pc.wrapping_sub(r.base);
+        if off < r.len {
+            if let Some(c) = r.code.get((off >> 1) as usize) {
+                return *c;
             }
         }
-        None
+        self.fetch_slow(pc)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fetch_slow(&mut self, pc: u32) -> Insn {
+        for (i, r) in self.ram.iter().enumerate() {
+            let off = pc.wrapping_sub(r.base);
+            if off < r.len {
+                if r.code.is_empty() {
+                    return Insn::FETCH_FAULT;
+                }
+                self.fetch_region = i;
+                return r.code[(off >> 1) as usize];
+            }
+        }
+        Insn::FETCH_FAULT
+    }
+
+    /// Decodes the instruction at `pc` (in the current fetch region) into the cache; a 32-bit
+    /// instruction whose second half lies past the region becomes a fetch fault.
+    #[cold]
+    #[inline(never)]
+    fn decode_into_cache(&mut self, pc: u32) {
+        let r = &mut self.ram[self.fetch_region];
+        let off = pc.wrapping_sub(r.base) as usize;
+        if Self::decode_at(r, off).is_none() {
+            r.code[off >> 1] = Insn::FETCH_FAULT;
+        }
     }
 
     #[cold]
     #[inline(never)]
     fn decode_at(r: &mut Ram, off: usize) -> Option<Insn> {
         let low = u16::from_le_bytes([r.data[off], r.data[off + 1]]);
-        let word = if insn_len(low) == 4 {
+        let word = if crate::decode::insn_len(low) == 4 {
             if off + 4 > r.data.len() {
                 return None;
             }
@@ -721,8 +752,16 @@ impl<B: Bus> Cpu<B> {
     }
 
     /// Executes a CSR instruction; returns false if it trapped.
-    fn exec_csr(&mut self, i: Insn, src: u32) -> bool {
-        let csr = i.imm as u32 & 0xfff;
+    #[inline(never)]
+    fn exec_csr(&mut self, op: Op, rd: u8, rs1: u8, imm: u32, src: u32) -> bool {
+        let i = Insn {
+            op,
+            rd,
+            rs1,
+            rs2: 0,
+            imm: imm as i32,
+        };
+        let csr = imm & 0xfff;
         let write = match i.op {
             Op::Csrrw | Op::Csrrwi => true,
             // csrrs/csrrc write only when rs1 (register number or immediate) is not zero.
@@ -767,14 +806,54 @@ impl<B: Bus> Cpu<B> {
     }
 
     /// The interpreter loop: runs until `retired` reaches `limit`.
+    ///
+    /// `pc` and `retired` live in locals; they are written back (`sync!`) before anything that
+    /// may read them or take a trap, and read back (`resync!`) after a trap.
     fn exec_block(&mut self) {
-        while self.retired < self.limit {
-            let pc = self.pc;
-            let Some(i) = self.fetch(pc) else {
-                self.exception(cause::INSN_ACCESS, pc);
-                continue;
+        let mut pc = self.pc;
+        let mut retired = self.retired;
+        macro_rules! sync {
+            () => {
+                self.pc = pc;
+                self.retired = retired;
             };
-            let next = pc.wrapping_add(u32::from(i.len));
+        }
+        macro_rules! resync {
+            () => {{
+                pc = self.pc;
+                retired = self.retired;
+                continue;
+            }};
+        }
+        macro_rules! load {
+            ($addr:expr, $size:expr, $rd:expr, $conv:expr) => {{
+                sync!();
+                match self.load($addr, $size) {
+                    Some(v) => self.x[$rd] = $conv(v),
+                    None => resync!(),
+                }
+            }};
+        }
+        macro_rules! store {
+            ($addr:expr, $size:expr, $v:expr) => {{
+                sync!();
+                if !self.store($addr, $size, $v) {
+                    resync!();
+                }
+            }};
+        }
+        macro_rules! amo {
+            ($addr:expr, $rd:expr, $f:expr) => {{
+                sync!();
+                match self.amo($addr, $f) {
+                    Some(v) => self.x[$rd] = v,
+                    None => resync!(),
+                }
+            }};
+        }
+        while retired < self.limit {
+            let i = self.fetch(pc);
+            let next = pc.wrapping_add(i.len());
             let mut npc = next;
             let a = self.x[usize::from(i.rs1) & 63];
             let b = self.x[usize::from(i.rs2) & 63];
@@ -822,41 +901,14 @@ impl<B: Bus> Cpu<B> {
                         npc = pc.wrapping_add(imm);
                     }
                 }
-                Op::Lb => match self.load(a.wrapping_add(imm), 1) {
-                    Some(v) => self.x[rd] = v as u8 as i8 as u32,
-                    None => continue,
-                },
-                Op::Lh => match self.load(a.wrapping_add(imm), 2) {
-                    Some(v) => self.x[rd] = v as u16 as i16 as u32,
-                    None => continue,
-                },
-                Op::Lw => match self.load(a.wrapping_add(imm), 4) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::Lbu => match self.load(a.wrapping_add(imm), 1) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::Lhu => match self.load(a.wrapping_add(imm), 2) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::Sb => {
-                    if !self.store(a.wrapping_add(imm), 1, b) {
-                        continue;
-                    }
-                }
-                Op::Sh => {
-                    if !self.store(a.wrapping_add(imm), 2, b) {
-                        continue;
-                    }
-                }
-                Op::Sw => {
-                    if !self.store(a.wrapping_add(imm), 4, b) {
-                        continue;
-                    }
-                }
+                Op::Lb => load!(a.wrapping_add(imm), 1, rd, |v: u32| v as u8 as i8 as u32),
+                Op::Lh => load!(a.wrapping_add(imm), 2, rd, |v: u32| v as u16 as i16 as u32),
+                Op::Lw => load!(a.wrapping_add(imm), 4, rd, |v: u32| v),
+                Op::Lbu => load!(a.wrapping_add(imm), 1, rd, |v: u32| v),
+                Op::Lhu => load!(a.wrapping_add(imm), 2, rd, |v: u32| v),
+                Op::Sb => store!(a.wrapping_add(imm), 1, b),
+                Op::Sh => store!(a.wrapping_add(imm), 2, b),
+                Op::Sw => store!(a.wrapping_add(imm), 4, b),
                 Op::Addi => x[rd] = a.wrapping_add(imm),
                 Op::Slti => x[rd] = u32::from((a as i32) < (imm as i32)),
                 Op::Sltiu => x[rd] = u32::from(a < imm),
@@ -901,78 +953,55 @@ impl<B: Bus> Cpu<B> {
                 }
                 Op::Remu => x[rd] = a.checked_rem(b).unwrap_or(a),
                 Op::LrW => {
+                    sync!();
                     if a & 3 != 0 {
                         self.exception(cause::LOAD_MISALIGNED, a);
-                        continue;
+                        resync!();
                     }
                     match self.load(a, 4) {
                         Some(v) => {
                             self.x[rd] = v;
                             self.reservation = Some(a);
                         }
-                        None => continue,
+                        None => resync!(),
                     }
                 }
                 Op::ScW => {
+                    sync!();
                     if a & 3 != 0 {
                         self.exception(cause::STORE_MISALIGNED, a);
-                        continue;
+                        resync!();
                     }
                     if self.reservation.take() == Some(a) {
                         if !self.store(a, 4, b) {
-                            continue;
+                            resync!();
                         }
                         self.x[rd] = 0;
                     } else {
                         self.x[rd] = 1;
                     }
                 }
-                Op::AmoSwapW => match self.amo(a, |_| b) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoAddW => match self.amo(a, |m| m.wrapping_add(b)) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoXorW => match self.amo(a, |m| m ^ b) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoAndW => match self.amo(a, |m| m & b) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoOrW => match self.amo(a, |m| m | b) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoMinW => match self.amo(a, |m| (m as i32).min(b as i32) as u32) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoMaxW => match self.amo(a, |m| (m as i32).max(b as i32) as u32) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoMinuW => match self.amo(a, |m| m.min(b)) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
-                Op::AmoMaxuW => match self.amo(a, |m| m.max(b)) {
-                    Some(v) => self.x[rd] = v,
-                    None => continue,
-                },
+                Op::AmoSwapW => amo!(a, rd, |_| b),
+                Op::AmoAddW => amo!(a, rd, |m: u32| m.wrapping_add(b)),
+                Op::AmoXorW => amo!(a, rd, |m| m ^ b),
+                Op::AmoAndW => amo!(a, rd, |m| m & b),
+                Op::AmoOrW => amo!(a, rd, |m| m | b),
+                Op::AmoMinW => amo!(a, rd, |m| (m as i32).min(b as i32) as u32),
+                Op::AmoMaxW => amo!(a, rd, |m| (m as i32).max(b as i32) as u32),
+                Op::AmoMinuW => amo!(a, rd, |m: u32| m.min(b)),
+                Op::AmoMaxuW => amo!(a, rd, |m: u32| m.max(b)),
                 Op::Fence | Op::FenceI => {}
                 Op::Ecall => {
+                    sync!();
                     self.exception(cause::ECALL_M, 0);
                     self.count_trapping();
-                    continue;
+                    resync!();
                 }
                 Op::Ebreak => {
+                    sync!();
                     self.exception(cause::BREAKPOINT, pc);
                     self.count_trapping();
-                    continue;
+                    resync!();
                 }
                 Op::Mret => {
                     let mpie = self.mstatus & MSTATUS_MPIE;
@@ -987,23 +1016,38 @@ impl<B: Bus> Cpu<B> {
                     self.limit = 0;
                 }
                 Op::Csrrw | Op::Csrrs | Op::Csrrc => {
-                    if !self.exec_csr(i, a) {
-                        continue;
+                    sync!();
+                    if !self.exec_csr(i.op, i.rd, i.rs1, imm, a) {
+                        resync!();
                     }
                 }
                 Op::Csrrwi | Op::Csrrsi | Op::Csrrci => {
-                    if !self.exec_csr(i, u32::from(i.rs1)) {
-                        continue;
+                    sync!();
+                    if !self.exec_csr(i.op, i.rd, i.rs1, imm, u32::from(i.rs1)) {
+                        resync!();
                     }
                 }
-                Op::Illegal | Op::Undecoded => {
-                    self.exception(cause::ILLEGAL, imm);
-                    self.count_trapping();
+                Op::Undecoded => {
+                    // Not decoded yet: decode into the cache and dispatch again.
+                    sync!();
+                    self.decode_into_cache(pc);
                     continue;
                 }
+                Op::FetchFault => {
+                    sync!();
+                    self.exception(cause::INSN_ACCESS, pc);
+                    resync!();
+                }
+                Op::Illegal => {
+                    sync!();
+                    self.exception(cause::ILLEGAL, imm);
+                    self.count_trapping();
+                    resync!();
+                }
             }
-            self.pc = npc;
-            self.retired += 1;
+            pc = npc;
+            retired += 1;
         }
+        sync!();
     }
 }

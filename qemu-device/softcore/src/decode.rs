@@ -89,26 +89,25 @@ pub enum Op {
     Illegal,
     /// Decode-cache marker: not decoded yet (never produced by [`decode`]).
     Undecoded,
+    /// Interpreter marker: the fetch faulted (never produced by [`decode`]).
+    FetchFault,
 }
 
-/// One decoded instruction.
+/// One decoded instruction: 8 bytes, so a decode-cache entry loads in one go.
 ///
-/// `rd` is [`SINK`] when the instruction names `x0` as destination. `len` is 2 or 4.
+/// The destination is [`SINK`] when the instruction names `x0`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C, align(8))]
 pub struct Insn {
-    /// The operation.
-    pub op: Op,
-    /// Destination register (0..=31, or [`SINK`]).
-    pub rd: u8,
-    /// First source register, or the CSR immediate.
-    pub rs1: u8,
-    /// Second source register.
-    pub rs2: u8,
-    /// Encoded length in bytes: 2 or 4.
-    pub len: u8,
-    /// Immediate (sign-extended where the ISA says so), shift amount, CSR address, or raw bits.
-    pub imm: i32,
+    pub(crate) op: Op,
+    /// Destination register (0..=31, or [`SINK`]) in bits 0..6; bit 7 set for 16-bit encodings.
+    pub(crate) rd: u8,
+    pub(crate) rs1: u8,
+    pub(crate) rs2: u8,
+    pub(crate) imm: i32,
 }
+
+const COMPRESSED: u8 = 0x80;
 
 impl Insn {
     /// The decode-cache "empty" value.
@@ -117,31 +116,63 @@ impl Insn {
         rd: 0,
         rs1: 0,
         rs2: 0,
-        len: 0,
         imm: 0,
     };
 
+    pub(crate) const FETCH_FAULT: Insn = Insn {
+        op: Op::FetchFault,
+        rd: 0,
+        rs1: 0,
+        rs2: 0,
+        imm: 0,
+    };
+
+    /// The operation.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// Destination register (1..=31, or [`SINK`] for `x0`).
+    pub fn rd(&self) -> u8 {
+        self.rd & 63
+    }
+
+    /// First source register, or the 5-bit CSR immediate.
+    pub fn rs1(&self) -> u8 {
+        self.rs1
+    }
+
+    /// Second source register.
+    pub fn rs2(&self) -> u8 {
+        self.rs2
+    }
+
+    /// Immediate (sign-extended where the ISA says so), shift amount, CSR address, or the raw
+    /// bits of an illegal instruction.
+    pub fn imm(&self) -> i32 {
+        self.imm
+    }
+
+    /// Encoded length in bytes: 2 or 4.
+    #[inline(always)]
+    pub fn len(&self) -> u32 {
+        4 - u32::from(self.rd >> 6 & 2)
+    }
+
     fn new(op: Op, rd: u32, rs1: u32, rs2: u32, imm: i32, len: u8) -> Insn {
         let rd = (rd & 31) as u8;
+        let rd = if rd == 0 { SINK } else { rd };
         Insn {
             op,
-            rd: if rd == 0 { SINK } else { rd },
+            rd: if len == 2 { rd | COMPRESSED } else { rd },
             rs1: (rs1 & 31) as u8,
             rs2: (rs2 & 31) as u8,
-            len,
             imm,
         }
     }
 
     fn illegal(bits: u32, len: u8) -> Insn {
-        Insn {
-            op: Op::Illegal,
-            rd: SINK,
-            rs1: 0,
-            rs2: 0,
-            len,
-            imm: bits as i32,
-        }
+        Insn::new(Op::Illegal, 0, 0, 0, bits as i32, len)
     }
 }
 

@@ -10,6 +10,8 @@ use crate::elf::ElfError;
 pub enum Error {
     /// A RAM region that is empty, misaligned, wraps past 4 GiB or overlaps another.
     BadRegion(RamRegion),
+    /// The configuration has no RAM region.
+    NoRam,
     /// A RAM access by the host outside every RAM region.
     OutsideRam {
         /// The first address.
@@ -34,6 +36,7 @@ impl fmt::Display for Error {
                 "bad RAM region base {:#x} size {:#x}: empty, misaligned, wrapping or overlapping",
                 r.base, r.size
             ),
+            Error::NoRam => write!(f, "no RAM region configured"),
             Error::OutsideRam { addr } => write!(f, "range at {addr:#x} is not inside one RAM region"),
             Error::SegmentOutsideRam { paddr, memsz } => write!(
                 f,
