@@ -472,3 +472,126 @@ pub fn decode16(h: u16) -> Insn {
         _ => ill, // C.FLDSP, C.FLWSP, C.FSDSP, C.FSWSP
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn illegal_encodings() {
+        let illegal32: &[(u32, &str)] = &[
+            (0xffff_ffff, "all ones"),
+            (0x0000_007f, "opcode 0x7f"),
+            (0x0000_000b, "custom-0"),
+            (0x0000_0007, "LOAD-FP (no F)"),
+            (0x0000_0027, "STORE-FP"),
+            (0x0000_0053, "OP-FP"),
+            (0x0000_001b, "OP-IMM-32 (RV64)"),
+            (0x0000_003b, "OP-32 (RV64)"),
+            (0x0000_3003, "ld"),
+            (0x0000_6003, "lwu"),
+            (0x0000_7003, "load funct3 7"),
+            (0x0000_3023, "sd"),
+            (0x0000_4023, "store funct3 4"),
+            (0x0000_2063, "branch funct3 2"),
+            (0x0000_3063, "branch funct3 3"),
+            (0x0000_1067, "jalr funct3 1"),
+            (0x0200_1013, "slli shamt[5]"),
+            (0x0200_5013, "srli shamt[5]"),
+            (0x4200_5013, "srai shamt[5]"),
+            (0x4000_1013, "slli funct7 0x20"),
+            (0x2000_5013, "srli bad funct7"),
+            (0x4000_1033, "sll funct7 0x20"),
+            (0x4000_2033, "slt funct7 0x20"),
+            (0x0400_0033, "OP funct7 2"),
+            (0x0000_302f, "amo funct3 3 (RV64)"),
+            (0x1010_202f, "lr.w with rs2 != 0"),
+            (0x1800_202f | (0x1f << 27), "amo funct5 0x1f"),
+            (0x0000_2073 & !0x7000 | 0x4000, "system funct3 4"),
+            (0x1020_0073, "sret (no S-mode)"),
+            (0x0020_0073, "uret"),
+            (0x1200_0073, "sfence.vma"),
+            (0x7b20_0073, "dret"),
+            (0x0010_0173, "ebreak with rd"),
+            (0x0000_2_00f, "fence funct3 2"),
+        ];
+        for &(w, what) in illegal32 {
+            let i = decode(w);
+            assert_eq!(i.op(), Op::Illegal, "{what}: {w:#010x} decoded as {i:?}");
+            assert_eq!(i.imm() as u32, w, "{what}: mtval must be the bits");
+            assert_eq!(i.len(), 4);
+        }
+        let illegal16: &[(u16, &str)] = &[
+            (0x0000, "all zero"),
+            (0x0010, "c.addi4spn imm 0"),
+            (0x2000, "c.fld"),
+            (0x6000, "c.flw"),
+            (0xa000, "c.fsd"),
+            (0xe000, "c.fsw"),
+            (0x8000, "reserved quadrant 0 funct3 4"),
+            (0x6101, "c.addi16sp imm 0"),
+            (0x6501, "c.lui imm 0"),
+            (0x9005, "c.srli shamt[5]"),
+            (0x9405, "c.srai shamt[5]"),
+            (0x9d01, "c.subw"),
+            (0x9d21, "c.addw"),
+            (0x1506, "c.slli shamt[5]"),
+            (0x4002, "c.lwsp rd 0"),
+            (0x8002, "c.jr x0"),
+            (0x2002, "c.fldsp"),
+            (0x6002, "c.flwsp"),
+            (0xa002, "c.fsdsp"),
+            (0xe002, "c.fswsp"),
+        ];
+        for &(h, what) in illegal16 {
+            let i = decode(u32::from(h) | 0xabcd_0000);
+            assert_eq!(i.op(), Op::Illegal, "{what}: {h:#06x} decoded as {i:?}");
+            assert_eq!(i.imm() as u32, u32::from(h), "{what}: mtval is the 16 bits");
+            assert_eq!(i.len(), 2);
+        }
+    }
+
+    #[test]
+    fn hints_decode_as_harmless() {
+        // c.addi x0 / c.li x0 / c.mv x0 / c.add x0 / c.lui x0 / c.slli x0: writes go to the sink.
+        for h in [0x0005u16, 0x4015, 0x802a, 0x902a, 0x6005, 0x0006] {
+            let i = decode(u32::from(h));
+            assert_ne!(i.op(), Op::Illegal, "{h:#06x}");
+            assert_eq!(i.rd(), SINK, "{h:#06x}");
+        }
+    }
+
+    #[test]
+    fn every_16_bit_word_decodes() {
+        for h in 0..=u16::MAX {
+            if h & 3 == 3 {
+                continue;
+            }
+            let i = decode(u32::from(h));
+            assert_eq!(i.len(), 2);
+            assert!(i.rd() <= SINK && i.rs1() < 32 && i.rs2() < 32);
+            assert_ne!(i.op(), Op::Undecoded);
+        }
+    }
+
+    #[test]
+    fn many_32_bit_words_decode() {
+        // A cheap LCG walk over the 32-bit space (proptest covers the interpreter side).
+        let mut w: u32 = 1;
+        for _ in 0..2_000_000 {
+            w = w.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let word = w | 3;
+            let i = decode(word);
+            assert_eq!(i.len(), 4);
+            assert!(i.rd() <= SINK && i.rs1() < 32 && i.rs2() < 32);
+            assert!(!matches!(i.op(), Op::Undecoded | Op::FetchFault));
+        }
+    }
+
+    #[test]
+    fn x0_destination_goes_to_the_sink() {
+        assert_eq!(decode(0x0000_0013).rd(), SINK); // nop
+        assert_eq!(decode(0x0000_0013).op(), Op::Addi);
+        assert_eq!(decode(0x0000_006f).rd(), SINK); // j .
+    }
+}
