@@ -418,8 +418,11 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
     Err(MediaError::Corrupt("too many chunks"))
 }
 
+/// The fixed 16-byte head of a fmt chunk.
+type FmtHead = (u16, u16, u32, u32, u16, u16);
+
 fn parse_fmt(buf: &[u8]) -> Result<(WavEncoding, u16, u32, u16), MediaError> {
-    let r: nom::IResult<&[u8], (u16, u16, u32, u32, u16, u16)> =
+    let r: nom::IResult<&[u8], FmtHead> =
         (le_u16, le_u16, le_u32, le_u32, le_u16, le_u16).parse(buf);
     let Ok((rest, (mut tag, channels, rate, _byte_rate, block, bits))) = r else {
         return Err(MediaError::Corrupt("short fmt chunk"));
