@@ -1,1 +1,0 @@
-/work/main/qemu-device/softcore/target-softcore/rvtests/riscv32imac-unknown-none-elf/release/libpreba_rvtests.rlib: /work/main/qemu-device/softcore/rvtests/asm /work/main/qemu-device/softcore/rvtests/build.rs /work/main/qemu-device/softcore/rvtests/link.x /work/main/qemu-device/softcore/rvtests/src/lib.rs
