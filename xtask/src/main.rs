@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bench_audio;
+mod bench_card;
 mod bench_preprocess;
 mod bench_softcore;
 mod setup;
@@ -22,6 +23,7 @@ commands:
   fixtures             regenerate fixtures and golden tensors with the venv
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
   bench softcore       soft-core interpreter speed; last line is `N MIPS`
+  bench card           card model (firmware on the soft core) vs the golden model alone
 ";
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
             bench_preprocess::run(rest).and_then(|()| bench_audio::run(rest))
         }
         ["bench", "softcore", rest @ ..] => bench_softcore::run(rest),
+        ["bench", "card", rest @ ..] => bench_card::run(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())
