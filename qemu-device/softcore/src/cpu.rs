@@ -341,7 +341,9 @@ impl<B: Bus> Cpu<B> {
     /// range must lie inside one RAM region.
     pub fn write_ram(&mut self, addr: u32, data: &[u8]) -> Result<(), Error> {
         let len = u32::try_from(data.len()).map_err(|_| Error::OutsideRam { addr })?;
-        let (i, off) = self.ram_range(addr, len).ok_or(Error::OutsideRam { addr })?;
+        let (i, off) = self
+            .ram_range(addr, len)
+            .ok_or(Error::OutsideRam { addr })?;
         let r = &mut self.ram[i];
         r.data[off..off + data.len()].copy_from_slice(data);
         if !r.code.is_empty() && !data.is_empty() {
@@ -485,9 +487,7 @@ impl<B: Bus> Cpu<B> {
         if p.halt.is_some() {
             self.halt = p.halt;
         }
-        self.next_poll = p
-            .next_event
-            .min(now.saturating_add(self.max_poll_interval));
+        self.next_poll = p.next_event.min(now.saturating_add(self.max_poll_interval));
         self.poll_now = false;
     }
 
@@ -537,10 +537,10 @@ impl<B: Bus> Cpu<B> {
     fn fetch(&mut self, pc: u32) -> Insn {
         let r = &self.ram[self.fetch_region];
         let off = pc.wrapping_sub(r.base);
-        if off < r.len {
-            if let Some(c) = r.code.get((off >> 1) as usize) {
-                return *c;
-            }
+        if off < r.len
+            && let Some(c) = r.code.get((off >> 1) as usize)
+        {
+            return *c;
         }
         self.fetch_slow(pc)
     }
@@ -581,7 +581,12 @@ impl<B: Bus> Cpu<B> {
             if off + 4 > r.data.len() {
                 return None;
             }
-            u32::from_le_bytes([r.data[off], r.data[off + 1], r.data[off + 2], r.data[off + 3]])
+            u32::from_le_bytes([
+                r.data[off],
+                r.data[off + 1],
+                r.data[off + 2],
+                r.data[off + 3],
+            ])
         } else {
             u32::from(low)
         };
@@ -853,7 +858,7 @@ impl<B: Bus> Cpu<B> {
         }
         while retired < self.limit {
             let i = self.fetch(pc);
-            let next = pc.wrapping_add(i.len());
+            let next = pc.wrapping_add(i.byte_len());
             let mut npc = next;
             let a = self.x[usize::from(i.rs1) & 63];
             let b = self.x[usize::from(i.rs2) & 63];

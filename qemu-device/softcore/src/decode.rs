@@ -155,7 +155,7 @@ impl Insn {
 
     /// Encoded length in bytes: 2 or 4.
     #[inline(always)]
-    pub fn len(&self) -> u32 {
+    pub fn byte_len(&self) -> u32 {
         4 - u32::from(self.rd >> 6 & 2)
     }
 
@@ -211,7 +211,10 @@ pub fn decode32(w: u32) -> Insn {
     let i_imm = (w as i32) >> 20;
     let s_imm = sext((bits(w, 31, 25) << 5) | bits(w, 11, 7), 12);
     let b_imm = sext(
-        (bits(w, 31, 31) << 12) | (bits(w, 7, 7) << 11) | (bits(w, 30, 25) << 5) | (bits(w, 11, 8) << 1),
+        (bits(w, 31, 31) << 12)
+            | (bits(w, 7, 7) << 11)
+            | (bits(w, 30, 25) << 5)
+            | (bits(w, 11, 8) << 1),
         13,
     );
     let u_imm = (w & 0xffff_f000) as i32;
@@ -274,7 +277,11 @@ pub fn decode32(w: u32) -> Insn {
                 5 if f7 == 0x20 => Srai,
                 _ => return ill,
             };
-            let imm = if matches!(op, Slli | Srli | Srai) { rs2 as i32 } else { i_imm };
+            let imm = if matches!(op, Slli | Srli | Srai) {
+                rs2 as i32
+            } else {
+                i_imm
+            };
             mk(op, imm)
         }
         0x33 => {
@@ -395,7 +402,7 @@ pub fn decode16(h: u16) -> Insn {
         (0, 6) => mk(Sw, 0, rs1p, rdp, cl_off as i32),
         (0, _) => ill, // C.FLD, C.FLW, C.FSD, C.FSW and the reserved slot
         (1, 0) => mk(Addi, r, r, 0, ci_imm), // C.NOP / C.ADDI (hints included)
-        (1, 1) => mk(Jal, 1, 0, 0, cj_imm),  // C.JAL
+        (1, 1) => mk(Jal, 1, 0, 0, cj_imm), // C.JAL
         (1, 2) => mk(Addi, r, 0, 0, ci_imm), // C.LI
         (1, 3) => {
             if r == 2 {
@@ -458,12 +465,12 @@ pub fn decode16(h: u16) -> Insn {
             mk(Lw, r, 2, 0, off as i32)
         }
         (2, 4) => match (bits(w, 12, 12), r, r2) {
-            (0, 0, 0) => ill,                     // C.JR x0 is reserved
-            (0, _, 0) => mk(Jalr, 0, r, 0, 0),    // C.JR
-            (0, _, _) => mk(Add, r, 0, r2, 0),    // C.MV (rd=0: hint)
+            (0, 0, 0) => ill,                  // C.JR x0 is reserved
+            (0, _, 0) => mk(Jalr, 0, r, 0, 0), // C.JR
+            (0, _, _) => mk(Add, r, 0, r2, 0), // C.MV (rd=0: hint)
             (_, 0, 0) => Insn::new(Ebreak, 0, 0, 0, 0, 2),
-            (_, _, 0) => mk(Jalr, 1, r, 0, 0),    // C.JALR
-            (_, _, _) => mk(Add, r, r, r2, 0),    // C.ADD (rd=0: hint)
+            (_, _, 0) => mk(Jalr, 1, r, 0, 0), // C.JALR
+            (_, _, _) => mk(Add, r, r, r2, 0), // C.ADD (rd=0: hint)
         },
         (2, 6) => {
             let off = (bits(w, 12, 9) << 2) | (bits(w, 8, 7) << 6);
@@ -513,13 +520,13 @@ mod tests {
             (0x1200_0073, "sfence.vma"),
             (0x7b20_0073, "dret"),
             (0x0010_0173, "ebreak with rd"),
-            (0x0000_2_00f, "fence funct3 2"),
+            (0x0000_200f, "fence funct3 2"),
         ];
         for &(w, what) in illegal32 {
             let i = decode(w);
             assert_eq!(i.op(), Op::Illegal, "{what}: {w:#010x} decoded as {i:?}");
             assert_eq!(i.imm() as u32, w, "{what}: mtval must be the bits");
-            assert_eq!(i.len(), 4);
+            assert_eq!(i.byte_len(), 4);
         }
         let illegal16: &[(u16, &str)] = &[
             (0x0000, "all zero"),
@@ -547,7 +554,7 @@ mod tests {
             let i = decode(u32::from(h) | 0xabcd_0000);
             assert_eq!(i.op(), Op::Illegal, "{what}: {h:#06x} decoded as {i:?}");
             assert_eq!(i.imm() as u32, u32::from(h), "{what}: mtval is the 16 bits");
-            assert_eq!(i.len(), 2);
+            assert_eq!(i.byte_len(), 2);
         }
     }
 
@@ -568,7 +575,7 @@ mod tests {
                 continue;
             }
             let i = decode(u32::from(h));
-            assert_eq!(i.len(), 2);
+            assert_eq!(i.byte_len(), 2);
             assert!(i.rd() <= SINK && i.rs1() < 32 && i.rs2() < 32);
             assert_ne!(i.op(), Op::Undecoded);
         }
@@ -582,7 +589,7 @@ mod tests {
             w = w.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let word = w | 3;
             let i = decode(word);
-            assert_eq!(i.len(), 4);
+            assert_eq!(i.byte_len(), 4);
             assert!(i.rd() <= SINK && i.rs1() < 32 && i.rs2() < 32);
             assert!(!matches!(i.op(), Op::Undecoded | Op::FetchFault));
         }

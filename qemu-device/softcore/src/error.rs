@@ -37,7 +37,9 @@ impl fmt::Display for Error {
                 r.base, r.size
             ),
             Error::NoRam => write!(f, "no RAM region configured"),
-            Error::OutsideRam { addr } => write!(f, "range at {addr:#x} is not inside one RAM region"),
+            Error::OutsideRam { addr } => {
+                write!(f, "range at {addr:#x} is not inside one RAM region")
+            }
             Error::SegmentOutsideRam { paddr, memsz } => write!(
                 f,
                 "ELF segment at {paddr:#x} ({memsz:#x} bytes) is not inside one RAM region"

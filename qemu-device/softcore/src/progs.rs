@@ -25,7 +25,13 @@ pub fn build() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = target_dir();
     let out = Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "--target", "riscv32imac-unknown-none-elf"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "riscv32imac-unknown-none-elf",
+        ])
         .arg("--manifest-path")
         .arg(rvtests_dir().join("Cargo.toml"))
         .arg("--target-dir")

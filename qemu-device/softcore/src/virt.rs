@@ -156,10 +156,7 @@ impl Bus for VirtBus {
             // The first cycle at which mtime reaches mtimecmp.
             let ticks = self.mtimecmp.wrapping_sub(self.mtime_off);
             // mtime_off may make the target tick lie before the current one: poll soon.
-            ticks
-                .checked_mul(self.time_divisor)
-                .unwrap_or(u64::MAX)
-                .max(now + 1)
+            ticks.saturating_mul(self.time_divisor).max(now + 1)
         };
         Poll {
             irq,

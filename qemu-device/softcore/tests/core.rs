@@ -74,7 +74,12 @@ mod asm {
     }
     pub fn sw(rs2: u32, rs1: u32, imm: i32) -> u32 {
         let imm = imm as u32;
-        ((imm >> 5 & 0x7f) << 25) | (rs2 << 20) | (rs1 << 15) | (2 << 12) | ((imm & 0x1f) << 7) | 0x23
+        ((imm >> 5 & 0x7f) << 25)
+            | (rs2 << 20)
+            | (rs1 << 15)
+            | (2 << 12)
+            | ((imm & 0x1f) << 7)
+            | 0x23
     }
     pub fn csrrw(rd: u32, csr: u32, rs1: u32) -> u32 {
         (csr << 20) | (rs1 << 15) | (1 << 12) | (rd << 7) | 0x73
@@ -84,7 +89,12 @@ mod asm {
     }
     pub fn jal(rd: u32, off: i32) -> u32 {
         let o = off as u32;
-        ((o >> 20 & 1) << 31) | ((o >> 1 & 0x3ff) << 21) | ((o >> 11 & 1) << 20) | ((o >> 12 & 0xff) << 12) | (rd << 7) | 0x6f
+        ((o >> 20 & 1) << 31)
+            | ((o >> 1 & 0x3ff) << 21)
+            | ((o >> 11 & 1) << 20)
+            | ((o >> 12 & 0xff) << 12)
+            | (rd << 7)
+            | 0x6f
     }
     pub const WFI: u32 = 0x1050_0073;
     pub const MRET: u32 = 0x3020_0073;
@@ -105,7 +115,11 @@ fn load(cpu: &mut Cpu<TestBus>, addr: u32, prog: &[u32]) {
 
 /// Program prologue: mtvec = BASE + 0x100 (x5 scratch).
 fn mtvec_at_0x100() -> Vec<u32> {
-    vec![asm::lui(5, BASE >> 12), asm::addi(5, 5, 0x100), asm::csrrw(0, 0x305, 5)]
+    vec![
+        asm::lui(5, BASE >> 12),
+        asm::addi(5, 5, 0x100),
+        asm::csrrw(0, 0x305, 5),
+    ]
 }
 
 #[test]
@@ -134,7 +148,11 @@ fn mmio_goes_through_the_bus_with_sizes() {
     assert_eq!(cpu.reg(13), 0x5a);
     assert_eq!(
         cpu.bus().accesses,
-        vec![('w', 0x4000_0000, 4, 0x5a), ('r', 0x4000_0000, 4, 0), ('r', 0x4000_0000, 1, 0)]
+        vec![
+            ('w', 0x4000_0000, 4, 0x5a),
+            ('r', 0x4000_0000, 4, 0),
+            ('r', 0x4000_0000, 1, 0)
+        ]
     );
 }
 
@@ -153,7 +171,11 @@ fn halt_from_the_bus_stops_after_the_store() {
 #[test]
 fn access_fault_is_precise() {
     let mut prog = mtvec_at_0x100();
-    prog.extend([asm::lui(10, 0x50000), asm::addi(12, 0, 99), asm::lw(12, 10, 8)]);
+    prog.extend([
+        asm::lui(10, 0x50000),
+        asm::addi(12, 0, 99),
+        asm::lw(12, 10, 8),
+    ]);
     let mut cpu = cpu_with(&prog);
     load(&mut cpu, BASE + 0x100, &[asm::WFI]);
     assert_eq!(cpu.run(100), Exit::Wfi);
@@ -170,11 +192,11 @@ fn external_interrupt_wakes_wfi_and_is_taken() {
     let mut prog = mtvec_at_0x100();
     prog.extend([
         asm::lui(6, 1),
-        asm::addi(6, 6, -0x800),   // x6 = 0x800 (MEIE)
-        asm::csrrw(0, 0x304, 6),   // mie
-        asm::csrrs(0, 0x300, 0),   // read mstatus (no write)
+        asm::addi(6, 6, -0x800), // x6 = 0x800 (MEIE)
+        asm::csrrw(0, 0x304, 6), // mie
+        asm::csrrs(0, 0x300, 0), // read mstatus (no write)
         asm::addi(7, 0, 8),
-        asm::csrrs(0, 0x300, 7),   // mstatus.MIE = 1
+        asm::csrrs(0, 0x300, 7), // mstatus.MIE = 1
         asm::WFI,
         asm::addi(20, 0, 1),
     ]);
@@ -183,7 +205,12 @@ fn external_interrupt_wakes_wfi_and_is_taken() {
     load(
         &mut cpu,
         BASE + 0x100,
-        &[asm::csrrs(21, 0x342, 0), asm::lui(10, 0x40000), asm::sw(0, 10, 8), asm::MRET],
+        &[
+            asm::csrrs(21, 0x342, 0),
+            asm::lui(10, 0x40000),
+            asm::sw(0, 10, 8),
+            asm::MRET,
+        ],
     );
     assert_eq!(cpu.run(1000), Exit::Wfi);
     assert!(cpu.is_waiting());
@@ -263,7 +290,12 @@ fn self_modifying_code_is_seen() {
     load(
         &mut cpu,
         BASE + 8,
-        &[asm::lui(11, BASE >> 12), asm::lw(12, 11, 0x40), asm::sw(12, 11, 0), asm::jal(0, -20)],
+        &[
+            asm::lui(11, BASE >> 12),
+            asm::lw(12, 11, 0x40),
+            asm::sw(12, 11, 0),
+            asm::jal(0, -20),
+        ],
     );
     load(&mut cpu, BASE + 0x40, &[asm::addi(10, 10, 100)]);
     cpu.set_pc(BASE + 8);
@@ -287,7 +319,10 @@ fn ram_access_for_the_host() {
     assert_eq!(cpu.ram(DMEM.base + 16, 4), Some(&b"log!"[..]));
     assert!(cpu.ram(DMEM.base + DMEM.size - 2, 4).is_none());
     assert!(cpu.write_ram(DMEM.base + DMEM.size, b"x").is_err());
-    assert!(cpu.write_ram(IMEM.base + IMEM.size - 2, b"xyz").is_err(), "spans two regions");
+    assert!(
+        cpu.write_ram(IMEM.base + IMEM.size - 2, b"xyz").is_err(),
+        "spans two regions"
+    );
     assert!(cpu.ram(0, 1).is_none());
 }
 
@@ -296,13 +331,22 @@ fn bad_configurations_are_refused() {
     let mut c = Config::default();
     c.ram.push(IMEM);
     assert!(Cpu::new(c, TestBus::default()).is_err(), "overlap");
-    let c = Config { ram: vec![], ..Config::default() };
+    let c = Config {
+        ram: vec![],
+        ..Config::default()
+    };
     assert!(Cpu::new(c, TestBus::default()).is_err(), "no RAM");
     let mut c = Config::default();
     c.ram[0].size = 6;
     assert!(Cpu::new(c, TestBus::default()).is_err(), "size");
-    let mut c = Config::default();
-    c.ram = vec![preba_softcore::RamRegion { base: 0xffff_fff0, size: 0x20, exec: true }];
+    let c = Config {
+        ram: vec![preba_softcore::RamRegion {
+            base: 0xffff_fff0,
+            size: 0x20,
+            exec: true,
+        }],
+        ..Config::default()
+    };
     assert!(Cpu::new(c, TestBus::default()).is_err(), "wraps");
 }
 
@@ -311,5 +355,8 @@ fn polls_are_bounded() {
     let mut cpu = cpu_with(&[asm::jal(0, 0)]); // j .
     cpu.run(1 << 20);
     let polls = cpu.bus().polls;
-    assert!(polls >= 16 && polls < 64, "{polls} polls for 2^20 instructions");
+    assert!(
+        (16..64).contains(&polls),
+        "{polls} polls for 2^20 instructions"
+    );
 }

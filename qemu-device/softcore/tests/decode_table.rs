@@ -19,19 +19,54 @@ fn rd(r: u8) -> u8 {
     if r == 0 { SINK } else { r }
 }
 fn u(op: Op, d: u8, imm: i32) -> Want {
-    Want { op, rd: Some(rd(d)), rs1: None, rs2: None, imm: Some(imm), len: 4 }
+    Want {
+        op,
+        rd: Some(rd(d)),
+        rs1: None,
+        rs2: None,
+        imm: Some(imm),
+        len: 4,
+    }
 }
 fn i(op: Op, d: u8, s1: u8, imm: i32) -> Want {
-    Want { op, rd: Some(rd(d)), rs1: Some(s1), rs2: None, imm: Some(imm), len: 4 }
+    Want {
+        op,
+        rd: Some(rd(d)),
+        rs1: Some(s1),
+        rs2: None,
+        imm: Some(imm),
+        len: 4,
+    }
 }
 fn s(op: Op, s1: u8, s2: u8, imm: i32) -> Want {
-    Want { op, rd: None, rs1: Some(s1), rs2: Some(s2), imm: Some(imm), len: 4 }
+    Want {
+        op,
+        rd: None,
+        rs1: Some(s1),
+        rs2: Some(s2),
+        imm: Some(imm),
+        len: 4,
+    }
 }
 fn r(op: Op, d: u8, s1: u8, s2: u8) -> Want {
-    Want { op, rd: Some(rd(d)), rs1: Some(s1), rs2: Some(s2), imm: None, len: 4 }
+    Want {
+        op,
+        rd: Some(rd(d)),
+        rs1: Some(s1),
+        rs2: Some(s2),
+        imm: None,
+        len: 4,
+    }
 }
 fn n(op: Op) -> Want {
-    Want { op, rd: None, rs1: None, rs2: None, imm: None, len: 4 }
+    Want {
+        op,
+        rd: None,
+        rs1: None,
+        rs2: None,
+        imm: None,
+        len: 4,
+    }
 }
 fn c(mut w: Want) -> Want {
     w.len = 2;
@@ -149,7 +184,10 @@ fn table16() -> Vec<Want> {
 
 fn find(hay: &[u8], word: u32) -> usize {
     let w = word.to_le_bytes();
-    hay.windows(4).position(|x| x == w).expect("marker in the ELF") + 4
+    hay.windows(4)
+        .position(|x| x == w)
+        .expect("marker in the ELF")
+        + 4
 }
 
 fn check(bytes: &[u8], want: &[Want]) {
@@ -159,7 +197,7 @@ fn check(bytes: &[u8], want: &[Want]) {
         let got: Insn = decode(word);
         let ctx = format!("entry {k} ({word:#010x}): want {w:?}, got {got:?}");
         assert_eq!(got.op(), w.op, "{ctx}");
-        assert_eq!(got.len(), w.len, "{ctx}");
+        assert_eq!(got.byte_len(), w.len, "{ctx}");
         if let Some(rd) = w.rd {
             assert_eq!(got.rd(), rd, "{ctx}");
         }

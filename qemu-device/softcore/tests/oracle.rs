@@ -34,8 +34,16 @@ fn qemu_available() -> bool {
 /// Runs `elf` under QEMU; returns (stdout, exit code).
 fn run_qemu(elf: &std::path::Path) -> (Vec<u8>, i32) {
     let mut child = Command::new("qemu-system-riscv32")
-        .args(["-M", "virt", "-bios", "none", "-display", "none", "-monitor", "none"])
-        .args(["-serial", "stdio", "-icount", "shift=0,align=off,sleep=off", "-kernel"])
+        .args([
+            "-M", "virt", "-bios", "none", "-display", "none", "-monitor", "none",
+        ])
+        .args([
+            "-serial",
+            "stdio",
+            "-icount",
+            "shift=0,align=off,sleep=off",
+            "-kernel",
+        ])
         .arg(elf)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -83,9 +91,13 @@ fn qemu_and_softcore_agree() {
             ));
         }
         if qemu_code != our_code {
-            failures.push(format!("{name}: exit {qemu_code} under qemu, {our_code} here"));
+            failures.push(format!(
+                "{name}: exit {qemu_code} under qemu, {our_code} here"
+            ));
         }
-        let marks = qemu_out.split(|&b| b == b'\n').filter(|l| l.first() == Some(&b'@'));
+        let marks = qemu_out
+            .split(|&b| b == b'\n')
+            .filter(|l| l.first() == Some(&b'@'));
         eprintln!("{name}: identical ({} log points)", marks.count());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -8,7 +8,15 @@ use preba_softcore::virt::{RunResult, run_elf, virt_config};
 
 /// Programs whose output (UART bytes and instruction counts at log points) must match QEMU.
 pub const ORACLE_PROGRAMS: &[&str] = &[
-    "rv32i", "rv32m", "rv32a", "rv32c", "zicsr", "traps", "timer", "coremark", "encodings",
+    "rv32i",
+    "rv32m",
+    "rv32a",
+    "rv32c",
+    "zicsr",
+    "traps",
+    "timer",
+    "coremark",
+    "encodings",
 ];
 /// Programs that only run here (they test choices where QEMU differs; see each file).
 pub const LOCAL_PROGRAMS: &[&str] = &["misaligned"];

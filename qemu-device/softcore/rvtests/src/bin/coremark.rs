@@ -122,7 +122,9 @@ fn list(seed: u32) -> u32 {
     let mut cur = rev;
     let mut pos = 0u32;
     while cur != u8::MAX {
-        h = h.wrapping_mul(31).wrapping_add(u32::from(key[cur as usize]) ^ pos);
+        h = h
+            .wrapping_mul(31)
+            .wrapping_add(u32::from(key[cur as usize]) ^ pos);
         pos += 1;
         cur = next[cur as usize];
     }
@@ -173,7 +175,9 @@ fn states(seed: u32) -> u32 {
         };
     }
     counts[s as usize] += 1;
-    counts.iter().fold(0u32, |h, &c| h.wrapping_mul(131).wrapping_add(c))
+    counts
+        .iter()
+        .fold(0u32, |h, &c| h.wrapping_mul(131).wrapping_add(c))
 }
 
 #[unsafe(no_mangle)]

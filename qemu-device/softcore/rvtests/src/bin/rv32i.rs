@@ -2,4 +2,8 @@
 #![no_std]
 #![no_main]
 use preba_rvtests as _;
-core::arch::global_asm!(include_str!("../../asm/rt.S"), include_str!("../../asm/rv32i.S"), options(raw));
+core::arch::global_asm!(
+    include_str!("../../asm/rt.S"),
+    include_str!("../../asm/rv32i.S"),
+    options(raw)
+);
