@@ -817,6 +817,9 @@ impl<B: Bus> Cpu<B> {
     fn exec_block(&mut self) {
         let mut pc = self.pc;
         let mut retired = self.retired;
+        // `limit` is re-read after everything that may lower it (traps, MMIO, CSR writes,
+        // mret, wfi).
+        let mut limit = self.limit;
         macro_rules! sync {
             () => {
                 self.pc = pc;
@@ -827,6 +830,7 @@ impl<B: Bus> Cpu<B> {
             () => {{
                 pc = self.pc;
                 retired = self.retired;
+                limit = self.limit;
                 continue;
             }};
         }
@@ -837,6 +841,7 @@ impl<B: Bus> Cpu<B> {
                     Some(v) => self.x[$rd] = $conv(v),
                     None => resync!(),
                 }
+                limit = self.limit;
             }};
         }
         macro_rules! store {
@@ -845,6 +850,7 @@ impl<B: Bus> Cpu<B> {
                 if !self.store($addr, $size, $v) {
                     resync!();
                 }
+                limit = self.limit;
             }};
         }
         macro_rules! amo {
@@ -854,9 +860,10 @@ impl<B: Bus> Cpu<B> {
                     Some(v) => self.x[$rd] = v,
                     None => resync!(),
                 }
+                limit = self.limit;
             }};
         }
-        while retired < self.limit {
+        while retired < limit {
             let i = self.fetch(pc);
             let next = pc.wrapping_add(i.byte_len());
             let mut npc = next;
@@ -970,6 +977,7 @@ impl<B: Bus> Cpu<B> {
                         }
                         None => resync!(),
                     }
+                    limit = self.limit;
                 }
                 Op::ScW => {
                     sync!();
@@ -985,6 +993,7 @@ impl<B: Bus> Cpu<B> {
                     } else {
                         self.x[rd] = 1;
                     }
+                    limit = self.limit;
                 }
                 Op::AmoSwapW => amo!(a, rd, |_| b),
                 Op::AmoAddW => amo!(a, rd, |m: u32| m.wrapping_add(b)),
@@ -1015,22 +1024,26 @@ impl<B: Bus> Cpu<B> {
                     self.reservation = None;
                     npc = self.mepc;
                     self.limit = 0;
+                    limit = 0;
                 }
                 Op::Wfi => {
                     self.waiting = true;
                     self.limit = 0;
+                    limit = 0;
                 }
                 Op::Csrrw | Op::Csrrs | Op::Csrrc => {
                     sync!();
                     if !self.exec_csr(i.op, i.rd, i.rs1, imm, a) {
                         resync!();
                     }
+                    limit = self.limit;
                 }
                 Op::Csrrwi | Op::Csrrsi | Op::Csrrci => {
                     sync!();
                     if !self.exec_csr(i.op, i.rd, i.rs1, imm, u32::from(i.rs1)) {
                         resync!();
                     }
+                    limit = self.limit;
                 }
                 Op::Undecoded => {
                     // Not decoded yet: decode into the cache and dispatch again.
