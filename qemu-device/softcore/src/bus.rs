@@ -47,6 +47,8 @@ impl Poll {
     };
 }
 
+use crate::cpu::Mem;
+
 /// Everything outside the core's RAM regions.
 ///
 /// `now` is the core's time base in cycles: instructions retired plus idle cycles skipped by
@@ -58,8 +60,10 @@ pub trait Bus {
     fn load(&mut self, addr: u32, size: u8, now: u64) -> Result<u32, Fault>;
     /// Writes the low `size` (1, 2 or 4) bytes of `value` at `addr`. `Err` gives an access fault.
     fn store(&mut self, addr: u32, size: u8, value: u32, now: u64) -> Result<(), Fault>;
-    /// Reports interrupt lines, the next deadline and halt requests at time `now`.
-    fn poll(&mut self, now: u64) -> Poll;
+    /// Reports interrupt lines, the next deadline and halt requests at time `now`. `mem` is the
+    /// core's RAM, for devices that move data into or out of it (DMA into the firmware's SRAM)
+    /// at this instruction boundary.
+    fn poll(&mut self, now: u64, mem: &mut Mem<'_>) -> Poll;
 }
 
 impl<B: Bus + ?Sized> Bus for &mut B {
@@ -69,8 +73,8 @@ impl<B: Bus + ?Sized> Bus for &mut B {
     fn store(&mut self, addr: u32, size: u8, value: u32, now: u64) -> Result<(), Fault> {
         (**self).store(addr, size, value, now)
     }
-    fn poll(&mut self, now: u64) -> Poll {
-        (**self).poll(now)
+    fn poll(&mut self, now: u64, mem: &mut Mem<'_>) -> Poll {
+        (**self).poll(now, mem)
     }
 }
 
@@ -81,8 +85,8 @@ impl<B: Bus + ?Sized> Bus for Box<B> {
     fn store(&mut self, addr: u32, size: u8, value: u32, now: u64) -> Result<(), Fault> {
         (**self).store(addr, size, value, now)
     }
-    fn poll(&mut self, now: u64) -> Poll {
-        (**self).poll(now)
+    fn poll(&mut self, now: u64, mem: &mut Mem<'_>) -> Poll {
+        (**self).poll(now, mem)
     }
 }
 
@@ -97,7 +101,7 @@ impl Bus for NoBus {
     fn store(&mut self, _addr: u32, _size: u8, _value: u32, _now: u64) -> Result<(), Fault> {
         Err(Fault)
     }
-    fn poll(&mut self, _now: u64) -> Poll {
+    fn poll(&mut self, _now: u64, _mem: &mut Mem<'_>) -> Poll {
         Poll::IDLE
     }
 }

@@ -1,6 +1,6 @@
 //! The hart: registers, CSRs, traps, interrupts and the interpreter loop.
 
-use crate::bus::{Bus, Halt, IRQ_ALL, IRQ_MEI, IRQ_MSI};
+use crate::bus::{Bus, Fault, Halt, IRQ_ALL, IRQ_MEI, IRQ_MSI};
 use crate::decode::{Insn, Op, decode};
 use crate::elf;
 use crate::error::Error;
@@ -142,7 +142,7 @@ pub enum Exit {
     Wfi,
 }
 
-struct Ram {
+pub(crate) struct Ram {
     base: u32,
     len: u32,
     data: Vec<u8>,
@@ -178,6 +178,40 @@ impl Ram {
         for slot in &mut self.code[first..=last] {
             *slot = Insn::UNDECODED;
         }
+    }
+}
+
+/// The core's RAM as devices see it at poll points (e.g. a DMA engine copying into the
+/// firmware's SRAM). Writes invalidate decoded instructions.
+pub struct Mem<'a> {
+    ram: &'a mut [Ram],
+}
+
+impl Mem<'_> {
+    fn find(&self, addr: u32, len: usize) -> Option<(usize, usize)> {
+        let len = u32::try_from(len).ok()?;
+        self.ram.iter().enumerate().find_map(|(i, r)| {
+            let off = addr.checked_sub(r.base)?;
+            (off <= r.len && len <= r.len - off).then_some((i, off as usize))
+        })
+    }
+
+    /// Copies RAM at `addr` into `buf`; `Err` unless the range lies inside one RAM region.
+    pub fn read(&self, addr: u32, buf: &mut [u8]) -> Result<(), Fault> {
+        let (i, off) = self.find(addr, buf.len()).ok_or(Fault)?;
+        buf.copy_from_slice(&self.ram[i].data[off..off + buf.len()]);
+        Ok(())
+    }
+
+    /// Copies `data` into RAM at `addr`; `Err` unless the range lies inside one RAM region.
+    pub fn write(&mut self, addr: u32, data: &[u8]) -> Result<(), Fault> {
+        let (i, off) = self.find(addr, data.len()).ok_or(Fault)?;
+        let r = &mut self.ram[i];
+        r.data[off..off + data.len()].copy_from_slice(data);
+        if !r.code.is_empty() && !data.is_empty() {
+            r.invalidate(off, data.len());
+        }
+        Ok(())
     }
 }
 
@@ -481,7 +515,7 @@ impl<B: Bus> Cpu<B> {
 
     fn poll(&mut self) {
         let now = self.now();
-        let p = self.bus.poll(now);
+        let p = self.bus.poll(now, &mut Mem { ram: &mut self.ram });
         self.mip = p.irq & IRQ_ALL;
         self.next_event = p.next_event;
         if p.halt.is_some() {

@@ -9,7 +9,7 @@
 //!   so the same test ELFs run here and under `qemu-system-riscv32`.
 //!
 //! ```
-//! use preba_softcore::{Bus, Config, Cpu, Exit, Fault, Poll};
+//! use preba_softcore::{Bus, Config, Cpu, Exit, Fault, Mem, Poll};
 //!
 //! struct Mailbox(u32);
 //! impl Bus for Mailbox {
@@ -19,7 +19,7 @@
 //!     fn store(&mut self, addr: u32, _size: u8, v: u32, _now: u64) -> Result<(), Fault> {
 //!         if addr == 0x4000_0000 { self.0 = v; Ok(()) } else { Err(Fault) }
 //!     }
-//!     fn poll(&mut self, _now: u64) -> Poll { Poll::IDLE }
+//!     fn poll(&mut self, _now: u64, _mem: &mut Mem<'_>) -> Poll { Poll::IDLE }
 //! }
 //!
 //! let mut cpu = Cpu::new(Config::default(), Mailbox(0)).unwrap();
@@ -44,5 +44,5 @@ pub mod progs;
 pub mod virt;
 
 pub use bus::{Bus, Fault, Halt, IRQ_ALL, IRQ_MEI, IRQ_MSI, IRQ_MTI, NoBus, Poll};
-pub use cpu::{Config, Cpu, DMEM, Exit, IMEM, RamRegion, cause, csr};
+pub use cpu::{Config, Cpu, DMEM, Exit, IMEM, Mem, RamRegion, cause, csr};
 pub use error::Error;

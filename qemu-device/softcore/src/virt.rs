@@ -11,7 +11,7 @@
 //! [`Config::time_divisor`](crate::Config::time_divisor)).
 
 use crate::bus::{Bus, Fault, Halt, IRQ_MSI, IRQ_MTI, Poll};
-use crate::cpu::{Config, Cpu, Exit};
+use crate::cpu::{Config, Cpu, Exit, Mem};
 use crate::error::Error;
 
 /// SiFive test finisher base.
@@ -143,7 +143,7 @@ impl Bus for VirtBus {
         }
     }
 
-    fn poll(&mut self, now: u64) -> Poll {
+    fn poll(&mut self, now: u64, _mem: &mut Mem<'_>) -> Poll {
         let mtime = self.mtime(now);
         let mut irq = 0;
         if self.msip {

@@ -1,7 +1,8 @@
 //! The core's behaviour through its public API, with a small test-double bus.
 
 use preba_softcore::{
-    Bus, Config, Cpu, DMEM, Exit, Fault, Halt, IMEM, IRQ_MEI, IRQ_MSI, IRQ_MTI, Poll, cause, csr,
+    Bus, Config, Cpu, DMEM, Exit, Fault, Halt, IMEM, IRQ_MEI, IRQ_MSI, IRQ_MTI, Mem, Poll, cause,
+    csr,
 };
 
 /// A test double: one MMIO register at 0x4000_0000, interrupt lines set by the test, an
@@ -14,6 +15,9 @@ struct TestBus {
     halt: Option<Halt>,
     accesses: Vec<(char, u32, u8, u32)>,
     polls: u64,
+    /// A pending "DMA": bytes to copy into core RAM at the next poll.
+    dma: Option<(u32, Vec<u8>)>,
+    dma_result: Option<bool>,
 }
 
 impl Bus for TestBus {
@@ -30,12 +34,16 @@ impl Bus for TestBus {
             0x4000_0000 => self.reg = v,
             0x4000_0004 => self.halt = Some(Halt::Fail(v)),
             0x4000_0008 => self.lines = v,
+            0x4000_000c => self.dma = Some((v, self.reg.to_le_bytes().to_vec())),
             _ => return Err(Fault),
         }
         Ok(())
     }
-    fn poll(&mut self, now: u64) -> Poll {
+    fn poll(&mut self, now: u64, mem: &mut Mem<'_>) -> Poll {
         self.polls += 1;
+        if let Some((addr, bytes)) = self.dma.take() {
+            self.dma_result = Some(mem.write(addr, &bytes).is_ok());
+        }
         let mut irq = self.lines;
         let mut next_event = u64::MAX;
         if let Some((t, line)) = self.deadline {
@@ -359,4 +367,35 @@ fn polls_are_bounded() {
         (16..64).contains(&polls),
         "{polls} polls for 2^20 instructions"
     );
+}
+
+#[test]
+fn devices_write_ram_at_poll_points() {
+    // reg = an `addi x10, x10, 7` instruction; "DMA" it over the nop at BASE + 0x20, run it.
+    let addi = asm::addi(10, 10, 7);
+    let mut prog = vec![
+        asm::lui(11, 0x40000),
+        asm::lui(12, (addi >> 12) + ((addi >> 11) & 1)),
+        asm::addi(12, 12, ((addi & 0xfff) as i32) << 20 >> 20),
+        asm::sw(12, 11, 0),
+        asm::lui(13, BASE >> 12),
+        asm::addi(13, 13, 0x20),
+        asm::sw(13, 11, 0xc),
+        asm::NOP,
+    ];
+    prog.extend([asm::NOP, asm::WFI]); // 0x20: nop (replaced by the DMA), then wfi
+    let mut cpu = cpu_with(&prog);
+    assert_eq!(cpu.run(100), Exit::Wfi);
+    assert_eq!(cpu.bus().dma_result, Some(true));
+    assert_eq!(
+        cpu.reg(10),
+        7,
+        "the DMA-written instruction ran (decode cache invalidated)"
+    );
+    // Outside RAM the device gets an error, not a crash.
+    let mut cpu = cpu_with(&[asm::WFI]);
+    cpu.bus_mut().dma = Some((0x1000, vec![1, 2, 3]));
+    cpu.request_poll();
+    cpu.run(10);
+    assert_eq!(cpu.bus().dma_result, Some(false));
 }

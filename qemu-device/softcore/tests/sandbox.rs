@@ -1,7 +1,7 @@
 //! The interpreter never panics: random instruction words, random registers, a bus that
 //! faults, answers garbage and toggles interrupt lines at random.
 
-use preba_softcore::{Bus, Config, Cpu, DMEM, Exit, Fault, Halt, IMEM, Poll};
+use preba_softcore::{Bus, Config, Cpu, DMEM, Exit, Fault, Halt, IMEM, Mem, Poll};
 use proptest::prelude::*;
 
 struct ChaosBus {
@@ -33,8 +33,14 @@ impl Bus for ChaosBus {
             Ok(())
         }
     }
-    fn poll(&mut self, now: u64) -> Poll {
+    fn poll(&mut self, now: u64, mem: &mut Mem<'_>) -> Poll {
         let r = self.next();
+        if r >> 62 == 0 {
+            // A random "DMA" into (or near) RAM, possibly over code.
+            let addr = if r & 1 == 0 { IMEM.base } else { DMEM.base }
+                .wrapping_add((r >> 8) as u32 % (IMEM.size + 64));
+            let _ = mem.write(addr, &(r as u32).to_le_bytes()[..(r >> 40) as usize % 5]);
+        }
         Poll {
             irq: (r as u32) & preba_softcore::IRQ_ALL,
             next_event: match r >> 60 {
