@@ -172,12 +172,21 @@ impl Ram {
 
     #[inline(always)]
     fn invalidate(&mut self, off: usize, len: usize) {
-        // A 32-bit instruction may start one halfword before the first byte written.
-        let first = (off >> 1).saturating_sub(1);
-        let last = ((off + len - 1) >> 1).min(self.code.len() - 1);
-        for slot in &mut self.code[first..=last] {
-            *slot = Insn::UNDECODED;
-        }
+        invalidate(&mut self.code, off, len);
+    }
+}
+
+/// Forgets the decoded instructions that bytes `off..off + len` of a region are part of.
+#[inline(always)]
+fn invalidate(code: &mut [Insn], off: usize, len: usize) {
+    if len == 0 || code.is_empty() || off >= code.len() * 2 {
+        return;
+    }
+    // A 32-bit instruction may start one halfword before the first byte written.
+    let first = (off >> 1).saturating_sub(1);
+    let last = ((off + len - 1) >> 1).min(code.len() - 1);
+    for slot in &mut code[first..=last] {
+        *slot = Insn::UNDECODED;
     }
 }
 
@@ -239,7 +248,6 @@ pub struct Cpu<B> {
     minstret_off: u64,
     // State.
     reservation: Option<u32>,
-    fetch_region: usize,
     waiting: bool,
     next_event: u64,
     next_poll: u64,
@@ -302,7 +310,6 @@ impl<B: Bus> Cpu<B> {
             mcycle_off: 0,
             minstret_off: 0,
             reservation: None,
-            fetch_region: 0,
             waiting: false,
             next_event: u64::MAX,
             next_poll: 0,
@@ -565,68 +572,19 @@ impl<B: Bus> Cpu<B> {
         }
     }
 
-    /// The cached instruction at `pc`: possibly [`Op::Undecoded`] (the loop then calls
-    /// [`Cpu::decode_into_cache`]) or [`Op::FetchFault`].
-    #[inline(always)]
-    fn fetch(&mut self, pc: u32) -> Insn {
-        let r = &self.ram[self.fetch_region];
-        let off = pc.wrapping_sub(r.base);
-        if off < r.len
-            && let Some(c) = r.code.get((off >> 1) as usize)
-        {
-            return *c;
-        }
-        self.fetch_slow(pc)
-    }
-
+    /// Decodes the instruction at `off` in `data`; a 32-bit instruction whose second half lies
+    /// past the end becomes a fetch fault.
     #[cold]
     #[inline(never)]
-    fn fetch_slow(&mut self, pc: u32) -> Insn {
-        for (i, r) in self.ram.iter().enumerate() {
-            let off = pc.wrapping_sub(r.base);
-            if off < r.len {
-                if r.code.is_empty() {
-                    return Insn::FETCH_FAULT;
-                }
-                self.fetch_region = i;
-                return r.code[(off >> 1) as usize];
-            }
+    fn decode_from(data: &[u8], off: usize) -> Insn {
+        let low = u16::from_le_bytes([data[off], data[off + 1]]);
+        if crate::decode::insn_len(low) == 2 {
+            return decode(u32::from(low));
         }
-        Insn::FETCH_FAULT
-    }
-
-    /// Decodes the instruction at `pc` (in the current fetch region) into the cache; a 32-bit
-    /// instruction whose second half lies past the region becomes a fetch fault.
-    #[cold]
-    #[inline(never)]
-    fn decode_into_cache(&mut self, pc: u32) {
-        let r = &mut self.ram[self.fetch_region];
-        let off = pc.wrapping_sub(r.base) as usize;
-        if Self::decode_at(r, off).is_none() {
-            r.code[off >> 1] = Insn::FETCH_FAULT;
+        match data.get(off..off + 4) {
+            Some(w) => decode(u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+            None => Insn::FETCH_FAULT,
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn decode_at(r: &mut Ram, off: usize) -> Option<Insn> {
-        let low = u16::from_le_bytes([r.data[off], r.data[off + 1]]);
-        let word = if crate::decode::insn_len(low) == 4 {
-            if off + 4 > r.data.len() {
-                return None;
-            }
-            u32::from_le_bytes([
-                r.data[off],
-                r.data[off + 1],
-                r.data[off + 2],
-                r.data[off + 3],
-            ])
-        } else {
-            u32::from(low)
-        };
-        let insn = decode(word);
-        r.code[off >> 1] = insn;
-        Some(insn)
     }
 
     #[inline(always)]
@@ -844,11 +802,32 @@ impl<B: Bus> Cpu<B> {
         self.exception(cause::ILLEGAL, bits);
     }
 
-    /// The interpreter loop: runs until `retired` reaches `limit`.
+    /// Runs instructions of the executable region holding `pc` until `retired` reaches
+    /// `limit` or `pc` leaves the region. A `pc` outside every executable region takes an
+    /// instruction access fault.
+    fn exec_block(&mut self) {
+        let pc = self.pc;
+        let region = self
+            .ram
+            .iter()
+            .position(|r| pc.wrapping_sub(r.base) < r.len && !r.code.is_empty());
+        let Some(fr) = region else {
+            self.exception(cause::INSN_ACCESS, pc);
+            return;
+        };
+        // The region's decode cache moves into the loop for its duration (one less indirection
+        // per instruction); stores into the region invalidate it there.
+        let mut code = std::mem::take(&mut self.ram[fr].code);
+        self.exec_loop(fr, &mut code);
+        self.ram[fr].code = code;
+    }
+
+    /// The interpreter loop over region `fr`, whose decode cache is `code`.
     ///
     /// `pc` and `retired` live in locals; they are written back (`sync!`) before anything that
     /// may read them or take a trap, and read back (`resync!`) after a trap.
-    fn exec_block(&mut self) {
+    fn exec_loop(&mut self, fr: usize, code: &mut [Insn]) {
+        let code_base = self.ram[fr].base;
         let mut pc = self.pc;
         let mut retired = self.retired;
         // `limit` is re-read after everything that may lower it (traps, MMIO, CSR writes,
@@ -880,25 +859,32 @@ impl<B: Bus> Cpu<B> {
         }
         macro_rules! store {
             ($addr:expr, $size:expr, $v:expr) => {{
+                let addr: u32 = $addr;
                 sync!();
-                if !self.store($addr, $size, $v) {
+                if !self.store(addr, $size, $v) {
                     resync!();
                 }
+                invalidate(code, addr.wrapping_sub(code_base) as usize, $size);
                 limit = self.limit;
             }};
         }
         macro_rules! amo {
             ($addr:expr, $rd:expr, $f:expr) => {{
+                let addr: u32 = $addr;
                 sync!();
-                match self.amo($addr, $f) {
+                match self.amo(addr, $f) {
                     Some(v) => self.x[$rd] = v,
                     None => resync!(),
                 }
+                invalidate(code, addr.wrapping_sub(code_base) as usize, 4);
                 limit = self.limit;
             }};
         }
         while retired < limit {
-            let i = self.fetch(pc);
+            let slot = (pc.wrapping_sub(code_base) >> 1) as usize;
+            let Some(&i) = code.get(slot) else {
+                break; // pc left the region: exec_block picks the next one
+            };
             let next = pc.wrapping_add(i.byte_len());
             let mut npc = next;
             let a = self.x[usize::from(i.rs1) & 63];
@@ -1023,6 +1009,7 @@ impl<B: Bus> Cpu<B> {
                         if !self.store(a, 4, b) {
                             resync!();
                         }
+                        invalidate(code, a.wrapping_sub(code_base) as usize, 4);
                         self.x[rd] = 0;
                     } else {
                         self.x[rd] = 1;
@@ -1081,8 +1068,7 @@ impl<B: Bus> Cpu<B> {
                 }
                 Op::Undecoded => {
                     // Not decoded yet: decode into the cache and dispatch again.
-                    sync!();
-                    self.decode_into_cache(pc);
+                    code[slot] = Self::decode_from(&self.ram[fr].data, slot * 2);
                     continue;
                 }
                 Op::FetchFault => {
