@@ -26,7 +26,12 @@ fn qemu_available() -> bool {
         if std::env::var("PREBA_REQUIRE_QEMU").is_ok_and(|v| v == "1") {
             panic!("{msg}; PREBA_REQUIRE_QEMU=1 requires it");
         }
-        eprintln!("note: skipping the QEMU oracle test: {msg}");
+        // Straight to stderr, past libtest's capture, so the skip is visible.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: skipping the QEMU oracle test: {msg}"
+        );
     }
     found
 }
