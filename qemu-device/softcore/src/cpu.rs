@@ -454,6 +454,16 @@ impl<B: Bus> Cpu<B> {
         self.retired.wrapping_add(self.idle)
     }
 
+    /// Adds `cycles` of idle time while the hart waits in `wfi` (say, the card model keeping the
+    /// core's time base in step with its own clock while nothing happens); no effect otherwise.
+    /// The bus is polled before the next instruction.
+    pub fn skip_idle(&mut self, cycles: u64) {
+        if self.waiting {
+            self.idle = self.idle.saturating_add(cycles);
+            self.request_poll();
+        }
+    }
+
     /// Whether the hart is waiting in `wfi`.
     pub fn is_waiting(&self) -> bool {
         self.waiting

@@ -278,6 +278,12 @@ fn wfi_fast_forwards_to_the_deadline() {
     assert_eq!(cpu.reg(21), 4);
     assert!(cpu.now() >= 1_000_000);
     assert_eq!(cpu.retired(), 7);
+    // The host may advance idle time itself.
+    let now = cpu.now();
+    cpu.skip_idle(500);
+    assert_eq!(cpu.now(), now + 500);
+    assert_eq!(cpu.run(10), Exit::Wfi);
+    assert_eq!(cpu.csr(0xB00), Some((now + 500) as u32));
 }
 
 #[test]
