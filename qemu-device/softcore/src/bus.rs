@@ -15,8 +15,14 @@ pub const IRQ_ALL: u32 = IRQ_MSI | IRQ_MTI | IRQ_MEI;
 pub struct Fault;
 
 /// A request from the platform to stop the core (e.g. QEMU `virt`'s SiFive test device).
+///
+/// The core only returns it from [`Cpu::run`](crate::Cpu::run); its state stays intact and
+/// `run` may be called again (for [`Halt::Reset`] call [`Cpu::reset`](crate::Cpu::reset) first
+/// if that is what the platform means).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Halt {
+    /// Just return from `run` now (end of a time slice, an event for the host's loop).
+    Yield,
     /// Power off, success (`0x5555` to the test device).
     PowerOff,
     /// Reset requested (`0x7777` to the test device).

@@ -405,3 +405,13 @@ fn devices_write_ram_at_poll_points() {
     cpu.run(10);
     assert_eq!(cpu.bus().dma_result, Some(false));
 }
+
+#[test]
+fn yield_returns_and_resumes() {
+    let mut cpu = cpu_with(&[asm::addi(10, 10, 1), asm::jal(0, -4)]);
+    cpu.bus_mut().halt = Some(Halt::Yield);
+    assert_eq!(cpu.run(100), Exit::Halt(Halt::Yield));
+    assert_eq!(cpu.retired(), 0);
+    assert_eq!(cpu.run(10), Exit::Budget);
+    assert_eq!(cpu.reg(10), 5);
+}

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     };
     let runs = if bench { 3 } else { 1 };
     let mut best = 0.0f64;
+    let mut best_cpu = 0.0f64;
     let mut code = ExitCode::SUCCESS;
     for _ in 0..runs {
         let config = virt_config();
@@ -60,6 +61,9 @@ fn main() -> ExitCode {
         let n = cpu.retired();
         let mips = n as f64 / secs / 1e6;
         best = best.max(mips);
+        if let Some(c) = cpu_secs {
+            best_cpu = best_cpu.max(n as f64 / c / 1e6);
+        }
         let on_cpu = cpu_secs
             .map(|c| format!("; {:.1} MIPS per CPU-second", n as f64 / c / 1e6))
             .unwrap_or_default();
@@ -75,6 +79,8 @@ fn main() -> ExitCode {
         };
     }
     if bench {
+        // The thread's own CPU time tells the interpreter's speed on a busy machine.
+        println!("{best_cpu:.0} MIPS per CPU-second (best run)");
         println!("{best:.0} MIPS");
     }
     code
