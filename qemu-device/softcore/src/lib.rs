@@ -8,6 +8,13 @@
 //! - [`virt::VirtBus`] is a small QEMU `virt`-compatible platform (UART, test finisher, CLINT)
 //!   so the same test ELFs run here and under `qemu-system-riscv32`.
 //!
+//! For a platform model (the card): implement [`Bus`] for the peripherals; `load`/`store` get
+//! every access outside RAM with the time base `now`; `poll` reports interrupt lines (level),
+//! the next deadline (timers, modeled completion times) and may copy data into or out of the
+//! core's RAM through [`Mem`] (DMA into the firmware's SRAM). Drive the core with
+//! [`Cpu::run`] in slices; [`Exit::Wfi`] means "idle until something external happens": wait
+//! for it, then [`Cpu::request_poll`] (and optionally [`Cpu::skip_idle`]) and run again.
+//!
 //! ```
 //! use preba_softcore::{Bus, Config, Cpu, Exit, Fault, Mem, Poll};
 //!
