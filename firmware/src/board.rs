@@ -42,25 +42,141 @@ fn uart_puts(s: &str) {
     }
 }
 
+/// The UART as a `core::fmt::Write` sink for the self-test.
+struct Uart;
+
+impl core::fmt::Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        uart_puts(s);
+        Ok(())
+    }
+}
+
+fn instret() -> u64 {
+    loop {
+        let (hi, lo, hi2): (u32, u32, u32);
+        // SAFETY: reading the minstret/minstreth counters has no side effects.
+        unsafe {
+            core::arch::asm!(
+                "csrr {0}, minstreth",
+                "csrr {1}, minstret",
+                "csrr {2}, minstreth",
+                out(reg) hi, out(reg) lo, out(reg) hi2,
+                options(nomem, nostack)
+            )
+        };
+        if hi == hi2 {
+            return (hi as u64) << 32 | lo as u64;
+        }
+    }
+}
+
+/// Set while [`probe_card`] reads INFO_IMAGE_CUS; the exception handler
+/// turns a load access fault there into "no card".
+static PROBING: AtomicBool = AtomicBool::new(false);
+static NO_CARD: AtomicBool = AtomicBool::new(false);
+
+/// Reads INFO_IMAGE_CUS with a 4-byte `lw` (never compressed, so the trap
+/// handler can step over it). None when the read faults (QEMU virt: no card).
+fn probe_card() -> Option<u32> {
+    PROBING.store(true, Ordering::SeqCst);
+    let mut v: u32 = u32::MAX;
+    // SAFETY: a single aligned load from the INFO block; if nothing answers
+    // there, the exception handler skips the instruction and v keeps its value.
+    unsafe {
+        core::arch::asm!(
+            ".option push",
+            ".option norvc",
+            "lw {0}, 0({1})",
+            ".option pop",
+            inout(reg) v,
+            in(reg) card::INFO_IMAGE_CUS,
+            options(nostack)
+        )
+    };
+    PROBING.store(false, Ordering::SeqCst);
+    if NO_CARD.load(Ordering::SeqCst) {
+        return None;
+    }
+    let mut p = Mmio;
+    let mem = p.read32(card::INFO_CARD_MEM_SIZE);
+    let cus = v
+        .saturating_add(p.read32(card::INFO_AUDIO_CUS))
+        .saturating_add(p.read32(card::INFO_NORM_CUS));
+    // A bus that answers without a card reads all-zeros or all-ones.
+    if mem == 0 || v == u32::MAX || cus == 0 {
+        return None;
+    }
+    Some(v)
+}
+
+#[unsafe(export_name = "ExceptionHandler")]
+fn exception_handler(_tf: &riscv_rt::TrapFrame) {
+    let (cause, epc): (usize, usize);
+    // SAFETY: reading mcause/mepc in the trap handler has no side effects.
+    unsafe {
+        core::arch::asm!("csrr {0}, mcause", "csrr {1}, mepc", out(reg) cause, out(reg) epc,
+            options(nomem, nostack))
+    };
+    const LOAD_ACCESS_FAULT: usize = 5;
+    if cause == LOAD_ACCESS_FAULT && PROBING.load(Ordering::SeqCst) {
+        NO_CARD.store(true, Ordering::SeqCst);
+        // SAFETY: steps over the 4-byte lw of probe_card; mret resumes after it.
+        unsafe { core::arch::asm!("csrw mepc, {0}", in(reg) epc + 4, options(nomem, nostack)) };
+        return;
+    }
+    uart_puts("preba firmware: unexpected trap\n");
+    power_off(2);
+}
+
+fn power_off(code: u32) -> ! {
+    let v = if code == 0 {
+        0x5555
+    } else {
+        code << 16 | 0x3333
+    };
+    // SAFETY: TEST_BASE is QEMU virt's test device (power off / fail).
+    unsafe { core::ptr::write_volatile(card::TEST_BASE as *mut u32, v) }
+    loop {
+        riscv::asm::wfi();
+    }
+}
+
 #[riscv_rt::entry]
 fn main() -> ! {
-    uart_puts("preba firmware\n");
-    defmt::info!("preba firmware {=str} up", preba_firmware::FW_VERSION);
-    let mut p = Mmio;
-    loop {
-        let t = p.now();
-        p.wait_for_event(t + card::MTIME_HZ as u64);
+    use core::fmt::Write;
+    let id = preba_firmware::BUILD_ID;
+    let _ = writeln!(
+        Uart,
+        "{} build {:016x}",
+        preba_firmware::FW_VERSION_STRING,
+        id
+    );
+    let _ = preba_firmware::selftest::run(&mut Uart, &mut instret);
+    if probe_card().is_none() {
+        uart_puts("no card\n");
+        power_off(0);
     }
+    uart_puts("card found: serving queues\n");
+    defmt::info!(
+        "{=str} build {=u64:x} up",
+        preba_firmware::FW_VERSION_STRING,
+        id
+    );
+    // The loop sleeps with wfi: wake on the machine external line (CUs, DMA,
+    // host interface) and on the timer; mstatus.MIE stays 0, so nothing traps.
+    // SAFETY: enabling MEIE/MTIE in mie only changes what wakes wfi.
+    unsafe {
+        core::arch::asm!("csrs mie, {0}", in(reg) (1u32 << 11) | (1 << 7), options(nomem, nostack))
+    };
+    let mut fw = preba_firmware::Firmware::new(Mmio, id);
+    fw.run()
 }
 
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     uart_puts("preba firmware: panic\n");
-    // SAFETY: TEST_BASE is the power-off/fail register; (1 << 16) | 0x3333 reports failure.
-    unsafe { core::ptr::write_volatile(card::TEST_BASE as *mut u32, (1 << 16) | 0x3333) }
-    loop {
-        riscv::asm::wfi();
-    }
+    power_off(1)
 }
 
 /// defmt frames go into the log ring: bytes first, then LOG_HEAD, so the host
