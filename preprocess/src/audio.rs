@@ -139,25 +139,36 @@ pub fn log_mel_samples(samples: &[f32], profile: &AudioProfile) -> Result<Featur
 }
 
 /// Stage 2 (the card's "normalize CU"): per-feature normalisation in place.
-/// Statistics in f64 (sum in frame order), result rounded to f32 once.
+/// Statistics in f64 (four partial sums in a fixed order), result rounded
+/// to f32 once.
 pub fn normalize(features: &mut Features) {
     let t = features.frames;
     if t == 0 {
         return;
     }
     for row in features.data.chunks_exact_mut(t).take(features.n_mels) {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / t as f64;
+        let mean = sum4(row.iter().map(|&v| v as f64)) / t as f64;
         let std = if t > 1 {
-            let ss: f64 = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+            let ss = sum4(row.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)));
             (ss / (t - 1) as f64).sqrt()
         } else {
             0.0
         };
-        let den = std + NORM_EPS;
+        let scale = 1.0 / (std + NORM_EPS);
         for v in row.iter_mut() {
-            *v = ((*v as f64 - mean) / den) as f32;
+            *v = ((*v as f64 - mean) * scale) as f32;
         }
     }
+}
+
+/// Sum with four partial sums (element i into sum i % 4), added in a fixed
+/// order: deterministic, and not bound by the latency of one add chain.
+fn sum4(it: impl Iterator<Item = f64>) -> f64 {
+    let mut s = [0f64; 4];
+    for (i, v) in it.enumerate() {
+        s[i & 3] += v;
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
 }
 
 /// Both stages as `profile.norm` says: the CPU path and the golden model.

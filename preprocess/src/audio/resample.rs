@@ -20,6 +20,8 @@
 //! product in f32 with eight partial sums in a fixed order, so results are
 //! bit-for-bit reproducible and independent of threads.
 
+use realfft::num_complex::Complex;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use std::sync::{Arc, Mutex};
 
 /// Stop-band attenuation of the anti-aliasing filter, dB.
@@ -68,25 +70,47 @@ pub(crate) struct Table {
     coef: Vec<f32>,
 }
 
+fn kaiser_beta(a: f64) -> f64 {
+    if a > 50.0 {
+        0.1102 * (a - 8.7)
+    } else {
+        0.5842 * (a - 21.0).powf(0.4) + 0.07886 * (a - 21.0)
+    }
+}
+
+/// Half length (in input samples) of a Kaiser low-pass with the given
+/// transition band (cycles per input sample), from Kaiser's estimate.
+fn kaiser_half(pass: f64, stop: f64) -> f64 {
+    let dw = 2.0 * std::f64::consts::PI * (stop - pass);
+    ((STOPBAND_DB - 7.95) / (2.285 * dw) / 2.0).ceil().max(1.0)
+}
+
+/// Kaiser-windowed sinc low-pass at time `t` (input samples), cut-off `fc`
+/// (cycles per input sample), support |t| < `half`; unit DC gain.
+fn kaiser_sinc(t: f64, fc: f64, half: f64, beta: f64, i0b: f64) -> f64 {
+    if t.abs() >= half {
+        return 0.0;
+    }
+    let x = 2.0 * fc * t;
+    let sinc = if x == 0.0 {
+        1.0
+    } else {
+        (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+    };
+    let r = t / half;
+    2.0 * fc * sinc * bessel_i0(beta * (1.0 - r * r).max(0.0).sqrt()) / i0b
+}
+
 impl Table {
-    fn new(src: u32, dst: u32) -> Table {
+    /// Polyphase table for src -> dst with a low-pass whose pass band ends
+    /// at `pass` and stop band starts at `stop` (cycles per input sample).
+    fn new(src: u32, dst: u32, pass: f64, stop: f64) -> Table {
         let g = gcd(src as u64, dst as u64);
         let up = dst as u64 / g;
         let down = src as u64 / g;
-        // Lower Nyquist in cycles per input sample.
-        let nyq = 0.5 * (dst as f64 / src as f64).min(1.0);
-        let stop = nyq;
-        let pass = PASSBAND * nyq;
         let fc = 0.5 * (stop + pass);
-        let dw = 2.0 * std::f64::consts::PI * (stop - pass);
-        let a = STOPBAND_DB;
-        let beta = if a > 50.0 {
-            0.1102 * (a - 8.7)
-        } else {
-            0.5842 * (a - 21.0).powf(0.4) + 0.07886 * (a - 21.0)
-        };
-        // Kaiser's length estimate, in input samples; half of it each side.
-        let half = ((a - 7.95) / (2.285 * dw) / 2.0).ceil().max(1.0);
+        let beta = kaiser_beta(STOPBAND_DB);
+        let half = kaiser_half(pass, stop);
         let left = half as usize + 1;
         let taps = (2 * left).div_ceil(8) * 8;
         let phases = if up <= MAX_PHASES && up as usize * taps <= MAX_TABLE {
@@ -106,18 +130,7 @@ impl Table {
             for (k, c) in row.iter_mut().enumerate() {
                 // Tap k reads input j = i0 - left + 1 + k; t = out time - j.
                 let t = frac + left as f64 - 1.0 - k as f64;
-                if t.abs() >= half {
-                    continue;
-                }
-                let x = 2.0 * fc * t;
-                let sinc = if x == 0.0 {
-                    1.0
-                } else {
-                    (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-                };
-                let r = t / half;
-                let w = bessel_i0(beta * (1.0 - r * r).max(0.0).sqrt()) / i0b;
-                *c = (2.0 * fc * sinc * w) as f32;
+                *c = kaiser_sinc(t, fc, half, beta, i0b) as f32;
             }
         }
         Table {
@@ -131,11 +144,142 @@ impl Table {
     }
 }
 
-type Cache = Mutex<Vec<((u32, u32), Arc<Table>)>>;
+/// Linear-phase FIR low-pass at the input rate by FFT overlap-save: the
+/// sharp part of a downsampler, so that the polyphase stage after it can be
+/// short. Zero delay: output n is centred on input n.
+struct FftLowpass {
+    n: usize,
+    /// Filter length (odd), centred at `half`.
+    len: usize,
+    half: usize,
+    /// rfft of the zero-padded filter, scaled by 1/n.
+    h: Vec<Complex<f32>>,
+    fwd: Arc<dyn RealToComplex<f32>>,
+    inv: Arc<dyn ComplexToReal<f32>>,
+}
+
+impl FftLowpass {
+    fn new(pass: f64, stop: f64) -> FftLowpass {
+        let half = kaiser_half(pass, stop);
+        let fc = 0.5 * (stop + pass);
+        let beta = kaiser_beta(STOPBAND_DB);
+        let i0b = bessel_i0(beta);
+        let h_half = half as usize;
+        let len = 2 * h_half + 1;
+        let n = (4 * len).next_power_of_two().max(4096);
+        let mut planner64 = RealFftPlanner::<f64>::new();
+        let f64fft = planner64.plan_fft_forward(n);
+        let mut taps = f64fft.make_input_vec();
+        for (k, v) in taps.iter_mut().take(len).enumerate() {
+            *v = kaiser_sinc(k as f64 - h_half as f64, fc, half, beta, i0b);
+        }
+        let mut spec = f64fft.make_output_vec();
+        // Lengths are the planner's own: this cannot fail.
+        let _ = f64fft.process(&mut taps, &mut spec);
+        let h = spec
+            .iter()
+            .map(|c| Complex::new((c.re / n as f64) as f32, (c.im / n as f64) as f32))
+            .collect();
+        let mut planner = RealFftPlanner::<f32>::new();
+        FftLowpass {
+            n,
+            len,
+            half: h_half,
+            h,
+            fwd: planner.plan_fft_forward(n),
+            inv: planner.plan_fft_inverse(n),
+        }
+    }
+
+    /// The filtered signal at times `t0 .. t0 + count` (x is zero outside).
+    fn apply(&self, x: &[f32], t0: isize, count: usize) -> Vec<f32> {
+        let n = self.n;
+        let step = n - (self.len - 1);
+        let mut y = Vec::with_capacity(count);
+        let mut buf = self.fwd.make_input_vec();
+        let mut spec = self.fwd.make_output_vec();
+        let mut out = self.inv.make_output_vec();
+        let mut s_fwd = self.fwd.make_scratch_vec();
+        let mut s_inv = self.inv.make_scratch_vec();
+        let mut b = 0usize;
+        while y.len() < count {
+            // Block b yields times t0 + b * step + i (i < step) from the
+            // inputs x[t0 + b * step - half ..][..n].
+            buf.fill(0.0);
+            let start = t0 + (b * step) as isize - self.half as isize;
+            let lo = (-start).max(0) as usize;
+            let hi = ((x.len() as isize - start).max(0) as usize).min(n);
+            if lo < hi {
+                let s0 = (start + lo as isize) as usize;
+                buf[lo..hi].copy_from_slice(&x[s0..s0 + (hi - lo)]);
+            }
+            if self
+                .fwd
+                .process_with_scratch(&mut buf, &mut spec, &mut s_fwd)
+                .is_err()
+            {
+                out.fill(0.0);
+            } else {
+                for (c, h) in spec.iter_mut().zip(&self.h) {
+                    *c *= *h;
+                }
+                spec[0].im = 0.0;
+                if let Some(last) = spec.last_mut() {
+                    last.im = 0.0;
+                }
+                if self
+                    .inv
+                    .process_with_scratch(&mut spec, &mut out, &mut s_inv)
+                    .is_err()
+                {
+                    out.fill(0.0);
+                }
+            }
+            let take = step.min(count - y.len());
+            y.extend_from_slice(&out[self.len - 1..self.len - 1 + take]);
+            b += 1;
+        }
+        y
+    }
+}
+
+/// How one (src, dst) pair is converted.
+pub(crate) struct Resampler {
+    pre: Option<FftLowpass>,
+    table: Table,
+}
+
+impl Resampler {
+    fn new(src: u32, dst: u32) -> Resampler {
+        // Lower Nyquist in cycles per input sample.
+        let nyq = 0.5 * (dst as f64 / src as f64).min(1.0);
+        let (pass, stop) = (PASSBAND * nyq, nyq);
+        if dst < src {
+            // Two stages when cheaper: the sharp low-pass by FFT at the input
+            // rate, then a polyphase stage that only has to reject the
+            // images of a signal already band-limited to `nyq` (pass band to
+            // nyq, stop band from 1 - nyq).
+            let single = 2.0 * kaiser_half(pass, stop);
+            let short = 2.0 * kaiser_half(nyq, 1.0 - nyq);
+            if short * 4.0 <= single {
+                return Resampler {
+                    pre: Some(FftLowpass::new(pass, stop)),
+                    table: Table::new(src, dst, nyq, 1.0 - nyq),
+                };
+            }
+        }
+        Resampler {
+            pre: None,
+            table: Table::new(src, dst, pass, stop),
+        }
+    }
+}
+
+type Cache = Mutex<Vec<((u32, u32), Arc<Resampler>)>>;
 static TABLES: Cache = Mutex::new(Vec::new());
 const CACHE_SLOTS: usize = 8;
 
-fn table(src: u32, dst: u32) -> Arc<Table> {
+fn resampler(src: u32, dst: u32) -> Arc<Resampler> {
     let key = (src, dst);
     {
         let cache = TABLES.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,7 +287,7 @@ fn table(src: u32, dst: u32) -> Arc<Table> {
             return t.clone();
         }
     }
-    let t = Arc::new(Table::new(src, dst));
+    let t = Arc::new(Resampler::new(src, dst));
     let mut cache = TABLES.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= CACHE_SLOTS {
         cache.remove(0);
@@ -157,15 +301,34 @@ pub fn output_len(len: u64, src: u32, dst: u32) -> u64 {
     (len * dst as u64).div_ceil(src as u64)
 }
 
+/// Dot product with 32 partial sums in a fixed order (vectorisable and
+/// deterministic). `a.len() == b.len()`, a multiple of 8.
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+    let mut acc = [[0f32; 8]; 4];
+    let mut ca = a.chunks_exact(32);
+    let mut cb = b.chunks_exact(32);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..4 {
+            for i in 0..8 {
+                acc[j][i] += x[8 * j + i] * y[8 * j + i];
+            }
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    for (x, y) in ca
+        .remainder()
+        .chunks_exact(8)
+        .zip(cb.remainder().chunks_exact(8))
+    {
+        for i in 0..8 {
+            acc[0][i] += x[i] * y[i];
+        }
+    }
+    let mut s = [0f32; 8];
+    for i in 0..8 {
+        s[i] = (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]);
+    }
+    ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
 }
 
 /// Resamples `x` from `src` Hz to `dst` Hz (see the module doc). Both rates
@@ -174,33 +337,47 @@ pub fn resample(x: &[f32], src: u32, dst: u32) -> Vec<f32> {
     if src == dst || src == 0 || dst == 0 {
         return x.to_vec();
     }
-    let t = table(src, dst);
+    let r = resampler(src, dst);
+    let t = &r.table;
     let n_out = output_len(x.len() as u64, src, dst) as usize;
-    // Zero-padded copy so every tap window is in bounds.
-    let mut xp = vec![0f32; t.left + x.len() + t.taps + 1];
-    xp[t.left - 1..t.left - 1 + x.len()].copy_from_slice(x);
+    // Padded input: xp[left - 1 + j] = x[j], so every tap window is in
+    // bounds. With a first stage, xp holds the low-passed signal, tails
+    // included (they are not zero outside x).
+    let xp_len = t.left + x.len() + t.taps + 1;
+    let xp = match &r.pre {
+        Some(pre) => pre.apply(x, 1 - t.left as isize, xp_len),
+        None => {
+            let mut xp = vec![0f32; xp_len];
+            xp[t.left - 1..t.left - 1 + x.len()].copy_from_slice(x);
+            xp
+        }
+    };
     let mut out = Vec::with_capacity(n_out);
     let taps = t.taps;
-    for n in 0..n_out as u64 {
-        let pos = n * t.down;
-        let mut i0 = pos / t.up;
-        let rem = pos % t.up;
-        let p = if t.phases == t.up {
-            rem
+    // Output n sits at input time n * down / up = i0 + rem / up, stepped
+    // exactly in integers.
+    let (step_i, step_r) = (t.down / t.up, t.down % t.up);
+    let (mut i0, mut rem) = (0usize, 0u64);
+    for _ in 0..n_out {
+        let (i, p) = if t.phases == t.up {
+            (i0, rem as usize)
         } else {
             // Nearest of `phases` phases (integer rounding, deterministic).
             let q = (rem * t.phases * 2 + t.up) / (2 * t.up);
             if q == t.phases {
-                i0 += 1;
-                0
+                (i0 + 1, 0)
             } else {
-                q
+                (i0, q as usize)
             }
-        } as usize;
-        let i0 = i0 as usize;
-        // Tap k reads x[i0 - left + 1 + k] = xp[i0 + k].
-        let win = &xp[i0..i0 + taps];
-        out.push(dot(win, &t.coef[p * taps..(p + 1) * taps]));
+        };
+        // Tap k reads x[i - left + 1 + k] = xp[i + k].
+        out.push(dot(&xp[i..i + taps], &t.coef[p * taps..(p + 1) * taps]));
+        i0 += step_i as usize;
+        rem += step_r;
+        if rem >= t.up {
+            rem -= t.up;
+            i0 += 1;
+        }
     }
     out
 }
@@ -232,6 +409,38 @@ mod tests {
                 assert!((v - 0.5).abs() < 1e-4, "{s}->{d}: {v}");
             }
         }
+    }
+
+    #[test]
+    fn two_stage_matches_single_stage() {
+        let (s, d) = (44_100u32, 16_000u32);
+        let x: Vec<f32> = (0..20_000u32)
+            .map(|i| {
+                let t = i as f64 / s as f64;
+                ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 0.3
+                    + (2.0 * std::f64::consts::PI * 7_000.0 * t).sin() * 0.1
+                    + (2.0 * std::f64::consts::PI * 15_000.0 * t).sin() * 0.2)
+                    as f32
+            })
+            .collect();
+        let two = resample(&x, s, d);
+        assert!(resampler(s, d).pre.is_some());
+        let nyq = 0.5 * d as f64 / s as f64;
+        let one = Resampler {
+            pre: None,
+            table: Table::new(s, d, PASSBAND * nyq, nyq),
+        };
+        let t = &one.table;
+        let mut xp = vec![0f32; t.left + x.len() + t.taps + 1];
+        xp[t.left - 1..t.left - 1 + x.len()].copy_from_slice(&x);
+        let mut worst = 0f32;
+        for (n, v) in two.iter().enumerate() {
+            let pos = n as u64 * t.down;
+            let (i, p) = ((pos / t.up) as usize, (pos % t.up) as usize);
+            let r = dot(&xp[i..i + t.taps], &t.coef[p * t.taps..(p + 1) * t.taps]);
+            worst = worst.max((r - v).abs());
+        }
+        assert!(worst < 2e-5, "{worst}");
     }
 
     #[test]

@@ -322,7 +322,9 @@ fn finite(x: f64) -> f32 {
 
 /// Decodes the whole file to mono f32 at the source rate: integers scaled to
 /// [-1, 1) as libsndfile does (x / 2^(bits-1), 8-bit offset by 128),
-/// channels averaged (summed in f64, divided by the channel count).
+/// channels averaged (summed in f64, divided by the channel count, rounded
+/// once to f32). Mono integer samples are converted straight to f32: scaling
+/// by a power of two commutes with rounding, so the values are the same.
 pub fn decode_mono(input: &[u8]) -> Result<(WavInfo, Vec<f32>), Error> {
     let p = parse(input)?;
     let bytes = p.format.bytes();
@@ -330,15 +332,27 @@ pub fn decode_mono(input: &[u8]) -> Result<(WavInfo, Vec<f32>), Error> {
     let block = ch * bytes;
     // frames <= input.len(): bounded by MAX_INPUT_BYTES.
     let mut out = Vec::with_capacity(p.info.frames as usize);
+    let d = p.data;
     if ch == 1 {
-        out.extend(
-            p.data
-                .chunks_exact(bytes)
-                .map(|s| finite(sample(p.format, s))),
-        );
+        match p.format {
+            SampleFormat::U8 => out.extend(d.iter().map(|&b| (b as f32 - 128.0) * (1.0 / 128.0))),
+            SampleFormat::I16 => out.extend(
+                d.chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 * (1.0 / 32_768.0)),
+            ),
+            SampleFormat::I24 => out.extend(d.chunks_exact(3).map(|c| {
+                (i32::from_le_bytes([0, c[0], c[1], c[2]]) >> 8) as f32 * (1.0 / 8_388_608.0)
+            })),
+            SampleFormat::I32 => out.extend(d.chunks_exact(4).map(|c| {
+                i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32 * (1.0 / 2_147_483_648.0)
+            })),
+            SampleFormat::F32 | SampleFormat::F64 => {
+                out.extend(d.chunks_exact(bytes).map(|s| finite(sample(p.format, s))))
+            }
+        }
     } else {
         let inv = 1.0 / ch as f64;
-        out.extend(p.data.chunks_exact(block).map(|frame| {
+        out.extend(d.chunks_exact(block).map(|frame| {
             let sum: f64 = frame.chunks_exact(bytes).map(|s| sample(p.format, s)).sum();
             finite(sum * inv)
         }));
