@@ -226,7 +226,7 @@ impl Mem<'_> {
 
 /// An RV32IMAC + Zicsr hart running in machine mode only, with its RAM and a [`Bus`].
 pub struct Cpu<B> {
-    x: [u32; 64],
+    x: [u32; 256],
     pc: u32,
     ram: Vec<Ram>,
     bus: B,
@@ -291,7 +291,7 @@ impl<B: Bus> Cpu<B> {
             });
         }
         let mut cpu = Cpu {
-            x: [0; 64],
+            x: [0; 256],
             pc: config.reset_pc & !1,
             ram,
             bus,
@@ -329,7 +329,7 @@ impl<B: Bus> Cpu<B> {
     /// Resets the hart (registers, CSRs, counters as seen by software, `pc` to the reset
     /// address). RAM keeps its contents; the internal time base keeps running.
     pub fn reset(&mut self) {
-        self.x = [0; 64];
+        self.x = [0; 256];
         self.pc = self.reset_pc;
         self.mstatus = MSTATUS_MPP;
         self.mie = 0;
@@ -897,8 +897,8 @@ impl<B: Bus> Cpu<B> {
             };
             let next = pc.wrapping_add(i.byte_len());
             let mut npc = next;
-            let a = self.x[usize::from(i.rs1) & 63];
-            let b = self.x[usize::from(i.rs2) & 63];
+            let a = self.x[usize::from(i.rs1)];
+            let b = self.x[usize::from(i.rs2)];
             let rd = usize::from(i.rd) & 63;
             let imm = i.imm as u32;
             let x = &mut self.x;
