@@ -112,7 +112,7 @@ impl<P: Platform> Firmware<P> {
     }
 
     /// Copies `bytes` (at most the command's data length) to its data buffer.
-    fn to_host(&mut self, s: &AdminSqe, bytes: &[u8]) -> Result<u32, Status> {
+    fn send_data(&mut self, s: &AdminSqe, bytes: &[u8]) -> Result<u32, Status> {
         let n = (s.data_len as usize).min(bytes.len());
         hw::write_card(&mut self.p, ADMIN_BOUNCE, &bytes[..n]);
         hw::dma(&mut self.p, s.data_iova, ADMIN_BOUNCE, n as u32, true)
@@ -146,7 +146,7 @@ impl<P: Platform> Firmware<P> {
 
     fn identify(&mut self, s: &AdminSqe) -> Result<Answer, Status> {
         let b: [u8; IDENTIFY_SIZE] = self.identify_data().encode();
-        self.to_host(s, &b)?;
+        self.send_data(s, &b)?;
         ok(0, 0)
     }
 
@@ -164,8 +164,8 @@ impl<P: Platform> Firmware<P> {
             return Err(Status::InvalidField);
         };
         if !ring::valid_size(size)
-            || s.data_iova % SQE_SIZE as u64 != 0
-            || cq_base % 32 != 0
+            || !s.data_iova.is_multiple_of(SQE_SIZE as u64)
+            || !cq_base.is_multiple_of(32)
             || s.data_iova
                 .checked_add(size as u64 * SQE_SIZE as u64)
                 .is_none()
@@ -300,7 +300,7 @@ impl<P: Platform> Firmware<P> {
     fn fw_download(&mut self, s: &AdminSqe) -> Result<Answer, Status> {
         let off = s.cdw[0];
         match off.checked_add(s.data_len) {
-            Some(end) if end <= FW_MAX && off % 4 == 0 => {
+            Some(end) if end <= FW_MAX && off.is_multiple_of(4) => {
                 hw::dma(
                     &mut self.p,
                     s.data_iova,
@@ -425,7 +425,7 @@ impl<P: Platform> Firmware<P> {
             };
         }
         let b: [u8; TELEMETRY_SIZE] = t.encode();
-        self.to_host(s, &b)?;
+        self.send_data(s, &b)?;
         ok(0, 0)
     }
 

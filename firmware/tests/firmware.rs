@@ -35,8 +35,10 @@ fn host_with(card: Card) -> Host {
             .status,
         0
     );
-    let mut a = AudioProfile::default();
-    a.norm = AudioNorm::None;
+    let a = AudioProfile {
+        norm: AudioNorm::None,
+        ..AudioProfile::default()
+    };
     assert_eq!(h.set_profile(2, &Profile::Audio(a)).status, 0);
     h.fw.p.host_write(DATA, &JPEG_BASELINE);
     h.fw.p.host_write(DATA + 0x1000, &JPEG_PROGRESSIVE);
