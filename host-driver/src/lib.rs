@@ -1,1 +1,19 @@
-//! Placeholder.
+//! `preba-host`: the host side of preba, and the `preba` command.
+//!
+//! Owns: the backends that turn compressed inputs into tensors (today the
+//! CPU golden model; the emulated card over vfio-user and real cards over
+//! VFIO plug in behind [`backend::Backend`]), the output writers (.npy, .npz,
+//! manifest) and the CLI.
+//!
+//! Must not: re-implement preprocessing (that is `preba-preprocess`), trust
+//! anything the card returns without checking it, lose a request (every input
+//! gets exactly one manifest entry), or panic on any input file.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod npy;
+pub mod progress;
+
+pub use error::Error;

@@ -1,0 +1,521 @@
+//! The `preba` command line.
+
+use crate::Error;
+use crate::backend::{self, Backend, CardSpec, Job, Output, Via};
+use crate::npy;
+use crate::progress::Progress;
+use clap::{Parser, Subcommand, ValueEnum};
+use preba_protocol::limits::MAX_INPUT_BYTES;
+use preba_protocol::media::{self, Kind};
+use preba_protocol::profile::{AudioProfile, Dtype, ImageProfile, Layout};
+use serde_json::{Value, json};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "preba",
+    version,
+    about = "Preprocessing for MIG inference servers: images and audio on the preba card"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Preprocess JPEG images into a tensor (.npy) or WAV audio into log-Mel features (.npz).
+    Preprocess(PreprocessArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Image,
+    Audio,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    U8,
+    F16,
+    Bf16,
+    F32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    Nchw,
+    Nhwc,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PreprocessArgs {
+    /// Where to preprocess: emulated, vfio-user:PATH, vfio:BDF or cpu.
+    #[arg(long, default_value = "cpu")]
+    pub card: String,
+    /// Input kind; by default detected from each file's contents.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Shorter side after resizing (images).
+    #[arg(long)]
+    pub resize: Option<u16>,
+    /// Centre crop size (images).
+    #[arg(long)]
+    pub crop: Option<u16>,
+    /// Per-channel mean for normalization, r,g,b (images).
+    #[arg(long, value_parser = parse_rgb)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel std for normalization, r,g,b (images).
+    #[arg(long, value_parser = parse_rgb)]
+    pub std: Option<[f32; 3]>,
+    /// Output element type (images); default u8, or f32 when normalizing.
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Output layout (images).
+    #[arg(long, value_enum)]
+    pub layout: Option<LayoutArg>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Output file: .npy for images, .npz for audio.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// JSON manifest with one entry per input.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Input files.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+}
+
+fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<&str> = s.split(',').collect();
+    if v.len() != 3 {
+        return Err(format!(
+            "`{s}`: expected three comma-separated numbers r,g,b"
+        ));
+    }
+    let mut out = [0f32; 3];
+    for (o, t) in out.iter_mut().zip(v) {
+        *o = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{t}` is not a number"))?;
+        if !o.is_finite() {
+            return Err(format!("`{t}` is not finite"));
+        }
+    }
+    Ok(out)
+}
+
+/// The outcome of one input.
+struct Outcome {
+    result: Result<(Output, Via), String>,
+}
+
+/// Runs `preba preprocess`; returns the exit status (0 all ok, 1 some failed).
+pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
+    let spec: CardSpec = args.card.parse().map_err(Error::Usage)?;
+    let kind = match args.kind {
+        Some(KindArg::Image) => Kind::Jpeg,
+        Some(KindArg::Audio) => Kind::Wav,
+        None => detect_kind(&args.inputs, &args.output),
+    };
+    let job = build_job(args, kind)?;
+    let backend = backend::open(&spec)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256);
+    let mut sink = Sink::create(&args.output, &job)?;
+    let progress = Progress::new(args.inputs.len());
+    let mut manifest = Vec::with_capacity(args.inputs.len());
+    let mut failed = 0usize;
+    // Chunks bound the memory held for reordering to a few outputs per thread.
+    for (chunk_no, chunk) in args.inputs.chunks(threads * 4).enumerate() {
+        let base = chunk_no * threads * 4;
+        let outcomes = run_chunk(chunk, &job, kind, backend.as_ref(), threads, &progress);
+        for (i, (path, out)) in chunk.iter().zip(outcomes).enumerate() {
+            let pos = base + i;
+            let entry = match out.result {
+                Ok((output, via)) => {
+                    let index = sink.add(pos, &output)?;
+                    entry_ok(path, &output, via, index)
+                }
+                Err(reason) => {
+                    failed += 1;
+                    eprintln!("{}: {reason}", path.display());
+                    json!({"path": path.display().to_string(), "status": "error", "error": reason,
+                           "index": Value::Null, "via": Value::Null})
+                }
+            };
+            manifest.push(entry);
+        }
+    }
+    sink.finish()?;
+    if let Some(m) = &args.manifest {
+        let doc = json!({
+            "card": backend.name(),
+            "kind": if kind == Kind::Jpeg { "image" } else { "audio" },
+            "output": args.output.display().to_string(),
+            "dtype": match job { Job::Image(p) => p.dtype.name(), Job::Audio(_) => "f32" },
+            "dtype_note": if matches!(job, Job::Image(p) if p.dtype == Dtype::Bf16) { "bf16 stored as uint16 bits" } else { "" },
+            "inputs": manifest,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Output {
+            path: m.clone(),
+            source: e.into(),
+        })?;
+        std::fs::write(m, text + "\n").map_err(|e| Error::Output {
+            path: m.clone(),
+            source: e,
+        })?;
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn entry_ok(path: &Path, output: &Output, via: Via, index: usize) -> Value {
+    let mut e = json!({"path": path.display().to_string(), "status": "ok", "error": Value::Null,
+                       "index": index, "via": via.name()});
+    match output {
+        Output::Image(o) => {
+            e["width"] = json!(o.width);
+            e["height"] = json!(o.height);
+        }
+        Output::Audio(o) => {
+            e["sample_rate"] = json!(o.info.sample_rate);
+            e["samples"] = json!(o.info.frames);
+            e["frames"] = json!(o.features.frames);
+        }
+    }
+    e
+}
+
+/// The kind of the first input whose contents say what it is.
+fn detect_kind(inputs: &[PathBuf], output: &Path) -> Kind {
+    for p in inputs {
+        let mut head = [0u8; 12];
+        if let Ok(mut f) = File::open(p) {
+            let mut n = 0;
+            while n < head.len() {
+                match f.read(&mut head[n..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            if let Some(k) = media::sniff(&head[..n]) {
+                return k;
+            }
+        }
+    }
+    if output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+    {
+        Kind::Wav
+    } else {
+        Kind::Jpeg
+    }
+}
+
+fn build_job(args: &PreprocessArgs, kind: Kind) -> Result<Job, Error> {
+    match kind {
+        Kind::Jpeg => {
+            let mut p = ImageProfile::default();
+            if let Some(r) = args.resize {
+                p.resize = r;
+                if args.crop.is_none() {
+                    p.crop = p.crop.min(r);
+                }
+            }
+            if let Some(c) = args.crop {
+                p.crop = c;
+            }
+            match (args.mean, args.std) {
+                (Some(m), Some(s)) => {
+                    p.normalize = true;
+                    p.mean = m;
+                    p.std = s;
+                    p.dtype = Dtype::F32;
+                }
+                (None, None) => {}
+                _ => return Err(Error::Usage("--mean and --std go together".into())),
+            }
+            if let Some(d) = args.dtype {
+                p.dtype = match d {
+                    DtypeArg::U8 => Dtype::U8,
+                    DtypeArg::F16 => Dtype::F16,
+                    DtypeArg::Bf16 => Dtype::Bf16,
+                    DtypeArg::F32 => Dtype::F32,
+                };
+            }
+            if let Some(l) = args.layout {
+                p.layout = match l {
+                    LayoutArg::Nchw => Layout::Nchw,
+                    LayoutArg::Nhwc => Layout::Nhwc,
+                };
+            }
+            p.validate().map_err(|e| {
+                Error::Usage(match e {
+                    preba_protocol::profile::ProfileError::NormalizeNeedsFloat => {
+                        "--dtype u8 cannot hold normalized values (--mean/--std): use f16, bf16 or f32".into()
+                    }
+                    preba_protocol::profile::ProfileError::BadMeanStd => "--std must be non-zero".into(),
+                    _ => format!(
+                        "--resize {} --crop {}: need 1 <= crop <= resize <= {}",
+                        p.resize,
+                        p.crop,
+                        preba_protocol::profile::MAX_RESIZE
+                    ),
+                })
+            })?;
+            if !args
+                .output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+            {
+                return Err(Error::Usage(format!(
+                    "{}: image output must be a .npy file",
+                    args.output.display()
+                )));
+            }
+            Ok(Job::Image(p))
+        }
+        Kind::Wav => {
+            let image_opts = [
+                ("--resize", args.resize.is_some()),
+                ("--crop", args.crop.is_some()),
+                ("--mean", args.mean.is_some()),
+                ("--std", args.std.is_some()),
+                ("--dtype", args.dtype.is_some()),
+                ("--layout", args.layout.is_some()),
+            ];
+            if let Some((name, _)) = image_opts.iter().find(|(_, set)| *set) {
+                return Err(Error::Usage(format!(
+                    "{name} applies to images; the inputs are audio"
+                )));
+            }
+            if !args
+                .output
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+            {
+                return Err(Error::Usage(format!(
+                    "{}: audio output must be a .npz file",
+                    args.output.display()
+                )));
+            }
+            Ok(Job::Audio(AudioProfile::default()))
+        }
+    }
+}
+
+fn run_chunk(
+    chunk: &[PathBuf],
+    job: &Job,
+    kind: Kind,
+    backend: &dyn Backend,
+    threads: usize,
+    progress: &Progress,
+) -> Vec<Outcome> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Outcome>>> =
+        chunk.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(chunk.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = chunk.get(i) else { break };
+                    let out = Outcome {
+                        result: one(path, job, kind, backend),
+                    };
+                    if let Ok(mut g) = slots[i].lock() {
+                        *g = Some(out);
+                    }
+                    progress.tick();
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner().ok().flatten().unwrap_or(Outcome {
+                result: Err("internal error: worker lost this input".into()),
+            })
+        })
+        .collect()
+}
+
+fn one(path: &Path, job: &Job, kind: Kind, backend: &dyn Backend) -> Result<(Output, Via), String> {
+    let bytes = read_bounded(path)?;
+    match media::sniff(&bytes) {
+        Some(k) if k != kind => {
+            let (is, run) = if k == Kind::Jpeg {
+                ("a JPEG image", "audio")
+            } else {
+                ("a WAV file", "images")
+            };
+            return Err(format!("is {is}, but this run preprocesses {run}"));
+        }
+        _ => {}
+    }
+    // The backend reports unrecognised bytes as corrupt input of the run's kind.
+    backend.process(&bytes, job).map_err(|e| e.to_string())
+}
+
+/// Reads a file, refusing it before reading when it is past the input limit.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let f = File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
+    if len > MAX_INPUT_BYTES {
+        return Err(format!(
+            "input too large: {len} bytes (limit {} MiB)",
+            MAX_INPUT_BYTES >> 20
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!(
+            "input too large: more than {} MiB",
+            MAX_INPUT_BYTES >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The output file, written as results arrive (in input order).
+enum Sink {
+    Npy {
+        file: BufWriter<File>,
+        path: PathBuf,
+        descr: &'static str,
+        item_shape: [usize; 3],
+        rows: usize,
+        header_len: usize,
+    },
+    Npz {
+        zip: npy::NpzWriter<BufWriter<File>>,
+        path: PathBuf,
+    },
+}
+
+impl Sink {
+    fn create(path: &Path, job: &Job) -> Result<Sink, Error> {
+        let file = File::create(path).map_err(|e| Error::Output {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let file = BufWriter::new(file);
+        match job {
+            Job::Image(p) => {
+                let c = p.crop as usize;
+                let item_shape = if p.layout == Layout::Nchw {
+                    [3, c, c]
+                } else {
+                    [c, c, 3]
+                };
+                let descr = npy::descr(p.dtype);
+                // Room for any row count: the header is rewritten at the end.
+                let header = npy::header_min(
+                    descr,
+                    &[usize::MAX, item_shape[0], item_shape[1], item_shape[2]],
+                    0,
+                );
+                let mut s = Sink::Npy {
+                    file,
+                    path: path.to_path_buf(),
+                    descr,
+                    item_shape,
+                    rows: 0,
+                    header_len: header.len(),
+                };
+                if let Sink::Npy { file, path, .. } = &mut s {
+                    file.write_all(&vec![b' '; header.len()])
+                        .map_err(|e| Error::Output {
+                            path: path.clone(),
+                            source: e,
+                        })?;
+                }
+                Ok(s)
+            }
+            Job::Audio(_) => Ok(Sink::Npz {
+                zip: npy::NpzWriter::new(file),
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Appends one result; returns its index in the output.
+    fn add(&mut self, pos: usize, out: &Output) -> Result<usize, Error> {
+        match (self, out) {
+            (
+                Sink::Npy {
+                    file, path, rows, ..
+                },
+                Output::Image(o),
+            ) => {
+                file.write_all(&o.data).map_err(|e| Error::Output {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                *rows += 1;
+                Ok(*rows - 1)
+            }
+            (Sink::Npz { zip, path }, Output::Audio(o)) => {
+                let f = &o.features;
+                let mut bytes = Vec::with_capacity(f.data.len() * 4);
+                for v in &f.data {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                zip.add(&pos.to_string(), "<f4", &[f.n_mels, f.frames], &bytes)
+                    .map_err(|e| Error::Output {
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                Ok(pos)
+            }
+            _ => Err(Error::Usage(
+                "internal error: output kind does not match the run".into(),
+            )),
+        }
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        match self {
+            Sink::Npy {
+                file,
+                path,
+                descr,
+                item_shape,
+                rows,
+                header_len,
+            } => {
+                let header = npy::header_min(
+                    descr,
+                    &[rows, item_shape[0], item_shape[1], item_shape[2]],
+                    header_len,
+                );
+                let io = |e| Error::Output {
+                    path: path.clone(),
+                    source: e,
+                };
+                let mut f = file.into_inner().map_err(|e| io(e.into_error()))?;
+                debug_assert_eq!(header.len(), header_len);
+                f.seek(SeekFrom::Start(0)).map_err(io)?;
+                f.write_all(&header).map_err(io)?;
+                f.sync_all().map_err(io)
+            }
+            Sink::Npz { zip, path } => zip
+                .finish()
+                .map(|_| ())
+                .map_err(|e| Error::Output { path, source: e }),
+        }
+    }
+}
