@@ -1,5 +1,123 @@
-//! Placeholder until the bench lands.
+//! Audio half of `cargo xtask bench preprocess`: the NeMo-style log-Mel
+//! pipeline of `preba-preprocess` against librosa doing the same work, one
+//! thread each, in seconds of audio per second of wall time.
+//!
+//! Inputs: fixture speech tiled to 60 s at 16 kHz and at 44.1 kHz (so the
+//! second includes resampling), written by fixtures/bench/bench_audio.py into
+//! target/bench-audio. Ours: the `bench_audio` example (release). Theirs:
+//! the same script's `time` mode in the venv, with BLAS/OpenMP at one thread.
+//! Set PREBA_BENCH_MS to change the time budget per measurement (default 2000).
 
-pub fn run(_rest: &[&str]) -> crate::util::Result<()> {
-    Err("bench_audio is not written yet".into())
+use crate::util::{self, Result, cargo, root};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// `RESULT <file> <audio s per s> <stage> ...` lines -> (file, stage) -> value.
+fn parse(out: &str) -> BTreeMap<(String, String), f64> {
+    let mut m = BTreeMap::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let ["RESULT", file, v, stage, ..] = f.as_slice()
+            && let Ok(v) = v.parse::<f64>()
+        {
+            m.insert((file.to_string(), stage.to_string()), v);
+        }
+    }
+    m
+}
+
+fn one_thread(cmd: &mut Command) -> &mut Command {
+    for v in [
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "RAYON_NUM_THREADS",
+    ] {
+        cmd.env(v, "1");
+    }
+    cmd
+}
+
+pub fn run(_rest: &[&str]) -> Result<()> {
+    let py = crate::setup::venv()?;
+    let script = root().join("fixtures").join("bench").join("bench_audio.py");
+    let dir = root().join("target").join("bench-audio");
+    let made = util::output(
+        Command::new(&py)
+            .arg(&script)
+            .arg("make")
+            .arg(&dir)
+            .current_dir(root()),
+    )?;
+    let files: Vec<String> = made.lines().map(|l| l.trim().to_string()).collect();
+    if files.is_empty() {
+        return Err("bench_audio.py made no inputs".into());
+    }
+    util::run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "preba-preprocess",
+        "--example",
+        "bench_audio",
+    ]))?;
+    eprintln!("xtask: timing preba (one thread)");
+    let ours = util::output(
+        one_thread(&mut cargo())
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "preba-preprocess",
+                "--example",
+                "bench_audio",
+                "--",
+            ])
+            .args(&files),
+    )?;
+    eprintln!("xtask: timing librosa (one thread)");
+    let theirs = util::output(
+        one_thread(&mut Command::new(&py))
+            .arg(&script)
+            .arg("time")
+            .args(&files)
+            .current_dir(root()),
+    )?;
+    let (o, t) = (parse(&ours), parse(&theirs));
+    println!();
+    println!(
+        "audio: NeMo log-Mel [80, T] (resample to 16 kHz, pre-emphasis, STFT 512/400/160, Slaney Mel, log, per-feature norm)"
+    );
+    println!("seconds of audio per second, one thread (higher is better)");
+    println!(
+        "{:<28} {:>10} {:>10} {:>8}",
+        "input / stage", "preba", "librosa", "ratio"
+    );
+    for f in &files {
+        let name = std::path::Path::new(f)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| f.clone());
+        for stage in ["total", "resample", "decode", "mel", "normalize"] {
+            let key = (f.clone(), stage.to_string());
+            let Some(ov) = o.get(&key) else { continue };
+            let label = if stage == "total" {
+                name.clone()
+            } else {
+                format!("  {stage}")
+            };
+            match t.get(&key) {
+                Some(tv) => println!("{label:<28} {ov:>10.0} {tv:>10.0} {:>7.2}x", ov / tv),
+                None => println!("{label:<28} {ov:>10.0} {:>10} {:>8}", "-", "-"),
+            }
+        }
+    }
+    for line in theirs.lines().filter(|l| l.starts_with('#')) {
+        println!("{line}");
+    }
+    Ok(())
 }
