@@ -92,6 +92,14 @@ pub fn transform_pixels(
     )
 }
 
+/// Decode only (no resize): the decoder's share of the pipeline, for benches.
+#[doc(hidden)]
+pub fn decode_only(input: &[u8]) -> Result<(Vec<u8>, usize), Error> {
+    let probe = header::probe(input)?;
+    probe.cpu_check()?;
+    decode(input, &probe)
+}
+
 fn check_profile(p: &ImageProfile) -> Result<(), Error> {
     p.validate().map_err(|e| {
         Error::InvalidProfile(
@@ -285,19 +293,38 @@ struct Geometry {
 }
 
 /// Pillow's resize to `nw` x `nh`, restricted to the `c` x `c` window at
-/// (`left`, `top`). Returns `c * c * ch` bytes, interleaved.
+/// (`left`, `top`). Returns `c * c * ch` bytes, row-planar: each of the `c`
+/// rows holds `c` samples of channel 0, then of channel 1, ...
 fn resize_crop(px: &[u8], g: &Geometry, order: PassOrder) -> Vec<u8> {
+    // Run with the best vector extension the CPU has: pulp detects it at
+    // run time and calls `with_simd` inside a function compiled for it, into
+    // which the kernels inline. They are plain integer loops, so every path
+    // gives the same bits.
+    struct Job<'a>(&'a [u8], &'a Geometry, PassOrder);
+    impl pulp::WithSimd for Job<'_> {
+        type Output = Vec<u8>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<u8> {
+            resize_crop_inner(self.0, self.1, self.2)
+        }
+    }
+    pulp::Arch::new().dispatch(Job(px, g, order))
+}
+
+#[inline(always)]
+fn resize_crop_inner(px: &[u8], g: &Geometry, order: PassOrder) -> Vec<u8> {
     let (ch, cs) = (g.ch, g.c as usize);
     let stride = g.w as usize * ch;
-    let cy = (g.nh != g.h).then(|| resample::coeffs(g.h, g.nh, g.top, g.c));
-    let cx = (g.nw != g.w).then(|| resample::coeffs(g.w, g.nw, g.left, g.c));
+    let cy = (g.nh != g.h).then(|| resample::coeffs(g.h, g.nh, g.top, g.c).fixed(g.h));
+    let cx = (g.nw != g.w).then(|| resample::coeffs(g.w, g.nw, g.left, g.c).fixed(g.w));
     // Source rows / columns the kept window needs.
-    let (y0, y1) = cy
-        .as_ref()
-        .map_or((g.top, g.top + g.c), resample::Coeffs::span);
-    let (x0, x1) = cx
-        .as_ref()
-        .map_or((g.left, g.left + g.c), resample::Coeffs::span);
+    let span = |f: &resample::Fixed| {
+        let lo = f.start.iter().copied().min().unwrap_or(0);
+        let hi = f.start.iter().copied().max().unwrap_or(0) + f.k as u32;
+        (lo, hi)
+    };
+    let (y0, y1) = cy.as_ref().map_or((g.top, g.top + g.c), span);
+    let (x0, x1) = cx.as_ref().map_or((g.left, g.left + g.c), span);
     let out_stride = cs * ch;
     let mut out = vec![0u8; cs * out_stride];
     match (&cx, &cy) {
@@ -305,16 +332,23 @@ fn resize_crop(px: &[u8], g: &Geometry, order: PassOrder) -> Vec<u8> {
             let l = g.left as usize * ch;
             for (i, o) in out.chunks_exact_mut(out_stride).enumerate() {
                 let at = (g.top as usize + i) * stride + l;
-                o.copy_from_slice(&px[at..at + out_stride]);
+                deinterleave(&px[at..at + out_stride], ch, o);
             }
         }
         (Some(cx), None) => {
-            let src = &px[y0 as usize * stride..];
+            let src = &px[g.top as usize * stride..];
             horizontal(ch, src, stride, 0, cs, cx, &mut out);
         }
         (None, Some(cy)) => {
             let src = &px[g.left as usize * ch..];
-            resample::vertical(src, stride, out_stride, 0, cy, &mut out);
+            let mut tmp = vec![0u8; cs * out_stride];
+            resample::vertical_fixed(src, stride, out_stride, 0, cy, &mut tmp);
+            for (t, o) in tmp
+                .chunks_exact(out_stride)
+                .zip(out.chunks_exact_mut(out_stride))
+            {
+                deinterleave(t, ch, o);
+            }
         }
         (Some(cx), Some(cy)) if order == PassOrder::HorizontalFirst => {
             let rows = (y1 - y0) as usize;
@@ -328,37 +362,82 @@ fn resize_crop(px: &[u8], g: &Geometry, order: PassOrder) -> Vec<u8> {
                 cx,
                 &mut tmp,
             );
-            resample::vertical(&tmp, out_stride, out_stride, y0, cy, &mut out);
+            resample::vertical_fixed(&tmp, out_stride, out_stride, y0, cy, &mut out);
         }
         (Some(cx), Some(cy)) => {
             let cols = (x1 - x0) as usize * ch;
             let mut tmp = vec![0u8; cs * cols];
-            resample::vertical(&px[x0 as usize * ch..], stride, cols, 0, cy, &mut tmp);
+            resample::vertical_fixed(&px[x0 as usize * ch..], stride, cols, 0, cy, &mut tmp);
             horizontal(ch, &tmp, cols, x0, cs, cx, &mut out);
         }
     }
     out
 }
 
+/// One interleaved row to row-planar (all of channel 0, then 1, ...).
+fn deinterleave(src: &[u8], ch: usize, dst: &mut [u8]) {
+    if ch == 1 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let n = src.len() / ch;
+    for (j, p) in src.chunks_exact(ch).enumerate() {
+        for (c, &v) in p.iter().enumerate() {
+            dst[c * n + j] = v;
+        }
+    }
+}
+
+#[inline(always)]
 fn horizontal(
     ch: usize,
     src: &[u8],
     stride: usize,
     col0: u32,
     rows: usize,
-    cx: &resample::Coeffs,
+    cx: &resample::Fixed,
     dst: &mut [u8],
 ) {
     if ch == 1 {
-        resample::horizontal::<1>(src, stride, col0, rows, cx, dst);
+        resample::horizontal_fixed::<1>(src, stride, col0, rows, cx, dst);
     } else {
-        resample::horizontal::<3>(src, stride, col0, rows, cx, dst);
+        resample::horizontal_fixed::<3>(src, stride, col0, rows, cx, dst);
     }
 }
 
-/// Interleaved `c` x `c` x `ch` crop to the output tensor.
+/// Row-planar `c` x `c` x `ch` crop (see [`resize_crop`]) to the output
+/// tensor.
 fn finish(crop: &[u8], c: usize, ch: usize, p: &ImageProfile) -> Vec<u8> {
     let size = p.dtype.size();
+    let n = c * c;
+    let mut out = vec![0u8; 3 * n * size];
+    // Row i, channel k of the crop (grayscale: channel 0 for all three).
+    let row = |i: usize, k: usize| {
+        let k = if ch == 1 { 0 } else { k };
+        &crop[(i * ch + k) * c..(i * ch + k + 1) * c]
+    };
+    if p.dtype == Dtype::U8 {
+        match p.layout {
+            Layout::Nchw => {
+                for k in 0..3 {
+                    for i in 0..c {
+                        out[k * n + i * c..k * n + (i + 1) * c].copy_from_slice(row(i, k));
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                for i in 0..c {
+                    let o = &mut out[i * c * 3..(i + 1) * c * 3];
+                    for k in 0..3 {
+                        for (j, &v) in row(i, k).iter().enumerate() {
+                            o[j * 3 + k] = v;
+                        }
+                    }
+                }
+            }
+        }
+        return out;
+    }
     // Per-channel lookup table: value byte -> output element bytes.
     let mut lut = [[[0u8; 4]; 256]; 3];
     for (k, table) in lut.iter_mut().enumerate() {
@@ -377,41 +456,16 @@ fn finish(crop: &[u8], c: usize, ch: usize, p: &ImageProfile) -> Vec<u8> {
             }
         }
     }
-    let n = c * c;
-    let mut out = vec![0u8; 3 * n * size];
-    if p.dtype == Dtype::U8 {
-        match (p.layout, ch) {
-            (Layout::Nchw, 1) => {
-                for k in 0..3 {
-                    out[k * n..(k + 1) * n].copy_from_slice(&crop[..n]);
-                }
-            }
-            (Layout::Nchw, _) => {
-                let (r, rest) = out.split_at_mut(n);
-                let (g, b) = rest.split_at_mut(n);
-                for (i, px) in crop.chunks_exact(3).enumerate() {
-                    r[i] = px[0];
-                    g[i] = px[1];
-                    b[i] = px[2];
-                }
-            }
-            (Layout::Nhwc, 1) => {
-                for (o, &v) in out.chunks_exact_mut(3).zip(crop) {
-                    o.fill(v);
-                }
-            }
-            (Layout::Nhwc, _) => out.copy_from_slice(&crop[..3 * n]),
-        }
-        return out;
-    }
-    for i in 0..n {
+    for i in 0..c {
         for k in 0..3 {
-            let v = crop[i * ch + if ch == 1 { 0 } else { k }];
-            let at = match p.layout {
-                Layout::Nchw => (k * n + i) * size,
-                Layout::Nhwc => (i * 3 + k) * size,
-            };
-            out[at..at + size].copy_from_slice(&lut[k][usize::from(v)][..size]);
+            let table = &lut[k];
+            for (j, &v) in row(i, k).iter().enumerate() {
+                let at = match p.layout {
+                    Layout::Nchw => k * n + i * c + j,
+                    Layout::Nhwc => (i * c + j) * 3 + k,
+                } * size;
+                out[at..at + size].copy_from_slice(&table[usize::from(v)][..size]);
+            }
         }
     }
     out
