@@ -28,23 +28,32 @@ pub fn run(rest: &[&str]) -> Result<()> {
     let rvtests_target = target_dir.join("rvtests");
     // The workspace's .cargo/config.toml gives the riscv target the firmware's link flags; the
     // test programs bring their own linker script, so those flags are replaced (emptied).
-    util::run(cargo()
-        .args(["build", "--release", "--quiet"])
-        .args(["--target", "riscv32imac-unknown-none-elf"])
-        .arg("--manifest-path")
-        .arg(root().join("qemu-device/softcore/rvtests/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&rvtests_target)
-        .env("CARGO_ENCODED_RUSTFLAGS", "")
-        .env_remove("RUSTFLAGS"))?;
+    util::run(
+        cargo()
+            .args(["build", "--release", "--quiet"])
+            .args(["--target", "riscv32imac-unknown-none-elf"])
+            .arg("--manifest-path")
+            .arg(root().join("qemu-device/softcore/rvtests/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&rvtests_target)
+            .env("CARGO_ENCODED_RUSTFLAGS", "")
+            .env_remove("RUSTFLAGS"),
+    )?;
     let elf = rvtests_target
         .join("riscv32imac-unknown-none-elf/release")
         .join(program);
     if !elf.is_file() {
         return Err(format!("no program {}", elf.display()));
     }
-    util::run(cargo()
-        .args(["build", "--release", "--quiet", "-p", "preba-softcore", "--bin", "rvrun"]))?;
+    util::run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "preba-softcore",
+        "--bin",
+        "rvrun",
+    ]))?;
     let rvrun = target_dir.join("release/rvrun");
     // rvrun prints the program's output, then `N MIPS` as its last line.
     util::run(Command::new(rvrun).arg("--bench").arg(&elf))
