@@ -16,9 +16,18 @@
 //! 1 / (2 * phases) input samples, below -70 dB at 8 kHz for every accepted
 //! rate.
 //!
-//! Arithmetic: filter design in f64, the filter in f32, each output a dot
-//! product in f32 with eight partial sums in a fixed order, so results are
-//! bit-for-bit reproducible and independent of threads.
+//! Downsampling by a large enough ratio (44.1 kHz -> 16 kHz: 16 instead of
+//! ~500 taps per output) runs in two stages with the same overall response:
+//! the sharp low-pass as a linear-phase FIR at the input rate by FFT
+//! overlap-save, then a short polyphase filter that only has to reject the
+//! images of a signal already band-limited to the output Nyquist frequency
+//! (pass band to it, stop band from `input rate - it`). Measured against the
+//! one-stage filter: within 2e-5 (unit test `two_stage_matches_single_stage`).
+//!
+//! Arithmetic: filter design in f64, the filters in f32, each polyphase
+//! output a dot product in f32 with 32 partial sums in a fixed order, the FFT
+//! stage in f32 with fixed plans and block boundaries, so results are
+//! bit-for-bit reproducible on one machine and independent of threads.
 
 use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
