@@ -235,3 +235,6 @@ defmt::timestamp!("{=u64:us}", {
     let mut p = Mmio;
     p.now() / (card::MTIME_HZ as u64 / 1_000_000)
 });
+
+// The firmware state lives on the stack (DMEM minus .data/.bss, ~64 KiB).
+const _: () = assert!(core::mem::size_of::<preba_firmware::Firmware<Mmio>>() < 16 * 1024);

@@ -314,7 +314,7 @@ impl<P: Platform> Firmware<P> {
         if ev != 0 {
             self.p.write32(card::HOSTIF_EVENTS, ev);
         }
-        let mut progress = self.controller();
+        let mut progress = self.controller(ev & card::HOSTIF_EVENT_CC != 0);
         if self.enabled && !self.fatal {
             progress |= self.doorbells();
             progress |= self.admin_step();
@@ -380,7 +380,10 @@ impl<P: Platform> Firmware<P> {
 
     // ---- controller -------------------------------------------------------
 
-    fn controller(&mut self) -> bool {
+    /// Follows CC.EN. A CC write seen while enabled with EN still 1 means the
+    /// host toggled EN 1 -> 0 -> 1 between two polls (CC has no other bit):
+    /// reset, then enable again.
+    fn controller(&mut self, cc_written: bool) -> bool {
         let en = self.p.read32(card::HOSTIF_CC) & regs::CC_EN != 0;
         match (self.enabled, en) {
             (false, true) => {
@@ -389,6 +392,11 @@ impl<P: Platform> Firmware<P> {
             }
             (true, false) => {
                 self.reset();
+                true
+            }
+            (true, true) if cc_written => {
+                self.reset();
+                self.enable();
                 true
             }
             _ => false,
@@ -452,6 +460,9 @@ impl<P: Platform> Firmware<P> {
         self.fatal = false;
         self.qfault_latched = false;
         self.enabled = false;
+        // Doorbells rung before the reset mean nothing to the new queues.
+        self.p.write32(card::HOSTIF_SQDB_PENDING, u32::MAX);
+        self.p.write32(card::HOSTIF_CQDB_PENDING, u32::MAX);
         self.p.write32(card::HOSTIF_QFAULT, 0);
         self.p.write32(card::HOSTIF_CSTS, 0);
         self.set_error_led(false);
@@ -473,6 +484,16 @@ impl<P: Platform> Firmware<P> {
             self.p.write32(card::HOSTIF_CSTS, csts | regs::CSTS_CFS);
         } else if let Some(q) = self.queue_mut(qid) {
             q.stopped = true;
+            q.done.clear();
+            // Nothing of a stopped queue is ever posted: abort its work and
+            // free its request slots for the other queues.
+            for i in 0..MAX_REQ {
+                match self.reqs[i] {
+                    Some(r) if r.qid == qid && r.stage == Stage::Done => self.reqs[i] = None,
+                    Some(r) if r.qid == qid => self.abort_req(i),
+                    _ => {}
+                }
+            }
         }
     }
 

@@ -769,3 +769,42 @@ fn heartbeat_led_blinks_while_idle() {
     assert_eq!(seen, [true, true]);
     assert_eq!(h.card().reg(GPIO_OUT) & 2, 0, "no error LED");
 }
+
+#[test]
+fn cc_toggle_between_polls_resets() {
+    let mut h = host();
+    // EN 1 -> 0 -> 1 before the firmware polls: only the CC event tells.
+    h.card().write_cc(0);
+    h.card().write_cc(1);
+    h.run(2);
+    assert_eq!(h.card().reg(HOSTIF_CSTS) & 1, 1, "RDY again");
+    h.admin = HostQueue::new(0, ADMIN_SIZE, ASQ, ACQ);
+    h.card().host[..0x2000].fill(0);
+    // Queue 1 was deleted by the reset: it can be created again.
+    assert_eq!(h.create_queue(1, 16, 1).status, 0);
+}
+
+#[test]
+fn stopped_queue_releases_its_slots() {
+    let mut card = Card::new(1, 0, 0);
+    card.cus[0].mode = CuMode::Stuck;
+    let mut h = host_with(card);
+    assert_eq!(h.create_queue(2, 16, 2).status, 0);
+    h.submit(1, &image(1, OUT));
+    h.run(2);
+    assert_eq!(h.card().cus[0].status, 1);
+    h.card().cq_doorbell(1, 9);
+    h.run(2);
+    assert_eq!(
+        qfault(&mut h),
+        Some((1, Some(QueueFault::CqDoorbellOutOfRange)))
+    );
+    assert_eq!(h.card().cus[0].status, 0, "its CU job was aborted");
+    h.card().cus[0].mode = CuMode::Normal;
+    let mut r = image(2, OUT);
+    r.cid = 2;
+    h.submit(2, &r);
+    let c = h.collect(2, 1, 20);
+    assert_eq!(st(&c[0]), Status::Success);
+    assert!(h.reap(1).is_empty());
+}
