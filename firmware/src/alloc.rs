@@ -131,4 +131,45 @@ mod tests {
         assert!(a.alloc(65 * GRANULE as u64).is_none());
         assert!(!a.fits_ever(65 * GRANULE as u64));
     }
+
+    extern crate std;
+    use proptest::prelude::*;
+    use std::vec::Vec as StdVec;
+
+    proptest! {
+        /// Against a reference: live extents never overlap, stay inside the
+        /// heap, free + live bytes = capacity, and freeing everything merges
+        /// back into one extent.
+        #[test]
+        fn alloc_matches_reference(ops in proptest::collection::vec((any::<bool>(), 1u64..40_000, any::<u8>()), 1..200)) {
+            let mut a = CardAlloc::new(0xA008_0000, 64 * GRANULE);
+            let mut live: StdVec<(u32, u64)> = StdVec::new();
+            for (alloc, len, pick) in ops {
+                if alloc || live.is_empty() {
+                    if let Some(at) = a.alloc(len) {
+                        let r = round(len).unwrap();
+                        prop_assert!(at >= 0xA008_0000 && at + r <= 0xA008_0000 + 64 * GRANULE);
+                        for &(b, l) in &live {
+                            let lr = round(l).unwrap();
+                            prop_assert!(at + r <= b || b + lr <= at, "overlap");
+                        }
+                        live.push((at, len));
+                    } else {
+                        // First fit fails only when no single extent is large enough.
+                        prop_assert!(a.free.iter().all(|e| e.1 < round(len).unwrap()));
+                    }
+                } else {
+                    let (at, len) = live.swap_remove(pick as usize % live.len());
+                    a.free(at, len);
+                }
+                let used: u32 = live.iter().map(|&(_, l)| round(l).unwrap()).sum();
+                prop_assert_eq!(a.free_bytes() + used, a.capacity());
+            }
+            for (at, len) in live.drain(..) {
+                a.free(at, len);
+            }
+            prop_assert_eq!(a.free.len(), 1);
+            prop_assert_eq!(a.free_bytes(), a.capacity());
+        }
+    }
 }

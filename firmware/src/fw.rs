@@ -7,7 +7,9 @@
 
 use crate::Platform;
 use crate::alloc::CardAlloc;
+use crate::hal::{LED_ERROR, LED_HEARTBEAT, Led};
 use crate::hw::{self, CardInfo, DmaError, cu_reg};
+use embedded_hal::digital::{OutputPin, PinState};
 use heapless::{Deque, Vec};
 use preba_protocol::card;
 use preba_protocol::io::{IoOpcode, SQE_FLAG_SG_INDIRECT, SQE_FLAG_URGENT, SQE_SIZE, Sqe};
@@ -364,18 +366,20 @@ impl<P: Platform> Firmware<P> {
         }
         self.next_heartbeat = now + HEARTBEAT_TICKS;
         self.led = !self.led;
-        let v = self.p.read32(card::GPIO_OUT) & !(1 << crate::hal::LED_HEARTBEAT);
-        self.p.write32(
-            card::GPIO_OUT,
-            v | (self.led as u32) << crate::hal::LED_HEARTBEAT,
-        );
+        let _ = Led {
+            p: &mut self.p,
+            bit: LED_HEARTBEAT,
+        }
+        .set_state(PinState::from(self.led));
         self.sample_power();
     }
 
     fn set_error_led(&mut self, on: bool) {
-        let bit = 1 << crate::hal::LED_ERROR;
-        let v = self.p.read32(card::GPIO_OUT) & !bit;
-        self.p.write32(card::GPIO_OUT, if on { v | bit } else { v });
+        let _ = Led {
+            p: &mut self.p,
+            bit: LED_ERROR,
+        }
+        .set_state(PinState::from(on));
     }
 
     // ---- controller -------------------------------------------------------
