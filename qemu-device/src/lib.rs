@@ -1,1 +1,44 @@
-//! Placeholder.
+//! `preba-card`: the emulated preprocessing card of docs/card-spec.md.
+//!
+//! - [`Card`]: BAR0 (registers, doorbells, MSI-X) and BAR2 (log window) for the host, a soft
+//!   core (`preba-softcore`) running the firmware ELF on its own thread, and the CUs running the
+//!   golden model (`preba-preprocess`) on a worker pool with a cycle and power model
+//!   ([`model`]).
+//! - DMA goes through [`HostMemory`] (the IOMMU: an access outside the mapped windows is a DMA
+//!   fault reported to the firmware, never a crash); interrupts leave through [`IrqSink`].
+//! - [`harness`] plays the host: admin queue, profiles, I/O queues, requests, completions, with a
+//!   deadline on every wait.
+//!
+//! The core thread blocks on a condvar while the firmware idles in `wfi`, until a BAR write, a
+//! CU completion or the next `mtimecmp` deadline (mtime is wall-clock time at 10 MHz).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use preba_card::{Card, CardConfig, IrqRecorder, TestMemory};
+//! let mem = Arc::new(TestMemory::new());
+//! mem.map(0x1000_0000, 1 << 20).unwrap();
+//! let irq = Arc::new(IrqRecorder::new());
+//! let elf = std::fs::read("preba-firmware").unwrap();
+//! let card = Card::new(CardConfig::default(), &elf, mem.clone(), irq.clone()).unwrap();
+//! card.write32(preba_protocol::regs::SCRATCH, 7);
+//! assert_eq!(card.read32(preba_protocol::regs::SCRATCH), 7);
+//! ```
+
+pub mod bus;
+pub mod card;
+pub mod config;
+pub mod cu;
+pub mod error;
+pub mod flash;
+pub mod harness;
+pub mod host_mem;
+pub mod hostif;
+pub mod i2c;
+pub mod irq;
+pub mod model;
+
+pub use card::{Card, CoreState, CuInfo};
+pub use config::{Cap, CardConfig};
+pub use error::Error;
+pub use host_mem::{DmaFault, HostMemory, PAGE_SIZE, TestMemory, pages};
+pub use irq::{IrqRecorder, IrqSink, NoIrq};

@@ -1,0 +1,528 @@
+//! The card: shared state, the core thread, and the host-facing API (BAR0, BAR2, reset).
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use preba_protocol::admin::CuKind;
+use preba_protocol::card::{self as c, CuStatus};
+use preba_protocol::regs;
+use preba_softcore::{Config, Cpu, Exit, Halt};
+
+use crate::bus::CardBus;
+use crate::config::CardConfig;
+use crate::cu::{self, CuState};
+use crate::error::Error;
+use crate::flash::Flash;
+use crate::hostif::{Effects, HostIf};
+use crate::host_mem::HostMemory;
+use crate::irq::IrqSink;
+
+/// Card memory (HBM): one zeroed allocation, committed by the OS page by page as it is touched.
+pub(crate) struct CardMemory {
+    size: u32,
+    pub data: Mutex<Vec<u8>>,
+}
+
+impl CardMemory {
+    /// The byte range of `[addr, addr + len)` in the core's map, when it lies in card memory.
+    pub fn range(&self, addr: u32, len: u64) -> Option<Range<usize>> {
+        let off = u64::from(addr.checked_sub(c::CARD_MEM_BASE)?);
+        let end = off.checked_add(len)?;
+        (end <= u64::from(self.size)).then_some(off as usize..end as usize)
+    }
+}
+
+/// The log ring: bytes the firmware writes, LOG_HEAD, read by the host through BAR2.
+pub(crate) struct LogRing {
+    pub ring: Box<[AtomicU8]>,
+    pub head: AtomicU32,
+}
+
+/// Wakes the core thread: a generation counter under a mutex, and a condvar.
+pub(crate) struct Wake {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Wake {
+    pub fn kick(&self) {
+        *self.generation.lock().expect("wake lock") += 1;
+        self.cv.notify_all();
+    }
+    fn current(&self) -> u64 {
+        *self.generation.lock().expect("wake lock")
+    }
+    /// Blocks until the generation moves past `seen` or `deadline` passes.
+    fn wait(&self, seen: u64, deadline: Option<Instant>) {
+        let mut g = self.generation.lock().expect("wake lock");
+        while *g == seen {
+            match deadline {
+                None => g = self.cv.wait(g).expect("wake lock"),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return;
+                    }
+                    g = self.cv.wait_timeout(g, d - now).expect("wake lock").0;
+                }
+            }
+        }
+    }
+}
+
+/// What the core is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoreState {
+    /// Running (or waiting in `wfi` for an interrupt).
+    Running,
+    /// Stopped by the test device (power off, reset request or failure code): the card waits
+    /// for a function reset.
+    Halted(Halt),
+    /// The card was stopped.
+    Stopped,
+}
+
+/// State shared by the core thread, the CU workers and the host's threads.
+pub(crate) struct Shared {
+    pub cfg: CardConfig,
+    pub host: Arc<dyn HostMemory>,
+    pub sink: Arc<dyn IrqSink>,
+    pub hostif: Mutex<HostIf>,
+    pub irq_pending: AtomicU32,
+    pub wake: Wake,
+    pub mem: CardMemory,
+    pub log: LogRing,
+    pub uart: Mutex<Vec<u8>>,
+    pub gpio_out: AtomicU32,
+    pub cus: Vec<Mutex<CuState>>,
+    pub jobs: Mutex<Option<mpsc::Sender<cu::Job>>>,
+    pub flash: Mutex<Flash>,
+    pub epoch: Instant,
+    pub stop: AtomicBool,
+    reset_req: AtomicU64,
+    reset_done: AtomicU64,
+    state: Mutex<CoreState>,
+    elf: Vec<u8>,
+}
+
+impl Shared {
+    /// Raises interrupt-controller sources and wakes the core.
+    pub fn raise(&self, bits: u32) {
+        self.irq_pending.fetch_or(bits, Ordering::AcqRel);
+        self.wake.kick();
+    }
+
+    /// Acts on a host-interface access's effects (called without the hostif lock).
+    pub fn apply(&self, fx: Effects) {
+        if fx.host_irq {
+            self.raise(c::IRQ_HOST);
+        }
+        for v in 0..32 {
+            if fx.msix & 1 << v != 0 {
+                self.sink.msix(v as u16);
+            }
+        }
+        if let Some(l) = fx.intx {
+            self.sink.intx(l);
+        }
+    }
+
+    /// 10 MHz ticks since the card started.
+    pub fn wall_mtime(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() / 100) as u64
+    }
+
+    /// Modeled board power now, watts.
+    pub fn board_power_w(&self) -> f64 {
+        let cus: Vec<(CuKind, bool)> = self
+            .cus
+            .iter()
+            .map(|m| {
+                let cu = m.lock().expect("cu lock");
+                (cu.kind, cu.status == CuStatus::Busy)
+            })
+            .collect();
+        self.cfg.power.board_w(cus.into_iter())
+    }
+
+    fn reset_peripherals(&self) {
+        {
+            let mut h = self.hostif.lock().expect("hostif lock");
+            let level = h.intx_level;
+            *h = HostIf::new(self.cfg.cap.encode());
+            if level {
+                self.sink.intx(false);
+            }
+        }
+        for i in 0..self.cus.len() {
+            cu::reset(self, i);
+        }
+        self.irq_pending.store(0, Ordering::Release);
+        self.log.head.store(0, Ordering::Release);
+        for b in self.log.ring.iter() {
+            b.store(0, Ordering::Relaxed);
+        }
+        self.gpio_out.store(0, Ordering::Relaxed);
+    }
+
+    fn set_state(&self, s: CoreState) {
+        *self.state.lock().expect("state lock") = s;
+        self.wake.kick();
+    }
+}
+
+/// Statistics of one CU, as the host side sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CuInfo {
+    /// Kind.
+    pub kind: CuKind,
+    /// Jobs finished (done or error).
+    pub jobs: u64,
+    /// Modeled cycles of the last job.
+    pub last_cycles: u64,
+    /// Busy now.
+    pub busy: bool,
+}
+
+/// The emulated card. Host threads call the BAR methods concurrently; the core runs on its own
+/// thread; CU jobs run on a worker pool. Dropping the card stops and joins every thread.
+pub struct Card {
+    sh: Arc<Shared>,
+    core: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+fn build_cpu(sh: &Arc<Shared>, elf: &[u8]) -> Result<Cpu<CardBus>, Error> {
+    let config = Config {
+        max_poll_interval: 1 << 12,
+        ..Config::default()
+    };
+    let mut cpu = Cpu::new(config, CardBus::new(sh.clone())).map_err(Error::Firmware)?;
+    cpu.load_elf(elf).map_err(Error::Firmware)?;
+    Ok(cpu)
+}
+
+impl Card {
+    /// Builds a card running `firmware` (an ELF for the soft core; it is also programmed into
+    /// the SPI flash at offset 0), doing DMA through `host` and signalling through `irq`.
+    pub fn new(
+        config: CardConfig,
+        firmware: &[u8],
+        host: Arc<dyn HostMemory>,
+        irq: Arc<dyn IrqSink>,
+    ) -> Result<Card, Error> {
+        if config.cus() > c::MAX_CUS as usize {
+            return Err(Error::Config("more than 24 CUs"));
+        }
+        if config.card_mem_bytes > c::CARD_MEM_MAX || config.card_mem_bytes == 0 {
+            return Err(Error::Config("card memory must be 1 byte..1 GiB"));
+        }
+        if config.cu_hz == 0 || config.core_hz == 0 {
+            return Err(Error::Config("clocks must not be zero"));
+        }
+        let mut cus = Vec::new();
+        for (kind, n) in [
+            (CuKind::Image, config.image_cus),
+            (CuKind::AudioMel, config.audio_cus),
+            (CuKind::AudioNorm, config.norm_cus),
+        ] {
+            for _ in 0..n {
+                cus.push(Mutex::new(CuState::new(kind)));
+            }
+        }
+        let mut flash = Flash::new(config.flash_bytes as usize);
+        flash.load(0, firmware);
+        let nworkers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+        .min(cus.len().max(1));
+        let (tx, rx) = mpsc::channel();
+        let sh = Arc::new(Shared {
+            hostif: Mutex::new(HostIf::new(config.cap.encode())),
+            mem: CardMemory {
+                size: config.card_mem_bytes,
+                data: Mutex::new(vec![0; config.card_mem_bytes as usize]),
+            },
+            log: LogRing {
+                ring: (0..c::LOG_RING_SIZE).map(|_| AtomicU8::new(0)).collect(),
+                head: AtomicU32::new(0),
+            },
+            cfg: config,
+            host,
+            sink: irq,
+            irq_pending: AtomicU32::new(0),
+            wake: Wake {
+                generation: Mutex::new(0),
+                cv: Condvar::new(),
+            },
+            uart: Mutex::new(Vec::new()),
+            gpio_out: AtomicU32::new(0),
+            cus,
+            jobs: Mutex::new(Some(tx)),
+            flash: Mutex::new(flash),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+            reset_req: AtomicU64::new(0),
+            reset_done: AtomicU64::new(0),
+            state: Mutex::new(CoreState::Running),
+            elf: firmware.to_vec(),
+        });
+        let cpu = build_cpu(&sh, firmware)?;
+        let mut card = Card {
+            sh: sh.clone(),
+            core: None,
+            workers: Vec::new(),
+        };
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..nworkers {
+            let (sh, rx) = (sh.clone(), rx.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("preba-cu-{i}"))
+                .spawn(move || cu::worker(sh, rx))
+                .map_err(Error::Spawn)?;
+            card.workers.push(h);
+        }
+        let h = std::thread::Builder::new()
+            .name("preba-core".into())
+            .spawn(move || core_thread(sh, cpu))
+            .map_err(Error::Spawn)?;
+        card.core = Some(h);
+        Ok(card)
+    }
+
+    /// A host read of BAR0 (`data.len()` of 1, 2, 4 or 8 bytes at `offset`).
+    pub fn bar0_read(&self, offset: u64, data: &mut [u8]) {
+        let v = if matches!(data.len(), 1 | 2 | 4 | 8) && offset < regs::BAR0_SIZE {
+            self.sh
+                .hostif
+                .lock()
+                .expect("hostif lock")
+                .bar0_read(offset, data.len())
+        } else {
+            u64::MAX
+        };
+        let n = data.len().min(8);
+        data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+    }
+
+    /// A host write of BAR0.
+    pub fn bar0_write(&self, offset: u64, data: &[u8]) {
+        if !matches!(data.len(), 1 | 2 | 4 | 8) || offset >= regs::BAR0_SIZE {
+            return;
+        }
+        let mut b = [0u8; 8];
+        b[..data.len()].copy_from_slice(data);
+        let fx = self
+            .sh
+            .hostif
+            .lock()
+            .expect("hostif lock")
+            .bar0_write(offset, data.len(), u64::from_le_bytes(b));
+        self.sh.apply(fx);
+    }
+
+    /// A host read of BAR2 (the log window): LOG_HEAD at 0, the ring size at 4, the ring at
+    /// 0x8000. Any size up to 8 bytes.
+    pub fn bar2_read(&self, offset: u64, data: &mut [u8]) {
+        for (i, out) in data.iter_mut().enumerate() {
+            let o = offset.saturating_add(i as u64);
+            *out = match o {
+                0..4 => self.sh.log.head.load(Ordering::Acquire).to_le_bytes()[o as usize],
+                4..8 => c::LOG_RING_SIZE.to_le_bytes()[o as usize - 4],
+                _ if (c::BAR2_LOG_RING..regs::BAR2_SIZE).contains(&o) => {
+                    self.sh.log.ring[(o - c::BAR2_LOG_RING) as usize].load(Ordering::Relaxed)
+                }
+                _ => 0,
+            };
+        }
+    }
+
+    /// BAR2 is read-only: writes are dropped.
+    pub fn bar2_write(&self, _offset: u64, _data: &[u8]) {}
+
+    /// 32-bit BAR0 read.
+    pub fn read32(&self, offset: u64) -> u32 {
+        let mut b = [0; 4];
+        self.bar0_read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    /// 64-bit BAR0 read.
+    pub fn read64(&self, offset: u64) -> u64 {
+        let mut b = [0; 8];
+        self.bar0_read(offset, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// 32-bit BAR0 write.
+    pub fn write32(&self, offset: u64, v: u32) {
+        self.bar0_write(offset, &v.to_le_bytes());
+    }
+
+    /// 64-bit BAR0 write.
+    pub fn write64(&self, offset: u64, v: u64) {
+        self.bar0_write(offset, &v.to_le_bytes());
+    }
+
+    /// A function reset of the whole card: every register, CU and the log back to reset, the
+    /// core restarted at the ELF entry (the image in SPI flash when it holds an ELF, else the
+    /// one the card was built with). Card memory keeps its contents. Waits up to `timeout`.
+    pub fn reset(&self, timeout: Duration) -> Result<(), Error> {
+        let want = self.sh.reset_req.fetch_add(1, Ordering::AcqRel) + 1;
+        self.sh.wake.kick();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.sh.reset_done.load(Ordering::Acquire) >= want {
+                return Ok(());
+            }
+            if self.core.as_ref().is_none_or(|h| h.is_finished()) {
+                return Err(Error::CoreDied);
+            }
+            let seen = self.sh.wake.current();
+            if self.sh.reset_done.load(Ordering::Acquire) >= want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout("function reset"));
+            }
+            self.sh
+                .wake
+                .wait(seen, Some((Instant::now() + Duration::from_millis(10)).min(deadline)));
+        }
+    }
+
+    /// What the core is doing.
+    pub fn core_state(&self) -> CoreState {
+        if self.core.as_ref().is_none_or(|h| h.is_finished()) {
+            return CoreState::Stopped;
+        }
+        *self.sh.state.lock().expect("state lock")
+    }
+
+    /// Bytes the firmware wrote to the UART so far.
+    pub fn uart(&self) -> Vec<u8> {
+        self.sh.uart.lock().expect("uart lock").clone()
+    }
+
+    /// GPIO_OUT (the LEDs).
+    pub fn leds(&self) -> u32 {
+        self.sh.gpio_out.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the SPI flash array.
+    pub fn flash(&self) -> Vec<u8> {
+        self.sh.flash.lock().expect("flash lock").contents().to_vec()
+    }
+
+    /// Modeled board power now, watts (what the INA226 measures).
+    pub fn board_power_w(&self) -> f64 {
+        self.sh.board_power_w()
+    }
+
+    /// Per-CU statistics.
+    pub fn cus(&self) -> Vec<CuInfo> {
+        self.sh
+            .cus
+            .iter()
+            .map(|m| {
+                let cu = m.lock().expect("cu lock");
+                CuInfo {
+                    kind: cu.kind,
+                    jobs: cu.jobs,
+                    last_cycles: cu.cycles,
+                    busy: cu.status == CuStatus::Busy,
+                }
+            })
+            .collect()
+    }
+
+    /// The configuration the card was built with.
+    pub fn config(&self) -> &CardConfig {
+        &self.sh.cfg
+    }
+
+    /// Stops the core and the workers and joins them (also done by `Drop`).
+    pub fn stop(&mut self) {
+        self.sh.stop.store(true, Ordering::Release);
+        self.sh.wake.kick();
+        if let Some(h) = self.core.take() {
+            let _ = h.join();
+        }
+        self.sh.jobs.lock().expect("jobs lock").take();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Card {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn boot_image(sh: &Shared) -> Vec<u8> {
+    let flash = sh.flash.lock().expect("flash lock");
+    let f = flash.contents();
+    if f.starts_with(b"\x7fELF") && preba_softcore::elf::parse(f).is_ok() {
+        f.to_vec()
+    } else {
+        sh.elf.clone()
+    }
+}
+
+fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>) {
+    let mut resets_seen = 0u64;
+    loop {
+        if sh.stop.load(Ordering::Acquire) {
+            sh.set_state(CoreState::Stopped);
+            return;
+        }
+        let req = sh.reset_req.load(Ordering::Acquire);
+        if req != resets_seen {
+            resets_seen = req;
+            sh.reset_peripherals();
+            let image = boot_image(&sh);
+            cpu = match build_cpu(&sh, &image).or_else(|_| build_cpu(&sh, &sh.elf)) {
+                Ok(c) => c,
+                Err(_) => return,
+            };
+            sh.set_state(CoreState::Running);
+            sh.reset_done.store(req, Ordering::Release);
+            sh.wake.kick();
+            continue;
+        }
+        if *sh.state.lock().expect("state lock") != CoreState::Running {
+            let seen = sh.wake.current();
+            if sh.stop.load(Ordering::Acquire) || sh.reset_req.load(Ordering::Acquire) != resets_seen {
+                continue;
+            }
+            sh.wake.wait(seen, None);
+            continue;
+        }
+        let seen = sh.wake.current();
+        match cpu.run(sh.cfg.slice) {
+            Exit::Budget => {}
+            Exit::Halt(_) => {
+                if let Some(h) = cpu.bus_mut().test_halt.take() {
+                    sh.set_state(CoreState::Halted(h));
+                }
+            }
+            Exit::Wfi => {
+                let bus = cpu.bus();
+                let deadline = if bus.mtimecmp == u64::MAX {
+                    None
+                } else {
+                    let ticks = bus.mtimecmp.saturating_sub(bus.mtime());
+                    Some(Instant::now() + Duration::from_nanos(ticks.saturating_mul(100)))
+                };
+                sh.wake.wait(seen, deadline);
+                cpu.request_poll();
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What a card is built with.
+
+use crate::model::{CycleModel, PowerModel};
+
+/// The BAR0 CAP register's fields (hardware capabilities the host reads before enabling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    /// Max entries per queue minus one (MQES).
+    pub mqes: u16,
+    /// I/O queue pairs (NQP).
+    pub nqp: u8,
+    /// Ready timeout, 100 ms units (TO).
+    pub timeout_100ms: u8,
+    /// Max scatter-gather entries per request (MAXSG).
+    pub max_sg: u8,
+}
+
+impl Default for Cap {
+    fn default() -> Self {
+        Cap {
+            mqes: 4095,
+            nqp: 8,
+            timeout_100ms: 50,
+            max_sg: 16,
+        }
+    }
+}
+
+impl Cap {
+    /// The 64-bit CAP value.
+    pub fn encode(&self) -> u64 {
+        u64::from(self.mqes)
+            | u64::from(self.nqp) << 16
+            | u64::from(self.timeout_100ms) << 24
+            | u64::from(self.max_sg) << 32
+    }
+}
+
+/// The card's configuration: CU counts, clocks, memory, models.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CardConfig {
+    /// Image CUs (K).
+    pub image_cus: u8,
+    /// Audio Mel CUs (M).
+    pub audio_cus: u8,
+    /// Audio normalize CUs (N). K + M + N <= 24.
+    pub norm_cus: u8,
+    /// Card memory bytes (at most 1 GiB; allocated lazily, reads as zero until written).
+    pub card_mem_bytes: u32,
+    /// Soft-core clock, Hz (INFO_CORE_HZ).
+    pub core_hz: u32,
+    /// Engine clock, Hz (INFO_CU_HZ; CU cycle counts use it).
+    pub cu_hz: u32,
+    /// Host threads that run CU jobs (0: one per available core).
+    pub workers: usize,
+    /// CAP register fields.
+    pub cap: Cap,
+    /// GPIO_IN straps.
+    pub gpio_in: u32,
+    /// SPI NOR flash size in bytes (a power of two, at least 64 KiB).
+    pub flash_bytes: u32,
+    /// Copy UART output to stderr as it comes.
+    pub uart_echo: bool,
+    /// Instructions between host-side checks (stop, reset) while the core runs.
+    pub slice: u64,
+    /// CU cycle model.
+    pub cycles: CycleModel,
+    /// Power model.
+    pub power: PowerModel,
+}
+
+impl Default for CardConfig {
+    fn default() -> Self {
+        CardConfig {
+            image_cus: 4,
+            audio_cus: 2,
+            norm_cus: 1,
+            card_mem_bytes: 256 << 20,
+            core_hz: 250_000_000,
+            cu_hz: 250_000_000,
+            workers: 0,
+            cap: Cap::default(),
+            gpio_in: 0,
+            flash_bytes: 16 << 20,
+            uart_echo: false,
+            slice: 1 << 20,
+            cycles: CycleModel::default(),
+            power: PowerModel::default(),
+        }
+    }
+}
+
+impl CardConfig {
+    /// Total CUs.
+    pub fn cus(&self) -> usize {
+        usize::from(self.image_cus) + usize::from(self.audio_cus) + usize::from(self.norm_cus)
+    }
+}
