@@ -217,6 +217,8 @@ pub struct Firmware<P: Platform> {
     pub(crate) power_ok: bool,
     pub(crate) fw_staged: u32,
     pub(crate) rr: usize,
+    /// FLUSH commands waiting (so the common case skips the scan).
+    pub(crate) n_flush: u16,
 }
 
 impl<P: Platform> Firmware<P> {
@@ -270,6 +272,7 @@ impl<P: Platform> Firmware<P> {
             power_ok: false,
             fw_staged: 0,
             rr: 0,
+            n_flush: 0,
         };
         fw.power_ok = fw.power_init();
         fw_log!(
@@ -451,6 +454,7 @@ impl<P: Platform> Firmware<P> {
             }
         }
         self.reqs = [None; MAX_REQ];
+        self.n_flush = 0;
         self.staging.clear();
         for r in self.ready.iter_mut() {
             r.clear();
@@ -518,8 +522,11 @@ impl<P: Platform> Firmware<P> {
         if sq_bits != 0 {
             self.p.write32(card::HOSTIF_SQDB_PENDING, sq_bits);
         }
-        for q in 0..32u8 {
-            if cq_bits & (1 << q) != 0 {
+        let mut bits = cq_bits;
+        while bits != 0 {
+            let q = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            {
                 let v = self.p.read32(card::HOSTIF_DB_VALUES + 8 * q as u32 + 4);
                 let r = match self.queue_mut(q) {
                     None => Err(QueueFault::NoSuchQueue),
@@ -531,8 +538,11 @@ impl<P: Platform> Firmware<P> {
                 }
             }
         }
-        for q in 0..32u8 {
-            if sq_bits & (1 << q) != 0 {
+        let mut bits = sq_bits;
+        while bits != 0 {
+            let q = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            {
                 let v = self.p.read32(card::HOSTIF_DB_VALUES + 8 * q as u32);
                 let r = match self.queue_mut(q) {
                     None => Err(QueueFault::NoSuchQueue),
@@ -653,6 +663,9 @@ impl<P: Platform> Firmware<P> {
             self.alloc.free(r.mem, r.mem_len);
             r.mem_len = 0;
         }
+        if r.stage == Stage::Flush {
+            self.n_flush -= 1;
+        }
         r.status = status;
         r.stage = Stage::Done;
         let qid = r.qid;
@@ -727,9 +740,17 @@ impl<P: Platform> Firmware<P> {
     /// word-copy of each entry into DMEM, which is all that is parsed.
     fn fetch_io(&mut self) -> bool {
         let mut progress = false;
+        let announced = self
+            .io
+            .iter()
+            .flatten()
+            .any(|q| !q.stopped && q.sq.pending() != 0);
+        if !announced {
+            return false;
+        }
+        let mut free = self.free_slots() as u16;
         for k in 0..MAX_IO_QUEUES {
             let qi = (self.rr + k) % MAX_IO_QUEUES;
-            let free = self.free_slots() as u16;
             if free == 0 {
                 break;
             }
@@ -747,6 +768,7 @@ impl<P: Platform> Firmware<P> {
                     .min(free);
             let (src, qid) = (q.sq_base + head as u64 * SQE_SIZE as u64, q.qid);
             progress = true;
+            free -= n;
             if hw::dma(
                 &mut self.p,
                 src,
@@ -795,6 +817,7 @@ impl<P: Platform> Firmware<P> {
             IoOpcode::Nop => Some(Status::Success),
             IoOpcode::Flush => {
                 r.stage = Stage::Flush;
+                self.n_flush += 1;
                 None
             }
             IoOpcode::PreprocessImage | IoOpcode::PreprocessAudio => {
@@ -831,13 +854,17 @@ impl<P: Platform> Firmware<P> {
     /// Completes FLUSHes whose earlier commands have all completed.
     fn flushes(&mut self) -> bool {
         let mut progress = false;
+        if self.n_flush == 0 {
+            return false;
+        }
         for idx in 0..MAX_REQ {
-            let Some(f) = self.reqs[idx] else { continue };
+            let Some(f) = &self.reqs[idx] else { continue };
             if f.stage != Stage::Flush {
                 continue;
             }
+            let (qid, seq) = (f.qid, f.seq);
             let blocked = self.reqs.iter().flatten().any(|r| {
-                r.qid == f.qid && r.stage != Stage::Done && r.seq.wrapping_sub(f.seq) > u32::MAX / 2
+                r.qid == qid && r.stage != Stage::Done && r.seq.wrapping_sub(seq) > u32::MAX / 2
             });
             if !blocked {
                 self.complete(idx, Status::Success);
