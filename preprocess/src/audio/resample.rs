@@ -200,6 +200,11 @@ impl FftLowpass {
         }
     }
 
+    /// Output samples per FFT block.
+    fn step(&self) -> usize {
+        self.n - (self.len - 1)
+    }
+
     /// The filtered signal at times `t0 .. t0 + count` (x is zero outside).
     fn apply(&self, x: &[f32], t0: isize, count: usize) -> Vec<f32> {
         let n = self.n;
@@ -351,14 +356,20 @@ pub fn resample(x: &[f32], src: u32, dst: u32) -> Vec<f32> {
     let n_out = output_len(x.len() as u64, src, dst) as usize;
     // Padded input: xp[left - 1 + j] = x[j], so every tap window is in
     // bounds. With a first stage, xp holds the low-passed signal, tails
-    // included (they are not zero outside x).
+    // included (they are not zero outside x), made in chunks of `chunk`
+    // positions as the outputs advance, so it never holds the whole signal.
     let xp_len = t.left + x.len() + t.taps + 1;
-    let xp = match &r.pre {
-        Some(pre) => pre.apply(x, 1 - t.left as isize, xp_len),
+    let full;
+    let mut part = Vec::new();
+    let mut part_at = 0usize;
+    let chunk = r.pre.as_ref().map_or(0, |p| 16 * p.step());
+    let xp: &[f32] = match &r.pre {
+        Some(_) => &[],
         None => {
-            let mut xp = vec![0f32; xp_len];
-            xp[t.left - 1..t.left - 1 + x.len()].copy_from_slice(x);
-            xp
+            let mut v = vec![0f32; xp_len];
+            v[t.left - 1..t.left - 1 + x.len()].copy_from_slice(x);
+            full = v;
+            &full
         }
     };
     let mut out = Vec::with_capacity(n_out);
@@ -380,7 +391,19 @@ pub fn resample(x: &[f32], src: u32, dst: u32) -> Vec<f32> {
             }
         };
         // Tap k reads x[i - left + 1 + k] = xp[i + k].
-        out.push(dot(&xp[i..i + taps], &t.coef[p * taps..(p + 1) * taps]));
+        let coef = &t.coef[p * taps..(p + 1) * taps];
+        match &r.pre {
+            None => out.push(dot(&xp[i..i + taps], coef)),
+            Some(pre) => {
+                if part.is_empty() || i + taps > part_at + part.len() {
+                    // xp[i .. i + chunk + taps]: the positions of the next
+                    // outputs (i only grows).
+                    part_at = i;
+                    part = pre.apply(x, i as isize + 1 - t.left as isize, chunk + taps);
+                }
+                out.push(dot(&part[i - part_at..i - part_at + taps], coef));
+            }
+        }
         i0 += step_i as usize;
         rem += step_r;
         if rem >= t.up {
