@@ -596,13 +596,17 @@ impl<P: Platform> Firmware<P> {
                 break;
             }
             let Some(&idx) = q.done.front() else { break };
+            let Some(r) = self.reqs[idx as usize] else {
+                // Never happens (slots of queued completions stay taken);
+                // skipping keeps the CQ free of holes if it did.
+                q.done.pop_front();
+                continue;
+            };
             let Some((slot, phase)) = q.cq.push() else {
                 break;
             };
             q.done.pop_front();
-            let Some(r) = self.reqs[idx as usize].take() else {
-                continue;
-            };
+            self.reqs[idx as usize] = None;
             let cqe = preba_protocol::io::Cqe {
                 result0: r.result0,
                 result1: r.result1,
