@@ -123,3 +123,20 @@ fn accuracy_by_class() {
         assert!(*mad <= tol(cls), "{cls}: {mad}");
     }
 }
+
+/// The Slaney filterbank agrees with librosa's (sum recorded by gen_audio.py).
+#[test]
+fn mel_filterbank_matches_librosa() {
+    let want = audio_common::manifest()["mel_filterbank_sum"]
+        .as_f64()
+        .unwrap();
+    let fb = preba_preprocess::audio::mel_filterbank(16_000, 512, 80, 0.0, 8_000.0);
+    assert_eq!((fb.len(), fb[0].len()), (80, 257));
+    let got: f64 = fb.iter().flatten().map(|&v| v as f64).sum();
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    // Each band's area (Slaney normalisation): weights * bin width (31.25 Hz) ~ 1.
+    for (m, row) in fb.iter().enumerate().skip(1) {
+        let area: f64 = row.iter().map(|&v| v as f64 * 31.25).sum();
+        assert!((area - 1.0).abs() < 0.2, "band {m}: {area}");
+    }
+}
