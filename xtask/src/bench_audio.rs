@@ -1,6 +1,7 @@
 //! Audio half of `cargo xtask bench preprocess`: the NeMo-style log-Mel
 //! pipeline of `preba-preprocess` against librosa doing the same work, one
-//! thread each, in seconds of audio per second of wall time.
+//! thread each, in seconds of audio per second of CPU time of the measuring
+//! thread (per core; robust to a busy machine).
 //!
 //! Inputs: fixture speech tiled to 60 s at 16 kHz and at 44.1 kHz (so the
 //! second includes resampling), written by fixtures/bench/bench_audio.py into
@@ -92,7 +93,7 @@ pub fn run(_rest: &[&str]) -> Result<()> {
     println!(
         "audio: NeMo log-Mel [80, T] (resample to 16 kHz, pre-emphasis, STFT 512/400/160, Slaney Mel, log, per-feature norm)"
     );
-    println!("seconds of audio per second, one thread (higher is better)");
+    println!("seconds of audio per CPU second, one thread (per core; higher is better)");
     println!(
         "{:<28} {:>10} {:>10} {:>8}",
         "input / stage", "preba", "librosa", "ratio"
