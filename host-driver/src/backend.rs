@@ -1,11 +1,19 @@
 //! Backends: where a request is preprocessed. One trait, so the CLI and a
 //! server do not care whether a card, the emulated card or the CPU does it.
+#![forbid(unsafe_code)]
 
+use crate::driver::{Card, CardError, DriverConfig, Pool};
+use crate::vfio_user::{Emulated, VfioUser, connect_retry};
 use preba_preprocess::Error as PpError;
 use preba_preprocess::audio::{self, AudioOutput};
 use preba_preprocess::image::{self, ImageOutput};
-use preba_protocol::profile::{AudioProfile, ImageProfile};
+use preba_protocol::admin::encode_profile;
+use preba_protocol::io::Cqe;
+use preba_protocol::profile::{AudioProfile, ImageProfile, Profile};
+use preba_protocol::status::Status;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What one request asks for.
 #[derive(Clone, Copy, Debug)]
@@ -46,26 +54,202 @@ impl Via {
 pub trait Backend: Sync {
     /// Names the backend in messages (e.g. `cpu`, `vfio-user:/run/card.sock`).
     fn name(&self) -> String;
-    /// Preprocesses one input; the error is the request's own failure.
-    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), PpError>;
+    /// Preprocesses one input; the error is the request's own failure (a
+    /// failed card fails every request with a message naming the card).
+    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String>;
+    /// Why the backend failed as a whole, once it has.
+    fn fatal(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The golden model on host threads.
 pub struct CpuBackend;
 
+fn cpu(input: &[u8], job: &Job, via: Via) -> Result<(Output, Via), PpError> {
+    match job {
+        Job::Image(p) => image::preprocess_image(input, p).map(|o| (Output::Image(o), via)),
+        Job::Audio(p) => audio::preprocess_audio(input, p).map(|o| (Output::Audio(o), via)),
+    }
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         "cpu".into()
     }
-    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), PpError> {
+    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String> {
+        cpu(input, job, Via::Cpu).map_err(|e| e.to_string())
+    }
+}
+
+/// Slots per pool: in-flight requests per profile.
+const POOL_SLOTS: usize = 16;
+/// Largest input that goes to the card through this driver; larger ones take
+/// the CPU path (manifest: cpu-fallback).
+pub const CARD_MAX_INPUT: usize = 4 << 20;
+/// Largest audio feature output taken from the card (about 130 s of 16 kHz
+/// audio at hop 160 and 80 bands); longer inputs take the CPU path.
+pub const CARD_MAX_AUDIO_OUT: usize = 4 << 20;
+/// Host-side deadline of one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A card (and the process behind it, for `emulated`). Field order matters:
+/// the card is reset before the process stops.
+pub struct OpenCard {
+    pub card: Card,
+    pub emulated: Option<Emulated>,
+}
+
+/// The card backend: requests go to the card; what it calls unsupported goes
+/// through the CPU path.
+pub struct CardBackend {
+    open: OpenCard,
+    name: String,
+    pools: Mutex<Vec<([u8; 64], Pool)>>,
+    timeout: Duration,
+}
+
+impl CardBackend {
+    pub fn new(open: OpenCard, name: String, timeout: Duration) -> CardBackend {
+        CardBackend {
+            open,
+            name,
+            pools: Mutex::new(Vec::new()),
+            timeout,
+        }
+    }
+
+    pub fn card(&self) -> &Card {
+        &self.open.card
+    }
+
+    fn pool(&self, job: &Job) -> Result<Pool, CardError> {
+        let profile = match job {
+            Job::Image(p) => Profile::Image(*p),
+            Job::Audio(p) => Profile::Audio(*p),
+        };
+        let key = encode_profile(&profile);
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, p)) = pools.iter().find(|(k, _)| *k == key) {
+            return Ok(p.clone());
+        }
+        let out = match job {
+            Job::Image(p) => p.output_len(),
+            Job::Audio(_) => CARD_MAX_AUDIO_OUT,
+        };
+        let pool = self
+            .open
+            .card
+            .pool(&profile, POOL_SLOTS, CARD_MAX_INPUT, out)?;
+        pools.push((key, pool.clone()));
+        Ok(pool)
+    }
+
+    /// Whether the card can take this input through its slots at all.
+    fn fits(input: &[u8], job: &Job) -> bool {
+        if input.len() > CARD_MAX_INPUT {
+            return false;
+        }
+        match job {
+            Job::Image(_) => true,
+            Job::Audio(p) => match audio::probe_wav(input)
+                .and_then(|info| audio::output_shape(&info, p))
+            {
+                Ok((_, frames)) => {
+                    (frames as usize).saturating_mul(p.n_mels as usize * 4) <= CARD_MAX_AUDIO_OUT
+                }
+                // Broken headers go to the card: it answers with a status.
+                Err(_) => true,
+            },
+        }
+    }
+
+    /// Builds the output from the card's bytes, checking them against what
+    /// the request asked for (the card is not trusted with shapes).
+    fn output(&self, input: &[u8], job: &Job, cqe: &Cqe, data: Vec<u8>) -> Result<Output, String> {
         match job {
             Job::Image(p) => {
-                image::preprocess_image(input, p).map(|o| (Output::Image(o), Via::Cpu))
+                if data.len() != p.output_len() {
+                    return Err(format!(
+                        "card {}: wrote {} bytes, the profile needs {}",
+                        self.name,
+                        data.len(),
+                        p.output_len()
+                    ));
+                }
+                Ok(Output::Image(ImageOutput {
+                    width: cqe.result0,
+                    height: cqe.result1,
+                    data,
+                }))
             }
             Job::Audio(p) => {
-                audio::preprocess_audio(input, p).map(|o| (Output::Audio(o), Via::Cpu))
+                let info = audio::probe_wav(input).map_err(|e| e.to_string())?;
+                let (_, frames) = audio::output_shape(&info, p).map_err(|e| e.to_string())?;
+                let n_mels = p.n_mels as usize;
+                let want = frames as usize * n_mels * 4;
+                if data.len() != want {
+                    return Err(format!(
+                        "card {}: wrote {} bytes of features, expected {want}",
+                        self.name,
+                        data.len()
+                    ));
+                }
+                let feats = data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Ok(Output::Audio(AudioOutput {
+                    info,
+                    features: audio::Features {
+                        n_mels,
+                        frames: frames as usize,
+                        data: feats,
+                    },
+                }))
             }
         }
+    }
+}
+
+impl Backend for CardBackend {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String> {
+        if !CardBackend::fits(input, job) {
+            return cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string());
+        }
+        let pool = self.pool(job).map_err(|e| e.to_string())?;
+        match self.open.card.process(&pool, input, self.timeout) {
+            Ok((cqe, data)) => self.output(input, job, &cqe, data).map(|o| (o, Via::Card)),
+            Err(CardError::Status {
+                status: Status::UnsupportedFormat,
+                ..
+            }) => cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string()),
+            Err(CardError::Status { status, .. }) => {
+                // The CPU model explains a bad input better than a status code.
+                match cpu(input, job, Via::CpuFallback) {
+                    Err(e) => Err(format!("{e} (card: {})", status.name())),
+                    Ok(_) => Err(format!(
+                        "card {} failed this input with {}",
+                        self.name,
+                        status.name()
+                    )),
+                }
+            }
+            Err(e @ CardError::Refused(_)) => {
+                let _ = e;
+                cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn fatal(&self) -> Option<String> {
+        self.open
+            .card
+            .fatal()
+            .map(|r| format!("card {} failed: {r}", self.name))
     }
 }
 
@@ -129,15 +313,58 @@ fn valid_bdf(s: &str) -> bool {
         })
 }
 
+/// Opens the card a spec names (not `cpu`).
+pub fn open_card(spec: &CardSpec, cfg: DriverConfig) -> Result<OpenCard, crate::Error> {
+    let name = spec.to_string();
+    let fail = |reason: String| crate::Error::Card {
+        card: name.clone(),
+        reason,
+    };
+    match spec {
+        CardSpec::Cpu => Err(fail("the cpu backend is not a card".into())),
+        CardSpec::Vfio(_) => Err(fail(
+            "kernel VFIO is not in this build yet; use vfio-user:PATH or emulated".into(),
+        )),
+        CardSpec::VfioUser(path) => {
+            let t =
+                VfioUser::connect(path, name.clone(), cfg.arena_bytes).map_err(|e| fail(e.0))?;
+            let card = Card::open(Arc::new(t), cfg).map_err(|e| fail(e.to_string()))?;
+            Ok(OpenCard {
+                card,
+                emulated: None,
+            })
+        }
+        CardSpec::Emulated => {
+            let em = Emulated::start().map_err(&fail)?;
+            let t = connect_retry(
+                em.socket(),
+                name.clone(),
+                cfg.arena_bytes,
+                Duration::from_secs(10),
+            )
+            .map_err(|e| fail(format!("{}{}", e.0, em.log_tail())))?;
+            let card =
+                Card::open(Arc::new(t), cfg).map_err(|e| fail(format!("{e}{}", em.log_tail())))?;
+            Ok(OpenCard {
+                card,
+                emulated: Some(em),
+            })
+        }
+    }
+}
+
 /// Opens the backend a spec names.
 pub fn open(spec: &CardSpec) -> Result<Box<dyn Backend>, crate::Error> {
     match spec {
         CardSpec::Cpu => Ok(Box::new(CpuBackend)),
-        other => Err(crate::Error::Card {
-            card: other.to_string(),
-            reason: "this build has no card backend yet (the vfio-user and VFIO backends are not written); use --card cpu"
-                .into(),
-        }),
+        other => {
+            let open = open_card(other, DriverConfig::default())?;
+            Ok(Box::new(CardBackend::new(
+                open,
+                other.to_string(),
+                REQUEST_TIMEOUT,
+            )))
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 //! The `preba` command line.
+#![forbid(unsafe_code)]
 
 use crate::Error;
 use crate::backend::{self, Backend, CardSpec, Job, Output, Via};
@@ -364,7 +365,7 @@ fn one(path: &Path, job: &Job, kind: Kind, backend: &dyn Backend) -> Result<(Out
         _ => {}
     }
     // The backend reports unrecognised bytes as corrupt input of the run's kind.
-    backend.process(&bytes, job).map_err(|e| e.to_string())
+    backend.process(&bytes, job)
 }
 
 /// Reads a file, refusing it before reading when it is past the input limit.

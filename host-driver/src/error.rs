@@ -1,4 +1,5 @@
 //! The crate's error type.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

@@ -8,12 +8,17 @@
 //! Must not: re-implement preprocessing (that is `preba-preprocess`), trust
 //! anything the card returns without checking it, lose a request (every input
 //! gets exactly one manifest entry), or panic on any input file.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod cli;
+pub mod dma;
+pub mod driver;
 pub mod error;
+pub mod fake;
 pub mod npy;
 pub mod progress;
+pub mod transport;
+pub mod vfio_user;
 
 pub use error::Error;

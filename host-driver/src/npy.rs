@@ -1,5 +1,6 @@
 //! NumPy `.npy` (format 1.0) and `.npz` (a stored zip of .npy) writers.
 //! Hand-written because the formats are tiny and a zip crate pulls in much more.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Write};
 

@@ -1,4 +1,5 @@
 //! A one-line progress bar on stderr, only when stderr is a terminal.
+#![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;

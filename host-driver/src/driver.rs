@@ -1,0 +1,978 @@
+//! The card driver over any [`Transport`]: controller enable, admin
+//! commands, one I/O queue pair, slot pools in the DMA arena, and the reaper
+//! thread that takes completions (by interrupt or polling) and hands each to
+//! the thread that waits for it.
+//!
+//! Invariants:
+//! - every submitted request gets exactly one answer: its completion, its own
+//!   timeout, or the card's fatal error; never two, never none;
+//! - a slot returns to its pool only when the card is done with it (its
+//!   completion arrived) or the card is dead: a timed-out request leaves its
+//!   slot to the reaper, so a late DMA never lands in a reused buffer;
+//! - completions are untrusted: a malformed entry, a wrong SQ id, an
+//!   impossible SQ head, or an unknown or duplicate command id is a queue
+//!   error: the card is marked dead and every in-flight request fails with an
+//!   error naming it;
+//! - shared memory is read once per entry (copy, then parse the copy).
+#![forbid(unsafe_code)]
+
+use crate::transport::{Regs, Transport, TransportError};
+use preba_protocol::admin::{
+    AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify, TELEMETRY_SIZE, Telemetry, encode_profile,
+};
+use preba_protocol::io::{CQE_SIZE, Cqe, IoOpcode, SQE_SIZE, SgEntry, Sqe};
+use preba_protocol::profile::{MAX_PROFILES, Profile};
+use preba_protocol::regs::{self, QueueFault};
+use preba_protocol::ring::{CqConsumer, SqProducer};
+use preba_protocol::status::Status;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Arena layout (offsets from the arena base).
+const ADMIN_SQ: usize = 0x0000;
+const ADMIN_CQ: usize = 0x1000;
+const ADMIN_DATA: usize = 0x2000;
+const ADMIN_DATA_LEN: usize = 0x2000;
+const ADMIN_ENTRIES: u16 = 16;
+const IO_RINGS: usize = 0x4000;
+/// The I/O queue pair the driver creates and its MSI-X vector.
+const IO_QID: u16 = 1;
+/// Base IOVA of the arena (any 4 KiB-aligned value the card accepts).
+pub const ARENA_IOVA: u64 = 0x1000_0000;
+
+/// Knobs of the driver.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// I/O queue entries (power of two; capped by the card's CAP.MQES).
+    pub queue_size: u16,
+    /// Bytes of the DMA arena (sparse: only touched pages cost memory).
+    pub arena_bytes: usize,
+    /// Deadline of one admin command.
+    pub admin_timeout: Duration,
+    /// How long the reaper waits for an interrupt before looking anyway.
+    pub poll_interval: Duration,
+    /// How often the reaper checks CSTS/QFAULT (also notices a lost card).
+    pub health_interval: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            queue_size: 64,
+            arena_bytes: 256 << 20,
+            admin_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(2),
+            health_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why a request or the card failed.
+#[derive(Debug, Clone)]
+pub enum CardError {
+    /// The card completed the request with an error status of its own.
+    Status { status: Status, cqe: Cqe },
+    /// The request ran past its deadline on the host.
+    Timeout { card: String, after: Duration },
+    /// The card failed as a whole: queue error, transport lost, fault. Every
+    /// request in flight gets this.
+    Fatal { card: String, reason: String },
+    /// The request cannot go to the card (input larger than a slot...).
+    Refused(String),
+}
+
+impl std::fmt::Display for CardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CardError::Status { status, .. } => write!(f, "card status {}", status.name()),
+            CardError::Timeout { card, after } => {
+                write!(f, "card {card}: no completion within {after:?}")
+            }
+            CardError::Fatal { card, reason } => write!(f, "card {card} failed: {reason}"),
+            CardError::Refused(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+impl std::error::Error for CardError {}
+
+/// The answer to one request.
+type Answer = Result<Cqe, CardError>;
+
+struct Pending {
+    tx: SyncSender<Answer>,
+    /// The waiter gave up; the reaper frees the slot when the card answers.
+    abandoned: bool,
+    pool: Arc<PoolInner>,
+    slot: usize,
+}
+
+struct AdminQ {
+    sq: SqProducer,
+    cq: CqConsumer,
+    next_cid: u16,
+}
+
+struct IoSq {
+    sq: SqProducer,
+    next_cid: u16,
+}
+
+struct Inner {
+    t: Arc<dyn Transport>,
+    name: String,
+    cfg: DriverConfig,
+    io_size: u16,
+    io_sq_off: usize,
+    io_cq_off: usize,
+    admin: Mutex<AdminQ>,
+    io: Mutex<IoSq>,
+    pending: Mutex<HashMap<u16, Pending>>,
+    dead: Mutex<Option<String>>,
+    is_dead: AtomicBool,
+    stop: AtomicBool,
+    /// Next free arena offset for pools.
+    bump: Mutex<usize>,
+    profiles: Mutex<[Option<[u8; 64]>; MAX_PROFILES]>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A card, enabled, with one I/O queue pair and its reaper running.
+pub struct Card {
+    inner: Arc<Inner>,
+    identify: Identify,
+    reaper: Option<JoinHandle<()>>,
+}
+
+impl Card {
+    /// Resets and enables the card, identifies it and creates the I/O queue.
+    pub fn open(t: Arc<dyn Transport>, cfg: DriverConfig) -> Result<Card, CardError> {
+        let name = t.name();
+        let fatal = |reason: String| CardError::Fatal {
+            card: name.clone(),
+            reason,
+        };
+        let te = |e: TransportError| CardError::Fatal {
+            card: name.clone(),
+            reason: e.0,
+        };
+        let arena = t.arena();
+        if arena.len() < IO_RINGS + 0x10_0000 {
+            return Err(fatal("DMA arena too small".into()));
+        }
+        let cap = t.read64(regs::CAP).map_err(te)?;
+        let vs = t.read32(regs::VS).map_err(te)?;
+        if (vs >> 16) as u16 != regs::VERSION_MAJOR {
+            return Err(fatal(format!(
+                "protocol version {}.{} (this driver speaks {}.x)",
+                vs >> 16,
+                vs & 0xffff,
+                regs::VERSION_MAJOR
+            )));
+        }
+        let to =
+            Duration::from_millis(100 * ((cap >> 24) & 0xff).max(10)).min(Duration::from_secs(60));
+        // Reset whatever state a previous user left.
+        t.write32(regs::CC, 0).map_err(te)?;
+        wait_csts(&*t, 0, to).map_err(|e| fatal(format!("reset: {e}")))?;
+        arena.zero(0, IO_RINGS).map_err(|e| fatal(e.to_string()))?;
+        let aqa = u32::from(ADMIN_ENTRIES - 1) | (u32::from(ADMIN_ENTRIES - 1) << 16);
+        t.write32(regs::AQA, aqa).map_err(te)?;
+        t.write64(regs::ASQ, arena.iova() + ADMIN_SQ as u64)
+            .map_err(te)?;
+        t.write64(regs::ACQ, arena.iova() + ADMIN_CQ as u64)
+            .map_err(te)?;
+        t.write32(regs::CC, regs::CC_EN).map_err(te)?;
+        wait_csts(&*t, regs::CSTS_RDY, to).map_err(|e| fatal(format!("enable: {e}")))?;
+
+        let mqes = (cap & 0xffff) as u32 + 1;
+        let mut io_size = cfg.queue_size.clamp(2, 4096) as u32;
+        io_size = io_size.min(mqes).next_power_of_two();
+        if io_size > mqes {
+            io_size /= 2;
+        }
+        let io_size = io_size.max(2) as u16;
+        let io_sq_off = IO_RINGS;
+        let io_cq_off = IO_RINGS + align4k(io_size as usize * SQE_SIZE);
+        let bump = io_cq_off + align4k(io_size as usize * CQE_SIZE);
+        let inner = Arc::new(Inner {
+            t: t.clone(),
+            name: name.clone(),
+            cfg,
+            io_size,
+            io_sq_off,
+            io_cq_off,
+            admin: Mutex::new(AdminQ {
+                sq: SqProducer::new(ADMIN_ENTRIES).ok_or_else(|| fatal("admin size".into()))?,
+                cq: CqConsumer::new(ADMIN_ENTRIES).ok_or_else(|| fatal("admin size".into()))?,
+                next_cid: 0,
+            }),
+            io: Mutex::new(IoSq {
+                sq: SqProducer::new(io_size).ok_or_else(|| fatal("queue size".into()))?,
+                next_cid: 0,
+            }),
+            pending: Mutex::new(HashMap::new()),
+            dead: Mutex::new(None),
+            is_dead: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            bump: Mutex::new(bump),
+            profiles: Mutex::new([None; MAX_PROFILES]),
+        });
+        let mut id = [0u8; IDENTIFY_SIZE];
+        inner.admin_cmd(AdminOpcode::Identify, [0; 6], Some(&[]), Some(&mut id))?;
+        let identify = Identify::parse(&id);
+        if identify.version_major != regs::VERSION_MAJOR {
+            return Err(fatal(format!(
+                "IDENTIFY says version {}.{}",
+                identify.version_major, identify.version_minor
+            )));
+        }
+        let sq_iova = arena.iova() + io_sq_off as u64;
+        let cq_iova = arena.iova() + io_cq_off as u64;
+        let cdw10 = u32::from(IO_QID) | (u32::from(io_size - 1) << 16);
+        inner.admin_cmd_iova(
+            AdminOpcode::CreateIoQueuePair,
+            [
+                cdw10,
+                cq_iova as u32,
+                (cq_iova >> 32) as u32,
+                u32::from(IO_QID) | 1 << 16,
+                0,
+                0,
+            ],
+            sq_iova,
+            (io_size as usize * SQE_SIZE) as u32,
+        )?;
+        let r = inner.clone();
+        let reaper = std::thread::Builder::new()
+            .name("preba-reaper".into())
+            .spawn(move || r.reap_loop())
+            .map_err(|e| fatal(format!("cannot start the reaper: {e}")))?;
+        Ok(Card {
+            inner,
+            identify,
+            reaper: Some(reaper),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    pub fn identify(&self) -> &Identify {
+        &self.identify
+    }
+    /// Slots of the I/O queue (in-flight requests are bounded by it).
+    pub fn queue_size(&self) -> u16 {
+        self.inner.io_size
+    }
+    /// The fatal error, once the card failed.
+    pub fn fatal(&self) -> Option<String> {
+        self.inner.dead_reason()
+    }
+
+    pub fn telemetry(&self) -> Result<Telemetry, CardError> {
+        let mut b = [0u8; TELEMETRY_SIZE];
+        self.inner
+            .admin_cmd(AdminOpcode::GetTelemetry, [0; 6], Some(&[]), Some(&mut b))?;
+        Ok(Telemetry::parse(&b))
+    }
+
+    /// Sets `profile` in a free profile slot (or finds it set already) and
+    /// carves `slots` input/output slot pairs for it out of the arena.
+    /// Output slots are contiguous: a batch of consecutive slots is one
+    /// `[N, ...]` tensor.
+    pub fn pool(
+        &self,
+        profile: &Profile,
+        slots: usize,
+        in_size: usize,
+        out_size: usize,
+    ) -> Result<Pool, CardError> {
+        let enc = encode_profile(profile);
+        let pslot = {
+            let mut p = lock(&self.inner.profiles);
+            match p.iter().position(|x| x.as_ref() == Some(&enc)) {
+                Some(i) => i,
+                None => {
+                    let i = p.iter().position(|x| x.is_none()).ok_or_else(|| {
+                        CardError::Refused("all 16 profile slots are in use".into())
+                    })?;
+                    self.inner.admin_cmd(
+                        AdminOpcode::SetProfile,
+                        [i as u32, 0, 0, 0, 0, 0],
+                        Some(&enc),
+                        None,
+                    )?;
+                    p[i] = Some(enc);
+                    i
+                }
+            }
+        };
+        // In-flight requests are bounded by the ring: SQ holds size - 1.
+        let slots = slots.clamp(1, self.inner.io_size as usize - 1);
+        let in_size = align4k(in_size.max(1));
+        let out_size = align64(out_size.max(1));
+        let bytes = slots
+            .checked_mul(in_size)
+            .and_then(|a| slots.checked_mul(out_size).and_then(|b| a.checked_add(b)))
+            .ok_or_else(|| CardError::Refused("pool too large".into()))?;
+        let base = {
+            let mut b = lock(&self.inner.bump);
+            let base = *b;
+            let end = base
+                .checked_add(align4k(bytes))
+                .filter(|&e| e <= self.inner.t.arena().len())
+                .ok_or_else(|| CardError::Refused("DMA arena exhausted".into()))?;
+            *b = end;
+            base
+        };
+        let op = match profile {
+            Profile::Image(_) => IoOpcode::PreprocessImage,
+            Profile::Audio(_) => IoOpcode::PreprocessAudio,
+        };
+        Ok(Pool {
+            inner: Arc::new(PoolInner {
+                in_base: base,
+                out_base: base + slots * in_size,
+                in_size,
+                out_size,
+                slots,
+                profile: pslot as u8,
+                op,
+                free: Mutex::new(vec![true; slots]),
+                cv: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Submits one request and waits for its answer: `Ok` with the output
+    /// bytes (copied out of the slot) and the completion, or the request's
+    /// own error. Callable from many threads at once.
+    pub fn process(
+        &self,
+        pool: &Pool,
+        input: &[u8],
+        timeout: Duration,
+    ) -> Result<(Cqe, Vec<u8>), CardError> {
+        let deadline = Instant::now() + timeout;
+        let p = &pool.inner;
+        if input.len() > p.in_size {
+            return Err(CardError::Refused(format!(
+                "input of {} bytes is larger than a card slot ({} bytes)",
+                input.len(),
+                p.in_size
+            )));
+        }
+        self.inner.check_alive()?;
+        let slot = p.take(1, deadline, timeout, &self.inner)?;
+        let ticket = match self.inner.submit_slot(p, slot, input) {
+            Ok(t) => t,
+            Err(e) => {
+                p.give(slot, 1);
+                return Err(e);
+            }
+        };
+        let cqe = self.inner.await_answer(ticket, deadline, timeout)?;
+        let r = match cqe.status() {
+            Status::Success => {
+                let n = (cqe.written as usize).min(p.out_size);
+                let mut out = vec![0u8; n];
+                self.inner
+                    .t
+                    .arena()
+                    .read(p.out_off(slot), &mut out)
+                    .map(|_| (cqe, out))
+                    .map_err(|e| CardError::Refused(e.to_string()))
+            }
+            status => Err(CardError::Status { status, cqe }),
+        };
+        p.give(slot, 1);
+        r
+    }
+
+    /// Submits `inputs` into consecutive slots and waits for all of them.
+    /// The batch view reads the whole `[N, ...]` output region at once.
+    pub fn process_batch(
+        &self,
+        pool: &Pool,
+        inputs: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Batch, CardError> {
+        let deadline = Instant::now() + timeout;
+        let p = &pool.inner;
+        if inputs.is_empty() || inputs.len() > p.slots {
+            return Err(CardError::Refused(format!(
+                "a batch holds 1..={} inputs",
+                p.slots
+            )));
+        }
+        if let Some(i) = inputs.iter().find(|i| i.len() > p.in_size) {
+            return Err(CardError::Refused(format!(
+                "input of {} bytes is larger than a card slot",
+                i.len()
+            )));
+        }
+        self.inner.check_alive()?;
+        let first = p.take(inputs.len(), deadline, timeout, &self.inner)?;
+        let mut rxs = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            match self.inner.submit_slot(p, first + i, input) {
+                Ok(rx) => rxs.push(rx),
+                Err(e) => {
+                    // Slots already submitted come back through the reaper
+                    // (or with the dead card); give back the rest.
+                    rxs.push(dead_rx(e));
+                }
+            }
+        }
+        let results = rxs
+            .into_iter()
+            .map(|t| self.inner.await_answer(t, deadline, timeout))
+            .collect();
+        Ok(Batch {
+            pool: pool.inner.clone(),
+            inner: self.inner.clone(),
+            first,
+            results,
+        })
+    }
+}
+
+/// A submitted request: its command id and where its answer arrives.
+struct Ticket {
+    cid: u16,
+    rx: mpsc::Receiver<Answer>,
+}
+
+fn dead_rx(e: CardError) -> Ticket {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let _ = tx.send(Err(e));
+    // An id no pending entry has: the answer is already in the channel.
+    Ticket { cid: u16::MAX, rx }
+}
+
+impl Drop for Card {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.reaper.take() {
+            let _ = h.join();
+        }
+        // Reset on teardown: the card stops using our memory.
+        if !self.inner.is_dead.load(Ordering::SeqCst) {
+            let t = &*self.inner.t;
+            if t.write32(regs::CC, 0).is_ok() {
+                let _ = wait_csts(t, 0, Duration::from_millis(500));
+            }
+        }
+        self.inner.kill("the driver closed the card".into());
+    }
+}
+
+/// Consecutive slots answered as one batch.
+pub struct Batch {
+    pool: Arc<PoolInner>,
+    inner: Arc<Inner>,
+    first: usize,
+    results: Vec<Answer>,
+}
+
+impl Batch {
+    /// Per-input results.
+    pub fn results(&self) -> &[Answer] {
+        &self.results
+    }
+    /// Bytes of one output slot (the stride of the batch view).
+    pub fn stride(&self) -> usize {
+        self.pool.out_size
+    }
+    /// The whole `[N, stride]` output region, copied in one pass.
+    pub fn read_all(&self) -> Result<Vec<u8>, CardError> {
+        let mut v = vec![0u8; self.results.len() * self.pool.out_size];
+        self.inner
+            .t
+            .arena()
+            .read(self.pool.out_off(self.first), &mut v)
+            .map_err(|e| CardError::Refused(e.to_string()))?;
+        Ok(v)
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // Slots of answered requests come back; the reaper owns the others.
+        for (i, r) in self.results.iter().enumerate() {
+            if !matches!(r, Err(CardError::Timeout { .. })) {
+                self.pool.give(self.first + i, 1);
+            }
+        }
+    }
+}
+
+/// Slots of one profile in the arena.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl Pool {
+    pub fn slots(&self) -> usize {
+        self.inner.slots
+    }
+    pub fn in_size(&self) -> usize {
+        self.inner.in_size
+    }
+    pub fn out_size(&self) -> usize {
+        self.inner.out_size
+    }
+}
+
+struct PoolInner {
+    in_base: usize,
+    out_base: usize,
+    in_size: usize,
+    out_size: usize,
+    slots: usize,
+    profile: u8,
+    op: IoOpcode,
+    free: Mutex<Vec<bool>>,
+    cv: Condvar,
+}
+
+impl PoolInner {
+    fn in_off(&self, slot: usize) -> usize {
+        self.in_base + slot * self.in_size
+    }
+    fn out_off(&self, slot: usize) -> usize {
+        self.out_base + slot * self.out_size
+    }
+    /// Takes `n` consecutive free slots, waiting until the deadline.
+    fn take(
+        &self,
+        n: usize,
+        deadline: Instant,
+        timeout: Duration,
+        card: &Inner,
+    ) -> Result<usize, CardError> {
+        let mut free = lock(&self.free);
+        loop {
+            card.check_alive()?;
+            let mut run = 0;
+            for i in 0..free.len() {
+                run = if free[i] { run + 1 } else { 0 };
+                if run == n {
+                    let first = i + 1 - n;
+                    free[first..=i].iter_mut().for_each(|f| *f = false);
+                    return Ok(first);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CardError::Timeout {
+                    card: card.name.clone(),
+                    after: timeout,
+                });
+            }
+            // Wake now and then to notice a dead card.
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            free = self
+                .cv
+                .wait_timeout(free, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+    fn give(&self, first: usize, n: usize) {
+        let mut free = lock(&self.free);
+        for f in free.iter_mut().skip(first).take(n) {
+            *f = true;
+        }
+        drop(free);
+        self.cv.notify_all();
+    }
+}
+
+impl Inner {
+    fn dead_reason(&self) -> Option<String> {
+        lock(&self.dead).clone()
+    }
+    fn check_alive(&self) -> Result<(), CardError> {
+        if self.is_dead.load(Ordering::Acquire) {
+            return Err(CardError::Fatal {
+                card: self.name.clone(),
+                reason: self.dead_reason().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+    /// Marks the card dead and fails every request in flight.
+    fn kill(&self, reason: String) {
+        {
+            let mut d = lock(&self.dead);
+            if d.is_none() {
+                *d = Some(reason.clone());
+            }
+        }
+        self.is_dead.store(true, Ordering::Release);
+        let reason = self.dead_reason().unwrap_or(reason);
+        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
+        for p in drained {
+            if !p.abandoned {
+                let _ = p.tx.send(Err(CardError::Fatal {
+                    card: self.name.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+        }
+    }
+
+    /// Copies the input into the slot, writes the SQE, publishes the tail.
+    fn submit_slot(
+        &self,
+        p: &Arc<PoolInner>,
+        slot: usize,
+        input: &[u8],
+    ) -> Result<Ticket, CardError> {
+        let arena = self.t.arena();
+        let fatal = |reason: String| CardError::Fatal {
+            card: self.name.clone(),
+            reason,
+        };
+        arena
+            .write(p.in_off(slot), input)
+            .map_err(|e| fatal(e.to_string()))?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut io = lock(&self.io);
+        self.check_alive()?;
+        // A command id not in flight (ids of abandoned requests stay taken).
+        let cid = {
+            let pending = lock(&self.pending);
+            let mut cid = io.next_cid;
+            while pending.contains_key(&cid) {
+                cid = cid.wrapping_add(1);
+            }
+            io.next_cid = cid.wrapping_add(1);
+            cid
+        };
+        let Some(sq_slot) = io.sq.push() else {
+            return Err(fatal(
+                "submission queue full (the card stopped consuming)".into(),
+            ));
+        };
+        let sqe = Sqe {
+            opcode: p.op as u8,
+            flags: 0,
+            cid,
+            profile: p.profile,
+            sg_count: 1,
+            out_iova: arena.iova() + p.out_off(slot) as u64,
+            out_len: p.out_size as u32,
+            in_len: input.len() as u32,
+            sg: [
+                SgEntry {
+                    iova: arena.iova() + p.in_off(slot) as u64,
+                    len: input.len() as u32,
+                },
+                SgEntry::default(),
+            ],
+        };
+        lock(&self.pending).insert(
+            cid,
+            Pending {
+                tx,
+                abandoned: false,
+                pool: p.clone(),
+                slot,
+            },
+        );
+        let r = arena
+            .write(self.io_sq_off + sq_slot as usize * SQE_SIZE, &sqe.encode())
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                // Payload before index: the doorbell publishes the entry.
+                fence(Ordering::Release);
+                self.t
+                    .write32(regs::sq_doorbell(IO_QID), u32::from(io.sq.tail()))
+                    .map_err(|e| e.0)
+            });
+        drop(io);
+        if let Err(e) = r {
+            // The pending entry gets the fatal error through kill().
+            self.kill(format!("submitting: {e}"));
+        }
+        Ok(Ticket { cid, rx })
+    }
+
+    /// Waits for the answer; on timeout hands the slot to the reaper.
+    fn await_answer(&self, ticket: Ticket, deadline: Instant, timeout: Duration) -> Answer {
+        let Ticket { cid, rx } = ticket;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(a) => a,
+            Err(RecvTimeoutError::Disconnected) => Err(CardError::Fatal {
+                card: self.name.clone(),
+                reason: self.dead_reason().unwrap_or_else(|| "request lost".into()),
+            }),
+            Err(RecvTimeoutError::Timeout) => {
+                // Abandon it, unless the answer arrived meanwhile.
+                let mut pending = lock(&self.pending);
+                if let Some(p) = pending.get_mut(&cid) {
+                    p.abandoned = true;
+                    drop(pending);
+                    return Err(CardError::Timeout {
+                        card: self.name.clone(),
+                        after: timeout,
+                    });
+                }
+                drop(pending);
+                rx.try_recv().unwrap_or_else(|_| {
+                    Err(CardError::Timeout {
+                        card: self.name.clone(),
+                        after: timeout,
+                    })
+                })
+            }
+        }
+    }
+
+    fn reap_loop(&self) {
+        let mut cq = match CqConsumer::new(self.io_size) {
+            Some(c) => c,
+            None => return self.kill("bad queue size".into()),
+        };
+        let mut last_health = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) && !self.is_dead.load(Ordering::Acquire) {
+            if let Err(e) = self.drain(&mut cq) {
+                return self.kill(e);
+            }
+            if last_health.elapsed() >= self.cfg.health_interval {
+                last_health = Instant::now();
+                if let Err(e) = self.health() {
+                    return self.kill(e);
+                }
+            }
+            if let Err(e) = self.t.wait_irq(IO_QID, self.cfg.poll_interval) {
+                return self.kill(e.0);
+            }
+        }
+    }
+
+    /// Checks CSTS and QFAULT; a transport error means the card is gone.
+    fn health(&self) -> Result<(), String> {
+        let csts = self.t.read32(regs::CSTS).map_err(|e| e.0)?;
+        let qf = self.t.read32(regs::QFAULT).map_err(|e| e.0)?;
+        if let Some((q, f)) = QueueFault::decode(qf) {
+            return Err(format!(
+                "queue fault {} on queue {q}",
+                f.map_or("unknown", |f| f.name())
+            ));
+        }
+        if csts & regs::CSTS_CFS != 0 {
+            return Err("controller fatal status (CSTS.CFS)".into());
+        }
+        if csts & regs::CSTS_RDY == 0 {
+            return Err("the card is no longer ready (reset?)".into());
+        }
+        Ok(())
+    }
+
+    /// Takes every new completion; an untrusted one is a queue error.
+    fn drain(&self, cq: &mut CqConsumer) -> Result<(), String> {
+        let arena = self.t.arena();
+        let mut n = 0;
+        loop {
+            let (slot, phase) = cq.next();
+            let off = self.io_cq_off + slot as usize * CQE_SIZE;
+            let w = arena
+                .load_u16_acquire(off + 30)
+                .map_err(|e| e.to_string())?;
+            if (w & 1 != 0) != phase {
+                break;
+            }
+            let mut b = [0u8; CQE_SIZE];
+            arena.read(off, &mut b).map_err(|e| e.to_string())?;
+            let cqe =
+                Cqe::parse(&b).map_err(|e| format!("queue error: malformed completion: {e}"))?;
+            if cqe.sq_id != IO_QID {
+                return Err(format!(
+                    "queue error: completion for SQ {} on CQ {IO_QID}",
+                    cqe.sq_id
+                ));
+            }
+            lock(&self.io).sq.update_head(cqe.sq_head).map_err(|_| {
+                format!(
+                    "queue error: impossible SQ head {} in a completion",
+                    cqe.sq_head
+                )
+            })?;
+            let Some(p) = lock(&self.pending).remove(&cqe.cid) else {
+                return Err(format!(
+                    "queue error: completion with unknown or duplicate command id {}",
+                    cqe.cid
+                ));
+            };
+            if p.abandoned {
+                p.pool.give(p.slot, 1);
+            } else {
+                let _ = p.tx.send(Ok(cqe));
+            }
+            cq.advance();
+            n += 1;
+        }
+        if n > 0 {
+            self.t
+                .write32(regs::cq_doorbell(IO_QID), u32::from(cq.head()))
+                .map_err(|e| e.0)?;
+        }
+        Ok(())
+    }
+
+    fn admin_cmd(
+        &self,
+        op: AdminOpcode,
+        cdw: [u32; 6],
+        data_in: Option<&[u8]>,
+        data_out: Option<&mut [u8]>,
+    ) -> Result<Cqe, CardError> {
+        let arena = self.t.arena();
+        let len = match (&data_in, &data_out) {
+            (_, Some(o)) => o.len(),
+            (Some(i), None) => i.len(),
+            _ => 0,
+        };
+        if len > ADMIN_DATA_LEN {
+            return Err(CardError::Refused("admin data too large".into()));
+        }
+        if let Some(i) = data_in {
+            arena
+                .zero(ADMIN_DATA, ADMIN_DATA_LEN)
+                .and_then(|_| arena.write(ADMIN_DATA, i))
+                .map_err(|e| CardError::Refused(e.to_string()))?;
+        }
+        let (iova, l) = if len > 0 {
+            (arena.iova() + ADMIN_DATA as u64, len as u32)
+        } else {
+            (0, 0)
+        };
+        let cqe = self.admin_cmd_iova(op, cdw, iova, l)?;
+        if let Some(o) = data_out {
+            arena
+                .read(ADMIN_DATA, o)
+                .map_err(|e| CardError::Refused(e.to_string()))?;
+        }
+        Ok(cqe)
+    }
+
+    /// One admin command, polled to completion.
+    fn admin_cmd_iova(
+        &self,
+        op: AdminOpcode,
+        cdw: [u32; 6],
+        data_iova: u64,
+        data_len: u32,
+    ) -> Result<Cqe, CardError> {
+        let fatal = |reason: String| CardError::Fatal {
+            card: self.name.clone(),
+            reason: format!("{}: {reason}", op.name()),
+        };
+        self.check_alive()?;
+        let arena = self.t.arena();
+        let mut a = lock(&self.admin);
+        let cid = a.next_cid;
+        a.next_cid = a.next_cid.wrapping_add(1);
+        let slot =
+            a.sq.push()
+                .ok_or_else(|| fatal("admin queue full".into()))?;
+        let sqe = AdminSqe {
+            opcode: op as u8,
+            cid,
+            data_iova,
+            data_len,
+            cdw,
+        };
+        arena
+            .write(ADMIN_SQ + slot as usize * SQE_SIZE, &sqe.encode())
+            .map_err(|e| fatal(e.to_string()))?;
+        fence(Ordering::Release);
+        self.t
+            .write32(regs::sq_doorbell(0), u32::from(a.sq.tail()))
+            .map_err(|e| fatal(e.0))?;
+        let deadline = Instant::now() + self.cfg.admin_timeout;
+        let mut nap = Duration::from_micros(20);
+        loop {
+            let (s, phase) = a.cq.next();
+            let off = ADMIN_CQ + s as usize * CQE_SIZE;
+            let w = arena
+                .load_u16_acquire(off + 30)
+                .map_err(|e| fatal(e.to_string()))?;
+            if (w & 1 != 0) == phase {
+                let mut b = [0u8; CQE_SIZE];
+                arena.read(off, &mut b).map_err(|e| fatal(e.to_string()))?;
+                let cqe =
+                    Cqe::parse(&b).map_err(|e| fatal(format!("malformed completion: {e}")))?;
+                if cqe.cid != cid || cqe.sq_id != 0 {
+                    return Err(fatal(format!(
+                        "admin completion for cid {} (expected {cid})",
+                        cqe.cid
+                    )));
+                }
+                a.sq.update_head(cqe.sq_head)
+                    .map_err(|_| fatal("impossible admin SQ head".into()))?;
+                let head = a.cq.advance();
+                self.t
+                    .write32(regs::cq_doorbell(0), u32::from(head))
+                    .map_err(|e| fatal(e.0))?;
+                return match cqe.status() {
+                    Status::Success => Ok(cqe),
+                    st => Err(fatal(format!("status {}", st.name()))),
+                };
+            }
+            if Instant::now() >= deadline {
+                let csts = self.t.read32(regs::CSTS).unwrap_or(0);
+                let qf = self.t.read32(regs::QFAULT).unwrap_or(0);
+                return Err(fatal(format!(
+                    "no completion within {:?} (CSTS {csts:#x}, QFAULT {qf:#x})",
+                    self.cfg.admin_timeout
+                )));
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(2));
+        }
+    }
+}
+
+fn wait_csts(t: &dyn Transport, want_rdy: u32, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let csts = t.read32(regs::CSTS).map_err(|e| e.0)?;
+        if csts & regs::CSTS_CFS != 0 && want_rdy != 0 {
+            let qf = t.read32(regs::QFAULT).map_err(|e| e.0)?;
+            let what = QueueFault::decode(qf)
+                .and_then(|(_, f)| f)
+                .map_or("unknown", |f| f.name());
+            return Err(format!("controller fault (CSTS.CFS, QFAULT {what})"));
+        }
+        if csts & regs::CSTS_RDY == want_rdy {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "CSTS.RDY did not become {want_rdy} within {timeout:?} (CSTS {csts:#x})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn align4k(n: usize) -> usize {
+    (n + 0xfff) & !0xfff
+}
+fn align64(n: usize) -> usize {
+    (n + 63) & !63
+}
