@@ -207,7 +207,7 @@ fn build_cpu(sh: &Arc<Shared>, elf: &[u8]) -> Result<Cpu<CardBus>, Error> {
 
 impl Card {
     /// Builds a card running `firmware` (an ELF for the soft core; it is also programmed into
-    /// the SPI flash at offset 0), doing DMA through `host` and signalling through `irq`.
+    /// the SPI flash: header at 0, image at 0x1000, see [`crate::flash`]), doing DMA through `host` and signalling through `irq`.
     pub fn new(
         config: CardConfig,
         firmware: &[u8],
@@ -234,7 +234,7 @@ impl Card {
             }
         }
         let mut flash = Flash::new(config.flash_bytes as usize);
-        flash.load(0, firmware);
+        flash.program_image(firmware);
         let nworkers = match config.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -467,11 +467,9 @@ impl Drop for Card {
 
 fn boot_image(sh: &Shared) -> Vec<u8> {
     let flash = sh.flash.lock().expect("flash lock");
-    let f = flash.contents();
-    if f.starts_with(b"\x7fELF") && preba_softcore::elf::parse(f).is_ok() {
-        f.to_vec()
-    } else {
-        sh.elf.clone()
+    match flash.image() {
+        Some(f) if preba_softcore::elf::parse(f).is_ok() => f.to_vec(),
+        _ => sh.elf.clone(),
     }
 }
 

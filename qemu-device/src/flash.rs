@@ -43,6 +43,35 @@ enum State {
     Ignore,
 }
 
+/// Offset of the firmware image in flash (the header is at 0).
+pub const IMAGE_OFFSET: usize = 0x1000;
+/// Header magic of a firmware image in flash.
+pub const IMAGE_MAGIC: &[u8; 4] = b"PFW1";
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib).
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { crc >> 1 ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// The firmware flash layout (firmware/README.md, FIRMWARE_COMMIT): a 16-byte header at 0
+/// (`PFW1`, length u32, CRC-32 u32, !CRC-32 u32, little-endian), the image at 0x1000.
+pub fn image_header(image: &[u8]) -> [u8; 16] {
+    let crc = crc32(image);
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(IMAGE_MAGIC);
+    h[4..8].copy_from_slice(&(image.len() as u32).to_le_bytes());
+    h[8..12].copy_from_slice(&crc.to_le_bytes());
+    h[12..16].copy_from_slice(&(!crc).to_le_bytes());
+    h
+}
+
 /// The flash array and its command state machine.
 #[derive(Clone, Debug)]
 pub struct Flash {
@@ -78,6 +107,28 @@ impl Flash {
         if offset < end {
             self.data[offset..end].copy_from_slice(&bytes[..end - offset]);
         }
+    }
+
+    /// Factory-programs a firmware image with its header.
+    pub fn program_image(&mut self, image: &[u8]) {
+        self.data.fill(0xFF);
+        self.load(0, &image_header(image));
+        self.load(IMAGE_OFFSET, image);
+    }
+
+    /// The firmware image in flash, when the header is valid and the CRC matches.
+    pub fn image(&self) -> Option<&[u8]> {
+        let h = self.data.get(0..16)?;
+        if &h[0..4] != IMAGE_MAGIC {
+            return None;
+        }
+        let w = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let (len, crc, ncrc) = (w(4) as usize, w(8), w(12));
+        if crc != !ncrc {
+            return None;
+        }
+        let img = self.data.get(IMAGE_OFFSET..IMAGE_OFFSET.checked_add(len)?)?;
+        (crc32(img) == crc).then_some(img)
     }
 
     fn capacity_code(&self) -> u8 {
@@ -232,5 +283,16 @@ mod tests {
         cmd(&mut f, &[cmd::SE, 0, 0x1F, 0xFF], 0);
         assert_eq!(cmd(&mut f, &[cmd::READ, 0, 0x10, 0xFE], 2), [0xFF; 2]);
         assert_eq!(f.writes, 2);
+    }
+
+    #[test]
+    fn image_layout() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let mut f = Flash::new(1 << 20);
+        assert!(f.image().is_none());
+        f.program_image(b"\x7fELF-ish");
+        assert_eq!(f.image(), Some(&b"\x7fELF-ish"[..]));
+        f.load(IMAGE_OFFSET, b"X");
+        assert!(f.image().is_none());
     }
 }

@@ -1,1 +1,504 @@
-//! harness
+//! A harness that plays the host: it owns "host RAM" (a [`TestMemory`] arena), sets up the
+//! admin queue, sends admin commands, creates I/O queue pairs, submits requests by writing
+//! entries into host memory and ringing doorbells, and reaps completions by phase. Every wait
+//! has a deadline: a test fails with [`HarnessError::Timeout`], it never hangs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use preba_protocol::admin::{self, AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify, PROFILE_SIZE};
+use preba_protocol::io::{CQE_SIZE, Cqe, IoOpcode, SQE_SIZE, SgEntry, Sqe};
+use preba_protocol::profile::Profile;
+use preba_protocol::regs;
+use preba_protocol::ring::{CqConsumer, SqProducer};
+use preba_protocol::status::Status;
+
+use crate::{Card, CardConfig, DmaFault, HostMemory, IrqRecorder, TestMemory};
+
+/// Why a harness step failed.
+#[derive(Debug)]
+pub enum HarnessError {
+    /// A wait ran past its deadline.
+    Timeout(String),
+    /// The card could not be built or reset.
+    Card(crate::Error),
+    /// The harness's own host-memory access faulted (a harness bug).
+    Dma(DmaFault),
+    /// The card broke the queue protocol (unknown or duplicate cid, impossible SQ head,
+    /// undecodable completion), or the queue is full.
+    Queue(String),
+    /// A command completed with an error status.
+    Status(Cqe),
+    /// The firmware image could not be found or built.
+    Firmware(String),
+}
+
+impl std::fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HarnessError::Timeout(m) => write!(f, "timed out: {m}"),
+            HarnessError::Card(e) => write!(f, "card: {e}"),
+            HarnessError::Dma(e) => write!(f, "harness DMA: {e}"),
+            HarnessError::Queue(m) => write!(f, "queue protocol: {m}"),
+            HarnessError::Status(c) => {
+                write!(f, "cid {} completed {:?}", c.cid, c.status())
+            }
+            HarnessError::Firmware(m) => write!(f, "firmware: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+impl From<DmaFault> for HarnessError {
+    fn from(e: DmaFault) -> Self {
+        HarnessError::Dma(e)
+    }
+}
+
+impl From<crate::Error> for HarnessError {
+    fn from(e: crate::Error) -> Self {
+        HarnessError::Card(e)
+    }
+}
+
+/// Result of the harness.
+pub type Result<T> = std::result::Result<T, HarnessError>;
+
+/// Where the host's DMA arena lives (IOVA) and how big it is.
+pub const ARENA_BASE: u64 = 0x1_0000_0000;
+/// Default arena size.
+pub const ARENA_SIZE: usize = 512 << 20;
+
+/// One queue pair as the host sees it.
+#[derive(Clone, Debug)]
+pub struct HostQueue {
+    /// Queue id (0 = admin).
+    pub qid: u16,
+    /// SQ base IOVA.
+    pub sq_base: u64,
+    /// CQ base IOVA.
+    pub cq_base: u64,
+    sq: SqProducer,
+    cq: CqConsumer,
+    outstanding: HashSet<u16>,
+}
+
+impl HostQueue {
+    fn new(qid: u16, entries: u16, sq_base: u64, cq_base: u64) -> Option<Self> {
+        Some(HostQueue {
+            qid,
+            sq_base,
+            cq_base,
+            sq: SqProducer::new(entries)?,
+            cq: CqConsumer::new(entries)?,
+            outstanding: HashSet::new(),
+        })
+    }
+    /// Entries.
+    pub fn size(&self) -> u16 {
+        self.sq.size()
+    }
+    /// Free SQ slots.
+    pub fn free(&self) -> u16 {
+        self.sq.free()
+    }
+    /// Commands submitted and not yet completed.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+}
+
+/// The host: a card, its memory, its interrupts, its queues.
+pub struct Host {
+    /// The card.
+    pub card: Card,
+    /// Host memory (the IOMMU-mapped arena).
+    pub mem: Arc<TestMemory>,
+    /// Interrupts the card sent.
+    pub irq: Arc<IrqRecorder>,
+    /// Default deadline of every wait.
+    pub timeout: Duration,
+    brk: u64,
+    admin: Option<HostQueue>,
+    io: BTreeMap<u16, HostQueue>,
+    next_admin_cid: u16,
+}
+
+impl Host {
+    /// Builds a card with `config` running `firmware`, maps the arena.
+    pub fn new(config: CardConfig, firmware: &[u8]) -> Result<Host> {
+        let mem = Arc::new(TestMemory::new());
+        mem.map(ARENA_BASE, ARENA_SIZE)?;
+        let irq = Arc::new(IrqRecorder::new());
+        let card = Card::new(config, firmware, mem.clone(), irq.clone())?;
+        Ok(Host {
+            card,
+            mem,
+            irq,
+            timeout: Duration::from_secs(20),
+            brk: ARENA_BASE,
+            admin: None,
+            io: BTreeMap::new(),
+            next_admin_cid: 0,
+        })
+    }
+
+    /// Allocates `len` bytes (4 KiB aligned, zeroed on first use) in the arena.
+    pub fn alloc(&mut self, len: usize) -> Result<u64> {
+        let at = self.brk;
+        let end = at
+            .checked_add((len as u64).max(1).next_multiple_of(4096))
+            .filter(|&e| e <= ARENA_BASE + ARENA_SIZE as u64)
+            .ok_or_else(|| HarnessError::Queue(format!("arena full allocating {len} bytes")))?;
+        self.brk = end;
+        Ok(at)
+    }
+
+    /// The allocation mark, for [`Host::release`].
+    pub fn mark(&self) -> u64 {
+        self.brk
+    }
+
+    /// Frees every allocation made after `mark`.
+    pub fn release(&mut self, mark: u64) {
+        self.brk = mark.clamp(ARENA_BASE, self.brk);
+    }
+
+    /// Copies bytes into host memory and returns their IOVA.
+    pub fn put(&mut self, data: &[u8]) -> Result<u64> {
+        let at = self.alloc(data.len())?;
+        self.mem.write(at, data)?;
+        Ok(at)
+    }
+
+    /// Reads host memory.
+    pub fn get(&self, iova: u64, len: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0; len];
+        self.mem.read(iova, &mut v)?;
+        Ok(v)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// Waits until `f` holds (polled every millisecond) or the deadline passes.
+    pub fn wait_for(&self, what: &str, mut f: impl FnMut(&Card) -> bool) -> Result<()> {
+        let deadline = self.deadline();
+        loop {
+            if f(&self.card) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "{what} (CSTS {:#x}, QFAULT {:#x}, core {:?})",
+                    self.card.read32(regs::CSTS),
+                    self.card.read32(regs::QFAULT),
+                    self.card.core_state()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Creates the admin queue (`entries` each way), sets CC.EN and waits for CSTS.RDY.
+    pub fn enable(&mut self, entries: u16) -> Result<()> {
+        let sq = self.alloc(entries as usize * SQE_SIZE)?;
+        let cq = self.alloc(entries as usize * CQE_SIZE)?;
+        let q = HostQueue::new(0, entries, sq, cq)
+            .ok_or_else(|| HarnessError::Queue(format!("bad admin size {entries}")))?;
+        let m = u32::from(entries - 1);
+        self.card.write32(regs::AQA, m | m << 16);
+        self.card.write64(regs::ASQ, sq);
+        self.card.write64(regs::ACQ, cq);
+        self.card.write32(regs::CC, regs::CC_EN);
+        self.admin = Some(q);
+        self.wait_for("CSTS.RDY after CC.EN", |c| {
+            c.read32(regs::CSTS) & (regs::CSTS_RDY | regs::CSTS_CFS) != 0
+        })?;
+        if self.card.read32(regs::CSTS) & regs::CSTS_CFS != 0 {
+            return Err(HarnessError::Queue(format!(
+                "controller fatal status after enable, QFAULT {:#x}",
+                self.card.read32(regs::QFAULT)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Clears CC.EN and waits for RDY to drop; forgets the queues.
+    pub fn disable(&mut self) -> Result<()> {
+        self.card.write32(regs::CC, 0);
+        self.admin = None;
+        self.io.clear();
+        self.wait_for("CSTS.RDY to clear after CC.EN 1->0", |c| {
+            c.read32(regs::CSTS) & (regs::CSTS_RDY | regs::CSTS_SHST) == 0
+        })
+    }
+
+    /// A function reset of the card; forgets the queues.
+    pub fn function_reset(&mut self) -> Result<()> {
+        self.admin = None;
+        self.io.clear();
+        self.card.reset(self.timeout)?;
+        Ok(())
+    }
+
+    fn queue(&mut self, qid: u16) -> Result<&mut HostQueue> {
+        let q = if qid == 0 {
+            self.admin.as_mut()
+        } else {
+            self.io.get_mut(&qid)
+        };
+        q.ok_or_else(|| HarnessError::Queue(format!("queue {qid} does not exist on the host")))
+    }
+
+    /// Writes a raw 64-byte entry into queue `qid`'s next SQ slot and rings the doorbell.
+    /// `cid` is the command id inside the entry (tracked for the exactly-once check).
+    pub fn submit_raw(&mut self, qid: u16, cid: u16, entry: &[u8; SQE_SIZE]) -> Result<()> {
+        let mem = self.mem.clone();
+        let q = self.queue(qid)?;
+        if !q.outstanding.insert(cid) {
+            return Err(HarnessError::Queue(format!("cid {cid} already outstanding on {qid}")));
+        }
+        let slot = q.sq.push().ok_or_else(|| HarnessError::Queue(format!("SQ {qid} full")))?;
+        mem.write(q.sq_base + u64::from(slot) * SQE_SIZE as u64, entry)?;
+        let tail = q.sq.tail();
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        self.card.write32(regs::sq_doorbell(qid), u32::from(tail));
+        Ok(())
+    }
+
+    /// Submits an I/O entry.
+    pub fn submit(&mut self, qid: u16, sqe: &Sqe) -> Result<()> {
+        self.submit_raw(qid, sqe.cid, &sqe.encode())
+    }
+
+    /// Takes every new completion of queue `qid` (by phase), checks it, advances the CQ head
+    /// and writes the CQ head doorbell. Unknown or duplicate command ids are errors.
+    pub fn reap(&mut self, qid: u16) -> Result<Vec<Cqe>> {
+        let mem = self.mem.clone();
+        let q = self.queue(qid)?;
+        let mut out = Vec::new();
+        loop {
+            let (slot, phase) = q.cq.next();
+            let mut b = [0u8; CQE_SIZE];
+            mem.read(q.cq_base + u64::from(slot) * CQE_SIZE as u64, &mut b)?;
+            if Cqe::phase_of(&b) != phase {
+                break;
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            let cqe = Cqe::parse(&b)
+                .map_err(|e| HarnessError::Queue(format!("CQ {qid} slot {slot}: {e}")))?;
+            if cqe.sq_id != qid {
+                return Err(HarnessError::Queue(format!("CQE for SQ {} on CQ {qid}", cqe.sq_id)));
+            }
+            if !q.outstanding.remove(&cqe.cid) {
+                return Err(HarnessError::Queue(format!(
+                    "unknown or duplicate cid {} on queue {qid}",
+                    cqe.cid
+                )));
+            }
+            q.sq.update_head(cqe.sq_head).map_err(|f| {
+                HarnessError::Queue(format!("impossible SQ head {} on {qid}: {f:?}", cqe.sq_head))
+            })?;
+            q.cq.advance();
+            out.push(cqe);
+        }
+        if !out.is_empty() {
+            let head = q.cq.head();
+            self.card.write32(regs::cq_doorbell(qid), u32::from(head));
+        }
+        Ok(out)
+    }
+
+    /// Reaps queue `qid` until `n` completions came or the deadline passes.
+    pub fn wait(&mut self, qid: u16, n: usize) -> Result<Vec<Cqe>> {
+        let deadline = self.deadline();
+        let mut got = Vec::new();
+        loop {
+            let seen = self.irq.total();
+            got.extend(self.reap(qid)?);
+            if got.len() >= n {
+                return Ok(got);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "{} of {n} completions on queue {qid} (CSTS {:#x}, QFAULT {:#x}, core {:?})",
+                    got.len(),
+                    self.card.read32(regs::CSTS),
+                    self.card.read32(regs::QFAULT),
+                    self.card.core_state()
+                )));
+            }
+            self.irq
+                .wait_after(seen, (Instant::now() + Duration::from_millis(2)).min(deadline));
+        }
+    }
+
+    /// Sends an admin command and waits for its completion (any status).
+    pub fn admin_raw(&mut self, mut sqe: AdminSqe) -> Result<Cqe> {
+        sqe.cid = self.next_admin_cid;
+        self.next_admin_cid = self.next_admin_cid.wrapping_add(1);
+        self.submit_raw(0, sqe.cid, &sqe.encode())?;
+        let mut c = self.wait(0, 1)?;
+        Ok(c.remove(0))
+    }
+
+    /// Sends an admin command; a status other than SUCCESS is an error.
+    pub fn admin(&mut self, sqe: AdminSqe) -> Result<Cqe> {
+        let c = self.admin_raw(sqe)?;
+        if c.status() != Status::Success {
+            return Err(HarnessError::Status(c));
+        }
+        Ok(c)
+    }
+
+    /// IDENTIFY.
+    pub fn identify(&mut self) -> Result<Identify> {
+        let buf = self.alloc(IDENTIFY_SIZE)?;
+        self.admin(AdminSqe {
+            opcode: AdminOpcode::Identify as u8,
+            data_iova: buf,
+            data_len: IDENTIFY_SIZE as u32,
+            ..AdminSqe::default()
+        })?;
+        let b: [u8; IDENTIFY_SIZE] = self.get(buf, IDENTIFY_SIZE)?.try_into().expect("size");
+        Ok(Identify::parse(&b))
+    }
+
+    /// SET_PROFILE `slot`.
+    pub fn set_profile(&mut self, slot: u8, p: &Profile) -> Result<()> {
+        let buf = self.put(&admin::encode_profile(p))?;
+        self.admin(AdminSqe {
+            opcode: AdminOpcode::SetProfile as u8,
+            data_iova: buf,
+            data_len: PROFILE_SIZE as u32,
+            cdw: [u32::from(slot), 0, 0, 0, 0, 0],
+            ..AdminSqe::default()
+        })?;
+        Ok(())
+    }
+
+    /// CREATE_IO_QUEUE_PAIR `qid` with `entries`, interrupts on MSI-X `vector`.
+    pub fn create_io_queue(&mut self, qid: u16, entries: u16, vector: u16) -> Result<()> {
+        let sq = self.alloc(entries as usize * SQE_SIZE)?;
+        let cq = self.alloc(entries as usize * CQE_SIZE)?;
+        let q = HostQueue::new(qid, entries, sq, cq)
+            .ok_or_else(|| HarnessError::Queue(format!("bad queue size {entries}")))?;
+        self.admin(AdminSqe {
+            opcode: AdminOpcode::CreateIoQueuePair as u8,
+            data_iova: sq,
+            data_len: (entries as usize * SQE_SIZE) as u32,
+            cdw: [
+                u32::from(qid) | u32::from(entries - 1) << 16,
+                cq as u32,
+                (cq >> 32) as u32,
+                u32::from(vector) | 1 << 16,
+                0,
+                0,
+            ],
+            ..AdminSqe::default()
+        })?;
+        self.io.insert(qid, q);
+        Ok(())
+    }
+
+    /// The host's view of queue `qid`.
+    pub fn host_queue(&self, qid: u16) -> Option<&HostQueue> {
+        if qid == 0 { self.admin.as_ref() } else { self.io.get(&qid) }
+    }
+
+    /// Builds a one-segment request entry for `input` already in host memory.
+    pub fn request(op: IoOpcode, cid: u16, slot: u8, input: (u64, u32), output: (u64, u32)) -> Sqe {
+        Sqe {
+            opcode: op as u8,
+            flags: 0,
+            cid,
+            profile: slot,
+            sg_count: 1,
+            out_iova: output.0,
+            out_len: output.1,
+            in_len: input.1,
+            sg: [
+                SgEntry {
+                    iova: input.0,
+                    len: input.1,
+                },
+                SgEntry::default(),
+            ],
+        }
+    }
+
+    /// Copies `input` into host memory, submits one request on `qid`, waits for it and returns
+    /// the completion and the output bytes it reports written.
+    pub fn run_one(
+        &mut self,
+        qid: u16,
+        op: IoOpcode,
+        slot: u8,
+        input: &[u8],
+        out_len: u32,
+    ) -> Result<(Cqe, Vec<u8>)> {
+        let mark = self.mark();
+        let inp = self.put(input)?;
+        let out = self.alloc(out_len as usize)?;
+        let cid = 0x7000;
+        let sqe = Host::request(op, cid, slot, (inp, input.len() as u32), (out, out_len));
+        self.submit(qid, &sqe)?;
+        let c = self.wait(qid, 1)?.remove(0);
+        let data = self.get(out, (c.written.min(out_len)) as usize)?;
+        self.release(mark);
+        Ok((c, data))
+    }
+}
+
+/// The firmware ELF for tests and benches: `$PREBA_FIRMWARE` when set, else built with cargo
+/// (`--profile firmware --target riscv32imac-unknown-none-elf`) into the target directory of the
+/// running executable (`$CARGO_TARGET_DIR`, or derived from the executable's path).
+pub fn firmware_elf() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PREBA_FIRMWARE") {
+        return Ok(PathBuf::from(p));
+    }
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            // <target>/<profile>/deps/<test> or <target>/<profile>/examples/<bin>
+            let exe = std::env::current_exe().map_err(|e| HarnessError::Firmware(e.to_string()))?;
+            exe.ancestors()
+                .nth(3)
+                .ok_or_else(|| HarnessError::Firmware(format!("no target dir above {}", exe.display())))?
+                .to_path_buf()
+        }
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = "riscv32imac-unknown-none-elf";
+    let st = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "build",
+            "-p",
+            "preba-firmware",
+            "--bin",
+            "preba-firmware",
+            "--profile",
+            "firmware",
+            "--target",
+            target,
+        ])
+        .status()
+        .map_err(|e| HarnessError::Firmware(format!("cannot run cargo: {e}")))?;
+    if !st.success() {
+        return Err(HarnessError::Firmware(format!("firmware build failed: {st}")));
+    }
+    let elf = target_dir.join(target).join("firmware").join("preba-firmware");
+    if elf.exists() {
+        Ok(elf)
+    } else {
+        Err(HarnessError::Firmware(format!("{} missing after the build", elf.display())))
+    }
+}

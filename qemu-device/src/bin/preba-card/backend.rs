@@ -17,7 +17,6 @@ use crate::pci::{self, ConfigSpace};
 /// VFIO PCI region indices.
 pub const BAR0_REGION: u32 = 0;
 pub const BAR2_REGION: u32 = 2;
-pub const ROM_REGION: u32 = 6;
 pub const CONFIG_REGION: u32 = 7;
 pub const NUM_REGIONS: u32 = 9;
 

@@ -277,13 +277,14 @@ fn run(args: Args) -> Result<(), String> {
     let d = device.dma.stats();
     let i = device.irq.stats();
     log::info!(
-        "DMA maps {} unmaps {} (entries left {}); MSI-X sent {} dropped {}; INTx sent {}",
+        "DMA maps {} unmaps {} (entries left {}); MSI-X sent {} dropped {}; INTx sent {} (level {})",
         d.maps,
         d.unmaps,
         d.entries,
         i.msix_sent.iter().sum::<u64>(),
         i.msix_dropped,
-        i.intx_sent
+        i.intx_sent,
+        i.intx_level
     );
     // The server thread may still block in the socket: remove the path ourselves. The card's
     // threads end with the process.

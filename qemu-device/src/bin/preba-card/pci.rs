@@ -36,14 +36,9 @@ pub const EXP_DEVCTL_BCR_FLR: u16 = 1 << 15;
 pub const CAP_ID_EXP: u8 = 0x10;
 
 pub const CAP_ID_MSIX: u8 = 0x11;
-pub const COMMAND_MEMORY: u16 = 1 << 1;
-pub const COMMAND_MASTER: u16 = 1 << 2;
 pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 pub const STATUS_INTERRUPT: u16 = 1 << 3;
 pub const STATUS_CAP_LIST: u16 = 1 << 4;
-/// MSI-X message control: enable and function mask.
-pub const MSIX_ENABLE: u16 = 1 << 15;
-pub const MSIX_FUNCTION_MASK: u16 = 1 << 14;
 
 /// Command bits a driver may set: I/O, memory, bus master, parity, SERR, INTx disable.
 const COMMAND_WRITABLE: u16 = 0x0001 | 0x0002 | 0x0004 | 0x0040 | 0x0100 | COMMAND_INTX_DISABLE;
@@ -122,6 +117,7 @@ impl ConfigSpace {
         u16::from_le_bytes([self.bytes[off], self.bytes[off + 1]])
     }
 
+    #[cfg(test)]
     pub fn get32(&self, off: usize) -> u32 {
         u32::from_le_bytes(self.bytes[off..off + 4].try_into().expect("4 bytes"))
     }
@@ -155,6 +151,7 @@ impl ConfigSpace {
         self.get16(COMMAND)
     }
 
+    #[cfg(test)]
     pub fn msix_control(&self) -> u16 {
         self.get16(MSIX_CAP + 2)
     }
