@@ -18,9 +18,11 @@
 //! With CALIBRATION = 0.00512 / (current_LSB x R_shunt) = 2560 for a 2 mOhm
 //! shunt and a 1 mA current LSB, CURRENT counts milliamps and POWER counts
 //! 25 mW units: a model reports `CURRENT = round(I / 1 mA)` and
-//! `POWER = round(P / 25 mW)`, `BUS_VOLTAGE = round(V / 1.25 mV)`. Until
-//! CALIBRATION is written (reset value 0), CURRENT and POWER read 0.
-//! Unknown register pointers NACK.
+//! `POWER = round(P / 25 mW)`, `BUS_VOLTAGE = round(V / 1.25 mV)` (or the
+//! datasheet arithmetic from SHUNT_VOLTAGE and CALIBRATION, which gives the
+//! same units). A real INA226 resets CALIBRATION to 0 (CURRENT and POWER read
+//! 0 until it is written); the firmware writes 2560 at boot, so a model may
+//! reset it to 0 or 2560. Unknown register pointers NACK.
 
 use embedded_hal::i2c::I2c;
 
