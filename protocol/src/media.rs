@@ -362,6 +362,9 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
         return Err(MediaError::TooLarge("input bytes"));
     }
     let mut riff = [0u8; 12];
+    if src.read(0, &mut riff) && &riff[0..4] == b"RIFX" && &riff[8..12] == b"WAVE" {
+        return Err(MediaError::Unsupported("big-endian RIFX WAV"));
+    }
     if !src.read(0, &mut riff) || &riff[0..4] != b"RIFF" || &riff[8..12] != b"WAVE" {
         return Err(MediaError::Corrupt("not a WAV file (no RIFF/WAVE header)"));
     }
@@ -444,7 +447,13 @@ fn parse_fmt(buf: &[u8]) -> Result<(WavEncoding, u16, u32, u16), MediaError> {
     if channels > limits::MAX_AUDIO_CHANNELS {
         return Err(MediaError::TooLarge("channel count"));
     }
-    if !(limits::MIN_AUDIO_RATE..=limits::MAX_AUDIO_RATE).contains(&rate) {
+    if rate == 0 {
+        return Err(MediaError::Corrupt("zero sample rate"));
+    }
+    if rate > limits::MAX_AUDIO_RATE {
+        return Err(MediaError::TooLarge("sample rate"));
+    }
+    if rate < limits::MIN_AUDIO_RATE {
         return Err(MediaError::Unsupported("sample rate"));
     }
     let encoding = match (tag, bits) {

@@ -181,6 +181,14 @@ fn wav_headers() {
         ),
         (
             wav(1, 1, 4_000_000, 16, &[], false),
+            MediaError::TooLarge("sample rate"),
+        ),
+        (
+            wav(1, 1, 0, 16, &[], false),
+            MediaError::Corrupt("zero sample rate"),
+        ),
+        (
+            wav(1, 1, 500, 16, &[], false),
             MediaError::Unsupported("sample rate"),
         ),
         (
@@ -192,6 +200,12 @@ fn wav_headers() {
         assert_eq!(media::probe_wav(&mut &b[..]), Err(e));
     }
     assert!(media::probe_wav(&mut &b"RIFF\0\0\0\0WAVE"[..]).is_err());
+    let mut rifx = wav(1, 1, 16_000, 16, &[0; 4], false);
+    rifx[..4].copy_from_slice(b"RIFX");
+    assert_eq!(
+        media::probe_wav(&mut &rifx[..]),
+        Err(MediaError::Unsupported("big-endian RIFX WAV"))
+    );
 }
 
 proptest! {
