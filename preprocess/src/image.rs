@@ -457,8 +457,7 @@ fn finish(crop: &[u8], c: usize, ch: usize, p: &ImageProfile) -> Vec<u8> {
         }
     }
     for i in 0..c {
-        for k in 0..3 {
-            let table = &lut[k];
+        for (k, table) in lut.iter().enumerate() {
             for (j, &v) in row(i, k).iter().enumerate() {
                 let at = match p.layout {
                     Layout::Nchw => k * n + i * c + j,
