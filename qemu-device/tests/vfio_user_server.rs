@@ -38,10 +38,12 @@ const BAR2: u32 = 2;
 const CONFIG: u32 = 7;
 
 fn firmware() -> Option<PathBuf> {
-    let p = std::env::var_os("PREBA_FIRMWARE").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware")
-    });
+    let p = std::env::var_os("PREBA_FIRMWARE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware")
+        });
     if p.exists() {
         return Some(p);
     }
@@ -50,7 +52,10 @@ fn firmware() -> Option<PathBuf> {
         "no firmware ELF at {} (cargo xtask build-fw)",
         p.display()
     );
-    eprintln!("skipped: no firmware ELF at {} (cargo xtask build-fw)", p.display());
+    eprintln!(
+        "skipped: no firmware ELF at {} (cargo xtask build-fw)",
+        p.display()
+    );
     None
 }
 
@@ -75,7 +80,16 @@ impl Card {
             .arg(sock)
             .arg("--firmware")
             .arg(fw)
-            .args(["--image-cus", "1", "--audio-cus", "1", "--norm-cus", "1", "--workers", "1"])
+            .args([
+                "--image-cus",
+                "1",
+                "--audio-cus",
+                "1",
+                "--norm-cus",
+                "1",
+                "--workers",
+                "1",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -111,7 +125,10 @@ impl Card {
                         return;
                     }
                 }
-                Err(_) => panic!("preba-card never said {pat:?}; log:\n{}", self.log.join("\n")),
+                Err(_) => panic!(
+                    "preba-card never said {pat:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
             }
         }
     }
@@ -125,7 +142,10 @@ impl Card {
                 self.child = None;
                 return st;
             }
-            assert!(Instant::now() < deadline, "preba-card did not exit in {t:?}");
+            assert!(
+                Instant::now() < deadline,
+                "preba-card did not exit in {t:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -279,7 +299,12 @@ fn send_fds(s: &UnixStream, data: &[u8], fds: &[RawFd]) {
     }
     // SAFETY: `msg` points at live buffers for the duration of the call.
     let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) };
-    assert_eq!(n as usize, data.len(), "sendmsg: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        n as usize,
+        data.len(),
+        "sendmsg: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn memfd(len: u64) -> File {
@@ -345,7 +370,9 @@ impl Admin<'_> {
         while done < b.len() {
             let a = iova + done as u64;
             let n = ((4096 - a % 4096) as usize).min(b.len() - done);
-            self.mem.write_all_at(&b[done..done + n], file_off(a)).unwrap();
+            self.mem
+                .write_all_at(&b[done..done + n], file_off(a))
+                .unwrap();
             done += n;
         }
     }
@@ -355,7 +382,9 @@ impl Admin<'_> {
         while done < b.len() {
             let a = iova + done as u64;
             let n = ((4096 - a % 4096) as usize).min(b.len() - done);
-            self.mem.read_exact_at(&mut b[done..done + n], file_off(a)).unwrap();
+            self.mem
+                .read_exact_at(&mut b[done..done + n], file_off(a))
+                .unwrap();
             done += n;
         }
     }
@@ -431,11 +460,17 @@ fn vfio_user_device_end_to_end() {
     let mut c = Client::connect(&sock);
 
     // Device, regions, IRQs.
-    let info = c.call(DEVICE_GET_INFO, &16u32.to_le_bytes().repeat(4), &[]).unwrap();
+    let info = c
+        .call(DEVICE_GET_INFO, &16u32.to_le_bytes().repeat(4), &[])
+        .unwrap();
     assert_eq!(le32(&info, 4) & 3, 3, "PCI and RESET flags");
     assert_eq!((le32(&info, 8), le32(&info, 12)), (9, 5), "regions, irqs");
-    for (index, size) in [(BAR0, regs::BAR0_SIZE), (1, 0), (BAR2, regs::BAR2_SIZE), (CONFIG, 4096)]
-    {
+    for (index, size) in [
+        (BAR0, regs::BAR0_SIZE),
+        (1, 0),
+        (BAR2, regs::BAR2_SIZE),
+        (CONFIG, 4096),
+    ] {
         let mut p = vec![0u8; 32];
         p[..4].copy_from_slice(&32u32.to_le_bytes());
         p[8..12].copy_from_slice(&index.to_le_bytes());
@@ -463,7 +498,10 @@ fn vfio_user_device_end_to_end() {
     assert_eq!(le32(&msix, 8), regs::MSIX_PBA as u32);
     // BAR sizing.
     c.write(CONFIG, 0x10, &[0xff; 4]).unwrap();
-    assert_eq!(le32(&c.read(CONFIG, 0x10, 4).unwrap(), 0), !(regs::BAR0_SIZE as u32 - 1));
+    assert_eq!(
+        le32(&c.read(CONFIG, 0x10, 4).unwrap(), 0),
+        !(regs::BAR0_SIZE as u32 - 1)
+    );
     // Out of range: an error reply, the connection lives on.
     assert!(c.read(BAR0, regs::BAR0_SIZE - 2, 4).is_err());
     assert!(c.read(1, 0, 4).is_err());
@@ -474,12 +512,21 @@ fn vfio_user_device_end_to_end() {
     assert_eq!(cap & 0xffff, 4095, "MQES");
     c.w32(regs::SCRATCH, 0xdead_beef);
     assert_eq!(c.r32(regs::SCRATCH), 0xdead_beef);
-    assert_eq!(le32(&c.read(BAR2, 4, 4).unwrap(), 0), 0x8000, "log ring size");
+    assert_eq!(
+        le32(&c.read(BAR2, 4, 4).unwrap(), 0),
+        0x8000,
+        "log ring size"
+    );
 
     // DMA through a memfd mapped page by page, MSI-X vector 0 for the admin queue.
     let mem = memfd(PAGES * 4096);
     for i in 0..PAGES {
-        c.dma_map(mem.as_raw_fd(), (PAGES - 1 - i) * 4096, ARENA_IOVA + i * 4096, 4096);
+        c.dma_map(
+            mem.as_raw_fd(),
+            (PAGES - 1 - i) * 4096,
+            ARENA_IOVA + i * 4096,
+            4096,
+        );
     }
     let ev = eventfd();
     c.set_irq(2, 0, ev.as_raw_fd());
@@ -488,7 +535,10 @@ fn vfio_user_device_end_to_end() {
     assert_eq!(cqe.status(), Status::Success);
     assert_eq!((id.version_major, id.version_minor), (1, 0));
     assert_eq!((id.image_cus, id.audio_cus, id.norm_cus), (1, 1, 1));
-    assert!(wait_event(&ev, Duration::from_secs(5)) > 0, "MSI-X vector 0 fired");
+    assert!(
+        wait_event(&ev, Duration::from_secs(5)) > 0,
+        "MSI-X vector 0 fired"
+    );
     // The identify data spans no page boundary; put it across one: IOVA page 2 -> 3 are file
     // pages 13 and 12, so translation must be per page.
     let (cqe, id2) = a.identify(DATA + 0x1000 - 64);
@@ -551,7 +601,9 @@ fn vfio_user_sigterm_and_refusals() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
     assert_eq!(std::fs::read(&sock).unwrap(), b"not a socket");
     // Bad arguments and a missing firmware fail clearly.
-    let out = Command::new(env!("CARGO_BIN_EXE_preba-card")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_preba-card"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = Command::new(env!("CARGO_BIN_EXE_preba-card"))
         .args(["--socket"])

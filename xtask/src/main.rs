@@ -8,6 +8,7 @@ mod bench_audio;
 mod bench_card;
 mod bench_preprocess;
 mod bench_softcore;
+mod qemu;
 mod setup;
 mod util;
 
@@ -24,6 +25,8 @@ commands:
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
   bench softcore       soft-core interpreter speed; last line is `N MIPS`
   bench card           card model (firmware on the soft core) vs the golden model alone
+  qemu setup           QEMU guest testbed (trixie root, QEMU 10.1+, guest kernel), cached
+  qemu test            boot a guest with preba-card over vfio-user-pci; run the guest checks
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         }
         ["bench", "softcore", rest @ ..] => bench_softcore::run(rest),
         ["bench", "card", rest @ ..] => bench_card::run(rest),
+        ["qemu", rest @ ..] => qemu::main(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(())

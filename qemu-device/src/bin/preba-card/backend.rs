@@ -47,7 +47,11 @@ pub fn regions() -> Vec<ServerRegion> {
             ServerRegion {
                 region_info: vfio_region_info {
                     argsz: std::mem::size_of::<vfio_region_info>() as u32,
-                    flags: if size > 0 { REGION_READ | REGION_WRITE } else { 0 },
+                    flags: if size > 0 {
+                        REGION_READ | REGION_WRITE
+                    } else {
+                        0
+                    },
                     index,
                     cap_offset: 0,
                     size,
@@ -138,7 +142,10 @@ impl Device {
             }
             CONFIG_REGION => {
                 let level = self.irq.intx_level();
-                self.config.lock().expect("config lock").read(off, data, level);
+                self.config
+                    .lock()
+                    .expect("config lock")
+                    .read(off, data, level);
             }
             _ => unreachable!("checked"),
         }

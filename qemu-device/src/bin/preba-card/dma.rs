@@ -327,8 +327,14 @@ mod tests {
         let t = DmaTable::new();
         // IOVA pages in reverse order of file pages, as a vIOMMU may map them.
         for i in 0..4u64 {
-            t.map(3, (3 - i) * 4096, 0x10_0000 + i * 4096, 4096, Some(f.try_clone().unwrap()))
-                .unwrap();
+            t.map(
+                3,
+                (3 - i) * 4096,
+                0x10_0000 + i * 4096,
+                4096,
+                Some(f.try_clone().unwrap()),
+            )
+            .unwrap();
         }
         assert_eq!(t.stats().files, 1);
         let data: Vec<u8> = (0..8192u32).map(|i| i as u8).collect();
@@ -364,16 +370,21 @@ mod tests {
     fn permissions_split_and_no_fd() {
         let f = memfd(16 * 4096);
         let t = DmaTable::new();
-        t.map(MAP_READ, 0, 0x1000, 4096, Some(f.try_clone().unwrap())).unwrap();
+        t.map(MAP_READ, 0, 0x1000, 4096, Some(f.try_clone().unwrap()))
+            .unwrap();
         let mut b = [0; 8];
         t.read(0x1000, &mut b).unwrap();
         assert!(t.write(0x1000, &b).is_err());
         t.map(3, 0, 0x2000, 4096, None).unwrap();
         assert!(t.read(0x2000, &mut b).is_err());
         // Past the end of the file: refused.
-        assert!(t.map(3, 16 * 4096, 0x9000, 4096, Some(f.try_clone().unwrap())).is_err());
+        assert!(
+            t.map(3, 16 * 4096, 0x9000, 4096, Some(f.try_clone().unwrap()))
+                .is_err()
+        );
         // One big entry, then a hole punched in its middle.
-        t.map(3, 0, 0x10_0000, 8 * 4096, Some(f.try_clone().unwrap())).unwrap();
+        t.map(3, 0, 0x10_0000, 8 * 4096, Some(f.try_clone().unwrap()))
+            .unwrap();
         t.write(0x10_5000, &[5; 8]).unwrap();
         assert!(t.unmap(0x10_2000, 2 * 4096, false).unwrap());
         assert!(t.read(0x10_2000, &mut b).is_err());

@@ -277,38 +277,66 @@ mod tests {
     fn msix_vectors() {
         let g = IrqGlue::new();
         let e = eventfd();
-        g.set_irqs(MSIX_INDEX, SET_DATA_EVENTFD | SET_ACTION_TRIGGER, 3, 1, vec![e.try_clone().unwrap()])
-            .unwrap();
+        g.set_irqs(
+            MSIX_INDEX,
+            SET_DATA_EVENTFD | SET_ACTION_TRIGGER,
+            3,
+            1,
+            vec![e.try_clone().unwrap()],
+        )
+        .unwrap();
         g.msix(3);
         g.msix(3);
         g.msix(4);
         assert_eq!(count(&e), 2);
         assert_eq!(g.stats().msix_dropped, 1);
         // De-assign by a run without fds.
-        g.set_irqs(MSIX_INDEX, SET_DATA_EVENTFD | SET_ACTION_TRIGGER, 3, 1, vec![]).unwrap();
+        g.set_irqs(
+            MSIX_INDEX,
+            SET_DATA_EVENTFD | SET_ACTION_TRIGGER,
+            3,
+            1,
+            vec![],
+        )
+        .unwrap();
         g.msix(3);
         assert_eq!(count(&e), 0);
-        assert!(g
-            .set_irqs(MSIX_INDEX, SET_DATA_EVENTFD | SET_ACTION_TRIGGER, 15, 2, vec![])
-            .is_err());
+        assert!(
+            g.set_irqs(
+                MSIX_INDEX,
+                SET_DATA_EVENTFD | SET_ACTION_TRIGGER,
+                15,
+                2,
+                vec![]
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn intx_automask() {
         let g = IrqGlue::new();
         let e = eventfd();
-        g.set_irqs(INTX_INDEX, SET_DATA_EVENTFD | SET_ACTION_TRIGGER, 0, 1, vec![e.try_clone().unwrap()])
-            .unwrap();
+        g.set_irqs(
+            INTX_INDEX,
+            SET_DATA_EVENTFD | SET_ACTION_TRIGGER,
+            0,
+            1,
+            vec![e.try_clone().unwrap()],
+        )
+        .unwrap();
         g.intx(true);
         assert!(g.intx_level());
         assert_eq!(count(&e), 1);
         g.intx(false);
         g.intx(true); // masked: no second signal until the unmask
         assert_eq!(count(&e), 0);
-        g.set_irqs(INTX_INDEX, SET_DATA_NONE | SET_ACTION_UNMASK, 0, 1, vec![]).unwrap();
+        g.set_irqs(INTX_INDEX, SET_DATA_NONE | SET_ACTION_UNMASK, 0, 1, vec![])
+            .unwrap();
         assert_eq!(count(&e), 1);
         g.intx(false);
-        g.set_irqs(INTX_INDEX, SET_DATA_NONE | SET_ACTION_UNMASK, 0, 1, vec![]).unwrap();
+        g.set_irqs(INTX_INDEX, SET_DATA_NONE | SET_ACTION_UNMASK, 0, 1, vec![])
+            .unwrap();
         assert_eq!(count(&e), 0);
         g.set_intx_disable(true);
         g.intx(true);

@@ -114,7 +114,11 @@ impl log::Log for StderrLog {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            eprintln!("preba-card: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            eprintln!(
+                "preba-card: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
         }
     }
     fn flush(&self) {}
