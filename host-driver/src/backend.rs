@@ -61,6 +61,11 @@ pub trait Backend: Sync {
     fn fatal(&self) -> Option<String> {
         None
     }
+    /// Requests worth having in flight at once (a card wants its slots
+    /// full); callers use at least this many threads by default.
+    fn parallelism(&self) -> usize {
+        1
+    }
 }
 
 /// The golden model on host threads.
@@ -217,14 +222,18 @@ impl Backend for CardBackend {
         self.name.clone()
     }
     fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String> {
-        if !CardBackend::fits(input, job) {
+        if input.is_empty() || !CardBackend::fits(input, job) {
             return cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string());
         }
         let pool = self.pool(job).map_err(|e| e.to_string())?;
         match self.open.card.process(&pool, input, self.timeout) {
             Ok((cqe, data)) => self.output(input, job, &cqe, data).map(|o| (o, Via::Card)),
+            // What the card does not take, and what failed on the card for
+            // reasons of its own (a watchdog reset of a CU, its deadline, a
+            // reset), goes through the CPU path.
             Err(CardError::Status {
-                status: Status::UnsupportedFormat,
+                status:
+                    Status::UnsupportedFormat | Status::Internal | Status::Timeout | Status::Aborted,
                 ..
             }) => cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string()),
             Err(CardError::Status { status, .. }) => {
@@ -246,10 +255,10 @@ impl Backend for CardBackend {
         }
     }
     fn fatal(&self) -> Option<String> {
-        self.open
-            .card
-            .fatal()
-            .map(|r| format!("card {} failed: {r}", self.name))
+        self.open.card.fatal()
+    }
+    fn parallelism(&self) -> usize {
+        POOL_SLOTS
     }
 }
 

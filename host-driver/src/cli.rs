@@ -29,6 +29,109 @@ pub struct Cli {
 pub enum Command {
     /// Preprocess JPEG images into a tensor (.npy) or WAV audio into log-Mel features (.npz).
     Preprocess(PreprocessArgs),
+    /// Inspect a card.
+    #[command(subcommand)]
+    Card(CardCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CardCommand {
+    /// Print IDENTIFY and telemetry (CU counts, busy time, energy, firmware build id).
+    Info {
+        /// emulated, vfio-user:PATH or vfio:BDF.
+        spec: String,
+    },
+}
+
+/// Runs `preba card ...`.
+pub fn card(cmd: &CardCommand) -> Result<i32, Error> {
+    match cmd {
+        CardCommand::Info { spec } => {
+            let spec: CardSpec = spec.parse().map_err(Error::Usage)?;
+            if spec == CardSpec::Cpu {
+                return Err(Error::Usage("cpu is not a card".into()));
+            }
+            let open = backend::open_card(&spec, crate::driver::DriverConfig::default())?;
+            let card = &open.card;
+            let tel = card.telemetry().map_err(|e| Error::Card {
+                card: spec.to_string(),
+                reason: e.to_string(),
+            })?;
+            print!(
+                "{}",
+                card_info_text(&spec.to_string(), card.identify(), &tel)
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// The text `preba card info` prints.
+pub fn card_info_text(
+    name: &str,
+    id: &preba_protocol::admin::Identify,
+    t: &preba_protocol::admin::Telemetry,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let clock = u64::from(id.clock_mhz.max(1)) * 1_000_000;
+    let _ = writeln!(s, "card               {name}");
+    let _ = writeln!(
+        s,
+        "protocol           {}.{}",
+        id.version_major, id.version_minor
+    );
+    let _ = writeln!(
+        s,
+        "firmware           {} (build id {:#018x})",
+        id.fw_version_str(),
+        id.fw_build_id
+    );
+    let _ = writeln!(
+        s,
+        "compute units      {} image, {} audio-mel, {} audio-norm",
+        id.image_cus, id.audio_cus, id.norm_cus
+    );
+    let _ = writeln!(
+        s,
+        "queues             {} I/O pairs, {} entries max, {} SG max, {} profile slots",
+        id.max_io_queues, id.max_queue_entries, id.max_sg, id.profile_slots
+    );
+    let _ = writeln!(
+        s,
+        "limits             input {} MiB, image side {} px, {} Mpx",
+        id.max_input_bytes >> 20,
+        id.max_image_side,
+        id.max_image_pixels >> 20
+    );
+    let _ = writeln!(s, "card memory        {} MiB", id.card_mem_bytes >> 20);
+    let _ = writeln!(s, "core clock         {} MHz", id.clock_mhz);
+    let _ = writeln!(
+        s,
+        "uptime             {:.3} s ({} cycles)",
+        t.uptime_cycles as f64 / clock as f64,
+        t.uptime_cycles
+    );
+    let _ = writeln!(s, "requests           {} ({} errors)", t.requests, t.errors);
+    let _ = writeln!(
+        s,
+        "board power        {:.3} W",
+        f64::from(t.power_mw) / 1000.0
+    );
+    let _ = writeln!(s, "board energy       {:.6} J", t.energy_uj as f64 / 1e6);
+    for (i, cu) in t.cus.iter().take(t.cu_count as usize).enumerate() {
+        let kind = preba_protocol::admin::CuKind::from_u8(cu.kind).map_or("?", |k| k.name());
+        let _ = writeln!(
+            s,
+            "cu {i:<2} {kind:<11} requests {:>8}  busy {:>14} cycles  errors {:>4}  watchdog {:>3}  energy {:.6} J",
+            cu.requests,
+            cu.busy_cycles,
+            cu.errors,
+            cu.resets,
+            cu.energy_uj as f64 / 1e6
+        );
+    }
+    s
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -53,8 +156,9 @@ pub enum LayoutArg {
 
 #[derive(clap::Args, Debug)]
 pub struct PreprocessArgs {
-    /// Where to preprocess: emulated, vfio-user:PATH, vfio:BDF or cpu.
-    #[arg(long, default_value = "cpu")]
+    /// Where to preprocess: emulated (preba-card with the built firmware, started
+    /// on a private socket), vfio-user:PATH, vfio:BDF or cpu.
+    #[arg(long, default_value = "emulated")]
     pub card: String,
     /// Input kind; by default detected from each file's contents.
     #[arg(long, value_enum)]
@@ -77,7 +181,7 @@ pub struct PreprocessArgs {
     /// Output layout (images).
     #[arg(long, value_enum)]
     pub layout: Option<LayoutArg>,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores, at least the card's in-flight slots).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Output file: .npy for images, .npz for audio.
@@ -128,7 +232,10 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
     let backend = backend::open(&spec)?;
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores.max(backend.parallelism())
+        })
         .clamp(1, 256);
     let mut sink = Sink::create(&args.output, &job)?;
     let progress = Progress::new(args.inputs.len());
@@ -156,6 +263,7 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
         }
     }
     sink.finish()?;
+    let fatal = backend.fatal();
     if let Some(m) = &args.manifest {
         let doc = json!({
             "card": backend.name(),
@@ -173,6 +281,15 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
             path: m.clone(),
             source: e,
         })?;
+    }
+    if let Some(reason) = fatal {
+        return Err(Error::Card {
+            card: backend.name(),
+            reason: format!(
+                "failed: {reason} ({failed} of {} inputs failed)",
+                args.inputs.len()
+            ),
+        });
     }
     Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -177,8 +177,8 @@ impl Card {
                 regs::VERSION_MAJOR
             )));
         }
-        let to =
-            Duration::from_millis(100 * ((cap >> 24) & 0xff).max(10)).min(Duration::from_secs(60));
+        let to = Duration::from_millis(100 * ((cap >> 24) & 0xff).max(10))
+            .clamp(Duration::from_secs(10), Duration::from_secs(60));
         // Reset whatever state a previous user left.
         t.write32(regs::CC, 0).map_err(te)?;
         wait_csts(&*t, 0, to).map_err(|e| fatal(format!("reset: {e}")))?;
@@ -190,7 +190,11 @@ impl Card {
         t.write64(regs::ACQ, arena.iova() + ADMIN_CQ as u64)
             .map_err(te)?;
         t.write32(regs::CC, regs::CC_EN).map_err(te)?;
-        wait_csts(&*t, regs::CSTS_RDY, to).map_err(|e| fatal(format!("enable: {e}")))?;
+        wait_csts(&*t, regs::CSTS_RDY, to).map_err(|e| {
+            fatal(format!(
+                "enable: {e} (is the firmware running and current? cargo xtask build-fw)"
+            ))
+        })?;
 
         let mqes = (cap & 0xffff) as u32 + 1;
         let mut io_size = cfg.queue_size.clamp(2, 4096) as u32;

@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Preprocess(a) => preba_host::cli::preprocess(a),
+        Command::Card(c) => preba_host::cli::card(c),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -201,6 +201,8 @@ fn audio_contract() {
     let (code, _) = preba(
         &[
             "preprocess",
+            "--card",
+            "cpu",
             "-o",
             out.to_str().unwrap(),
             "--manifest",
@@ -313,7 +315,7 @@ fn mixed_kinds_fail_per_input() {
     let missing = dir.path().join("nope.jpg");
     let o = dir.path().join("x.npy");
     let (code, stderr) = preba(
-        &["preprocess", "-o", o.to_str().unwrap()],
+        &["preprocess", "--card", "cpu", "-o", o.to_str().unwrap()],
         &[img, wav.clone(), missing.clone()],
     );
     assert_eq!(code, 1);
