@@ -331,9 +331,15 @@ pub fn open_card(spec: &CardSpec, cfg: DriverConfig) -> Result<OpenCard, crate::
     };
     match spec {
         CardSpec::Cpu => Err(fail("the cpu backend is not a card".into())),
-        CardSpec::Vfio(_) => Err(fail(
-            "kernel VFIO is not in this build yet; use vfio-user:PATH or emulated".into(),
-        )),
+        CardSpec::Vfio(bdf) => {
+            let t = crate::vfio::Vfio::open(bdf, name.clone(), cfg.arena_bytes)
+                .map_err(|e| fail(e.0))?;
+            let card = Card::open(Arc::new(t), cfg).map_err(|e| fail(e.to_string()))?;
+            Ok(OpenCard {
+                card,
+                emulated: None,
+            })
+        }
         CardSpec::VfioUser(path) => {
             let t =
                 VfioUser::connect(path, name.clone(), cfg.arena_bytes).map_err(|e| fail(e.0))?;

@@ -86,6 +86,12 @@ impl DmaMem {
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+    /// The mapping's address, for a kernel DMA map (VFIO_IOMMU_MAP_DMA).
+    /// Never turned into a reference.
+    pub fn host_addr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
     /// Offset of `iova..iova+len` in the mapping, if it lies inside.
     pub fn offset_of(&self, iova: u64, len: u64) -> Option<usize> {
         let off = iova.checked_sub(self.iova)?;
@@ -200,6 +206,37 @@ impl Drop for DmaMem {
     }
 }
 
+/// Maps the whole arena into a VFIO container's IOMMU at `mem.iova()`.
+pub fn vfio_dma_map(container: &vfio_ioctls::VfioContainer, mem: &DmaMem) -> io::Result<()> {
+    // SAFETY: the range is our own shared mapping, reached only through raw
+    // pointers with volatile or atomic accesses (never references), which is
+    // what `vfio_dma_map` requires until the range is unmapped from the
+    // IOMMU or munmapped (DmaMem's drop, which ends the obligation).
+    unsafe { container.vfio_dma_map(mem.iova(), mem.len(), mem.host_addr()) }
+        .map_err(|e| io::Error::other(format!("VFIO_IOMMU_MAP_DMA: {e}")))
+}
+
+/// Waits up to `timeout` until `fd` is readable. Ok(true) when it is.
+pub fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(r > 0)
+}
+
 /// An eventfd: the card (vfio-user server, kernel VFIO or a test double)
 /// signals it for an interrupt; the driver waits on it.
 pub struct EventFd {
@@ -234,23 +271,7 @@ impl EventFd {
     /// Waits up to `timeout` for a signal and clears the counter. Ok(true)
     /// when signalled.
     pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.raw(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            };
-        }
-        if r == 0 {
+        if !poll_readable(self.raw(), timeout)? {
             return Ok(false);
         }
         let mut v: u64 = 0;

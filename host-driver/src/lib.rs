@@ -19,6 +19,7 @@ pub mod fake;
 pub mod npy;
 pub mod progress;
 pub mod transport;
+pub mod vfio;
 pub mod vfio_user;
 
 pub use error::Error;
