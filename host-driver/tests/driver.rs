@@ -367,3 +367,49 @@ fn refused_requests_keep_errors_typed() {
         Err(CardError::Refused(_))
     ));
 }
+
+#[test]
+fn timed_out_slots_come_back_when_the_card_answers() {
+    let (f, card) = fake(Behaviour::Normal);
+    let p = ImageProfile::default();
+    let pool = card
+        .pool(&Profile::Image(p), 4, 1 << 20, p.output_len())
+        .unwrap();
+    let imgs = small_images();
+    // Deadlines far too short: most requests time out while the card still
+    // holds their slots.
+    let outcomes: Vec<bool> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let (card, pool, imgs) = (&card, &pool, &imgs);
+                s.spawn(move || {
+                    (0..10)
+                        .map(|k| {
+                            card.process(
+                                pool,
+                                &imgs[(t + k) % imgs.len()],
+                                Duration::from_millis(1),
+                            )
+                            .is_ok()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.len(), 40);
+    // Once the card has answered everything it took, every slot is free
+    // again and full-length requests succeed on all of them at once.
+    let t0 = Instant::now();
+    let ok = loop {
+        let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+        match card.process_batch(&pool, &refs, Duration::from_secs(10)) {
+            Ok(b) if b.results().iter().all(|r| r.is_ok()) => break true,
+            _ if t0.elapsed() > Duration::from_secs(20) => break false,
+            _ => {}
+        }
+    };
+    assert!(ok, "slots did not come back (served {})", f.served());
+    assert!(card.fatal().is_none());
+}
