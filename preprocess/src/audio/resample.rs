@@ -315,25 +315,29 @@ pub fn output_len(len: u64, src: u32, dst: u32) -> u64 {
     (len * dst as u64).div_ceil(src as u64)
 }
 
-/// Dot product with 32 partial sums in a fixed order (vectorisable and
-/// deterministic). `a.len() == b.len()`, a multiple of 8.
+/// Dot product in f32 with partial sums in a fixed order (vectorisable and
+/// deterministic; the order depends only on the length). `a.len() ==
+/// b.len()`, a multiple of 8. Short filters (the second stage of a
+/// downsampler) take 8 partial sums, long ones 32.
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [[0f32; 8]; 4];
-    let mut ca = a.chunks_exact(32);
-    let mut cb = b.chunks_exact(32);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for j in 0..4 {
-            for i in 0..8 {
-                acc[j][i] += x[8 * j + i] * y[8 * j + i];
+    let (mut ca, mut cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    if a.len() >= 64 {
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for j in 0..4 {
+                for i in 0..8 {
+                    acc[j][i] += x[8 * j + i] * y[8 * j + i];
+                }
             }
         }
     }
-    for (x, y) in ca
-        .remainder()
-        .chunks_exact(8)
-        .zip(cb.remainder().chunks_exact(8))
-    {
+    let (ra, rb) = if a.len() >= 64 {
+        (ca.remainder(), cb.remainder())
+    } else {
+        (a, b)
+    };
+    for (x, y) in ra.chunks_exact(8).zip(rb.chunks_exact(8)) {
         for i in 0..8 {
             acc[0][i] += x[i] * y[i];
         }
