@@ -13,9 +13,14 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use preba_protocol::admin::{AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify};
-use preba_protocol::io::{CQE_SIZE, Cqe, SQE_SIZE};
+use std::path::PathBuf;
+
+use preba_preprocess::image::card_preprocess_image;
+use preba_protocol::admin::{AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify, encode_profile};
+use preba_protocol::io::{CQE_SIZE, Cqe, IoOpcode, SQE_SIZE, SgEntry, Sqe};
+use preba_protocol::profile::{Dtype, ImageProfile, Layout, Profile};
 use preba_protocol::regs;
+use preba_protocol::status::Status;
 
 // VFIO ioctls: _IO(';', 100 + n).
 const fn vio(n: u64) -> u64 {
@@ -47,11 +52,17 @@ const IRQ_SET_ACTION_TRIGGER: u32 = 32;
 
 /// The DMA arena: IOVA and size. Everything the card may touch lies in it.
 const ARENA_IOVA: u64 = 0x1000_0000;
-const ARENA_SIZE: usize = 1 << 20;
+const ARENA_SIZE: usize = 8 << 20;
 const ASQ_OFF: usize = 0;
 const ACQ_OFF: usize = 0x1000;
 const DATA_OFF: usize = 0x2000;
+const IOSQ_OFF: usize = 0x4000;
+const IOCQ_OFF: usize = 0x5000;
+const INPUT_OFF: usize = 0x10_0000;
+const OUTPUT_OFF: usize = 0x20_0000;
+const OUTPUT_SLOT: usize = 1 << 20;
 const ADMIN_ENTRIES: u16 = 16;
+const IO_ENTRIES: u16 = 16;
 /// An IOVA nothing is mapped at.
 const UNMAPPED_IOVA: u64 = 0x7000_0000;
 
@@ -249,6 +260,31 @@ impl Vfio {
         Ok(i.count)
     }
 
+    /// Points vectors 0.. of `index` at `fds`.
+    fn set_irqs(&self, index: u32, fds: &[&File]) -> Result<(), String> {
+        #[repr(C)]
+        struct IrqSetN {
+            argsz: u32,
+            flags: u32,
+            index: u32,
+            start: u32,
+            count: u32,
+            fds: [i32; 4],
+        }
+        let mut s = IrqSetN {
+            argsz: 20 + 4 * fds.len() as u32,
+            flags: IRQ_SET_DATA_EVENTFD | IRQ_SET_ACTION_TRIGGER,
+            index,
+            start: 0,
+            count: fds.len() as u32,
+            fds: [-1; 4],
+        };
+        for (i, f) in fds.iter().enumerate().take(4) {
+            s.fds[i] = f.as_raw_fd();
+        }
+        ioctl_ptr(self.dev.as_raw_fd(), VFIO_DEVICE_SET_IRQS, &mut s).map(|_| ())
+    }
+
     /// Points vector 0 of `index` at `fd` (or disables the index with `None`).
     fn set_irq(&self, index: u32, fd: Option<&File>) -> Result<(), String> {
         let mut s = IrqSet1 {
@@ -287,10 +323,9 @@ impl Vfio {
     fn put(&self, off: usize, data: &[u8]) {
         assert!(off + data.len() <= ARENA_SIZE);
         // SAFETY: in bounds of the live arena mapping; DMA-visible memory is only touched
-        // through raw-pointer volatile copies.
-        for (i, b) in data.iter().enumerate() {
-            unsafe { self.arena.add(off + i).write_volatile(*b) };
-        }
+        // through raw-pointer copies, never references. The card does not touch these bytes
+        // until the doorbell that follows the fence.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.arena.add(off), data.len()) };
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -298,10 +333,8 @@ impl Vfio {
     fn get(&self, off: usize, out: &mut [u8]) {
         assert!(off + out.len() <= ARENA_SIZE);
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: as in `put`.
-            *b = unsafe { self.arena.add(off + i).read_volatile() };
-        }
+        // SAFETY: as in `put`; read after the completion says the card is done with them.
+        unsafe { std::ptr::copy_nonoverlapping(self.arena.add(off), out.as_mut_ptr(), out.len()) };
     }
 }
 
@@ -334,17 +367,37 @@ fn wait_event(fd: &File, t: Duration) -> u64 {
     }
 }
 
-/// The admin queue as the checks drive it.
-struct Admin {
+/// A queue pair as the checks drive it (qid 0: the admin queue).
+struct Queue {
+    qid: u16,
+    sq_off: usize,
+    cq_off: usize,
+    entries: u16,
     sq_tail: u16,
     cq_head: u16,
     phase: bool,
     cid: u16,
 }
 
-impl Admin {
-    fn enable(v: &Vfio) -> Result<Admin, String> {
-        v.put(ASQ_OFF, &[0; 0x2000]);
+impl Queue {
+    fn new(qid: u16, sq_off: usize, cq_off: usize, entries: u16, v: &Vfio) -> Queue {
+        v.put(sq_off, &vec![0; SQE_SIZE * usize::from(entries)]);
+        v.put(cq_off, &vec![0; CQE_SIZE * usize::from(entries)]);
+        Queue {
+            qid,
+            sq_off,
+            cq_off,
+            entries,
+            sq_tail: 0,
+            cq_head: 0,
+            phase: true,
+            cid: 1,
+        }
+    }
+
+    /// Sets up the admin queue and enables the controller (waits for CSTS.RDY).
+    fn enable(v: &Vfio) -> Result<Queue, String> {
+        let q = Queue::new(0, ASQ_OFF, ACQ_OFF, ADMIN_ENTRIES, v);
         let n = u32::from(ADMIN_ENTRIES - 1);
         v.w32(BAR0, regs::AQA, n | n << 16);
         let asq = ARENA_IOVA + ASQ_OFF as u64;
@@ -368,52 +421,67 @@ impl Admin {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(Admin {
-            sq_tail: 0,
-            cq_head: 0,
-            phase: true,
-            cid: 1,
-        })
+        Ok(q)
     }
 
-    /// Submits `sqe` and waits (polling the phase bit, up to 20 s) for its completion.
-    fn run(&mut self, v: &Vfio, mut sqe: AdminSqe) -> Result<Cqe, String> {
-        sqe.cid = self.cid;
-        self.cid = self.cid.wrapping_add(1);
-        v.put(
-            ASQ_OFF + SQE_SIZE * usize::from(self.sq_tail),
-            &sqe.encode(),
-        );
-        self.sq_tail = (self.sq_tail + 1) % ADMIN_ENTRIES;
-        v.w32(BAR0, regs::sq_doorbell(0), u32::from(self.sq_tail));
-        let t = Instant::now();
-        let off = ACQ_OFF + CQE_SIZE * usize::from(self.cq_head);
+    fn next_cid(&mut self) -> u16 {
+        let c = self.cid;
+        self.cid = self.cid.wrapping_add(1).max(1);
+        c
+    }
+
+    /// Writes `entry` into the SQ and rings the doorbell.
+    fn submit(&mut self, v: &Vfio, entry: &[u8; SQE_SIZE]) {
+        v.put(self.sq_off + SQE_SIZE * usize::from(self.sq_tail), entry);
+        self.sq_tail = (self.sq_tail + 1) % self.entries;
+        v.w32(BAR0, regs::sq_doorbell(self.qid), u32::from(self.sq_tail));
+    }
+
+    /// Waits (polling the phase bit) for the next completion.
+    fn reap(&mut self, v: &Vfio, t: Duration) -> Result<Cqe, String> {
+        let start = Instant::now();
+        let off = self.cq_off + CQE_SIZE * usize::from(self.cq_head);
         let mut b = [0u8; CQE_SIZE];
         loop {
             v.get(off, &mut b);
             if Cqe::phase_of(&b) == self.phase {
                 break;
             }
-            if t.elapsed() > Duration::from_secs(20) {
+            if start.elapsed() > t {
                 return Err(format!(
-                    "no completion for cid {} in 20 s (CSTS {:#x} QFAULT {:#x})",
-                    sqe.cid,
+                    "no completion on queue {} in {t:?} (CSTS {:#x} QFAULT {:#x})",
+                    self.qid,
                     v.r32(BAR0, regs::CSTS),
                     v.r32(BAR0, regs::QFAULT)
                 ));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
         let cqe = Cqe::parse(&b).map_err(|e| format!("bad CQE: {e:?}"))?;
-        self.cq_head = (self.cq_head + 1) % ADMIN_ENTRIES;
+        self.cq_head = (self.cq_head + 1) % self.entries;
         if self.cq_head == 0 {
             self.phase = !self.phase;
         }
-        v.w32(BAR0, regs::cq_doorbell(0), u32::from(self.cq_head));
+        v.w32(BAR0, regs::cq_doorbell(self.qid), u32::from(self.cq_head));
+        Ok(cqe)
+    }
+
+    /// Submits `sqe` and waits for its completion.
+    fn run(&mut self, v: &Vfio, mut sqe: AdminSqe) -> Result<Cqe, String> {
+        sqe.cid = self.next_cid();
+        self.submit(v, &sqe.encode());
+        let cqe = self.reap(v, Duration::from_secs(20))?;
         if cqe.cid != sqe.cid {
             return Err(format!(
                 "completion for cid {} (expected {})",
                 cqe.cid, sqe.cid
+            ));
+        }
+        if cqe.status != 0 && sqe.opcode != AdminOpcode::Identify as u8 {
+            return Err(format!(
+                "admin {:#x}: status {:?}",
+                sqe.opcode,
+                cqe.status()
             ));
         }
         Ok(cqe)
@@ -477,7 +545,192 @@ fn identify_ok(cqe: &Cqe, id: &Identify) -> Result<String, String> {
     ))
 }
 
-fn checks(bdf: &str, rep: &mut Report) -> Result<(), String> {
+fn image_sqe(cid: u16, slot: u8, in_len: u32, out_len: u32, out_slot: usize) -> Sqe {
+    Sqe {
+        opcode: IoOpcode::PreprocessImage as u8,
+        flags: 0,
+        cid,
+        profile: slot,
+        sg_count: 1,
+        out_iova: ARENA_IOVA + (OUTPUT_OFF + out_slot * OUTPUT_SLOT) as u64,
+        out_len,
+        in_len,
+        sg: [
+            SgEntry {
+                iova: ARENA_IOVA + INPUT_OFF as u64,
+                len: in_len,
+            },
+            SgEntry::default(),
+        ],
+    }
+}
+
+/// SET_PROFILE (u8 NCHW in slot 0, f32 NHWC normalized in slot 1), an I/O queue on MSI-X
+/// vector 1, then every fixture image through the card, compared with the CPU path.
+fn image_checks(
+    v: &Vfio,
+    a: &mut Queue,
+    ev_io: &File,
+    files: &[PathBuf],
+    rep: &mut Report,
+) -> Result<Queue, String> {
+    let profiles = [
+        ImageProfile::default(),
+        ImageProfile {
+            normalize: true,
+            dtype: Dtype::F32,
+            layout: Layout::Nhwc,
+            ..ImageProfile::default()
+        },
+    ];
+    for (slot, p) in profiles.iter().enumerate() {
+        v.put(DATA_OFF, &encode_profile(&Profile::Image(*p)));
+        a.run(
+            v,
+            AdminSqe {
+                opcode: AdminOpcode::SetProfile as u8,
+                data_iova: ARENA_IOVA + DATA_OFF as u64,
+                data_len: 64,
+                cdw: [slot as u32, 0, 0, 0, 0, 0],
+                ..AdminSqe::default()
+            },
+        )?;
+    }
+    let mut q = Queue::new(1, IOSQ_OFF, IOCQ_OFF, IO_ENTRIES, v);
+    let cq = ARENA_IOVA + IOCQ_OFF as u64;
+    a.run(
+        v,
+        AdminSqe {
+            opcode: AdminOpcode::CreateIoQueuePair as u8,
+            data_iova: ARENA_IOVA + IOSQ_OFF as u64,
+            data_len: (SQE_SIZE * usize::from(IO_ENTRIES)) as u32,
+            cdw: [
+                1 | u32::from(IO_ENTRIES - 1) << 16,
+                cq as u32,
+                (cq >> 32) as u32,
+                1 | 1 << 16,
+                0,
+                0,
+            ],
+            ..AdminSqe::default()
+        },
+    )?;
+    let (mut same, mut card_ms, mut cpu_ms) = (0, 0.0, 0.0);
+    let mut good: Option<Vec<u8>> = None;
+    for (i, f) in files.iter().enumerate() {
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let input = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        if input.len() > OUTPUT_OFF - INPUT_OFF {
+            continue;
+        }
+        let slot = if i % 4 == 0 { 1 } else { 0 };
+        let p = &profiles[slot];
+        let t = Instant::now();
+        let want = card_preprocess_image(&input, p)
+            .map(|o| o.data)
+            .map_err(|e| e.status());
+        cpu_ms += t.elapsed().as_secs_f64() * 1e3;
+        let out_len = p.output_len() as u32;
+        v.put(INPUT_OFF, &input);
+        let cid = q.next_cid();
+        let t = Instant::now();
+        q.submit(
+            v,
+            &image_sqe(cid, slot as u8, input.len() as u32, out_len, 0).encode(),
+        );
+        let c = q.reap(v, Duration::from_secs(60))?;
+        card_ms += t.elapsed().as_secs_f64() * 1e3;
+        let r = if c.cid != cid {
+            Err(format!("completion for cid {} (expected {cid})", c.cid))
+        } else {
+            match want {
+                Ok(bytes) => {
+                    let mut got = vec![0u8; (c.written as usize).min(out_len as usize)];
+                    v.get(OUTPUT_OFF, &mut got);
+                    if c.status != 0 {
+                        Err(format!("card status {:?}, CPU path succeeded", c.status()))
+                    } else if got != bytes {
+                        Err(format!(
+                            "{} bytes differ from the CPU path ({} bytes)",
+                            got.len(),
+                            bytes.len()
+                        ))
+                    } else {
+                        same += 1;
+                        if good.is_none() && slot == 0 {
+                            good = Some(input.clone());
+                        }
+                        Ok(format!(
+                            "slot {slot}: {} bytes identical to the CPU path",
+                            bytes.len()
+                        ))
+                    }
+                }
+                // The card refuses more than the CPU path (UNSUPPORTED_FORMAT: the host falls back).
+                Err(st) if c.status == st as u16 => Ok(format!("slot {slot}: {st:?} on both")),
+                Err(_) if input.is_empty() && c.status != 0 => {
+                    Ok(format!("empty: {:?}", c.status()))
+                }
+                Err(st) => Err(format!("card {:?}, CPU path {st:?}", c.status())),
+            }
+        };
+        let r = match r {
+            Err(e) if c.status == Status::UnsupportedFormat as u16 => Ok(format!(
+                "UNSUPPORTED_FORMAT on the card (CPU fallback): {e}"
+            )),
+            r => r,
+        };
+        rep.check(&format!("image-{name}"), r);
+    }
+    println!(
+        "PREBA-GUEST: {same} images bit-identical; card {card_ms:.0} ms, guest CPU path {cpu_ms:.0} ms"
+    );
+    let n = wait_event(ev_io, Duration::from_millis(100));
+    rep.check(
+        "msix-io-irq",
+        if n > 0 {
+            Ok(format!("{n} event(s) on vector 1"))
+        } else {
+            Err("no MSI-X on vector 1".into())
+        },
+    );
+    // Hostile: an output buffer outside the DMA windows.
+    let input = good.ok_or("no image went through the card")?;
+    v.put(INPUT_OFF, &input);
+    let cid = q.next_cid();
+    let mut sqe = image_sqe(cid, 0, input.len() as u32, 150528, 0);
+    sqe.out_iova = UNMAPPED_IOVA;
+    q.submit(v, &sqe.encode());
+    let c = q.reap(v, Duration::from_secs(60))?;
+    rep.check(
+        "io-dma-fault",
+        if c.status == Status::DmaFault as u16 {
+            Ok("DMA_FAULT".into())
+        } else {
+            Err(format!("status {:?}", c.status()))
+        },
+    );
+    let cid = q.next_cid();
+    q.submit(
+        v,
+        &image_sqe(cid, 0, input.len() as u32, 150528, 0).encode(),
+    );
+    let c = q.reap(v, Duration::from_secs(60))?;
+    rep.check(
+        "io-queue-survives-fault",
+        if c.status == 0 {
+            Ok(format!("{:?}", c.status()))
+        } else {
+            Err(format!("{:?}", c.status()))
+        },
+    );
+    Ok(q)
+}
+
+fn checks(bdf: &str, files: &[PathBuf], rep: &mut Report) -> Result<(), String> {
     let v = Vfio::open(bdf)?;
     rep.check("vfio-open", Ok(format!("{bdf}")));
     let id = v.r32(CONFIG, 0);
@@ -535,8 +788,9 @@ fn checks(bdf: &str, rep: &mut Report) -> Result<(), String> {
 
     // MSI-X vector 0 serves the admin queue.
     let ev = eventfd()?;
-    v.set_irq(MSIX, Some(&ev))?;
-    let mut a = Admin::enable(&v)?;
+    let ev_io = eventfd()?;
+    v.set_irqs(MSIX, &[&ev, &ev_io])?;
+    let mut a = Queue::enable(&v)?;
     rep.check("admin-enable", Ok(String::new()));
     let t = Instant::now();
     let (cqe, id) = a.identify(&v, ARENA_IOVA + DATA_OFF as u64)?;
@@ -568,20 +822,30 @@ fn checks(bdf: &str, rep: &mut Report) -> Result<(), String> {
     let (cqe, id) = a.identify(&v, ARENA_IOVA + DATA_OFF as u64)?;
     rep.check("queue-survives-fault", identify_ok(&cqe, &id));
 
-    // Hostile: a function reset with the queue live (the next command is mid-flight).
-    let sqe = AdminSqe {
-        opcode: AdminOpcode::Identify as u8,
-        cid: 999,
-        data_iova: ARENA_IOVA + DATA_OFF as u64,
-        data_len: IDENTIFY_SIZE as u32,
-        ..AdminSqe::default()
-    };
-    v.put(ASQ_OFF + SQE_SIZE * usize::from(a.sq_tail), &sqe.encode());
-    v.w32(
-        BAR0,
-        regs::sq_doorbell(0),
-        u32::from((a.sq_tail + 1) % ADMIN_ENTRIES),
-    );
+    // The data path: images through an I/O queue, compared bit for bit with the CPU path.
+    let mut q = image_checks(&v, &mut a, &ev_io, files, rep)?;
+
+    // Hostile: a function reset with requests in flight on the I/O queue.
+    let big: Vec<&PathBuf> = files.iter().rev().take(4).collect();
+    for (k, f) in big.iter().enumerate() {
+        let input = std::fs::read(f).map_err(|e| e.to_string())?;
+        if input.len() > OUTPUT_OFF - INPUT_OFF {
+            continue;
+        }
+        v.put(INPUT_OFF, &input);
+        let cid = q.next_cid();
+        q.submit(
+            &v,
+            &image_sqe(
+                cid,
+                0,
+                input.len() as u32,
+                ImageProfile::default().output_len() as u32,
+                k,
+            )
+            .encode(),
+        );
+    }
     v.reset()?;
     let csts = v.r32(BAR0, regs::CSTS);
     let scratch = v.r32(BAR0, regs::SCRATCH);
@@ -602,7 +866,7 @@ fn checks(bdf: &str, rep: &mut Report) -> Result<(), String> {
     let ev_intx = eventfd()?;
     v.set_irq(INTX, Some(&ev_intx))?;
     v.w32(BAR0, regs::INTX, 1);
-    let mut a = Admin::enable(&v)?;
+    let mut a = Queue::enable(&v)?;
     let (cqe, id) = a.identify(&v, ARENA_IOVA + DATA_OFF as u64)?;
     rep.check("reset-recovers", identify_ok(&cqe, &id));
     let n = wait_event(&ev_intx, Duration::from_secs(5));
@@ -636,8 +900,13 @@ fn checks(bdf: &str, rep: &mut Report) -> Result<(), String> {
 
 fn main() {
     let bdf = std::env::args().nth(1).unwrap_or_default();
+    let mut files: Vec<PathBuf> = std::env::args().skip(2).map(PathBuf::from).collect();
+    files.sort();
     let mut rep = Report { pass: 0, fail: 0 };
-    if let Err(e) = checks(&bdf, &mut rep) {
+    if files.is_empty() {
+        rep.check("fixtures", Err("no image files given".into()));
+    }
+    if let Err(e) = checks(&bdf, &files, &mut rep) {
         rep.check("guest-driver", Err(e));
     }
     println!("PREBA-GUEST-CHECK pass={} fail={}", rep.pass, rep.fail);

@@ -60,7 +60,7 @@ pub fn main(args: &[&str]) -> Result<()> {
     match args {
         ["setup"] => setup().map(|_| ()),
         ["test", rest @ ..] => test(rest),
-        _ => Err("usage: cargo xtask qemu setup | test [--keep]".into()),
+        _ => Err("usage: cargo xtask qemu setup | test [--keep] [--cli]".into()),
     }
 }
 
@@ -411,10 +411,12 @@ fn initramfs(tb: &Testbed, bins: &[(String, PathBuf)], out: &Path) -> Result<()>
     let guest = root().join("tests/qemu_guest");
     c.file("init", &read(&guest.join("init"))?, true);
     // Fixtures for the preprocessing checks.
-    let fx = root().join("fixtures");
+    // Fixture images for the data-path checks (the huge ones stay out).
+    let fx = root().join("fixtures/images");
     if fx.is_dir() {
         c.dir("fixtures");
-        add_tree(&mut c, &fx, "fixtures", 0)?;
+        c.dir("fixtures/images");
+        add_tree(&mut c, &fx, "fixtures/images", 0)?;
     }
     let img = c.finish();
     std::fs::write(out, img).map_err(|e| format!("{}: {e}", out.display()))
@@ -434,7 +436,7 @@ fn add_tree(c: &mut Cpio, dir: &Path, prefix: &str, depth: usize) -> Result<()> 
         if md.is_dir() && depth < 4 {
             c.dir(&rel);
             add_tree(c, &p, &rel, depth + 1)?;
-        } else if md.is_file() && md.len() <= 8 << 20 {
+        } else if md.is_file() && md.len() <= 1 << 20 {
             c.file(&rel, &read(&p)?, false);
         }
     }
@@ -482,7 +484,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds what the test needs: preba-card (host), the guest binaries (static musl).
-fn build() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
+fn build(with_cli: bool) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     run(cargo().args(["build", "-q", "-p", "preba-card", "--bin", "preba-card"]))?;
     let card = target_dir().join("debug/preba-card");
     run(cargo().args([
@@ -501,6 +503,9 @@ fn build() -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
         "preba-guest-check".to_string(),
         rel.join("preba-guest-check"),
     )];
+    if !with_cli {
+        return Ok((card, bins));
+    }
     // The CLI, when it builds statically (the guest runs `preba` over kernel VFIO with it).
     let preba = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root())
@@ -543,10 +548,11 @@ pub struct GuestRun {
 
 fn test(rest: &[&str]) -> Result<()> {
     let keep = rest.contains(&"--keep");
+    let with_cli = rest.contains(&"--cli");
     let t0 = Instant::now();
     let tb = setup()?;
     let fw = firmware()?;
-    let (card_bin, bins) = build()?;
+    let (card_bin, bins) = build(with_cli)?;
     let t_build = t0.elapsed();
     let work = std::env::temp_dir().join(format!("preba-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;

@@ -219,7 +219,8 @@ impl ServerBackend for Backend {
             fd.is_some()
         );
         if fd.is_none() {
-            log::warn!("DMA map {address:#x}+{size:#x} without an fd: DMA there faults");
+            // QEMU maps its ROMs (BIOS, option ROMs) so; nothing DMAs there.
+            log::debug!("DMA map {address:#x}+{size:#x} without an fd: DMA there faults");
         }
         let r = self.0.dma.map(flags.bits(), offset, address, size, fd);
         if let Err(e) = &r {
