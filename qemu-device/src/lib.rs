@@ -35,6 +35,7 @@ pub mod host_mem;
 pub mod hostif;
 pub mod i2c;
 pub mod irq;
+pub mod log;
 pub mod model;
 
 pub use card::{Card, CoreState, CuInfo};
@@ -42,3 +43,4 @@ pub use config::{Cap, CardConfig};
 pub use error::Error;
 pub use host_mem::{DmaFault, HostMemory, PAGE_SIZE, TestMemory, pages};
 pub use irq::{IrqRecorder, IrqSink, NoIrq};
+pub use log::{LogChunk, LogReader};
