@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use preba_protocol::card as c;
 use preba_protocol::admin::PROFILE_SIZE;
+use preba_protocol::card as c;
 use preba_softcore::{Bus, Fault, Halt, IRQ_MEI, IRQ_MSI, IRQ_MTI, Mem, Poll};
 
 use crate::card::Shared;

@@ -16,8 +16,8 @@ use crate::config::CardConfig;
 use crate::cu::{self, CuState};
 use crate::error::Error;
 use crate::flash::Flash;
-use crate::hostif::{Effects, HostIf};
 use crate::host_mem::HostMemory;
+use crate::hostif::{Effects, HostIf};
 use crate::irq::IrqSink;
 
 /// Card memory (HBM): one zeroed allocation, committed by the OS page by page as it is touched.
@@ -316,12 +316,11 @@ impl Card {
         }
         let mut b = [0u8; 8];
         b[..data.len()].copy_from_slice(data);
-        let fx = self
-            .sh
-            .hostif
-            .lock()
-            .expect("hostif lock")
-            .bar0_write(offset, data.len(), u64::from_le_bytes(b));
+        let fx = self.sh.hostif.lock().expect("hostif lock").bar0_write(
+            offset,
+            data.len(),
+            u64::from_le_bytes(b),
+        );
         self.sh.apply(fx);
     }
 
@@ -389,9 +388,10 @@ impl Card {
             if Instant::now() >= deadline {
                 return Err(Error::Timeout("function reset"));
             }
-            self.sh
-                .wake
-                .wait(seen, Some((Instant::now() + Duration::from_millis(10)).min(deadline)));
+            self.sh.wake.wait(
+                seen,
+                Some((Instant::now() + Duration::from_millis(10)).min(deadline)),
+            );
         }
     }
 
@@ -415,7 +415,12 @@ impl Card {
 
     /// A copy of the SPI flash array.
     pub fn flash(&self) -> Vec<u8> {
-        self.sh.flash.lock().expect("flash lock").contents().to_vec()
+        self.sh
+            .flash
+            .lock()
+            .expect("flash lock")
+            .contents()
+            .to_vec()
     }
 
     /// Modeled board power now, watts (what the INA226 measures).
@@ -496,7 +501,9 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>) {
         }
         if *sh.state.lock().expect("state lock") != CoreState::Running {
             let seen = sh.wake.current();
-            if sh.stop.load(Ordering::Acquire) || sh.reset_req.load(Ordering::Acquire) != resets_seen {
+            if sh.stop.load(Ordering::Acquire)
+                || sh.reset_req.load(Ordering::Acquire) != resets_seen
+            {
                 continue;
             }
             sh.wake.wait(seen, None);

@@ -115,25 +115,23 @@ pub(crate) fn run(job: &Job, sh: &Shared) -> Outcome {
         Err(_) => return fail(Status::InvalidField),
     };
     match (job.kind, profile) {
-        (CuKind::Image, Profile::Image(p)) => {
-            match image::card_preprocess_image(&job.input, &p) {
-                Ok(out) => {
-                    let cycles = cfg.image(&ImageWork {
-                        width: out.width,
-                        height: out.height,
-                        samples_per_px: samples_per_px(&job.input),
-                        out_elems: (out.data.len() / p.dtype.size()) as u64,
-                    });
-                    Outcome {
-                        result0: out.width,
-                        result1: out.height,
-                        result: Ok(out.data),
-                        cycles,
-                    }
+        (CuKind::Image, Profile::Image(p)) => match image::card_preprocess_image(&job.input, &p) {
+            Ok(out) => {
+                let cycles = cfg.image(&ImageWork {
+                    width: out.width,
+                    height: out.height,
+                    samples_per_px: samples_per_px(&job.input),
+                    out_elems: (out.data.len() / p.dtype.size()) as u64,
+                });
+                Outcome {
+                    result0: out.width,
+                    result1: out.height,
+                    result: Ok(out.data),
+                    cycles,
                 }
-                Err(e) => fail(e.status()),
             }
-        }
+            Err(e) => fail(e.status()),
+        },
         (CuKind::AudioMel, Profile::Audio(p)) => match audio::log_mel(&job.input, &p) {
             Ok(out) => {
                 let f = &out.features;
@@ -293,7 +291,16 @@ pub(crate) fn worker(sh: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                     Some(w) => (Status::Success, w),
                     None => (Status::OutputTooSmall, 0),
                 };
-                finish_locked(&sh, job.cu, &mut cu, st, out.result0, out.result1, w, out.cycles);
+                finish_locked(
+                    &sh,
+                    job.cu,
+                    &mut cu,
+                    st,
+                    out.result0,
+                    out.result1,
+                    w,
+                    out.cycles,
+                );
             }
             Err(st) => finish_locked(&sh, job.cu, &mut cu, st, 0, 0, 0, out.cycles),
         }

@@ -54,7 +54,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { crc >> 1 ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                crc >> 1 ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -127,7 +131,9 @@ impl Flash {
         if crc != !ncrc {
             return None;
         }
-        let img = self.data.get(IMAGE_OFFSET..IMAGE_OFFSET.checked_add(len)?)?;
+        let img = self
+            .data
+            .get(IMAGE_OFFSET..IMAGE_OFFSET.checked_add(len)?)?;
         (crc32(img) == crc).then_some(img)
     }
 
@@ -218,7 +224,14 @@ impl Flash {
             State::Addr { cmd, addr, got } => {
                 let addr = addr << 8 | u32::from(out);
                 if got < 2 {
-                    (State::Addr { cmd, addr, got: got + 1 }, 0xFF)
+                    (
+                        State::Addr {
+                            cmd,
+                            addr,
+                            got: got + 1,
+                        },
+                        0xFF,
+                    )
                 } else {
                     let s = match cmd {
                         cmd::READ => State::Read { addr },
@@ -233,7 +246,12 @@ impl Flash {
             }
             State::Read { addr } => {
                 let v = self.data[self.mask(addr)];
-                (State::Read { addr: addr.wrapping_add(1) }, v)
+                (
+                    State::Read {
+                        addr: addr.wrapping_add(1),
+                    },
+                    v,
+                )
             }
             State::Program { addr, mut data } => {
                 if data.len() < PAGE {

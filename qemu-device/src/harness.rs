@@ -261,9 +261,13 @@ impl Host {
         let mem = self.mem.clone();
         let q = self.queue(qid)?;
         if !q.outstanding.insert(cid) {
-            return Err(HarnessError::Queue(format!("cid {cid} already outstanding on {qid}")));
+            return Err(HarnessError::Queue(format!(
+                "cid {cid} already outstanding on {qid}"
+            )));
         }
-        let slot = q.sq.push().ok_or_else(|| HarnessError::Queue(format!("SQ {qid} full")))?;
+        let slot =
+            q.sq.push()
+                .ok_or_else(|| HarnessError::Queue(format!("SQ {qid} full")))?;
         mem.write(q.sq_base + u64::from(slot) * SQE_SIZE as u64, entry)?;
         let tail = q.sq.tail();
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
@@ -293,7 +297,10 @@ impl Host {
             let cqe = Cqe::parse(&b)
                 .map_err(|e| HarnessError::Queue(format!("CQ {qid} slot {slot}: {e}")))?;
             if cqe.sq_id != qid {
-                return Err(HarnessError::Queue(format!("CQE for SQ {} on CQ {qid}", cqe.sq_id)));
+                return Err(HarnessError::Queue(format!(
+                    "CQE for SQ {} on CQ {qid}",
+                    cqe.sq_id
+                )));
             }
             if !q.outstanding.remove(&cqe.cid) {
                 return Err(HarnessError::Queue(format!(
@@ -302,7 +309,10 @@ impl Host {
                 )));
             }
             q.sq.update_head(cqe.sq_head).map_err(|f| {
-                HarnessError::Queue(format!("impossible SQ head {} on {qid}: {f:?}", cqe.sq_head))
+                HarnessError::Queue(format!(
+                    "impossible SQ head {} on {qid}: {f:?}",
+                    cqe.sq_head
+                ))
             })?;
             q.cq.advance();
             out.push(cqe);
@@ -333,8 +343,10 @@ impl Host {
                     self.card.core_state()
                 )));
             }
-            self.irq
-                .wait_after(seen, (Instant::now() + Duration::from_millis(2)).min(deadline));
+            self.irq.wait_after(
+                seen,
+                (Instant::now() + Duration::from_millis(2)).min(deadline),
+            );
         }
     }
 
@@ -408,7 +420,11 @@ impl Host {
 
     /// The host's view of queue `qid`.
     pub fn host_queue(&self, qid: u16) -> Option<&HostQueue> {
-        if qid == 0 { self.admin.as_ref() } else { self.io.get(&qid) }
+        if qid == 0 {
+            self.admin.as_ref()
+        } else {
+            self.io.get(&qid)
+        }
     }
 
     /// Builds a one-segment request entry for `input` already in host memory.
@@ -469,7 +485,9 @@ pub fn firmware_elf() -> Result<PathBuf> {
             let exe = std::env::current_exe().map_err(|e| HarnessError::Firmware(e.to_string()))?;
             exe.ancestors()
                 .nth(3)
-                .ok_or_else(|| HarnessError::Firmware(format!("no target dir above {}", exe.display())))?
+                .ok_or_else(|| {
+                    HarnessError::Firmware(format!("no target dir above {}", exe.display()))
+                })?
                 .to_path_buf()
         }
     };
@@ -493,12 +511,20 @@ pub fn firmware_elf() -> Result<PathBuf> {
         .status()
         .map_err(|e| HarnessError::Firmware(format!("cannot run cargo: {e}")))?;
     if !st.success() {
-        return Err(HarnessError::Firmware(format!("firmware build failed: {st}")));
+        return Err(HarnessError::Firmware(format!(
+            "firmware build failed: {st}"
+        )));
     }
-    let elf = target_dir.join(target).join("firmware").join("preba-firmware");
+    let elf = target_dir
+        .join(target)
+        .join("firmware")
+        .join("preba-firmware");
     if elf.exists() {
         Ok(elf)
     } else {
-        Err(HarnessError::Firmware(format!("{} missing after the build", elf.display())))
+        Err(HarnessError::Firmware(format!(
+            "{} missing after the build",
+            elf.display()
+        )))
     }
 }

@@ -113,7 +113,11 @@ impl TestMemory {
 
     /// The pieces of `[iova, iova + len)`: (window, offset in window, offset in transfer, bytes).
     #[allow(clippy::type_complexity)]
-    fn walk(&self, iova: u64, len: usize) -> Result<Vec<(Arc<Mutex<Vec<u8>>>, usize, usize, usize)>, DmaFault> {
+    fn walk(
+        &self,
+        iova: u64,
+        len: usize,
+    ) -> Result<Vec<(Arc<Mutex<Vec<u8>>>, usize, usize, usize)>, DmaFault> {
         let len64 = len as u64;
         iova.checked_add(len64).ok_or(DmaFault { iova })?;
         let w = self.windows.read().expect("windows lock");
@@ -187,7 +191,14 @@ mod tests {
     #[test]
     fn page_split() {
         let v: Vec<_> = pages(0xff0, 0x1020, 4096).unwrap().collect();
-        assert_eq!(v, vec![(0xff0, 0, 0x10), (0x1000, 0x10, 0x1000), (0x2000, 0x1010, 0x10)]);
+        assert_eq!(
+            v,
+            vec![
+                (0xff0, 0, 0x10),
+                (0x1000, 0x10, 0x1000),
+                (0x2000, 0x1010, 0x10)
+            ]
+        );
         assert!(pages(u64::MAX, 2, 4096).is_err());
     }
 }

@@ -109,7 +109,9 @@ impl HostIf {
                 let i = ((o - regs::MSIX_TABLE) / 4) as usize;
                 match (size, o % 8) {
                     (4, _) => u64::from(self.msix_table[i]),
-                    (8, 0) => u64::from(self.msix_table[i]) | u64::from(self.msix_table[i + 1]) << 32,
+                    (8, 0) => {
+                        u64::from(self.msix_table[i]) | u64::from(self.msix_table[i + 1]) << 32
+                    }
                     _ => ONES,
                 }
             }
@@ -149,7 +151,10 @@ impl HostIf {
                 }
             }
             regs::SCRATCH if size == 4 => self.scratch = v32,
-            o if (regs::DOORBELL_BASE..regs::MSIX_TABLE).contains(&o) && size == 4 && o % 4 == 0 => {
+            o if (regs::DOORBELL_BASE..regs::MSIX_TABLE).contains(&o)
+                && size == 4
+                && o % 4 == 0 =>
+            {
                 let idx = ((o - regs::DOORBELL_BASE) / 4) as usize;
                 let (q, cq) = (idx / 2, idx % 2 == 1);
                 if q < DOORBELL_QUEUES {
@@ -166,7 +171,9 @@ impl HostIf {
                 self.events |= preba_protocol::card::HOSTIF_EVENT_DOORBELL;
                 fx.host_irq = true;
             }
-            o if (regs::MSIX_TABLE..table_end).contains(&o) && (size == 4 || size == 8 && o % 8 == 0) => {
+            o if (regs::MSIX_TABLE..table_end).contains(&o)
+                && (size == 4 || size == 8 && o % 8 == 0) =>
+            {
                 let i = ((o - regs::MSIX_TABLE) / 4) as usize;
                 self.msix_table[i] = v32;
                 if size == 8 {

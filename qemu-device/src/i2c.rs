@@ -57,7 +57,9 @@ impl Default for Ina226 {
 impl Ina226 {
     /// Register value given the board's bus voltage and current.
     pub fn read(&self, r: u8, volts: f64, amps: f64) -> Option<u16> {
-        let shunt = (amps * SHUNT_OHMS / 2.5e-6).round().clamp(-32768.0, 32767.0) as i16;
+        let shunt = (amps * SHUNT_OHMS / 2.5e-6)
+            .round()
+            .clamp(-32768.0, 32767.0) as i16;
         let bus = (volts / 1.25e-3).round().clamp(0.0, 32767.0) as u16;
         // Datasheet arithmetic: current = shunt * cal / 2048; power = current * bus / 20000.
         let current = (i64::from(shunt) * i64::from(self.cal) / 2048).clamp(-32768, 32767);

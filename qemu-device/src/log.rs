@@ -55,7 +55,10 @@ impl LogReader {
         self.cursor = head;
         if lost > 0 {
             // Resynchronise at the next frame boundary (after a zero byte).
-            let skip = bytes.iter().position(|&b| b == 0).map_or(bytes.len(), |p| p + 1);
+            let skip = bytes
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(bytes.len(), |p| p + 1);
             bytes.drain(..skip);
             lost += skip as u64;
         }

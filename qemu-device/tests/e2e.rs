@@ -36,14 +36,24 @@ fn expect_audio(input: &[u8], norm: AudioNorm) -> Result<Vec<u8>, Status> {
     if norm == AudioNorm::PerFeature {
         audio::normalize(&mut out.features);
     }
-    Ok(out.features.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    Ok(out
+        .features
+        .data
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect())
 }
 
 fn check(name: &str, input: &[u8], got: (Status, Vec<u8>), want: Result<Vec<u8>, Status>) {
     match want {
         Ok(bytes) => {
             assert_eq!(got.0, Status::Success, "{name}: status");
-            assert!(got.1 == bytes, "{name}: output differs from the golden model ({} vs {} bytes)", got.1.len(), bytes.len());
+            assert!(
+                got.1 == bytes,
+                "{name}: output differs from the golden model ({} vs {} bytes)",
+                got.1.len(),
+                bytes.len()
+            );
         }
         Err(_) if input.is_empty() => {
             assert_ne!(got.0, Status::Success, "{name}: empty input succeeded");
@@ -77,7 +87,12 @@ fn images_match_golden_model() {
             let (c, data) = h
                 .run_one(1, IoOpcode::PreprocessImage, slot, &input, out_len)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            check(&format!("{name} slot {slot}"), &input, (c.status(), data), want);
+            check(
+                &format!("{name} slot {slot}"),
+                &input,
+                (c.status(), data),
+                want,
+            );
         }
     }
 }
@@ -86,7 +101,10 @@ fn images_match_golden_model() {
 fn audio_matches_golden_model() {
     let mut h = booted(config());
     for (name, input) in audio_fixtures() {
-        for (slot, norm) in [(AUDIO_NORM, AudioNorm::PerFeature), (AUDIO_RAW, AudioNorm::None)] {
+        for (slot, norm) in [
+            (AUDIO_NORM, AudioNorm::PerFeature),
+            (AUDIO_RAW, AudioNorm::None),
+        ] {
             let want = expect_audio(&input, norm);
             let out_len = match &want {
                 Ok(b) => b.len() as u32,
@@ -95,7 +113,12 @@ fn audio_matches_golden_model() {
             let (c, data) = h
                 .run_one(1, IoOpcode::PreprocessAudio, slot, &input, out_len.max(4))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            check(&format!("{name} slot {slot}"), &input, (c.status(), data), want);
+            check(
+                &format!("{name} slot {slot}"),
+                &input,
+                (c.status(), data),
+                want,
+            );
         }
     }
 }
@@ -127,7 +150,12 @@ fn mixed_workload_completes_exactly_once() {
                 (IoOpcode::PreprocessAudio, AUDIO_NORM, w, len as u32)
             } else {
                 let p = img_u8();
-                (IoOpcode::PreprocessImage, IMG_U8, expect_image(input, &p), p.output_len() as u32)
+                (
+                    IoOpcode::PreprocessImage,
+                    IMG_U8,
+                    expect_image(input, &p),
+                    p.output_len() as u32,
+                )
             };
             let inp = h.put(input).expect("put");
             let out = h.alloc(out_len as usize).expect("alloc");
@@ -177,7 +205,13 @@ fn hostile_entries_fail_per_request() {
     let out_len = img_u8().output_len() as u32;
     let out = h.alloc(out_len as usize).expect("alloc");
     let n = jpeg.len() as u32;
-    let good = Host::request(IoOpcode::PreprocessImage, 1, IMG_U8, (inp, n), (out, out_len));
+    let good = Host::request(
+        IoOpcode::PreprocessImage,
+        1,
+        IMG_U8,
+        (inp, n),
+        (out, out_len),
+    );
     assert_eq!(one(&mut h, 1, good), Status::Success);
 
     // Unknown opcode.
@@ -216,7 +250,13 @@ fn hostile_entries_fail_per_request() {
     let mut s = good;
     s.cid = 9;
     s.flags = preba_protocol::io::SQE_FLAG_SG_INDIRECT;
-    s.sg = [SgEntry { iova: 0x20, len: 16 }, SgEntry::default()];
+    s.sg = [
+        SgEntry {
+            iova: 0x20,
+            len: 16,
+        },
+        SgEntry::default(),
+    ];
     assert_ne!(one(&mut h, 1, s), Status::Success);
     // Overlapping outputs: two requests write the same buffer; each completes on its own.
     let mut a = good;
@@ -241,10 +281,20 @@ fn hostile_entries_fail_per_request() {
     assert_eq!(one(&mut h, 1, s), Status::InvalidField);
     // The card still serves good work.
     let inp2 = h.put(&jpeg).expect("put");
-    let mut s = Host::request(IoOpcode::PreprocessImage, 14, IMG_U8, (inp2, n), (out, out_len));
+    let mut s = Host::request(
+        IoOpcode::PreprocessImage,
+        14,
+        IMG_U8,
+        (inp2, n),
+        (out, out_len),
+    );
     s.cid = 14;
     assert_eq!(one(&mut h, 2, s), Status::Success);
-    assert_eq!(h.card.read32(regs::QFAULT), 0, "no queue fault from per-request errors");
+    assert_eq!(
+        h.card.read32(regs::QFAULT),
+        0,
+        "no queue fault from per-request errors"
+    );
 }
 
 #[test]
@@ -252,8 +302,10 @@ fn doorbell_past_ring_latches_queue_fault_and_reset_recovers() {
     let mut h = booted(config());
     // SQ tail doorbell >= ring size on queue 1.
     h.card.write32(regs::sq_doorbell(1), 64);
-    h.wait_for("QFAULT after a doorbell past the ring", |c| c.read32(regs::QFAULT) != 0)
-        .expect("qfault");
+    h.wait_for("QFAULT after a doorbell past the ring", |c| {
+        c.read32(regs::QFAULT) != 0
+    })
+    .expect("qfault");
     assert_eq!(
         QueueFault::decode(h.card.read32(regs::QFAULT)),
         Some((1, Some(QueueFault::SqDoorbellOutOfRange)))

@@ -80,8 +80,10 @@ pub fn booted(config: CardConfig) -> Host {
     let mut h = Host::new(config, firmware()).expect("card");
     wait_boot(&h);
     h.enable(32).expect("enable");
-    h.set_profile(IMG_U8, &Profile::Image(img_u8())).expect("profile 0");
-    h.set_profile(IMG_F32, &Profile::Image(img_f32())).expect("profile 1");
+    h.set_profile(IMG_U8, &Profile::Image(img_u8()))
+        .expect("profile 0");
+    h.set_profile(IMG_F32, &Profile::Image(img_f32()))
+        .expect("profile 1");
     h.set_profile(AUDIO_NORM, &Profile::Audio(audio(AudioNorm::PerFeature)))
         .expect("profile 2");
     h.set_profile(AUDIO_RAW, &Profile::Audio(audio(AudioNorm::None)))
@@ -120,7 +122,10 @@ pub fn audio_fixtures() -> Vec<(String, Vec<u8>)> {
         .iter()
         .map(|f| {
             let p = f["file"].as_str().expect("file");
-            (p.to_string(), std::fs::read(root().join(p)).unwrap_or_else(|e| panic!("{p}: {e}")))
+            (
+                p.to_string(),
+                std::fs::read(root().join(p)).unwrap_or_else(|e| panic!("{p}: {e}")),
+            )
         })
         .collect()
 }
