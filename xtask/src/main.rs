@@ -18,6 +18,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  run ARGS...          build firmware, preba and preba-card (release), then run `preba ARGS...`
   test                 everything CI runs: fmt, clippy, host tests, firmware build
   build-fw             build the firmware ELF (release) and print its path
   venv                 create/update the Python reference venv (~/.cache/preba/venv)
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
+        ["run", rest @ ..] => setup::run_preba(rest),
         ["test", rest @ ..] => setup::test(rest),
         ["build-fw"] => setup::build_fw().map(|p| println!("{}", p.display())),
         ["venv"] => setup::venv().map(|p| println!("{}", p.display())),

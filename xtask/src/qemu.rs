@@ -216,10 +216,10 @@ fn index_modules(
         let p = e.map_err(|e| e.to_string())?.path();
         if p.is_dir() {
             index_modules(&p, index, depth + 1)?;
-        } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned()) {
-            if let Some(stem) = n.strip_suffix(".ko.xz").or_else(|| n.strip_suffix(".ko")) {
-                index.insert(stem.replace('-', "_"), p.clone());
-            }
+        } else if let Some(n) = p.file_name().map(|n| n.to_string_lossy().into_owned())
+            && let Some(stem) = n.strip_suffix(".ko.xz").or_else(|| n.strip_suffix(".ko"))
+        {
+            index.insert(stem.replace('-', "_"), p.clone());
         }
     }
     Ok(())
@@ -341,7 +341,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -364,7 +364,7 @@ impl Cpio {
 
     fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, &[], (0, 0));
-        while self.out.len() % 512 != 0 {
+        while !self.out.len().is_multiple_of(512) {
             self.out.push(0);
         }
         self.out
@@ -638,13 +638,13 @@ fn boot(tb: &Testbed, card_bin: &Path, fw: &Path, initrd: &Path, work: &Path) ->
                 std::fs::read_to_string(&card_log).unwrap_or_default()
             ));
         }
-        if let Some(ch) = card.0.as_mut() {
-            if let Ok(Some(st)) = ch.try_wait() {
-                return Err(format!(
-                    "preba-card exited ({st}):\n{}",
-                    std::fs::read_to_string(&card_log).unwrap_or_default()
-                ));
-            }
+        if let Some(ch) = card.0.as_mut()
+            && let Ok(Some(st)) = ch.try_wait()
+        {
+            return Err(format!(
+                "preba-card exited ({st}):\n{}",
+                std::fs::read_to_string(&card_log).unwrap_or_default()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -693,10 +693,10 @@ fn boot(tb: &Testbed, card_bin: &Path, fw: &Path, initrd: &Path, work: &Path) ->
     let mut qemu = Reaper(Some(qemu), "qemu");
     let limit = boot_timeout();
     let status = loop {
-        if let Some(ch) = qemu.0.as_mut() {
-            if let Ok(Some(st)) = ch.try_wait() {
-                break Some(st);
-            }
+        if let Some(ch) = qemu.0.as_mut()
+            && let Ok(Some(st)) = ch.try_wait()
+        {
+            break Some(st);
         }
         if t_boot.elapsed() > limit {
             eprintln!("xtask: the guest ran past {limit:?}: killing QEMU");
@@ -737,10 +737,10 @@ fn boot(tb: &Testbed, card_bin: &Path, fw: &Path, initrd: &Path, work: &Path) ->
             format!("preba-card ended with {other:?}"),
         )),
     }
-    if let Some(st) = status {
-        if !st.success() {
-            eprintln!("xtask: QEMU exited with {st}");
-        }
+    if let Some(st) = status
+        && !st.success()
+    {
+        eprintln!("xtask: QEMU exited with {st}");
     }
     let _ = std::io::stderr().flush();
     Ok(g)

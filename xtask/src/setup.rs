@@ -36,6 +36,32 @@ pub fn test(_rest: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The main job on a fresh clone: builds the firmware ELF, `preba` and
+/// `preba-card` in release, then runs `preba` with `args` (its exit status
+/// becomes ours). `preba` finds `preba-card` next to itself.
+pub fn run_preba(args: &[&str]) -> Result<()> {
+    let fw = build_fw()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "--bin",
+        "preba",
+        "--bin",
+        "preba-card",
+    ]))?;
+    let status = Command::new(util::target_dir().join("release").join("preba"))
+        .args(args)
+        .env("PREBA_FIRMWARE", &fw)
+        .status()
+        .map_err(|e| format!("cannot start preba: {e}"))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(c) => std::process::exit(c),
+        None => Err(format!("preba: {status}")),
+    }
+}
+
 /// Builds the firmware ELF and returns its path.
 pub fn build_fw() -> Result<PathBuf> {
     ensure_targets()?;
@@ -50,8 +76,7 @@ pub fn build_fw() -> Result<PathBuf> {
         "--target",
         FW_TARGET,
     ]))?;
-    Ok(root()
-        .join("target")
+    Ok(util::target_dir()
         .join(FW_TARGET)
         .join("firmware")
         .join("preba-firmware"))

@@ -13,6 +13,17 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts build outputs (CARGO_TARGET_DIR, else target/).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let d = PathBuf::from(d);
+            if d.is_absolute() { d } else { root().join(d) }
+        })
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// Cache for things that are slow to make and cheap to keep (venv, QEMU root).
 pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("PREBA_CACHE") {
