@@ -322,7 +322,7 @@ impl Bus for CardBus {
                 })
             }
             _ if (c::HOSTIF_BASE..PERIPH_END).contains(&a) => {
-                if size != 4 || a % 4 != 0 {
+                if size != 4 || !a.is_multiple_of(4) {
                     return Err(Fault);
                 }
                 self.periph_load(a).ok_or(Fault)
@@ -394,7 +394,7 @@ impl Bus for CardBus {
                 Ok(())
             }
             _ if (c::HOSTIF_BASE..PERIPH_END).contains(&a) => {
-                if size != 4 || a % 4 != 0 {
+                if size != 4 || !a.is_multiple_of(4) {
                     return Err(Fault);
                 }
                 self.periph_store(a, v).ok_or(Fault)

@@ -159,7 +159,7 @@ pub(crate) fn run(job: &Job, sh: &Shared) -> Outcome {
         (CuKind::AudioNorm, Profile::Audio(p)) => {
             let n_mels = usize::from(p.n_mels);
             let row = 4 * n_mels;
-            if job.input.len() % row != 0 {
+            if !job.input.len().is_multiple_of(row) {
                 return fail(Status::InvalidField);
             }
             let frames = job.input.len() / row;

@@ -123,6 +123,9 @@ fn audio_matches_golden_model() {
     }
 }
 
+/// (fixture, expected output or status, output IOVA, output capacity) per (queue, cid).
+type Expected = (String, Result<Vec<u8>, Status>, u64, u32);
+
 #[test]
 fn mixed_workload_completes_exactly_once() {
     let mut h = booted(config());
@@ -136,7 +139,7 @@ fn mixed_workload_completes_exactly_once() {
         .take(12)
         .collect();
     // Expected results, keyed by (queue, cid).
-    let mut want: HashMap<(u16, u16), (String, Result<Vec<u8>, Status>, u64, u32)> = HashMap::new();
+    let mut want: HashMap<(u16, u16), Expected> = HashMap::new();
     let mut cid = 0u16;
     let mut pending = 0usize;
     let rounds = 2;
