@@ -441,7 +441,7 @@ impl Admin<'_> {
         let cqe = Cqe::parse(&b).unwrap();
         assert_eq!(cqe.cid, sqe.cid);
         let mut d = [0u8; IDENTIFY_SIZE];
-        if data >= ARENA_IOVA && data < ARENA_IOVA + PAGES * 4096 {
+        if (ARENA_IOVA..ARENA_IOVA + PAGES * 4096).contains(&data) {
             self.get(data, &mut d);
         }
         (cqe, Identify::parse(&d))

@@ -732,7 +732,7 @@ fn image_checks(
 
 fn checks(bdf: &str, files: &[PathBuf], rep: &mut Report) -> Result<(), String> {
     let v = Vfio::open(bdf)?;
-    rep.check("vfio-open", Ok(format!("{bdf}")));
+    rep.check("vfio-open", Ok(bdf.to_string()));
     let id = v.r32(CONFIG, 0);
     let class = v.r32(CONFIG, 8) >> 8;
     rep.check(

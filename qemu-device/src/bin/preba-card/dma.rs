@@ -257,10 +257,10 @@ impl DmaTable {
 fn remove_range(entries: &mut BTreeMap<u64, Entry>, iova: u64, size: u64) -> bool {
     let end = iova.saturating_add(size);
     let mut hit = Vec::new();
-    if let Some((&b, e)) = entries.range(..iova).next_back() {
-        if b + e.len > iova {
-            hit.push(b);
-        }
+    if let Some((&b, e)) = entries.range(..iova).next_back()
+        && b + e.len > iova
+    {
+        hit.push(b);
     }
     hit.extend(entries.range(iova..end).map(|(&b, _)| b));
     let found = !hit.is_empty();

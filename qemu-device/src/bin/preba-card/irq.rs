@@ -69,10 +69,10 @@ pub struct IrqGlue {
 
 fn signal(f: &File) {
     // An eventfd counter add; EAGAIN (counter saturated) means it is signalled already.
-    if let Err(e) = (&*f).write(&1u64.to_ne_bytes()) {
-        if e.kind() != io::ErrorKind::WouldBlock {
-            log::warn!("cannot signal an interrupt eventfd: {e}");
-        }
+    if let Err(e) = (&*f).write(&1u64.to_ne_bytes())
+        && e.kind() != io::ErrorKind::WouldBlock
+    {
+        log::warn!("cannot signal an interrupt eventfd: {e}");
     }
 }
 
@@ -82,12 +82,14 @@ fn einval(msg: String) -> io::Error {
 
 impl State {
     fn fire_intx(&mut self) {
-        if self.level && !self.masked && !self.disabled {
-            if let Some(f) = &self.intx_fd {
-                signal(f);
-                self.masked = true;
-                self.intx_sent += 1;
-            }
+        if self.level
+            && !self.masked
+            && !self.disabled
+            && let Some(f) = &self.intx_fd
+        {
+            signal(f);
+            self.masked = true;
+            self.intx_sent += 1;
         }
     }
 }
