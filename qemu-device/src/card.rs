@@ -413,6 +413,18 @@ impl Card {
         self.sh.gpio_out.load(Ordering::Relaxed)
     }
 
+    /// Reads card memory at `addr` (the core's address, from 0xA000_0000), for tests and
+    /// debugging; `false` when the range is outside card memory.
+    pub fn card_mem_read(&self, addr: u32, buf: &mut [u8]) -> bool {
+        match self.sh.mem.range(addr, buf.len() as u64) {
+            Some(r) => {
+                buf.copy_from_slice(&self.sh.mem.data.lock().expect("card memory lock")[r]);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A copy of the SPI flash array.
     pub fn flash(&self) -> Vec<u8> {
         self.sh

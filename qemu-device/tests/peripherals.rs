@@ -1,0 +1,327 @@
+//! The soft core's peripherals, driven by small hand-assembled programs on the core inside the
+//! card (no firmware needed): DMA (card memory, DMEM, faults, refusal of the register windows),
+//! the INA226 power monitor, the SPI flash, MSI-X triggers, the CLINT timer in wall time, the
+//! test device and a function reset.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use preba_card::{Card, CardConfig, CoreState, HostMemory, IrqRecorder, TestMemory};
+use preba_protocol::card as c;
+use preba_softcore::Halt;
+
+// --- a tiny RV32I assembler -------------------------------------------------------------
+const T0: u32 = 5;
+const T1: u32 = 6;
+const S0: u32 = 8;
+const S1: u32 = 9;
+
+fn lui(rd: u32, imm20: u32) -> u32 {
+    (imm20 << 12) | (rd << 7) | 0x37
+}
+fn addi(rd: u32, rs1: u32, imm: i32) -> u32 {
+    ((imm as u32 & 0xfff) << 20) | (rs1 << 15) | (rd << 7) | 0x13
+}
+fn li(rd: u32, v: u32) -> Vec<u32> {
+    let hi = v.wrapping_add(0x800) >> 12;
+    let lo = v.wrapping_sub(hi << 12) as i32;
+    vec![lui(rd, hi & 0xfffff), addi(rd, rd, lo)]
+}
+fn sw(rs2: u32, off: i32, rs1: u32) -> u32 {
+    let i = off as u32 & 0xfff;
+    ((i >> 5) << 25) | (rs2 << 20) | (rs1 << 15) | (2 << 12) | ((i & 31) << 7) | 0x23
+}
+fn lw(rd: u32, off: i32, rs1: u32) -> u32 {
+    ((off as u32 & 0xfff) << 20) | (rs1 << 15) | (2 << 12) | (rd << 7) | 0x03
+}
+const WFI: u32 = 0x1050_0073;
+const SPIN: u32 = 0x0000_006f; // j .
+fn csrs_mie(rs1: u32) -> u32 {
+    (0x304 << 20) | (rs1 << 15) | (2 << 12) | 0x73
+}
+
+struct Prog {
+    code: Vec<u32>,
+    out: u32, // next result slot in card memory
+}
+
+const RESULTS: u32 = 0xA000_1000;
+
+impl Prog {
+    fn new() -> Self {
+        Prog {
+            code: li(S1, RESULTS),
+            out: 0,
+        }
+    }
+    fn w(&mut self, addr: u32, v: u32) -> &mut Self {
+        self.code.extend(li(S0, addr));
+        self.code.extend(li(T0, v));
+        self.code.push(sw(T0, 0, S0));
+        self
+    }
+    /// Loads `addr` and stores it to the next result slot.
+    fn r(&mut self, addr: u32) -> &mut Self {
+        self.code.extend(li(S0, addr));
+        self.code.push(lw(T1, 0, S0));
+        self.code.push(sw(T1, (4 * self.out) as i32, S1));
+        self.out += 1;
+        self
+    }
+    fn dma(&mut self, host: u64, card: u32, len: u32, to_host: bool) -> &mut Self {
+        self.w(c::DMA_HOST_LO, host as u32)
+            .w(c::DMA_HOST_HI, (host >> 32) as u32)
+            .w(c::DMA_CARD, card)
+            .w(c::DMA_LEN, len)
+            .w(c::DMA_CTRL, 1 | u32::from(to_host) << 1)
+            .r(c::DMA_STATUS)
+    }
+    fn power_off(&mut self) -> Vec<u8> {
+        self.w(c::TEST_BASE, 0x5555);
+        self.code.push(SPIN);
+        elf(&self.code)
+    }
+}
+
+/// A minimal ELF32 RISC-V executable with one PT_LOAD at IMEM.
+fn elf(code: &[u32]) -> Vec<u8> {
+    let text: Vec<u8> = code.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let mut e = vec![0u8; 0x100];
+    e[0..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 1, 1, 1, 0]);
+    let put16 = |e: &mut Vec<u8>, o: usize, v: u16| e[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 = |e: &mut Vec<u8>, o: usize, v: u32| e[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    put16(&mut e, 16, 2);
+    put16(&mut e, 18, 243);
+    put32(&mut e, 20, 1);
+    put32(&mut e, 24, c::IMEM_BASE);
+    put32(&mut e, 28, 52);
+    put16(&mut e, 40, 52);
+    put16(&mut e, 42, 32);
+    put16(&mut e, 44, 1);
+    put16(&mut e, 46, 40);
+    let ph = 52;
+    put32(&mut e, ph, 1);
+    put32(&mut e, ph + 4, 0x100);
+    put32(&mut e, ph + 8, c::IMEM_BASE);
+    put32(&mut e, ph + 12, c::IMEM_BASE);
+    put32(&mut e, ph + 16, text.len() as u32);
+    put32(&mut e, ph + 20, text.len() as u32);
+    put32(&mut e, ph + 24, 5);
+    put32(&mut e, ph + 28, 4);
+    e.extend(text);
+    e
+}
+
+const HOST: u64 = 0x2_0000_0000;
+
+fn card(prog: &[u8]) -> (Card, Arc<TestMemory>, Arc<IrqRecorder>) {
+    let mem = Arc::new(TestMemory::new());
+    mem.map(HOST, 1 << 20).expect("map");
+    let irq = Arc::new(IrqRecorder::new());
+    let cfg = CardConfig {
+        card_mem_bytes: 16 << 20,
+        workers: 1,
+        ..CardConfig::default()
+    };
+    let card = Card::new(cfg, prog, mem.clone(), irq.clone()).expect("card");
+    (card, mem, irq)
+}
+
+fn wait_halt(card: &Card) -> CoreState {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = card.core_state();
+        if s != CoreState::Running {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "program did not finish");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn results(card: &Card, n: usize) -> Vec<u32> {
+    let mut b = vec![0u8; 4 * n];
+    assert!(card.card_mem_read(RESULTS, &mut b));
+    b.chunks(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect()
+}
+
+#[test]
+fn dma_engine_paths_and_faults() {
+    let mut p = Prog::new();
+    p.dma(HOST, 0xA000_0000, 16, false) // host -> card memory
+        .dma(HOST + 0x100, 0xA000_0000, 16, true) // card memory -> host
+        .dma(HOST, c::DMEM_BASE + 0x8000, 16, false) // host -> DMEM
+        .dma(HOST + 0x200, c::DMEM_BASE + 0x8000, 16, true) // DMEM -> host
+        .dma(0x10, 0xA000_0000, 16, false) // outside the IOMMU windows
+        .r(c::DMA_FAULT_LO)
+        .r(c::DMA_FAULT_HI)
+        .dma(HOST, c::HOSTIF_BASE, 16, false) // into the card's own registers: refused
+        .dma(HOST, c::LOG_RING_BASE, 16, false)
+        .dma(HOST, 0xA000_0000 + (16 << 20) - 8, 16, false) // past the end of card memory
+        .r(c::IRQ_PENDING);
+    let prog = p.power_off();
+    let (card, mem, _irq) = card(&prog);
+    // The host data must be in place before the program runs: write it now and reset.
+    mem.write(HOST, b"0123456789abcdef").unwrap();
+    card.reset(Duration::from_secs(5)).expect("reset");
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    let r = results(&card, 11);
+    assert_eq!(&r[..4], &[2, 2, 2, 2], "done, done, done, done");
+    let mut b = [0u8; 16];
+    mem.read(HOST + 0x100, &mut b).unwrap();
+    assert_eq!(&b, b"0123456789abcdef");
+    mem.read(HOST + 0x200, &mut b).unwrap();
+    assert_eq!(&b, b"0123456789abcdef");
+    assert_eq!(r[4], 3, "fault outside the windows");
+    assert_eq!((r[5], r[6]), (0x10, 0));
+    assert_eq!(
+        &r[7..10],
+        &[3, 3, 3],
+        "register windows and out-of-range card side refused"
+    );
+    assert_ne!(r[10] & c::IRQ_DMA, 0, "IRQ_DMA pending");
+    let mut back = [0u8; 16];
+    mem.read(HOST, &mut back).unwrap();
+    assert_eq!(
+        &back, b"0123456789abcdef",
+        "a refused transfer touches nothing"
+    );
+}
+
+#[test]
+fn board_peripherals() {
+    let mut p = Prog::new();
+    // INA226: manufacturer, die id, bus voltage, power.
+    for reg in [0xFEu32, 0xFF, 0x02, 0x03] {
+        p.w(c::I2C_ADDR, 0x40)
+            .w(c::I2C_DATA, reg)
+            .w(c::I2C_CTRL, 0x207)
+            .r(c::I2C_DATA)
+            .r(c::I2C_DATA);
+    }
+    // A missing target NACKs.
+    p.w(c::I2C_ADDR, 0x41)
+        .w(c::I2C_DATA, 0)
+        .w(c::I2C_CTRL, 0x207)
+        .r(c::I2C_STATUS);
+    // SPI flash: RDID, then READ 4 bytes at 0 (the image header magic).
+    p.w(c::SPI_CS, 1).w(c::SPI_DATA, 0x9F);
+    for _ in 0..3 {
+        p.w(c::SPI_DATA, 0).r(c::SPI_DATA);
+    }
+    p.w(c::SPI_CS, 0).w(c::SPI_CS, 1);
+    for b in [0x03, 0, 0, 0] {
+        p.w(c::SPI_DATA, b);
+    }
+    for _ in 0..4 {
+        p.w(c::SPI_DATA, 0).r(c::SPI_DATA);
+    }
+    p.w(c::SPI_CS, 0);
+    // INFO, GPIO, MSI-X trigger, log ring.
+    p.r(c::INFO_IMAGE_CUS)
+        .r(c::INFO_AUDIO_CUS)
+        .r(c::INFO_NORM_CUS)
+        .r(c::INFO_CARD_MEM_SIZE)
+        .r(c::INFO_CU_HZ)
+        .w(c::GPIO_OUT, 3)
+        .w(c::HOSTIF_IRQ_TRIGGER, 3)
+        .w(c::LOG_RING_BASE, 0x0403_0201)
+        .w(c::LOG_HEAD, 4)
+        .r(c::CU_BASE + c::CU_KIND)
+        .r(c::CU_BASE + 4 * c::CU_STRIDE + c::CU_KIND)
+        .r(c::CU_BASE + 6 * c::CU_STRIDE + c::CU_KIND);
+    let prog = p.power_off();
+    let (card, _mem, irq) = card(&prog);
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    let r = results(&card, 36);
+    let reg = |i: usize| (r[2 * i] << 8) | r[2 * i + 1];
+    assert_eq!(reg(0), 0x5449);
+    assert_eq!(reg(1), 0x2260);
+    assert_eq!(reg(2), 9600, "12 V at 1.25 mV/LSB");
+    let watts = f64::from(reg(3)) * 0.025;
+    assert!((watts - card.board_power_w()).abs() < 0.1, "{watts} W");
+    assert_eq!(r[8] & 2, 2, "NACK from 0x41");
+    assert_eq!(&r[9..12], &[0xEF, 0x40, 0x18], "JEDEC id of a 16 MiB flash");
+    assert_eq!(
+        &r[12..16],
+        &[b'P' as u32, b'F' as u32, b'W' as u32, b'1' as u32]
+    );
+    assert_eq!(&r[16..21], &[4, 2, 1, 16 << 20, 250_000_000]);
+    assert_eq!(
+        &r[21..24],
+        &[0, 1, 2],
+        "CU kinds: image, audio Mel, normalize"
+    );
+    assert_eq!(card.leds(), 3);
+    assert_eq!(irq.msix_count(3), 1);
+    let mut head = [0u8; 4];
+    card.bar2_read(0, &mut head);
+    assert_eq!(u32::from_le_bytes(head), 4);
+    let mut ring = [0u8; 4];
+    card.bar2_read(0x8000, &mut ring);
+    assert_eq!(ring, [1, 2, 3, 4]);
+}
+
+#[test]
+fn timer_wakes_wfi_in_wall_time_and_reset_restarts() {
+    let mut p = Prog::new();
+    // mtimecmp = mtime + 30 ms; mie.MTIE; wfi (MIE stays 0: wfi ends, nothing traps).
+    p.r(c::CLINT_MTIME);
+    p.code.extend(li(S0, c::CLINT_MTIME));
+    p.code.push(lw(T1, 0, S0));
+    p.code.push(addi(T1, T1, 0)); // t1 = mtime
+    p.code.extend(li(T0, 300_000));
+    p.code.push((T0 << 20) | (T1 << 15) | (T1 << 7) | 0x33); // add t1, t1, t0
+    p.code.extend(li(S0, c::CLINT_MTIMECMP + 4));
+    p.code.extend(li(T0, 0));
+    p.code.push(sw(T0, 0, S0));
+    p.code.extend(li(S0, c::CLINT_MTIMECMP));
+    p.code.push(sw(T1, 0, S0));
+    p.code.extend(li(T0, 1 << 7));
+    p.code.push(csrs_mie(T0));
+    p.code.push(WFI);
+    p.r(c::CLINT_MTIME);
+    p.w(c::UART_BASE, u32::from(b'!'));
+    let prog = p.power_off();
+    let t = Instant::now();
+    let (card, _mem, _irq) = card(&prog);
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    let r = results(&card, 2);
+    let ticks = r[1].wrapping_sub(r[0]);
+    assert!(ticks >= 300_000, "woke after {ticks} ticks");
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    assert_eq!(card.uart(), b"!");
+    // A function reset runs the program again from the entry.
+    card.reset(Duration::from_secs(5)).expect("reset");
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    assert_eq!(card.uart(), b"!!");
+}
+
+#[test]
+fn bar0_rules_without_firmware() {
+    let (card, _mem, irq) = card(&elf(&[WFI, SPIN]));
+    use preba_protocol::regs;
+    assert_eq!(card.read32(regs::VS), 0x0001_0000);
+    let cap = card.read64(regs::CAP);
+    assert_eq!(cap & 0xffff, 4095);
+    assert_eq!((cap >> 16) & 0xff, 8);
+    card.write32(regs::SCRATCH, 0x1234_5678);
+    assert_eq!(card.read32(regs::SCRATCH), 0x1234_5678);
+    let mut b2 = [0u8; 2];
+    card.bar0_read(regs::SCRATCH, &mut b2);
+    assert_eq!(b2, [0xff, 0xff], "other sizes read all-ones");
+    card.bar0_write(regs::SCRATCH, &[1, 2]);
+    assert_eq!(card.read32(regs::SCRATCH), 0x1234_5678, "and drop writes");
+    card.write32(regs::sq_doorbell(2), 5);
+    assert_eq!(card.read32(regs::sq_doorbell(2)), 0, "doorbells read 0");
+    card.write64(regs::ASQ, 0x1_2345_6000);
+    assert_eq!(card.read64(regs::ASQ), 0x1_2345_6000);
+    assert_eq!(card.read32(0x500), 0, "unlisted offsets read 0");
+    let mut b = [0u8; 4];
+    card.bar2_read(4, &mut b);
+    assert_eq!(u32::from_le_bytes(b), c::LOG_RING_SIZE);
+    assert_eq!(irq.total(), 0);
+    drop(card); // joins the core and the workers
+}
