@@ -322,8 +322,21 @@ fn valid_bdf(s: &str) -> bool {
         })
 }
 
-/// Opens the card a spec names (not `cpu`).
-pub fn open_card(spec: &CardSpec, cfg: DriverConfig) -> Result<OpenCard, crate::Error> {
+/// Bytes of DMA arena for a kernel VFIO card: the IOMMU map pins all of it.
+pub const VFIO_ARENA_BYTES: usize = 96 << 20;
+
+/// Opens the card a spec names (not `cpu`). `PREBA_ARENA_MB` overrides the
+/// arena size.
+pub fn open_card(spec: &CardSpec, mut cfg: DriverConfig) -> Result<OpenCard, crate::Error> {
+    if let CardSpec::Vfio(_) = spec {
+        cfg.arena_bytes = cfg.arena_bytes.min(VFIO_ARENA_BYTES);
+    }
+    if let Some(mb) = std::env::var("PREBA_ARENA_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        cfg.arena_bytes = mb.clamp(8, 4096) << 20;
+    }
     let name = spec.to_string();
     let fail = |reason: String| crate::Error::Card {
         card: name.clone(),

@@ -319,23 +319,26 @@ impl Card {
                 }
             }
         };
-        // In-flight requests are bounded by the ring: SQ holds size - 1.
-        let slots = slots.clamp(1, self.inner.io_size as usize - 1);
+        // In-flight requests are bounded by the ring: SQ holds size - 1;
+        // fewer slots when the arena has less room left (a pinned VFIO
+        // arena is kept small).
         let in_size = align4k(in_size.max(1));
         let out_size = align64(out_size.max(1));
-        let bytes = slots
-            .checked_mul(in_size)
-            .and_then(|a| slots.checked_mul(out_size).and_then(|b| a.checked_add(b)))
-            .ok_or_else(|| CardError::Refused("pool too large".into()))?;
-        let base = {
+        let per_slot = in_size
+            .checked_add(out_size)
+            .ok_or_else(|| CardError::Refused("slot too large".into()))?;
+        let (base, slots) = {
             let mut b = lock(&self.inner.bump);
             let base = *b;
-            let end = base
-                .checked_add(align4k(bytes))
-                .filter(|&e| e <= self.inner.t.arena().len())
-                .ok_or_else(|| CardError::Refused("DMA arena exhausted".into()))?;
-            *b = end;
-            base
+            let room = self.inner.t.arena().len().saturating_sub(base);
+            let slots = slots
+                .clamp(1, self.inner.io_size as usize - 1)
+                .min(room.saturating_sub(0xfff) / per_slot);
+            if slots == 0 {
+                return Err(CardError::Refused("DMA arena exhausted".into()));
+            }
+            *b = base + align4k(slots * per_slot);
+            (base, slots)
         };
         let op = match profile {
             Profile::Image(_) => IoOpcode::PreprocessImage,

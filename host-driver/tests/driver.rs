@@ -413,3 +413,30 @@ fn timed_out_slots_come_back_when_the_card_answers() {
     assert!(ok, "slots did not come back (served {})", f.served());
     assert!(card.fatal().is_none());
 }
+
+#[test]
+fn pools_shrink_to_the_arena_left() {
+    let cfg = DriverConfig {
+        arena_bytes: 8 << 20,
+        ..cfg()
+    };
+    let f = Arc::new(FakeCard::new(cfg.arena_bytes, Behaviour::Normal).unwrap());
+    let card = Card::open(f, cfg).unwrap();
+    let p = ImageProfile::default();
+    let pool = card
+        .pool(&Profile::Image(p), 16, 1 << 20, p.output_len())
+        .unwrap();
+    assert!(pool.slots() >= 4 && pool.slots() < 8, "{}", pool.slots());
+    let imgs = small_images();
+    let (cqe, out) = card
+        .process(&pool, &imgs[0], Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(out.len(), p.output_len());
+    assert_eq!(cqe.written as usize, p.output_len());
+    // Nothing left for a second pool of that size.
+    let a = preba_protocol::profile::AudioProfile::default();
+    assert!(matches!(
+        card.pool(&Profile::Audio(a), 16, 4 << 20, 4 << 20),
+        Err(CardError::Refused(_))
+    ));
+}
