@@ -276,3 +276,45 @@ fn card_killed_mid_run_fails_cleanly() {
     eprintln!("preba exited {after:?} after the kill; last line: {last}");
     assert!(after < Duration::from_secs(2), "{after:?}");
 }
+
+/// Without `--card`, `preba preprocess` runs through the emulated card.
+#[test]
+fn emulated_is_the_default() {
+    let Some((bin, fw)) = parts() else { return };
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let imgs: Vec<PathBuf> = fixtures("images", "jpg")
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("imagenet")
+        })
+        .take(3)
+        .collect();
+    let (out, man) = (dir.path().join("o.npy"), dir.path().join("m.json"));
+    let o = Command::new(preba())
+        .env("PREBA_CARD_BIN", &bin)
+        .env("PREBA_FIRMWARE", &fw)
+        .arg("preprocess")
+        .arg("-o")
+        .arg(&out)
+        .arg("--manifest")
+        .arg(&man)
+        .args(&imgs)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
+    assert_eq!(doc["card"], "emulated");
+    for e in doc["inputs"].as_array().unwrap() {
+        assert_eq!(e["via"], "card");
+    }
+}
