@@ -1,4 +1,5 @@
 //! `preba`: see `preba --help`.
+#![forbid(unsafe_code)]
 use clap::Parser;
 use preba_host::Error;
 use preba_host::cli::{Cli, Command};
