@@ -38,6 +38,11 @@ fn parts() -> Option<(PathBuf, PathBuf)> {
     match (card_bin(), firmware()) {
         (Some(c), Some(f)) => Some((c, f)),
         (c, f) => {
+            // `cargo xtask test` (CI) builds both: there a missing part is a failure.
+            assert!(
+                std::env::var_os("PREBA_FIRMWARE").is_none(),
+                "preba-card ({c:?}) or the firmware ELF ({f:?}) is missing although PREBA_FIRMWARE is set"
+            );
             eprintln!(
                 "SKIPPED: needs preba-card ({}) and the firmware ELF ({})",
                 c.map_or("missing".into(), |p| p.display().to_string()),

@@ -11,26 +11,6 @@ use preba_preprocess::audio::probe_wav;
 use preba_protocol::media;
 use proptest::prelude::*;
 
-/// Known differences, to be removed when `protocol/src/media.rs` follows
-/// `limits.rs` ("anything past them is refused as INPUT_TOO_LARGE"): the card
-/// probe calls a zero rate and a rate past MAX_AUDIO_RATE "unsupported" and a
-/// RIFX/RF64 file "corrupt"; the engine says corrupt (rate 0), too large
-/// (rate past the limit) and unsupported (a valid WAV of another byte order).
-fn known(card: &media::MediaError, cpu: &preba_preprocess::Error, bytes: &[u8]) -> bool {
-    let rate = bytes
-        .get(24..28)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    matches!(card, media::MediaError::Unsupported("sample rate"))
-        && matches!(
-            cpu,
-            preba_preprocess::Error::CorruptInput(_) | preba_preprocess::Error::InputTooLarge(_)
-        )
-        && matches!(rate, Some(0) | Some(384_001..))
-        || matches!(card, media::MediaError::Corrupt(_))
-            && matches!(cpu, preba_preprocess::Error::UnsupportedFormat(_))
-            && matches!(bytes.get(0..4), Some(b"RIFX" | b"RF64" | b"BW64"))
-}
-
 fn compare(name: &str, bytes: &[u8]) -> Option<String> {
     let card = media::probe_wav(&mut &bytes[..]);
     let cpu = probe_wav(bytes);
@@ -42,7 +22,7 @@ fn compare(name: &str, bytes: &[u8]) -> Option<String> {
         }
         (Ok(c), Err(e)) => return Some(format!("{name}: card accepts {c:?}, cpu refuses: {e}")),
         (Err(c), Err(e)) => {
-            if c.status() != e.status() && !known(c, e, bytes) {
+            if c.status() != e.status() {
                 return Some(format!("{name}: card {c:?} vs cpu {e:?}"));
             }
         }

@@ -362,8 +362,12 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
         return Err(MediaError::TooLarge("input bytes"));
     }
     let mut riff = [0u8; 12];
-    if src.read(0, &mut riff) && &riff[0..4] == b"RIFX" && &riff[8..12] == b"WAVE" {
-        return Err(MediaError::Unsupported("big-endian RIFX WAV"));
+    if src.read(0, &mut riff) && &riff[8..12] == b"WAVE" {
+        match &riff[0..4] {
+            b"RIFX" => return Err(MediaError::Unsupported("big-endian RIFX WAV")),
+            b"RF64" | b"BW64" => return Err(MediaError::Unsupported("64-bit RF64/BW64 WAV")),
+            _ => {}
+        }
     }
     if !src.read(0, &mut riff) || &riff[0..4] != b"RIFF" || &riff[8..12] != b"WAVE" {
         return Err(MediaError::Corrupt("not a WAV file (no RIFF/WAVE header)"));
@@ -401,7 +405,7 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
                 };
                 let avail = len.saturating_sub(body).min(size);
                 let frames = avail / block as u64;
-                if frames / sample_rate as u64 > limits::MAX_AUDIO_SECONDS {
+                if frames > limits::MAX_AUDIO_SECONDS * sample_rate as u64 {
                     return Err(MediaError::TooLarge("audio duration"));
                 }
                 return Ok(WavHeader {
