@@ -64,6 +64,7 @@ fn check(name: &str, input: &[u8], got: (Status, Vec<u8>), want: Result<Vec<u8>,
 
 #[test]
 fn boots_and_identifies() {
+    let _serial = serial();
     let mut h = Host::new(config(), firmware()).expect("card");
     wait_boot(&h);
     h.enable(8).expect("enable");
@@ -76,6 +77,7 @@ fn boots_and_identifies() {
 
 #[test]
 fn images_match_golden_model() {
+    let _serial = serial();
     let mut h = booted(config());
     for (name, input) in image_fixtures() {
         if input.len() > 8 << 20 {
@@ -99,6 +101,7 @@ fn images_match_golden_model() {
 
 #[test]
 fn audio_matches_golden_model() {
+    let _serial = serial();
     let mut h = booted(config());
     for (name, input) in audio_fixtures() {
         for (slot, norm) in [
@@ -128,6 +131,7 @@ type Expected = (String, Result<Vec<u8>, Status>, u64, u32);
 
 #[test]
 fn mixed_workload_completes_exactly_once() {
+    let _serial = serial();
     let mut h = booted(config());
     let images: Vec<_> = image_fixtures()
         .into_iter()
@@ -202,6 +206,7 @@ fn one(h: &mut Host, qid: u16, sqe: Sqe) -> Status {
 
 #[test]
 fn hostile_entries_fail_per_request() {
+    let _serial = serial();
     let mut h = booted(config());
     let jpeg = std::fs::read(root().join("fixtures/images/sampling_420.jpg")).expect("jpeg");
     let inp = h.put(&jpeg).expect("put");
@@ -302,6 +307,7 @@ fn hostile_entries_fail_per_request() {
 
 #[test]
 fn doorbell_past_ring_latches_queue_fault_and_reset_recovers() {
+    let _serial = serial();
     let mut h = booted(config());
     // SQ tail doorbell >= ring size on queue 1.
     h.card.write32(regs::sq_doorbell(1), 64);
@@ -336,6 +342,7 @@ fn doorbell_past_ring_latches_queue_fault_and_reset_recovers() {
 
 #[test]
 fn unknown_admin_opcode_and_bad_admin_entry() {
+    let _serial = serial();
     let mut h = booted(config());
     let c = h
         .admin_raw(AdminSqe {

@@ -12,6 +12,7 @@ use preba_card::harness::Host;
 
 #[test]
 fn defmt_log_decodes_with_boot_banner() {
+    let _serial = serial();
     let elf = firmware();
     let table = Table::parse(elf)
         .expect("defmt table")

@@ -19,6 +19,14 @@ pub fn firmware() -> &'static [u8] {
     })
 }
 
+/// One card at a time per test binary: the CUs run the golden model on host threads and the
+/// firmware's CU watchdog runs in wall time, so parallel tests on a small machine must not
+/// starve each other's cards.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
