@@ -115,8 +115,17 @@ fn elf(code: &[u32]) -> Vec<u8> {
 const HOST: u64 = 0x2_0000_0000;
 
 fn card(prog: &[u8]) -> (Card, Arc<TestMemory>, Arc<IrqRecorder>) {
+    card_with(prog, |_| {})
+}
+
+/// A card running `prog`, with host memory prepared by `setup` before the core starts.
+fn card_with(
+    prog: &[u8],
+    setup: impl FnOnce(&TestMemory),
+) -> (Card, Arc<TestMemory>, Arc<IrqRecorder>) {
     let mem = Arc::new(TestMemory::new());
     mem.map(HOST, 1 << 20).expect("map");
+    setup(&mem);
     let irq = Arc::new(IrqRecorder::new());
     let cfg = CardConfig {
         card_mem_bytes: 16 << 20,
@@ -162,10 +171,7 @@ fn dma_engine_paths_and_faults() {
         .dma(HOST, 0xA000_0000 + (16 << 20) - 8, 16, false) // past the end of card memory
         .r(c::IRQ_PENDING);
     let prog = p.power_off();
-    let (card, mem, _irq) = card(&prog);
-    // The host data must be in place before the program runs: write it now and reset.
-    mem.write(HOST, b"0123456789abcdef").unwrap();
-    card.reset(Duration::from_secs(5)).expect("reset");
+    let (card, mem, _irq) = card_with(&prog, |mem| mem.write(HOST, b"0123456789abcdef").unwrap());
     assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
     let r = results(&card, 11);
     assert_eq!(&r[..4], &[2, 2, 2, 2], "done, done, done, done");
@@ -324,4 +330,84 @@ fn bar0_rules_without_firmware() {
     assert_eq!(u32::from_le_bytes(b), c::LOG_RING_SIZE);
     assert_eq!(irq.total(), 0);
     drop(card); // joins the core and the workers
+}
+
+fn beq(rs1: u32, rs2: u32, off: i32) -> u32 {
+    let i = off as u32 & 0x1fff;
+    ((i >> 12) << 31)
+        | (((i >> 5) & 0x3f) << 25)
+        | (rs2 << 20)
+        | (rs1 << 15)
+        | (((i >> 1) & 0xf) << 8)
+        | (((i >> 11) & 1) << 7)
+        | 0x63
+}
+
+#[test]
+fn cu_reset_discards_and_job_matches_golden() {
+    use preba_protocol::admin::encode_profile;
+    use preba_protocol::profile::{ImageProfile, Profile};
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let jpeg = std::fs::read(root.join("fixtures/images/sampling_420.jpg")).expect("jpeg");
+    let prof = ImageProfile::default();
+    let n = jpeg.len() as u32;
+    let (src, dst, pa) = (0xA001_0000u32, 0xA010_0000u32, 0xA000_0000u32);
+    let cu = |off: u32| c::CU_BASE + off;
+    let mut p = Prog::new();
+    p.dma(HOST, src, n, false)
+        .dma(HOST + 0x8_0000, pa, 64, false)
+        .w(cu(c::CU_SRC), src)
+        .w(cu(c::CU_SRC_LEN), n)
+        .w(cu(c::CU_DST), dst)
+        .w(cu(c::CU_DST_LEN), prof.output_len() as u32)
+        .w(cu(c::CU_PROFILE), pa)
+        .w(cu(c::CU_CTRL), 1)
+        .w(cu(c::CU_CTRL), 2) // reset: the running job is aborted, its result discarded
+        .r(cu(c::CU_STATUS))
+        .w(c::IRQ_ACK, u32::MAX)
+        .w(cu(c::CU_CTRL), 1);
+    // while CU_STATUS == busy {}
+    p.code.extend(li(S0, cu(c::CU_STATUS)));
+    p.code.push(addi(T0, 0, 1));
+    p.code.push(lw(T1, 0, S0));
+    p.code.push(beq(T1, T0, -4));
+    p.r(cu(c::CU_STATUS))
+        .r(cu(c::CU_WRITTEN))
+        .r(cu(c::CU_RESULT0))
+        .r(cu(c::CU_RESULT1))
+        .r(cu(c::CU_CYCLES_LO))
+        .r(cu(c::CU_ENERGY_NJ))
+        .r(c::IRQ_PENDING);
+    let prog = p.power_off();
+    let (card, _mem, _irq) = card_with(&prog, |mem| {
+        mem.write(HOST, &jpeg).unwrap();
+        mem.write(HOST + 0x8_0000, &encode_profile(&Profile::Image(prof)))
+            .unwrap();
+    });
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    let r = results(&card, 10);
+    assert_eq!(&r[..2], &[2, 2], "DMAs done");
+    assert_eq!(r[2], 0, "idle right after CU_CTRL reset");
+    assert_eq!(r[3], 2, "second job done");
+    let want = preba_preprocess::image::card_preprocess_image(&jpeg, &prof).expect("golden");
+    assert_eq!(r[4] as usize, want.data.len());
+    assert_eq!((r[5], r[6]), (want.width, want.height));
+    assert!(
+        r[7] > 0 && r[8] > 0,
+        "modeled cycles {} and energy {} nJ",
+        r[7],
+        r[8]
+    );
+    assert_ne!(r[9] & 1 << c::IRQ_CU_SHIFT, 0, "CU 0 completion pending");
+    let mut out = vec![0u8; want.data.len()];
+    assert!(card.card_mem_read(dst, &mut out));
+    assert!(
+        out == want.data,
+        "CU output bit-identical to the golden model"
+    );
+    // Let the aborted job (if it was still running) finish: it must not count or overwrite.
+    std::thread::sleep(Duration::from_millis(100));
+    let cus = card.cus();
+    assert_eq!(cus[0].jobs, 1, "the aborted job's result was discarded");
+    assert!(!cus[0].busy);
 }
