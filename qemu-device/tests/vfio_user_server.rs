@@ -3,8 +3,7 @@
 //! from a memfd (translation, unmap, a DMA fault), MSI-X through an eventfd, device reset, and
 //! the lifecycle (stale socket replaced, exit on disconnect and on SIGTERM, socket removed).
 //!
-//! Needs the firmware ELF (`cargo xtask build-fw`, or PREBA_FIRMWARE); without it the tests
-//! say so and pass, except under CI where they fail.
+//! The firmware ELF comes from `$PREBA_FIRMWARE`, else the card harness builds it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -37,26 +36,13 @@ const BAR0: u32 = 0;
 const BAR2: u32 = 2;
 const CONFIG: u32 = 7;
 
+/// The firmware ELF: `$PREBA_FIRMWARE`, else built by the card harness (once per target dir).
 fn firmware() -> Option<PathBuf> {
-    let p = std::env::var_os("PREBA_FIRMWARE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware")
-        });
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "no firmware ELF at {} (cargo xtask build-fw)",
-        p.display()
-    );
-    eprintln!(
-        "skipped: no firmware ELF at {} (cargo xtask build-fw)",
-        p.display()
-    );
-    None
+    static FW: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    Some(
+        FW.get_or_init(|| preba_card::harness::firmware_elf().expect("the firmware ELF"))
+            .clone(),
+    )
 }
 
 fn tmpdir(tag: &str) -> PathBuf {

@@ -60,7 +60,7 @@ pub fn main(args: &[&str]) -> Result<()> {
     match args {
         ["setup"] => setup().map(|_| ()),
         ["test", rest @ ..] => test(rest),
-        _ => Err("usage: cargo xtask qemu setup | test [--keep] [--cli]".into()),
+        _ => Err("usage: cargo xtask qemu setup | test [--keep] [--no-cli]".into()),
     }
 }
 
@@ -410,6 +410,9 @@ fn initramfs(tb: &Testbed, bins: &[(String, PathBuf)], out: &Path) -> Result<()>
     }
     let guest = root().join("tests/qemu_guest");
     c.file("init", &read(&guest.join("init"))?, true);
+    if bins.iter().any(|(n, _)| n == "preba") {
+        c.file("checks.sh", &read(&guest.join("cli_checks.sh"))?, true);
+    }
     // Fixtures for the preprocessing checks.
     // Fixture images for the data-path checks (the huge ones stay out).
     let fx = root().join("fixtures/images");
@@ -521,11 +524,10 @@ fn build(with_cli: bool) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
             "preba",
         ])
         .status();
-    if preba.is_ok_and(|s| s.success()) {
-        bins.push(("preba".to_string(), rel.join("preba")));
-    } else {
-        eprintln!("xtask: the static `preba` did not build: the guest runs without it");
+    if !preba.is_ok_and(|s| s.success()) {
+        return Err("the static (musl) `preba` did not build".into());
     }
+    bins.push(("preba".to_string(), rel.join("preba")));
     Ok((card, bins))
 }
 
@@ -546,9 +548,9 @@ pub struct GuestRun {
     pub log: String,
 }
 
-fn test(rest: &[&str]) -> Result<()> {
+pub fn test(rest: &[&str]) -> Result<()> {
     let keep = rest.contains(&"--keep");
-    let with_cli = rest.contains(&"--cli");
+    let with_cli = !rest.contains(&"--no-cli");
     let t0 = Instant::now();
     let tb = setup()?;
     let fw = firmware()?;
@@ -587,11 +589,11 @@ fn test(rest: &[&str]) -> Result<()> {
         .collect();
     match g.result {
         Some((pass, 0)) if failed.is_empty() && pass > 0 => {
-            println!("qemu guest: {pass} passed, 0 failed");
+            println!("qemu-guest: {pass} passed, 0 failed");
             Ok(())
         }
         Some((pass, fail)) => {
-            println!("qemu guest: {pass} passed, {fail} failed");
+            println!("qemu-guest: {pass} passed, {fail} failed");
             Err(format!("guest checks failed: {}", failed.join(", ")))
         }
         None => Err(format!(
@@ -721,6 +723,26 @@ fn boot(tb: &Testbed, card_bin: &Path, fw: &Path, initrd: &Path, work: &Path) ->
     let card_text = std::fs::read_to_string(&card_log).unwrap_or_default();
     let mut g = parse_serial(&log);
     g.boot_s = boot_s;
+    for l in log.lines().filter(|l| l.contains("PREBA-GUEST:")) {
+        eprintln!("xtask: guest: {}", l.trim_start_matches(|c| c != 'P'));
+    }
+    // The card's closing line: DMA maps, MSI-X and INTx counts.
+    if let Some(l) = card_text.lines().rev().find(|l| l.contains("MSI-X sent")) {
+        eprintln!("xtask: {l}");
+        let count = |k: &str| {
+            l.split(k)
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (msix, intx) = (count("MSI-X sent "), count("INTx sent "));
+        g.checks.push((
+            "card-interrupts".into(),
+            msix > 0 && intx > 0,
+            format!("the card sent {msix} MSI-X and {intx} INTx interrupts"),
+        ));
+    }
     if !qerr.trim().is_empty() {
         eprintln!("xtask: QEMU said:\n{}", tail(&qerr, 30));
     }

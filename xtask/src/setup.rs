@@ -33,6 +33,7 @@ pub fn test(_rest: &[&str]) -> Result<()> {
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
     build_fw()?;
+    crate::qemu::test(&[])?;
     Ok(())
 }
 
