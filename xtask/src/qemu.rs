@@ -536,7 +536,12 @@ fn firmware() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PREBA_FIRMWARE") {
         return Ok(PathBuf::from(p));
     }
-    crate::setup::build_fw()
+    crate::setup::build_fw()?;
+    // Where cargo put it (build_fw names the default target dir).
+    Ok(target_dir()
+        .join(crate::setup::FW_TARGET)
+        .join("firmware")
+        .join("preba-firmware"))
 }
 
 /// Outcome of one guest boot.
