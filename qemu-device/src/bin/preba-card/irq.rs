@@ -270,8 +270,8 @@ mod tests {
     fn count(f: &File) -> u64 {
         let mut b = [0; 8];
         match (&*f).read(&mut b) {
-            Ok(_) => u64::from_ne_bytes(b),
-            Err(_) => 0,
+            Ok(8) => u64::from_ne_bytes(b),
+            _ => 0,
         }
     }
 
