@@ -19,7 +19,7 @@ usage: cargo xtask <command>
 
 commands:
   run ARGS...          build firmware, preba and preba-card (release), then run `preba ARGS...`
-  test                 everything CI runs: fmt, clippy, host tests, firmware build
+  test                 everything CI runs: fmt, clippy, firmware, host tests, QEMU guest test
   build-fw             build the firmware ELF (release) and print its path
   venv                 create/update the Python reference venv (~/.cache/preba/venv)
   fixtures             regenerate fixtures and golden tensors with the venv
