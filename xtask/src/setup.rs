@@ -20,8 +20,52 @@ fn ensure_targets() -> Result<()> {
     Ok(())
 }
 
+/// Debian packages the tests need, by the command that proves each is there.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    // The soft core's oracle: the same ELFs under QEMU's RISC-V emulator.
+    ("qemu-system-riscv32", "qemu-system-misc"),
+];
+
+/// Installs missing Debian packages (idempotent: nothing runs when all are there).
+fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(cmd, _)| {
+            Command::new(cmd)
+                .arg("--version")
+                .output()
+                .map(|o| !o.status.success())
+                .unwrap_or(true)
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root_user = util::output(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut c = if root_user {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    if run(&mut apt(&install)).is_err() {
+        run(&mut apt(&["update"]))?;
+        run(&mut apt(&install))?;
+    }
+    Ok(())
+}
+
 pub fn test(_rest: &[&str]) -> Result<()> {
     ensure_targets()?;
+    ensure_packages()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
@@ -31,8 +75,26 @@ pub fn test(_rest: &[&str]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["test", "--workspace"]))?;
-    build_fw()?;
+    // The board glue only compiles for the soft core: lint it there too.
+    run(cargo().args([
+        "clippy",
+        "--package",
+        "preba-firmware",
+        "--profile",
+        "firmware",
+        "--target",
+        FW_TARGET,
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Built first, so every test runs the ELF this tree makes, and tests that
+    // need the card fail (instead of skipping) when a part is missing.
+    let fw = build_fw()?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("PREBA_FIRMWARE", &fw)
+        .env("PREBA_REQUIRE_QEMU", "1"))?;
     crate::qemu::test(&[])?;
     Ok(())
 }
