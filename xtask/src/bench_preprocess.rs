@@ -77,9 +77,7 @@ pub fn run(_rest: &[&str]) -> Result<()> {
         "--example",
         "bench_images",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = util::target_dir();
     let ours_bin = target.join("release").join("examples").join("bench_images");
     let secs = format!("{seconds}");
     eprintln!("bench: images, {seconds} s of CPU time per measurement, one thread each");

@@ -8,7 +8,6 @@
 //!
 //! Options: `--program NAME` runs another rvtests program instead.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use crate::util::{self, Result, cargo, root};
@@ -22,9 +21,7 @@ pub fn run(rest: &[&str]) -> Result<()> {
             other => return Err(format!("bench softcore: unknown argument {other}")),
         }
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target_dir = util::target_dir();
     let rvtests_target = target_dir.join("rvtests");
     // The workspace's .cargo/config.toml gives the riscv target the firmware's link flags; the
     // test programs bring their own linker script, so those flags are replaced (emptied).

@@ -480,16 +480,10 @@ impl Drop for Reaper {
     }
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-}
-
 /// Builds what the test needs: preba-card (host), the guest binaries (static musl).
 fn build(with_cli: bool) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     run(cargo().args(["build", "-q", "-p", "preba-card", "--bin", "preba-card"]))?;
-    let card = target_dir().join("debug/preba-card");
+    let card = util::target_dir().join("debug/preba-card");
     run(cargo().args([
         "build",
         "-q",
@@ -501,7 +495,7 @@ fn build(with_cli: bool) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
         "--bin",
         "preba-guest-check",
     ]))?;
-    let rel = target_dir().join(MUSL).join("release");
+    let rel = util::target_dir().join(MUSL).join("release");
     let mut bins = vec![(
         "preba-guest-check".to_string(),
         rel.join("preba-guest-check"),
@@ -536,12 +530,7 @@ fn firmware() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PREBA_FIRMWARE") {
         return Ok(PathBuf::from(p));
     }
-    crate::setup::build_fw()?;
-    // Where cargo put it (build_fw names the default target dir).
-    Ok(target_dir()
-        .join(crate::setup::FW_TARGET)
-        .join("firmware")
-        .join("preba-firmware"))
+    crate::setup::build_fw()
 }
 
 /// Outcome of one guest boot.
