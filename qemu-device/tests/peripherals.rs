@@ -350,14 +350,20 @@ fn cu_reset_discards_and_job_matches_golden() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let jpeg = std::fs::read(root.join("fixtures/images/sampling_420.jpg")).expect("jpeg");
     let prof = ImageProfile::default();
+    // The aborted job decodes a large photo, so it is surely still running
+    // when the reset comes a few instructions later.
+    let big = std::fs::read(root.join("fixtures/images/large_2560x1440.jpg")).expect("jpeg");
     let n = jpeg.len() as u32;
+    let nb = big.len() as u32;
     let (src, dst, pa) = (0xA001_0000u32, 0xA010_0000u32, 0xA000_0000u32);
+    let src_big = 0xA020_0000u32;
     let cu = |off: u32| c::CU_BASE + off;
     let mut p = Prog::new();
     p.dma(HOST, src, n, false)
-        .dma(HOST + 0x8_0000, pa, 64, false)
-        .w(cu(c::CU_SRC), src)
-        .w(cu(c::CU_SRC_LEN), n)
+        .dma(HOST + 0xF_F000, pa, 64, false)
+        .dma(HOST + 0x1_0000, src_big, nb, false)
+        .w(cu(c::CU_SRC), src_big)
+        .w(cu(c::CU_SRC_LEN), nb)
         .w(cu(c::CU_DST), dst)
         .w(cu(c::CU_DST_LEN), prof.output_len() as u32)
         .w(cu(c::CU_PROFILE), pa)
@@ -365,6 +371,8 @@ fn cu_reset_discards_and_job_matches_golden() {
         .w(cu(c::CU_CTRL), 2) // reset: the running job is aborted, its result discarded
         .r(cu(c::CU_STATUS))
         .w(c::IRQ_ACK, u32::MAX)
+        .w(cu(c::CU_SRC), src)
+        .w(cu(c::CU_SRC_LEN), n)
         .w(cu(c::CU_CTRL), 1);
     // while CU_STATUS == busy {}
     p.code.extend(li(S0, cu(c::CU_STATUS)));
@@ -381,12 +389,14 @@ fn cu_reset_discards_and_job_matches_golden() {
     let prog = p.power_off();
     let (card, _mem, _irq) = card_with(&prog, |mem| {
         mem.write(HOST, &jpeg).unwrap();
-        mem.write(HOST + 0x8_0000, &encode_profile(&Profile::Image(prof)))
+        mem.write(HOST + 0x1_0000, &big).unwrap();
+        mem.write(HOST + 0xF_F000, &encode_profile(&Profile::Image(prof)))
             .unwrap();
     });
     assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
-    let r = results(&card, 10);
-    assert_eq!(&r[..2], &[2, 2], "DMAs done");
+    let r = results(&card, 11);
+    assert_eq!(&r[..3], &[2, 2, 2], "DMAs done");
+    let r = &r[1..];
     assert_eq!(r[2], 0, "idle right after CU_CTRL reset");
     assert_eq!(r[3], 2, "second job done");
     let want = preba_preprocess::image::card_preprocess_image(&jpeg, &prof).expect("golden");
