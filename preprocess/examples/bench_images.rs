@@ -1,7 +1,7 @@
 //! Single-thread throughput of the image pipeline (what `cargo xtask bench
 //! preprocess` runs). Usage:
 //!
-//!   bench_images [--seconds S] SET=FILE[,FILE...] ...
+//!   bench_images [--seconds S] [--only STAGE] SET=FILE[,FILE...] ...
 //!
 //! For each set, loads the files into memory, warms up, then runs the
 //! default profile (resize 256, crop 224, u8 NCHW) round-robin for about S
@@ -25,6 +25,7 @@ fn cpu_seconds(wall0: Instant) -> f64 {
 
 fn main() {
     let mut seconds = 3.0f64;
+    let mut only: Option<String> = None;
     let mut sets: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -33,6 +34,10 @@ fn main() {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .expect("--seconds S");
+            continue;
+        }
+        if a == "--only" {
+            only = Some(args.next().expect("--only STAGE"));
             continue;
         }
         let (name, files) = a.split_once('=').expect("SET=FILE[,FILE...]");
@@ -49,6 +54,9 @@ fn main() {
             std::hint::black_box(h);
         }
         let run = |stage: &str, f: &dyn Fn(&[u8])| {
+            if only.as_deref().is_some_and(|o| o != stage) {
+                return;
+            }
             // Warm-up: one pass over the set.
             for d in data {
                 f(d);
@@ -80,7 +88,7 @@ fn main() {
             .iter()
             .map(|d| {
                 let h = probe(d).unwrap();
-                let (px, ch) = preba_preprocess::image::decode_only(d).unwrap();
+                let (px, ch, _) = preba_preprocess::image::decode_only(d).unwrap();
                 (px, h.width, h.height, ch as u8)
             })
             .collect();

@@ -12,7 +12,11 @@
 //! ([`preprocess_image`]) run the same code after routing, so whatever the
 //! card takes comes out bit-identical on both.
 
+mod baseline;
+mod color;
+mod fused;
 mod header;
+mod idct;
 mod resample;
 
 pub use header::JpegHeader;
@@ -92,12 +96,32 @@ pub fn transform_pixels(
     )
 }
 
-/// Decode only (no resize): the decoder's share of the pipeline, for benches.
+/// Which decoder produced pixels.
 #[doc(hidden)]
-pub fn decode_only(input: &[u8]) -> Result<(Vec<u8>, usize), Error> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecoderUsed {
+    /// Ours ([`baseline`]): everything the card takes.
+    Baseline,
+    /// zune-jpeg: progressive, CMYK, RGB-coded, other sampling, multi-scan.
+    General,
+}
+
+/// Decode only (no resize), the whole image as interleaved RGB or
+/// grayscale: the decoder's share of the pipeline, for benches and tests.
+#[doc(hidden)]
+pub fn decode_only(input: &[u8]) -> Result<(Vec<u8>, usize, DecoderUsed), Error> {
     let probe = header::probe(input)?;
     probe.cpu_check()?;
-    decode(input, &probe)
+    if probe.card_check().is_ok() {
+        let (w, h) = (probe.header.width, probe.header.height);
+        match fused::decode_full(input, w, h) {
+            Ok((px, ch)) => return Ok((px, ch, DecoderUsed::Baseline)),
+            Err(baseline::Declined::Err(e)) => return Err(e),
+            Err(baseline::Declined::NotForUs) => {}
+        }
+    }
+    let (px, ch) = decode(input, &probe)?;
+    Ok((px, ch, DecoderUsed::General))
 }
 
 fn check_profile(p: &ImageProfile) -> Result<(), Error> {
@@ -115,8 +139,25 @@ fn check_profile(p: &ImageProfile) -> Result<(), Error> {
 }
 
 fn run(input: &[u8], probe: &header::Probe, profile: &ImageProfile) -> Result<ImageOutput, Error> {
-    let (pixels, channels) = decode(input, probe)?;
     let (w, h) = (probe.header.width, probe.header.height);
+    // What the card takes goes through our decoder, fused with the resize;
+    // the general decoder only sees the rest, so both paths agree on
+    // everything the card takes.
+    if probe.card_check().is_ok() {
+        let (r, c) = (u32::from(profile.resize), u32::from(profile.crop));
+        match fused::resize_crop(input, w, h, r, c) {
+            Ok((crop, ch)) => {
+                return Ok(ImageOutput {
+                    width: w,
+                    height: h,
+                    data: finish(&crop, c as usize, ch, profile),
+                });
+            }
+            Err(baseline::Declined::Err(e)) => return Err(e),
+            Err(baseline::Declined::NotForUs) => {}
+        }
+    }
+    let (pixels, channels) = decode(input, probe)?;
     Ok(ImageOutput {
         width: w,
         height: h,

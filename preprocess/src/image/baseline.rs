@@ -1,0 +1,757 @@
+//! Our baseline JPEG decoder: the model of the card's decode engine and the
+//! CPU path for everything the card takes (baseline sequential Huffman,
+//! 8 bit, one or three components, 4:4:4 / 4:2:2 / 4:2:0 / 4:4:0, restart
+//! markers, one interleaved scan).
+//!
+//! Why our own and not a crate: the crop keeps ~60% of an ImageNet-sized
+//! photo, so the engine should Huffman-decode every block (it must, to stay
+//! in sync) but run the IDCT only for blocks the resize window reads, and
+//! stop after the last MCU row it needs. No decoder crate exposes that.
+//!
+//! Reconstruction is libjpeg-turbo's (what Pillow, hence torchvision, uses):
+//! ISLOW integer IDCT ([`super::idct`]), "fancy" (triangle) chroma
+//! upsampling with libjpeg's edge and context-row rules, and its fixed-point
+//! YCbCr->RGB tables ([`super::color`]); tests check decoded pixels are
+//! identical to Pillow's on the fixtures.
+//!
+//! The entropy-coded data is first copied without its stuffed zero bytes
+//! into one buffer, split at restart markers; the bit reader then peeks 57
+//! bits with one unaligned big-endian load, and a 10-bit table decodes most
+//! AC codes and their extra bits in one step.
+
+use super::idct::idct_islow;
+use crate::Error;
+
+/// Zigzag position -> natural (row-major) index; 16 extra entries clamp a
+/// run past the end of a corrupt block to the last coefficient, as
+/// libjpeg's table does.
+const NATURAL: [u8; 80] = {
+    let zz: [u8; 64] = [
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
+        20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+        58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    ];
+    let mut t = [63u8; 80];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = zz[i];
+        i += 1;
+    }
+    t
+};
+
+const LUT_BITS: u32 = 10;
+const LUT_SIZE: usize = 1 << LUT_BITS;
+/// Flag in a `fast_ac` entry: end of block.
+const FAST_EOB: i32 = 1 << 12;
+
+/// One Huffman table, decoded through a `LUT_BITS` lookup with a canonical
+/// slow path for longer codes.
+struct Huff {
+    /// `(length << 8) | symbol` for codes of up to LUT_BITS bits; 0 = longer.
+    lut: Box<[u16; LUT_SIZE]>,
+    /// AC fast path: `(value << 16) | (run << 8) | (code + extra length)`
+    /// when code and extra bits fit in LUT_BITS, `FAST_EOB | length` for an
+    /// end of block; 0 otherwise.
+    fast_ac: Box<[i32; LUT_SIZE]>,
+    /// Largest code of each length (index 1..=16), -1 when none.
+    maxcode: [i32; 17],
+    /// `vals[code + valoff[len]]` is the symbol of a `len`-bit code.
+    valoff: [i32; 17],
+    vals: [u8; 256],
+    nvals: usize,
+}
+
+fn corrupt(m: impl Into<String>) -> Error {
+    Error::CorruptInput(m.into())
+}
+
+/// HUFF_EXTEND: `s`-bit magnitude category to a signed value.
+#[inline(always)]
+fn extend(v: i32, s: u32) -> i32 {
+    if s == 0 {
+        0
+    } else if v < (1 << (s - 1)) {
+        v - (1 << s) + 1
+    } else {
+        v
+    }
+}
+
+impl Huff {
+    /// From a DHT body's BITS (16 counts) and HUFFVAL.
+    fn new(bits: &[u8; 16], vals_in: &[u8], is_dc: bool) -> Result<Huff, Error> {
+        let total: usize = bits.iter().map(|&b| usize::from(b)).sum();
+        if total > 256 || total != vals_in.len() {
+            return Err(corrupt("Huffman table: bad symbol count"));
+        }
+        if is_dc && vals_in.iter().any(|&v| v > 15) {
+            return Err(corrupt("Huffman table: DC symbol > 15"));
+        }
+        let mut vals = [0u8; 256];
+        vals[..total].copy_from_slice(vals_in);
+        let mut lut = Box::new([0u16; LUT_SIZE]);
+        let mut fast_ac = Box::new([0i32; LUT_SIZE]);
+        let mut maxcode = [-1i32; 17];
+        let mut valoff = [0i32; 17];
+        let mut code = 0i32;
+        let mut k = 0usize;
+        for len in 1..=16u32 {
+            let n = usize::from(bits[len as usize - 1]);
+            valoff[len as usize] = k as i32 - code;
+            // Codes of `len` bits must fit: libjpeg's "bogus Huffman table".
+            if code + n as i32 > (1 << len) {
+                return Err(corrupt("Huffman table: code space overflow"));
+            }
+            for _ in 0..n {
+                if len <= LUT_BITS {
+                    let shift = LUT_BITS - len;
+                    let first = (code as usize) << shift;
+                    for e in &mut lut[first..first + (1 << shift)] {
+                        *e = ((len as u16) << 8) | u16::from(vals[k]);
+                    }
+                }
+                code += 1;
+                k += 1;
+            }
+            if n > 0 {
+                maxcode[len as usize] = code - 1;
+            }
+            code <<= 1;
+        }
+        if !is_dc {
+            for (idx, f) in fast_ac.iter_mut().enumerate() {
+                let e = lut[idx];
+                let len = u32::from(e >> 8);
+                let rs = u32::from(e & 0xFF);
+                let (run, s) = (rs >> 4, rs & 15);
+                if len == 0 || len + s > LUT_BITS {
+                    continue;
+                }
+                if s == 0 {
+                    // EOB ends the block; ZRL is a run of 15 zeros and a
+                    // zero, which the fast path writes harmlessly.
+                    // (Like libjpeg, any other run with no bits ends it too.)
+                    *f = if run == 15 {
+                        (15 << 8) | len as i32
+                    } else {
+                        FAST_EOB | len as i32
+                    };
+                    continue;
+                }
+                let raw = ((idx as u32) >> (LUT_BITS - len - s)) & ((1 << s) - 1);
+                let v = extend(raw as i32, s);
+                *f = (v << 16) | ((run as i32) << 8) | (len + s) as i32;
+            }
+        }
+        Ok(Huff {
+            lut,
+            fast_ac,
+            maxcode,
+            valoff,
+            vals,
+            nvals: total,
+        })
+    }
+
+    /// Decodes one symbol from the top bits of `w`; returns (symbol, length).
+    #[inline(always)]
+    fn decode(&self, w: u64) -> Result<(u32, u32), Error> {
+        let e = self.lut[(w >> (64 - LUT_BITS)) as usize];
+        if e != 0 {
+            return Ok((u32::from(e & 0xFF), u32::from(e >> 8)));
+        }
+        self.decode_slow(w)
+    }
+
+    #[cold]
+    fn decode_slow(&self, w: u64) -> Result<(u32, u32), Error> {
+        for len in LUT_BITS + 1..=16 {
+            let code = (w >> (64 - len)) as i32;
+            if code <= self.maxcode[len as usize] {
+                let i = (code + self.valoff[len as usize]) as usize;
+                if i < self.nvals {
+                    return Ok((u32::from(self.vals[i]), len));
+                }
+            }
+        }
+        Err(corrupt("bad Huffman code in the scan"))
+    }
+}
+
+/// Bit reader over de-stuffed entropy data (padded with zeros): a
+/// left-aligned 64-bit accumulator refilled without branches on the data
+/// (one unaligned big-endian load; F. Giesen's "variant 4" refill).
+struct Bits<'a> {
+    buf: &'a [u8],
+    /// Next byte to load.
+    byte: usize,
+    acc: u64,
+    /// Valid bits at the top of `acc`.
+    n: u32,
+}
+
+impl<'a> Bits<'a> {
+    fn at(buf: &'a [u8], byte: usize) -> Self {
+        let mut b = Bits {
+            buf,
+            byte,
+            acc: 0,
+            n: 0,
+        };
+        b.refill();
+        b
+    }
+
+    /// Tops `acc` up to at least 56 valid bits (zeros past the buffer).
+    #[inline(always)]
+    fn refill(&mut self) {
+        let w = match self.buf.get(self.byte..self.byte + 8) {
+            Some(b) => u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            None => 0,
+        };
+        self.acc |= w >> self.n;
+        self.byte += ((63 - self.n) >> 3) as usize;
+        self.n |= 56;
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, k: u32) {
+        self.acc <<= k;
+        self.n -= k;
+    }
+
+    /// Bits consumed so far, from the start of the buffer.
+    fn pos(&self) -> usize {
+        self.byte * 8 - self.n as usize
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Component {
+    h: usize,
+    v: usize,
+    tq: usize,
+    td: usize,
+    ta: usize,
+    /// Downsampled size (libjpeg's downsampled_width / _height).
+    pub dw: usize,
+    pub dh: usize,
+}
+
+/// Parsed headers of a frame our decoder takes.
+struct Frame {
+    width: usize,
+    height: usize,
+    comps: Vec<Component>,
+    hmax: usize,
+    vmax: usize,
+    restart_interval: usize,
+    qt: [[u16; 64]; 4],
+    /// Offset of the first entropy-coded byte.
+    scan_start: usize,
+}
+
+/// Why the fast decoder declines an input another decoder may take.
+pub(crate) enum Declined {
+    /// Structure this decoder does not handle (e.g. non-interleaved scans):
+    /// use the general decoder.
+    NotForUs,
+    Err(Error),
+}
+
+impl From<Error> for Declined {
+    fn from(e: Error) -> Self {
+        Declined::Err(e)
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?])))
+}
+
+/// Tables in force when the scan starts.
+struct Tables {
+    dc: [Option<Huff>; 4],
+    ac: [Option<Huff>; 4],
+}
+
+fn parse(input: &[u8]) -> Result<(Frame, Tables), Declined> {
+    let mut pos = 2usize;
+    let mut qt = [[0u16; 64]; 4];
+    let mut qt_seen = [false; 4];
+    let mut tables = Tables {
+        dc: [None, None, None, None],
+        ac: [None, None, None, None],
+    };
+    let mut frame: Option<Frame> = None;
+    let mut restart_interval = 0usize;
+    loop {
+        while matches!(input.get(pos), Some(&b) if b != 0xFF) {
+            pos += 1;
+        }
+        while input.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let code = *input
+            .get(pos)
+            .ok_or_else(|| corrupt("truncated before the scan"))?;
+        pos += 1;
+        if matches!(code, 0x00 | 0x01 | 0xD0..=0xD7) {
+            continue;
+        }
+        let len = be16(input, pos).ok_or_else(|| corrupt("truncated marker length"))?;
+        if len < 2 || pos + len > input.len() {
+            return Err(corrupt("marker segment runs past the end of the input").into());
+        }
+        let body = &input[pos + 2..pos + len];
+        let next = pos + len;
+        match code {
+            0xDB => {
+                let mut b = body;
+                while !b.is_empty() {
+                    let (pq, tq) = (usize::from(b[0] >> 4), usize::from(b[0] & 15));
+                    let n = if pq == 0 { 64 } else { 128 };
+                    if tq > 3 || pq > 1 || b.len() < 1 + n {
+                        return Err(corrupt("bad quantisation table").into());
+                    }
+                    for k in 0..64 {
+                        let v = if pq == 0 {
+                            u16::from(b[1 + k])
+                        } else {
+                            u16::from_be_bytes([b[1 + 2 * k], b[2 + 2 * k]])
+                        };
+                        qt[tq][usize::from(NATURAL[k])] = v;
+                    }
+                    qt_seen[tq] = true;
+                    b = &b[1 + n..];
+                }
+            }
+            0xC4 => {
+                let mut b = body;
+                while !b.is_empty() {
+                    if b.len() < 17 {
+                        return Err(corrupt("short Huffman table").into());
+                    }
+                    let (tc, th) = (b[0] >> 4, usize::from(b[0] & 15));
+                    if tc > 1 || th > 3 {
+                        return Err(corrupt("bad Huffman table class or index").into());
+                    }
+                    let mut counts = [0u8; 16];
+                    counts.copy_from_slice(&b[1..17]);
+                    let n: usize = counts.iter().map(|&c| usize::from(c)).sum();
+                    if b.len() < 17 + n {
+                        return Err(corrupt("short Huffman table").into());
+                    }
+                    let h = Huff::new(&counts, &b[17..17 + n], tc == 0)?;
+                    if tc == 0 {
+                        tables.dc[th] = Some(h);
+                    } else {
+                        tables.ac[th] = Some(h);
+                    }
+                    b = &b[17 + n..];
+                }
+            }
+            0xC0 => {
+                if body.len() < 6 {
+                    return Err(corrupt("short frame header").into());
+                }
+                let n = usize::from(body[5]);
+                if body[0] != 8 || !(n == 1 || n == 3) || body.len() != 6 + 3 * n {
+                    return Err(Declined::NotForUs);
+                }
+                let height = be16(body, 1).unwrap_or(0);
+                let width = be16(body, 3).unwrap_or(0);
+                if width == 0 || height == 0 {
+                    return Err(Declined::NotForUs);
+                }
+                let mut comps = Vec::with_capacity(n);
+                for i in 0..n {
+                    let c = &body[6 + 3 * i..9 + 3 * i];
+                    let (h, v) = (usize::from(c[1] >> 4), usize::from(c[1] & 15));
+                    if n == 1 {
+                        // A single-component scan is never interleaved: one
+                        // block per MCU, whatever the factors say.
+                        comps.push(Component {
+                            h: 1,
+                            v: 1,
+                            tq: usize::from(c[2] & 3),
+                            ..Default::default()
+                        });
+                    } else {
+                        comps.push(Component {
+                            h,
+                            v,
+                            tq: usize::from(c[2] & 3),
+                            ..Default::default()
+                        });
+                    }
+                }
+                let ids: Vec<u8> = (0..n).map(|i| body[6 + 3 * i]).collect();
+                if n == 3 {
+                    let luma_ok = matches!((comps[0].h, comps[0].v), (1, 1) | (2, 1) | (2, 2) | (1, 2));
+                    let chroma_ok = (1..3).all(|i| comps[i].h == 1 && comps[i].v == 1);
+                    if !luma_ok || !chroma_ok {
+                        return Err(Declined::NotForUs);
+                    }
+                    // Duplicate component ids make scan selectors ambiguous.
+                    if ids[0] == ids[1] || ids[0] == ids[2] || ids[1] == ids[2] {
+                        return Err(Declined::NotForUs);
+                    }
+                }
+                let hmax = comps.iter().map(|c| c.h).max().unwrap_or(1);
+                let vmax = comps.iter().map(|c| c.v).max().unwrap_or(1);
+                for c in &mut comps {
+                    c.dw = (width * c.h).div_ceil(hmax);
+                    c.dh = (height * c.v).div_ceil(vmax);
+                }
+                // Component ids ride along in `td` until the scan assigns tables.
+                for (c, &id) in comps.iter_mut().zip(&ids) {
+                    c.td = usize::from(id);
+                }
+                frame = Some(Frame {
+                    width,
+                    height,
+                    comps,
+                    hmax,
+                    vmax,
+                    restart_interval: 0,
+                    qt: [[0; 64]; 4],
+                    scan_start: 0,
+                });
+            }
+            0xC1..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                return Err(Declined::NotForUs);
+            }
+            0xDD => {
+                restart_interval = be16(body, 0).ok_or_else(|| corrupt("short DRI segment"))?;
+            }
+            0xDA => {
+                let Some(mut f) = frame else {
+                    return Err(corrupt("scan before the frame header").into());
+                };
+                let ns = usize::from(*body.first().unwrap_or(&0));
+                if ns != f.comps.len() || body.len() != 4 + 2 * ns {
+                    // Not one scan with every component: the general decoder.
+                    return Err(Declined::NotForUs);
+                }
+                let sel = &body[1..1 + 2 * ns];
+                let spectral = &body[1 + 2 * ns..];
+                if spectral != [0, 63, 0] {
+                    return Err(Declined::NotForUs);
+                }
+                let mut assigned = [false; 3];
+                for (i, s) in sel.chunks_exact(2).enumerate() {
+                    let c = &mut f.comps[i];
+                    if usize::from(s[0]) != c.td || assigned[i] {
+                        return Err(Declined::NotForUs);
+                    }
+                    assigned[i] = true;
+                    c.td = usize::from(s[1] >> 4);
+                    c.ta = usize::from(s[1] & 15);
+                    if c.td > 3 || c.ta > 3 {
+                        return Err(corrupt("scan names a Huffman table index > 3").into());
+                    }
+                    if tables.dc[c.td].is_none() || tables.ac[c.ta].is_none() {
+                        return Err(corrupt("scan uses an undefined Huffman table").into());
+                    }
+                    if !qt_seen[c.tq] {
+                        return Err(corrupt("component uses an undefined quantisation table").into());
+                    }
+                }
+                f.qt = qt;
+                f.restart_interval = restart_interval;
+                f.scan_start = next;
+                return Ok((f, tables));
+            }
+            0xD8 => return Err(corrupt("second SOI marker").into()),
+            0xD9 => return Err(corrupt("EOI before the scan").into()),
+            0x02..=0xBF => return Err(corrupt(format!("reserved marker 0xFF{code:02X}")).into()),
+            _ => {}
+        }
+        pos = next;
+    }
+}
+
+/// Entropy-coded data without stuffing, and where each restart interval
+/// starts in it.
+struct Entropy {
+    data: Vec<u8>,
+    /// (start, end) byte offsets of each restart segment.
+    segments: Vec<(usize, usize)>,
+}
+
+fn destuff(input: &[u8], start: usize, restarts: bool) -> Result<Entropy, Error> {
+    let mut data = Vec::with_capacity(input.len().saturating_sub(start) + 8);
+    let mut segments = Vec::new();
+    let mut seg_start = 0usize;
+    let mut i = start;
+    loop {
+        let Some(off) = memchr::memchr(0xFF, &input[i..]) else {
+            return Err(corrupt("scan truncated (no marker after the entropy-coded data)"));
+        };
+        data.extend_from_slice(&input[i..i + off]);
+        let mut k = i + off + 1;
+        while input.get(k) == Some(&0xFF) {
+            k += 1;
+        }
+        match input.get(k) {
+            None => return Err(corrupt("scan truncated inside a marker")),
+            Some(0) => {
+                data.push(0xFF);
+                i = k + 1;
+            }
+            Some(0xD0..=0xD7) if restarts => {
+                segments.push((seg_start, data.len()));
+                seg_start = data.len();
+                i = k + 1;
+            }
+            Some(_) => break,
+        }
+    }
+    segments.push((seg_start, data.len()));
+    data.extend_from_slice(&[0; 8]);
+    Ok(Entropy { data, segments })
+}
+
+/// Decoded samples of one component for a block-aligned window.
+pub(crate) struct Plane {
+    pub data: Vec<u8>,
+    pub stride: usize,
+    /// Component-sample coordinates of `data[0]`.
+    pub x0: usize,
+    pub y0: usize,
+    pub comp: Component,
+}
+
+impl Plane {
+    /// Samples `x..x + n` of component row `y` (both absolute).
+    #[inline(always)]
+    pub fn row(&self, y: usize, x: usize, n: usize) -> &[u8] {
+        let at = (y - self.y0) * self.stride + (x - self.x0);
+        &self.data[at..at + n]
+    }
+}
+
+/// What the decoder produced for a luma window.
+pub(crate) struct Decoded {
+    pub width: usize,
+    pub height: usize,
+    pub planes: Vec<Plane>,
+    /// Luma sampling factors relative to chroma (1 or 2 each); (1, 1) for
+    /// grayscale.
+    pub fx: usize,
+    pub fy: usize,
+}
+
+/// Decodes the blocks the full-resolution window `[x0, x1) x [y0, y1)`
+/// needs (plus the chroma context fancy upsampling reads).
+pub(crate) fn decode(
+    input: &[u8],
+    x0: usize,
+    x1: usize,
+    y0: usize,
+    y1: usize,
+) -> Result<Decoded, Declined> {
+    let (f, tables) = parse(input)?;
+    if x1 > f.width || y1 > f.height || x0 >= x1 || y0 >= y1 {
+        return Err(corrupt("decode window outside the image").into());
+    }
+    let ri = f.restart_interval;
+    let ent = destuff(input, f.scan_start, ri > 0)?;
+    let (fx, fy) = if f.comps.len() == 1 { (1, 1) } else { (f.hmax, f.vmax) };
+    // Per component: the block window to reconstruct.
+    let mut win = Vec::with_capacity(f.comps.len());
+    let mut planes = Vec::with_capacity(f.comps.len());
+    for c in &f.comps {
+        let (sx, sy) = (f.hmax / c.h, f.vmax / c.v);
+        // Full-resolution range -> component samples, with one sample of
+        // context either side where upsampling reads neighbours.
+        let (mut cx0, mut cx1) = (x0 / sx, (x1 - 1) / sx + 1);
+        let (mut cy0, mut cy1) = (y0 / sy, (y1 - 1) / sy + 1);
+        if sx > 1 {
+            cx0 = cx0.saturating_sub(1);
+            cx1 = (cx1 + 1).min(c.dw);
+        }
+        if sy > 1 {
+            cy0 = cy0.saturating_sub(1);
+            cy1 = (cy1 + 1).min(c.dh);
+        }
+        let (bx0, bx1) = (cx0 / 8, cx1.div_ceil(8));
+        let (by0, by1) = (cy0 / 8, cy1.div_ceil(8));
+        let stride = (bx1 - bx0) * 8;
+        let rows = (by1 - by0) * 8;
+        win.push((bx0, bx1, by0, by1));
+        planes.push(Plane {
+            data: vec![0u8; stride * rows],
+            stride,
+            x0: bx0 * 8,
+            y0: by0 * 8,
+            comp: *c,
+        });
+    }
+    let (mcux, mcuy) = if f.comps.len() == 1 {
+        (f.width.div_ceil(8), f.height.div_ceil(8))
+    } else {
+        (
+            f.width.div_ceil(8 * f.hmax),
+            f.height.div_ceil(8 * f.vmax),
+        )
+    };
+    // Last MCU row any window needs.
+    let last_row = f
+        .comps
+        .iter()
+        .zip(&win)
+        .map(|(c, w)| (w.3 - 1) / c.v)
+        .max()
+        .unwrap_or(0)
+        .min(mcuy - 1);
+    if ri > 0 {
+        let total = mcux * mcuy;
+        if ent.segments.len() < total.div_ceil(ri) {
+            return Err(corrupt(format!(
+                "scan has {} restart intervals, the frame needs {}",
+                ent.segments.len(),
+                total.div_ceil(ri)
+            ))
+            .into());
+        }
+    }
+    let dc: Vec<&Huff> = f
+        .comps
+        .iter()
+        .map(|c| tables.dc[c.td].as_ref())
+        .collect::<Option<_>>()
+        .ok_or_else(|| corrupt("undefined Huffman table"))?;
+    let ac: Vec<&Huff> = f
+        .comps
+        .iter()
+        .map(|c| tables.ac[c.ta].as_ref())
+        .collect::<Option<_>>()
+        .ok_or_else(|| corrupt("undefined Huffman table"))?;
+    let mut pred = [0i32; 3];
+    let mut seg = 0usize;
+    let mut bits = Bits::at(&ent.data, ent.segments[0].0);
+    let mut blk = [0i16; 64];
+    let mut mcu = 0usize;
+    for my in 0..=last_row {
+        for mx in 0..mcux {
+            if ri > 0 && mcu > 0 && mcu % ri == 0 {
+                if bits.pos() > ent.segments[seg].1 * 8 {
+                    return Err(corrupt("restart interval runs past its data").into());
+                }
+                seg += 1;
+                bits = Bits::at(&ent.data, ent.segments[seg].0);
+                pred = [0; 3];
+            }
+            mcu += 1;
+            for (ci, c) in f.comps.iter().enumerate() {
+                let (bx0, bx1, by0, by1) = win[ci];
+                let qt = &f.qt[c.tq];
+                for v in 0..c.v {
+                    let by = my * c.v + v;
+                    for h in 0..c.h {
+                        let bx = mx * c.h + h;
+                        let keep = (bx0..bx1).contains(&bx) && (by0..by1).contains(&by);
+                        let ac_nonzero =
+                            decode_block(&mut bits, dc[ci], ac[ci], &mut pred[ci], &mut blk)?;
+                        if keep {
+                            let p = &mut planes[ci];
+                            let at = (by - by0) * 8 * p.stride + (bx - bx0) * 8;
+                            if ac_nonzero {
+                                idct_islow(&blk, qt, &mut p.data[at..], p.stride);
+                            } else {
+                                dc_only(blk[0], qt[0], &mut p.data[at..], p.stride);
+                            }
+                        }
+                        blk = [0; 64];
+                    }
+                }
+            }
+        }
+        let end = ent.segments[seg].1 * 8;
+        if bits.pos() > end {
+            return Err(corrupt("scan data ends inside an MCU (truncated or corrupt)").into());
+        }
+    }
+    Ok(Decoded {
+        width: f.width,
+        height: f.height,
+        planes,
+        fx,
+        fy,
+    })
+}
+
+/// The ISLOW IDCT of a block whose AC coefficients are all zero: every
+/// sample is `(dc * q * 4 + 16) >> 5` + 128, clamped (its two passes).
+#[inline(always)]
+fn dc_only(dc: i16, q: u16, out: &mut [u8], stride: usize) {
+    let x = i32::from(dc).wrapping_mul(i32::from(q)).wrapping_shl(2);
+    let v = (x.wrapping_add(16) >> 5).wrapping_add(128).clamp(0, 255) as u8;
+    for r in 0..8 {
+        out[r * stride..r * stride + 8].fill(v);
+    }
+}
+
+/// Decodes one block's coefficients (natural order, not dequantised) into
+/// `blk` (which must be zero); returns whether any AC coefficient is set.
+#[inline(always)]
+fn decode_block(
+    bits: &mut Bits,
+    dc: &Huff,
+    ac: &Huff,
+    pred: &mut i32,
+    blk: &mut [i16; 64],
+) -> Result<bool, Error> {
+    bits.refill();
+    let w = bits.acc;
+    let (s, len) = dc.decode(w)?;
+    let diff = if s == 0 {
+        0
+    } else {
+        extend(((w << len) >> (64 - s)) as i32, s)
+    };
+    bits.consume(len + s);
+    *pred = pred.wrapping_add(diff);
+    blk[0] = *pred as i16;
+    let mut k = 1usize;
+    let mut any = false;
+    while k < 64 {
+        // Each symbol takes at most 16 + 15 bits.
+        if bits.n < 32 {
+            bits.refill();
+        }
+        let w = bits.acc;
+        let fast = ac.fast_ac[(w >> (64 - LUT_BITS)) as usize];
+        if fast != 0 {
+            bits.consume((fast & 0xFF) as u32);
+            if fast & FAST_EOB != 0 {
+                break;
+            }
+            k += ((fast >> 8) & 15) as usize;
+            blk[usize::from(NATURAL[k])] = (fast >> 16) as i16;
+            k += 1;
+            any = true;
+            continue;
+        }
+        let (rs, len) = ac.decode(w)?;
+        let (r, s) = (rs >> 4, rs & 15);
+        if s == 0 {
+            bits.consume(len);
+            if r == 15 {
+                k += 16;
+                continue;
+            }
+            break;
+        }
+        k += r as usize;
+        let v = extend(((w << len) >> (64 - s)) as i32, s);
+        blk[usize::from(NATURAL[k])] = v as i16;
+        bits.consume(len + s);
+        k += 1;
+        any = true;
+    }
+    Ok(any)
+}

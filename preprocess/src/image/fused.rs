@@ -1,0 +1,129 @@
+//! The fused pipeline for what our baseline decoder takes: decode only the
+//! blocks the resize window reads, then per source row: upsample + colour
+//! convert into planar R/G/B rows and run the horizontal pass at once (the
+//! rows stay in L1), then the vertical pass over the kept rows.
+//!
+//! Same arithmetic as [`super::resize_crop`] with the horizontal pass first
+//! (Pillow <= 12's order), so the output equals decoding the whole image
+//! and resizing it.
+
+use super::baseline::{self, Declined};
+use super::color::{self, Rows};
+use super::resample::{self, HKernel};
+use super::{crop_start, resized_size};
+
+/// Row-planar `c` x `c` crop (each row: `c` samples of channel 0, then 1,
+/// then 2; one channel for grayscale) and the channel count.
+pub(crate) fn resize_crop(
+    input: &[u8],
+    w: u32,
+    h: u32,
+    resize: u32,
+    c: u32,
+) -> Result<(Vec<u8>, usize), Declined> {
+    struct Job<'a> {
+        input: &'a [u8],
+        w: u32,
+        h: u32,
+        resize: u32,
+        c: u32,
+    }
+    impl pulp::WithSimd for Job<'_> {
+        type Output = Result<(Vec<u8>, usize), Declined>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+            inner(self.input, self.w, self.h, self.resize, self.c)
+        }
+    }
+    pulp::Arch::new().dispatch(Job {
+        input,
+        w,
+        h,
+        resize,
+        c,
+    })
+}
+
+/// `[lo, hi)` of source samples the fixed-layout weights read.
+fn span(f: &resample::Fixed) -> (usize, usize) {
+    let lo = f.start.iter().copied().min().unwrap_or(0) as usize;
+    let hi = f.start.iter().copied().max().unwrap_or(0) as usize + f.k;
+    (lo, hi)
+}
+
+#[inline(always)]
+fn inner(input: &[u8], w: u32, h: u32, resize: u32, c: u32) -> Result<(Vec<u8>, usize), Declined> {
+    let (nw, nh) = resized_size(w, h, resize);
+    let (left, top) = (crop_start(nw, c), crop_start(nh, c));
+    // Equal sizes give identity weights (one tap of 1.0), which is what
+    // skipping the pass gives.
+    let cx = resample::coeffs(w, nw, left, c).fixed(w);
+    let cy = resample::coeffs(h, nh, top, c).fixed(h);
+    let (x0, x1) = span(&cx);
+    let (y0, y1) = span(&cy);
+    let d = baseline::decode(input, x0, x1, y0, y1)?;
+    let ch = d.planes.len();
+    let cs = c as usize;
+    let hk = HKernel::new(&cx, x0 as u32);
+    let n = x1 - x0;
+    let len = hk.src_len().max(n);
+    let (mut r, mut g, mut b) = (vec![0u8; len], vec![0u8; len], vec![0u8; len]);
+    let row_len = ch * cs;
+    let mut tmp = vec![0u8; (y1 - y0) * row_len];
+    let mut scratch = Rows::default();
+    for (y, t) in (y0..y1).zip(tmp.chunks_exact_mut(row_len)) {
+        color::rgb_row(&d, y, x0, n, &mut scratch, &mut r, &mut g, &mut b);
+        hk.apply(&r, &mut t[..cs]);
+        if ch == 3 {
+            hk.apply(&g, &mut t[cs..2 * cs]);
+            hk.apply(&b, &mut t[2 * cs..]);
+        }
+    }
+    let mut out = vec![0u8; cs * row_len];
+    let k = cy.k;
+    let mut rows: Vec<&[u8]> = Vec::with_capacity(k);
+    for (i, o) in out.chunks_exact_mut(row_len).enumerate() {
+        let s0 = cy.start[i] as usize - y0;
+        rows.clear();
+        rows.extend((0..k).map(|t| &tmp[(s0 + t) * row_len..(s0 + t + 1) * row_len]));
+        resample::vertical_row(&rows, &cy.w[i * k..(i + 1) * k], o);
+    }
+    Ok((out, ch))
+}
+
+/// Whole image as interleaved RGB (or grayscale): what Pillow's decode
+/// gives, for tests and the decode-only bench.
+pub(crate) fn decode_full(input: &[u8], w: u32, h: u32) -> Result<(Vec<u8>, usize), Declined> {
+    struct Job<'a>(&'a [u8], u32, u32);
+    impl pulp::WithSimd for Job<'_> {
+        type Output = Result<(Vec<u8>, usize), Declined>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
+            decode_full_inner(self.0, self.1, self.2)
+        }
+    }
+    pulp::Arch::new().dispatch(Job(input, w, h))
+}
+
+#[inline(always)]
+fn decode_full_inner(input: &[u8], w: u32, h: u32) -> Result<(Vec<u8>, usize), Declined> {
+    let (w, h) = (w as usize, h as usize);
+    let d = baseline::decode(input, 0, w, 0, h)?;
+    let ch = d.planes.len();
+    let (mut r, mut g, mut b) = (vec![0u8; w], vec![0u8; w], vec![0u8; w]);
+    let mut scratch = Rows::default();
+    let mut out = vec![0u8; w * h * ch];
+    for (y, o) in out.chunks_exact_mut(w * ch).enumerate() {
+        color::rgb_row(&d, y, 0, w, &mut scratch, &mut r, &mut g, &mut b);
+        if ch == 1 {
+            o.copy_from_slice(&r);
+        } else {
+            for (x, px) in o.chunks_exact_mut(3).enumerate() {
+                px[0] = r[x];
+                px[1] = g[x];
+                px[2] = b[x];
+            }
+        }
+    }
+    Ok((out, ch))
+}

@@ -1,0 +1,45 @@
+//! Our baseline decoder against Pillow's decoded pixels (libjpeg-turbo):
+//! fixtures/golden/images/index.json records the SHA-256 of the bytes
+//! Pillow decodes each fixture to; for every file the card takes we must
+//! decode exactly those bytes, through our own decoder (not the general one).
+
+use preba_preprocess::image::{DecoderUsed, card_supports, decode_only};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn decoded_pixels_equal_pillow_for_every_card_input() {
+    let p = root().join("fixtures/golden/images/index.json");
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for (name, entry) in index["files"].as_object().unwrap() {
+        let data = std::fs::read(root().join("fixtures/images").join(name)).unwrap();
+        if entry["outcome"] != "ok" {
+            continue;
+        }
+        card_supports(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = entry["decoded_sha256"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no decoded_sha256 in the index"));
+        let (px, ch, used) = decode_only(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(used, DecoderUsed::Baseline, "{name}: card input not decoded by ours");
+        let mode = entry["mode"].as_str().unwrap();
+        assert_eq!(ch, if mode == "L" { 1 } else { 3 }, "{name}: channels vs mode {mode}");
+        let got = format!("{:x}", Sha256::digest(&px));
+        if got != want {
+            mismatches.push(name.clone());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} card-supported fixtures");
+    assert!(mismatches.is_empty(), "decoded pixels differ from Pillow: {mismatches:?}");
+}
