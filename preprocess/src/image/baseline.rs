@@ -22,16 +22,16 @@
 use super::idct::idct_islow;
 use crate::Error;
 
-/// Zigzag position -> natural (row-major) index; 16 extra entries clamp a
+/// Zigzag position -> natural (row-major) index; the extra entries clamp a
 /// run past the end of a corrupt block to the last coefficient, as
-/// libjpeg's table does.
-const NATURAL: [u8; 80] = {
+/// libjpeg's table does (128 long so `k & 127` needs no bounds check).
+const NATURAL: [u8; 128] = {
     let zz: [u8; 64] = [
         0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
         20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
         58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
     ];
-    let mut t = [63u8; 80];
+    let mut t = [63u8; 128];
     let mut i = 0;
     while i < 64 {
         t[i] = zz[i];
@@ -481,8 +481,14 @@ struct Entropy {
     segments: Vec<(usize, usize)>,
 }
 
-fn destuff(input: &[u8], start: usize, restarts: bool) -> Result<Entropy, Error> {
-    let mut data = Vec::with_capacity(input.len().saturating_sub(start) + 8);
+fn destuff(
+    input: &[u8],
+    start: usize,
+    restarts: bool,
+    mut data: Vec<u8>,
+) -> Result<Entropy, Error> {
+    data.clear();
+    data.reserve(input.len().saturating_sub(start) + 8);
     let mut segments = Vec::new();
     let mut seg_start = 0usize;
     let mut i = start;
@@ -552,13 +558,51 @@ pub(crate) fn decode(
     x1: usize,
     y0: usize,
     y1: usize,
+    bufs: &mut Buffers,
 ) -> Result<Decoded, Declined> {
     let (f, tables) = parse(input)?;
     if x1 > f.width || y1 > f.height || x0 >= x1 || y0 >= y1 {
         return Err(corrupt("decode window outside the image").into());
     }
     let ri = f.restart_interval;
-    let ent = destuff(input, f.scan_start, ri > 0)?;
+    let ent = destuff(
+        input,
+        f.scan_start,
+        ri > 0,
+        std::mem::take(&mut bufs.entropy),
+    )?;
+    let result = reconstruct(&f, &tables, &ent, x0, x1, y0, y1, bufs);
+    bufs.entropy = ent.data;
+    result
+}
+
+/// Reusable memory of [`decode`], so a stream of images does not fault in
+/// fresh pages for every one.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    entropy: Vec<u8>,
+    planes: Vec<Vec<u8>>,
+}
+
+impl Decoded {
+    /// Returns the planes' memory to `bufs`.
+    pub fn recycle(self, bufs: &mut Buffers) {
+        bufs.planes.extend(self.planes.into_iter().map(|p| p.data));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reconstruct(
+    f: &Frame,
+    tables: &Tables,
+    ent: &Entropy,
+    x0: usize,
+    x1: usize,
+    y0: usize,
+    y1: usize,
+    bufs: &mut Buffers,
+) -> Result<Decoded, Declined> {
+    let ri = f.restart_interval;
     let (fx, fy) = if f.comps.len() == 1 { (1, 1) } else { (f.hmax, f.vmax) };
     // Per component: the block window to reconstruct.
     let mut win = Vec::with_capacity(f.comps.len());
@@ -582,8 +626,13 @@ pub(crate) fn decode(
         let stride = (bx1 - bx0) * 8;
         let rows = (by1 - by0) * 8;
         win.push((bx0, bx1, by0, by1));
+        // Stale bytes are fine: every block of the window is written.
+        let mut data = bufs.planes.pop().unwrap_or_default();
+        if data.len() < stride * rows {
+            data.resize(stride * rows, 0);
+        }
         planes.push(Plane {
-            data: vec![0u8; stride * rows],
+            data,
             stride,
             x0: bx0 * 8,
             y0: by0 * 8,
@@ -697,6 +746,7 @@ fn dc_only(dc: i16, q: u16, out: &mut [u8], stride: usize) {
 
 /// Decodes one block's coefficients (natural order, not dequantised) into
 /// `blk` (which must be zero); returns whether any AC coefficient is set.
+/// The bit state lives in locals during the block so it stays in registers.
 #[inline(always)]
 fn decode_block(
     bits: &mut Bits,
@@ -716,30 +766,37 @@ fn decode_block(
     bits.consume(len + s);
     *pred = pred.wrapping_add(diff);
     blk[0] = *pred as i16;
+    let fast_ac: &[i32; LUT_SIZE] = &ac.fast_ac;
+    let (mut acc, mut n) = (bits.acc, bits.n);
     let mut k = 1usize;
     let mut any = false;
     while k < 64 {
         // Each symbol takes at most 16 + 15 bits.
-        if bits.n < 32 {
+        if n < 32 {
+            bits.acc = acc;
+            bits.n = n;
             bits.refill();
+            (acc, n) = (bits.acc, bits.n);
         }
-        let w = bits.acc;
-        let fast = ac.fast_ac[(w >> (64 - LUT_BITS)) as usize];
+        let fast = fast_ac[(acc >> (64 - LUT_BITS)) as usize];
         if fast != 0 {
-            bits.consume((fast & 0xFF) as u32);
+            let l = (fast & 0xFF) as u32;
+            acc <<= l;
+            n -= l;
             if fast & FAST_EOB != 0 {
                 break;
             }
             k += ((fast >> 8) & 15) as usize;
-            blk[usize::from(NATURAL[k])] = (fast >> 16) as i16;
+            blk[usize::from(NATURAL[k & 127])  & 63] = (fast >> 16) as i16;
             k += 1;
             any = true;
             continue;
         }
-        let (rs, len) = ac.decode(w)?;
+        let (rs, len) = ac.decode(acc)?;
         let (r, s) = (rs >> 4, rs & 15);
         if s == 0 {
-            bits.consume(len);
+            acc <<= len;
+            n -= len;
             if r == 15 {
                 k += 16;
                 continue;
@@ -747,11 +804,14 @@ fn decode_block(
             break;
         }
         k += r as usize;
-        let v = extend(((w << len) >> (64 - s)) as i32, s);
-        blk[usize::from(NATURAL[k])] = v as i16;
-        bits.consume(len + s);
+        let v = extend(((acc << len) >> (64 - s)) as i32, s);
+        blk[usize::from(NATURAL[k & 127]) & 63] = v as i16;
+        acc <<= len + s;
+        n -= len + s;
         k += 1;
         any = true;
     }
+    bits.acc = acc;
+    bits.n = n;
     Ok(any)
 }

@@ -11,6 +11,7 @@ use super::baseline::{self, Declined};
 use super::color::{self, Rows};
 use super::resample::{self, HKernel};
 use super::{crop_start, resized_size};
+use std::cell::Cell;
 
 /// Row-planar `c` x `c` crop (each row: `c` samples of channel 0, then 1,
 /// then 2; one channel for grayscale) and the channel count.
@@ -27,21 +28,28 @@ pub(crate) fn resize_crop(
         h: u32,
         resize: u32,
         c: u32,
+        s: &'a mut Scratch,
     }
     impl pulp::WithSimd for Job<'_> {
         type Output = Result<(Vec<u8>, usize), Declined>;
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
-            inner(self.input, self.w, self.h, self.resize, self.c)
+            inner(self.input, self.w, self.h, self.resize, self.c, self.s)
         }
     }
-    pulp::Arch::new().dispatch(Job {
+    // Taken out of the thread-local around the dispatch: a closure inside
+    // it would be compiled without the vector extensions.
+    let mut scratch = SCRATCH.with(Cell::take).unwrap_or_default();
+    let out = pulp::Arch::new().dispatch(Job {
         input,
         w,
         h,
         resize,
         c,
-    })
+        s: &mut scratch,
+    });
+    SCRATCH.with(|c| c.set(Some(scratch)));
+    out
 }
 
 /// `[lo, hi)` of source samples the fixed-layout weights read.
@@ -51,8 +59,29 @@ fn span(f: &resample::Fixed) -> (usize, usize) {
     (lo, hi)
 }
 
+/// Per-thread memory reused from image to image (fresh pages for every
+/// image cost more than some of the stages).
+#[derive(Default)]
+struct Scratch {
+    decode: baseline::Buffers,
+    rows: [Vec<u8>; 3],
+    tmp: Vec<u8>,
+    color: Rows,
+}
+
+thread_local! {
+    static SCRATCH: Cell<Option<Scratch>> = const { Cell::new(None) };
+}
+
 #[inline(always)]
-fn inner(input: &[u8], w: u32, h: u32, resize: u32, c: u32) -> Result<(Vec<u8>, usize), Declined> {
+fn inner(
+    input: &[u8],
+    w: u32,
+    h: u32,
+    resize: u32,
+    c: u32,
+    s: &mut Scratch,
+) -> Result<(Vec<u8>, usize), Declined> {
     let (nw, nh) = resized_size(w, h, resize);
     let (left, top) = (crop_start(nw, c), crop_start(nh, c));
     // Equal sizes give identity weights (one tap of 1.0), which is what
@@ -61,22 +90,29 @@ fn inner(input: &[u8], w: u32, h: u32, resize: u32, c: u32) -> Result<(Vec<u8>, 
     let cy = resample::coeffs(h, nh, top, c).fixed(h);
     let (x0, x1) = span(&cx);
     let (y0, y1) = span(&cy);
-    let d = baseline::decode(input, x0, x1, y0, y1)?;
+    let d = baseline::decode(input, x0, x1, y0, y1, &mut s.decode)?;
     let ch = d.planes.len();
     let cs = c as usize;
     let hk = HKernel::new(&cx, x0 as u32);
     let n = x1 - x0;
     let len = hk.src_len().max(n);
-    let (mut r, mut g, mut b) = (vec![0u8; len], vec![0u8; len], vec![0u8; len]);
+    let [r, g, b] = &mut s.rows;
+    for v in [&mut *r, &mut *g, &mut *b] {
+        v.clear();
+        v.resize(len, 0);
+    }
     let row_len = ch * cs;
-    let mut tmp = vec![0u8; (y1 - y0) * row_len];
-    let mut scratch = Rows::default();
+    let tmp = &mut s.tmp;
+    if tmp.len() < (y1 - y0) * row_len {
+        tmp.resize((y1 - y0) * row_len, 0);
+    }
+    let tmp = &mut tmp[..(y1 - y0) * row_len];
     for (y, t) in (y0..y1).zip(tmp.chunks_exact_mut(row_len)) {
-        color::rgb_row(&d, y, x0, n, &mut scratch, &mut r, &mut g, &mut b);
-        hk.apply(&r, &mut t[..cs]);
+        color::rgb_row(&d, y, x0, n, &mut s.color, r, g, b);
+        hk.apply(r, &mut t[..cs]);
         if ch == 3 {
-            hk.apply(&g, &mut t[cs..2 * cs]);
-            hk.apply(&b, &mut t[2 * cs..]);
+            hk.apply(g, &mut t[cs..2 * cs]);
+            hk.apply(b, &mut t[2 * cs..]);
         }
     }
     let mut out = vec![0u8; cs * row_len];
@@ -88,6 +124,7 @@ fn inner(input: &[u8], w: u32, h: u32, resize: u32, c: u32) -> Result<(Vec<u8>, 
         rows.extend((0..k).map(|t| &tmp[(s0 + t) * row_len..(s0 + t + 1) * row_len]));
         resample::vertical_row(&rows, &cy.w[i * k..(i + 1) * k], o);
     }
+    d.recycle(&mut s.decode);
     Ok((out, ch))
 }
 
@@ -108,7 +145,7 @@ pub(crate) fn decode_full(input: &[u8], w: u32, h: u32) -> Result<(Vec<u8>, usiz
 #[inline(always)]
 fn decode_full_inner(input: &[u8], w: u32, h: u32) -> Result<(Vec<u8>, usize), Declined> {
     let (w, h) = (w as usize, h as usize);
-    let d = baseline::decode(input, 0, w, 0, h)?;
+    let d = baseline::decode(input, 0, w, 0, h, &mut baseline::Buffers::default())?;
     let ch = d.planes.len();
     let (mut r, mut g, mut b) = (vec![0u8; w], vec![0u8; w], vec![0u8; w]);
     let mut scratch = Rows::default();

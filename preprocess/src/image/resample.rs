@@ -200,7 +200,6 @@ pub(crate) fn vertical_fixed(
 // without AVX2).
 // ---------------------------------------------------------------------------
 
-pub(crate) static NO_SINGLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Bit position of the weight split (see above).
 const SPLIT: u32 = 11;
 /// Largest absolute weight sum for which the split arithmetic is used.
@@ -266,11 +265,13 @@ fn single_weight(w: i32) -> ([i16; 2], i32) {
 /// and goes to the low sum; the third block holds the high sum's starting
 /// values (`HALF` plus that constant, in units of `2^11`).
 struct Shuffle {
-    /// Tap pairs per output (`k / 2`).
+    /// Tap pairs per output: `k / 2` with one window per vector, else
+    /// `loads * group` (the last ones padded with zeros).
     pairs: usize,
-    /// The tap count is odd: the last tap is a single one.
+    /// One window per vector and the tap count is odd: the last tap is a
+    /// single one.
     single: bool,
-    /// Units (pairs and the single) per window load.
+    /// Units (pairs and the single) per window.
     group: usize,
     /// Windows per vector.
     loads: usize,
@@ -283,6 +284,7 @@ struct Shuffle {
 }
 
 impl Shuffle {
+    /// Blocks per vector.
     fn blocks(&self) -> usize {
         3 * (self.pairs + usize::from(self.single))
     }
@@ -295,9 +297,9 @@ struct Wide {
     blocks: usize,
     /// Window start per output (padded to whole chunks).
     base: Vec<u32>,
-    /// Weight halves per output and block (16 taps each).
-    wh: Vec<[i16; 16]>,
-    wl: Vec<[i16; 16]>,
+    /// Per output and block (16 taps each): the high and the low halves of
+    /// the weights, as words.
+    w: Vec<Block>,
 }
 
 enum Mode {
@@ -381,23 +383,32 @@ impl HKernel {
         if hi == 0 { (0, 0) } else { (lo, hi) }
     }
 
-    /// The shuffle layout: one window per vector if possible, else one
-    /// per half; as many taps per window as fit.
+    /// The shuffle layout: one window per vector (or half) if possible,
+    /// else one per group of up to three tap pairs; one window for all
+    /// eight outputs rather than one per half where possible.
     fn shuffle(&self) -> Option<Shuffle> {
         if self.len < 16 {
             return None;
         }
         let units = self.k.div_ceil(2);
-        (1..=units)
-            .rev()
+        let one = (units <= 5).then_some(units);
+        let split = (1..units.min(4)).rev();
+        one.into_iter()
+            .chain(split)
             .flat_map(|g| [(g, true), (g, false)])
             .find_map(|(g, whole)| self.shuffle_with(g, whole))
     }
 
     fn shuffle_with(&self, group: usize, whole: bool) -> Option<Shuffle> {
-        let (pairs, single) = if NO_SINGLE.load(std::sync::atomic::Ordering::Relaxed) { (self.k.div_ceil(2), false) } else { (self.k / 2, self.k % 2 == 1) };
+        let loads = self.k.div_ceil(2).div_ceil(group);
+        // With several windows, only pairs, as many as fill them (the
+        // extra ones all zero): the kernel is then one loop shape.
+        let (pairs, single) = if loads == 1 {
+            (self.k / 2, self.k % 2 == 1)
+        } else {
+            (loads * group, false)
+        };
         let units = pairs + usize::from(single);
-        let loads = units.div_ceil(group);
         let vectors = self.n.div_ceil(CHUNK) * CHUNK / VEC;
         let blocks = 3 * units;
         let mut bases = vec![[0u32; 2]; vectors * loads];
@@ -484,8 +495,7 @@ impl HKernel {
         }
         let slots = self.n.div_ceil(CHUNK) * CHUNK;
         let mut base = vec![0u32; slots];
-        let mut wh = vec![[0i16; 16]; slots * blocks];
-        let mut wl = vec![[0i16; 16]; slots * blocks];
+        let mut w = vec![Block([0; 32]); slots * 2 * blocks];
         for o in 0..self.n {
             let s = self.start[o] as usize;
             let b = s.min(self.len - win);
@@ -493,16 +503,12 @@ impl HKernel {
             for t in 0..self.k {
                 let at = s + t - b;
                 let (h, l) = split(self.w[o * self.k + t]);
-                wh[o * blocks + at / 16][at % 16] = h;
-                wl[o * blocks + at / 16][at % 16] = l;
+                let blk = (o * blocks + at / 16) * 2;
+                set_i16(&mut w[blk], at % 16, h);
+                set_i16(&mut w[blk + 1], at % 16, l);
             }
         }
-        Some(Wide {
-            blocks,
-            base,
-            wh,
-            wl,
-        })
+        Some(Wide { blocks, base, w })
     }
 
     /// `out[j] = clamp((HALF + sum_t w[j][t] * src[start[j] - col0 + t]) >> 22, 0, 255)`
@@ -576,20 +582,48 @@ mod v3 {
         fn call(self) {
             let Horizontal(simd, mode, src, out) = self;
             match mode {
-                Mode::Shuffle(s) if s.loads == 1 => match (s.pairs, s.single, s.whole) {
-                    (0, true, true) => shuffle_k::<0, true, true>(simd, s, src, out),
-                    (1, false, true) => shuffle_k::<1, false, true>(simd, s, src, out),
-                    (1, true, true) => shuffle_k::<1, true, true>(simd, s, src, out),
-                    (2, false, true) => shuffle_k::<2, false, true>(simd, s, src, out),
-                    (2, true, true) => shuffle_k::<2, true, true>(simd, s, src, out),
-                    (1, false, false) => shuffle_k::<1, false, false>(simd, s, src, out),
-                    (1, true, false) => shuffle_k::<1, true, false>(simd, s, src, out),
-                    (2, false, false) => shuffle_k::<2, false, false>(simd, s, src, out),
-                    (2, true, false) => shuffle_k::<2, true, false>(simd, s, src, out),
-                    _ => shuffle_dyn(simd, s, src, out),
+                Mode::Shuffle(s) if s.loads == 1 => {
+                    macro_rules! one {
+                        ($($nb:literal)*) => {
+                            match (s.blocks(), s.single, s.whole) {
+                                $(
+                                    ($nb, true, true) => shuffle_k::<$nb, true, true>(simd, s, src, out),
+                                    ($nb, false, true) => shuffle_k::<$nb, false, true>(simd, s, src, out),
+                                    ($nb, true, false) => shuffle_k::<$nb, true, false>(simd, s, src, out),
+                                    ($nb, false, false) => shuffle_k::<$nb, false, false>(simd, s, src, out),
+                                )*
+                                _ => unreachable!("one-window shuffle layouts have at most 5 units"),
+                            }
+                        };
+                    }
+                    one!(3 6 9 12 15)
+                }
+                Mode::Shuffle(s) => {
+                    macro_rules! split {
+                        ($($g:literal: $($l:literal)*;)*) => {
+                            match (s.group, s.loads, s.whole) {
+                                $($(
+                                    ($g, $l, true) => shuffle_split::<$g, $l, true>(simd, s, src, out),
+                                    ($g, $l, false) => shuffle_split::<$g, $l, false>(simd, s, src, out),
+                                )*)*
+                                (1, _, true) => shuffle_split_dyn::<1, true>(simd, s, src, out),
+                                (1, _, false) => shuffle_split_dyn::<1, false>(simd, s, src, out),
+                                (2, _, true) => shuffle_split_dyn::<2, true>(simd, s, src, out),
+                                (2, _, false) => shuffle_split_dyn::<2, false>(simd, s, src, out),
+                                (3, _, true) => shuffle_split_dyn::<3, true>(simd, s, src, out),
+                                (3, _, false) => shuffle_split_dyn::<3, false>(simd, s, src, out),
+                                _ => unreachable!("shuffle layouts have at most 3 pairs per window"),
+                            }
+                        };
+                    }
+                    split!(1: 2 3 4 5 6; 2: 2 3; 3: 2;)
+                }
+                Mode::Wide(w) => match w.blocks {
+                    1 => wide_k::<2>(simd, w, src, out),
+                    2 => wide_k::<4>(simd, w, src, out),
+                    3 => wide_k::<6>(simd, w, src, out),
+                    _ => wide_dyn(simd, w, src, out),
                 },
-                Mode::Shuffle(s) => shuffle_dyn(simd, s, src, out),
-                Mode::Wide(w) => wide(simd, w, src, out),
                 Mode::Scalar => unreachable!("scalar mode is not vectorised"),
             }
         }
@@ -727,29 +761,31 @@ mod v3 {
         }
     }
 
-    /// Shuffle kernel with all taps (`P` pairs, then a single one if
-    /// `SINGLE`) read from one window per vector (or half).
+    /// Shuffle kernel with all taps (`NB / 3` units: pairs, the last one
+    /// a single tap if `SINGLE`) read from one window per vector (or half).
     #[inline(always)]
-    fn shuffle_k<const P: usize, const SINGLE: bool, const WHOLE: bool>(
+    fn shuffle_k<const NB: usize, const SINGLE: bool, const WHOLE: bool>(
         simd: V3,
         s: &Shuffle,
         src: &[u8],
         out: &mut [u8],
     ) {
         const V: usize = CHUNK / VEC;
-        let nb = 3 * (P + usize::from(SINGLE));
+        let pairs = NB / 3 - usize::from(SINGLE);
         let half = simd.avx._mm256_set1_epi32(HC);
-        let chunks = s.bases.chunks_exact(V).zip(s.prog.chunks_exact(V * nb));
-        for (c, (bases, prog)) in chunks.enumerate() {
+        let (bases, _) = s.bases.as_chunks::<V>();
+        let (progs, _) = s.prog.as_chunks::<NB>();
+        let (progs, _) = progs.as_chunks::<V>();
+        for (c, (bases, progs)) in bases.iter().zip(progs).enumerate() {
             let mut r = [simd.avx._mm256_setzero_si256(); V];
-            for (i, (r, prog)) in r.iter_mut().zip(prog.chunks_exact(nb)).enumerate() {
-                let win = window::<WHOLE>(simd, src, bases[i]);
+            for ((r, &b), prog) in r.iter_mut().zip(bases).zip(progs) {
+                let win = window::<WHOLE>(simd, src, b);
                 let mut acc = None;
-                for p in 0..P {
+                for p in 0..pairs {
                     acc = Some(step(simd, win, &prog[3 * p..3 * p + 3], acc));
                 }
                 let hc = if SINGLE {
-                    let b = &prog[3 * P..3 * P + 3];
+                    let b = &prog[NB - 3..];
                     acc = Some(single(simd, win, b, acc));
                     pulp::cast(b[2].0)
                 } else {
@@ -762,94 +798,153 @@ mod v3 {
         }
     }
 
-    /// Shuffle kernel, any layout.
+    /// Shuffle kernel with `L` windows per vector, each for `G` tap pairs.
     #[inline(always)]
-    fn shuffle_dyn(simd: V3, s: &Shuffle, src: &[u8], out: &mut [u8]) {
+    fn shuffle_split<const G: usize, const L: usize, const WHOLE: bool>(
+        simd: V3,
+        s: &Shuffle,
+        src: &[u8],
+        out: &mut [u8],
+    ) {
         const V: usize = CHUNK / VEC;
-        let (p, g, nb) = (s.pairs, s.group, s.blocks());
-        let units = p + usize::from(s.single);
+        let zero = simd.avx._mm256_setzero_si256();
         let half = simd.avx._mm256_set1_epi32(HC);
-        let chunks = s.bases.chunks_exact(V * s.loads).zip(s.prog.chunks_exact(V * nb));
-        for (c, (bases, prog)) in chunks.enumerate() {
-            let mut r = [simd.avx._mm256_setzero_si256(); V];
-            let vecs = bases.chunks_exact(s.loads).zip(prog.chunks_exact(nb));
-            for (r, (bases, prog)) in r.iter_mut().zip(vecs) {
-                let mut acc = None;
-                for (l, &b) in bases.iter().enumerate() {
-                    let win = if s.whole {
-                        window::<true>(simd, src, b)
-                    } else {
-                        window::<false>(simd, src, b)
-                    };
-                    for u in l * g..((l + 1) * g).min(units) {
-                        let b = &prog[3 * u..3 * u + 3];
-                        acc = Some(if u < p {
-                            step(simd, win, b, acc)
-                        } else {
-                            single(simd, win, b, acc)
-                        });
+        let (units, _) = s.prog.as_chunks::<3>();
+        let (groups, _) = units.as_chunks::<G>();
+        let (vectors, _) = groups.as_chunks::<L>();
+        let (bases, _) = s.bases.as_chunks::<L>();
+        let chunks = bases.chunks_exact(V).zip(vectors.chunks_exact(V));
+        for (c, (bases, vectors)) in chunks.enumerate() {
+            let mut r = [zero; V];
+            for ((r, bases), groups) in r.iter_mut().zip(bases).zip(vectors) {
+                let (mut hi, mut lo) = (zero, zero);
+                for (&b, group) in bases.iter().zip(groups) {
+                    let win = window::<WHOLE>(simd, src, b);
+                    for u in group {
+                        (hi, lo) = step(simd, win, u, Some((hi, lo)));
                     }
                 }
-                let hc = if s.single {
-                    pulp::cast(prog[nb - 1].0)
-                } else {
-                    half
-                };
-                let (hi, lo) = acc.unwrap();
-                *r = finish_hc(simd, hi, lo, hc);
+                *r = finish_hc(simd, hi, lo, half);
             }
             store(out, c * CHUNK, &pack_ordered(simd, &r));
         }
     }
 
-    /// Per-output windows: each lane's taps multiplied as words, then the
-    /// eight outputs' partial sums reduced together.
+    /// [`shuffle_split`] with any number of windows.
     #[inline(always)]
-    fn wide(simd: V3, s: &Wide, src: &[u8], out: &mut [u8]) {
-        let nb = s.blocks;
-        let bases = s.base.chunks_exact(CHUNK);
-        let wh = s.wh.chunks_exact(CHUNK * nb);
-        let wl = s.wl.chunks_exact(CHUNK * nb);
+    fn shuffle_split_dyn<const G: usize, const WHOLE: bool>(
+        simd: V3,
+        s: &Shuffle,
+        src: &[u8],
+        out: &mut [u8],
+    ) {
+        const V: usize = CHUNK / VEC;
+        let loads = s.loads;
         let zero = simd.avx._mm256_setzero_si256();
-        for (c, ((bases, wh), wl)) in bases.zip(wh).zip(wl).enumerate() {
-            let mut r = [zero; 4];
-            for (i, r) in r.iter_mut().enumerate() {
+        let half = simd.avx._mm256_set1_epi32(HC);
+        let (units, _) = s.prog.as_chunks::<3>();
+        let (groups, _) = units.as_chunks::<G>();
+        let chunks = s.bases.chunks_exact(V * loads).zip(groups.chunks_exact(V * loads));
+        for (c, (bases, groups)) in chunks.enumerate() {
+            let mut r = [zero; V];
+            let vectors = bases.chunks_exact(loads).zip(groups.chunks_exact(loads));
+            for (r, (bases, groups)) in r.iter_mut().zip(vectors) {
+                let (mut hi, mut lo) = (zero, zero);
+                for (&b, group) in bases.iter().zip(groups) {
+                    let win = window::<WHOLE>(simd, src, b);
+                    for u in group {
+                        (hi, lo) = step(simd, win, u, Some((hi, lo)));
+                    }
+                }
+                *r = finish_hc(simd, hi, lo, half);
+            }
+            store(out, c * CHUNK, &pack_ordered(simd, &r));
+        }
+    }
+
+    /// Per-output windows (`W2 / 2` blocks of 16 taps): each lane's taps
+    /// multiplied as words, then the eight outputs' partial sums reduced
+    /// together.
+    #[inline(always)]
+    fn wide_k<const W2: usize>(simd: V3, s: &Wide, src: &[u8], out: &mut [u8]) {
+        const V: usize = CHUNK / VEC;
+        let zero = simd.avx._mm256_setzero_si256();
+        let (slots, _) = s.w.as_chunks::<W2>();
+        let (vectors, _) = slots.as_chunks::<VEC>();
+        let (bases, _) = s.base.as_chunks::<VEC>();
+        let chunks = bases.chunks_exact(V).zip(vectors.chunks_exact(V));
+        for (c, (bases, vectors)) in chunks.enumerate() {
+            let mut r = [zero; V];
+            for ((r, bases), slots) in r.iter_mut().zip(bases).zip(vectors) {
                 // Per lane: the output's eight partial sums.
-                let mut v = [zero; 8];
-                for (q, v) in v.iter_mut().enumerate() {
-                    let slot = i * VEC + q;
-                    let b = bases[slot] as usize;
-                    let mut hi = zero;
-                    let mut lo = zero;
-                    for blk in 0..nb {
-                        let x = simd.avx2._mm256_cvtepu8_epi16(load16(src, b + 16 * blk));
-                        let (h, l) = (wh[slot * nb + blk], wl[slot * nb + blk]);
-                        hi = simd
+                let mut v = [zero; VEC];
+                for ((v, &b), w) in v.iter_mut().zip(bases).zip(slots) {
+                    let (mut hi, mut lo) = (zero, zero);
+                    for (blk, w) in w.as_chunks::<2>().0.iter().enumerate() {
+                        let x = simd
                             .avx2
-                            ._mm256_add_epi32(hi, simd.avx2._mm256_madd_epi16(x, pulp::cast(h)));
-                        lo = simd
-                            .avx2
-                            ._mm256_add_epi32(lo, simd.avx2._mm256_madd_epi16(x, pulp::cast(l)));
+                            ._mm256_cvtepu8_epi16(load16(src, b as usize + 16 * blk));
+                        let h = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[0].0));
+                        let l = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[1].0));
+                        hi = simd.avx2._mm256_add_epi32(hi, h);
+                        lo = simd.avx2._mm256_add_epi32(lo, l);
                     }
                     let hi = simd.avx2._mm256_slli_epi32::<{ SPLIT as i32 }>(hi);
                     *v = simd.avx2._mm256_add_epi32(hi, lo);
                 }
-                // Transpose-reduce: lane q of the result is the sum of v[q].
-                let h01 = simd.avx2._mm256_hadd_epi32(v[0], v[1]);
-                let h23 = simd.avx2._mm256_hadd_epi32(v[2], v[3]);
-                let h45 = simd.avx2._mm256_hadd_epi32(v[4], v[5]);
-                let h67 = simd.avx2._mm256_hadd_epi32(v[6], v[7]);
-                let a = simd.avx2._mm256_hadd_epi32(h01, h23);
-                let b = simd.avx2._mm256_hadd_epi32(h45, h67);
-                let sum = simd.avx2._mm256_add_epi32(
-                    simd.avx2._mm256_permute2x128_si256::<0x20>(a, b),
-                    simd.avx2._mm256_permute2x128_si256::<0x31>(a, b),
-                );
-                let sum = simd.avx2._mm256_add_epi32(sum, simd.avx._mm256_set1_epi32(HALF));
-                *r = simd.avx2._mm256_srai_epi32::<22>(sum);
+                *r = reduce(simd, &v);
             }
             store(out, c * CHUNK, &pack_ordered(simd, &r));
         }
+    }
+
+    /// [`wide_k`] with any number of blocks.
+    #[inline(always)]
+    fn wide_dyn(simd: V3, s: &Wide, src: &[u8], out: &mut [u8]) {
+        const V: usize = CHUNK / VEC;
+        let zero = simd.avx._mm256_setzero_si256();
+        let w2 = 2 * s.blocks;
+        let (bases, _) = s.base.as_chunks::<VEC>();
+        let chunks = bases.chunks_exact(V).zip(s.w.chunks_exact(V * VEC * w2));
+        for (c, (bases, w)) in chunks.enumerate() {
+            let mut r = [zero; V];
+            for ((r, bases), w) in r.iter_mut().zip(bases).zip(w.chunks_exact(VEC * w2)) {
+                let mut v = [zero; VEC];
+                for ((v, &b), w) in v.iter_mut().zip(bases).zip(w.chunks_exact(w2)) {
+                    let (mut hi, mut lo) = (zero, zero);
+                    for (blk, w) in w.as_chunks::<2>().0.iter().enumerate() {
+                        let x = simd
+                            .avx2
+                            ._mm256_cvtepu8_epi16(load16(src, b as usize + 16 * blk));
+                        let h = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[0].0));
+                        let l = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[1].0));
+                        hi = simd.avx2._mm256_add_epi32(hi, h);
+                        lo = simd.avx2._mm256_add_epi32(lo, l);
+                    }
+                    let hi = simd.avx2._mm256_slli_epi32::<{ SPLIT as i32 }>(hi);
+                    *v = simd.avx2._mm256_add_epi32(hi, lo);
+                }
+                *r = reduce(simd, &v);
+            }
+            store(out, c * CHUNK, &pack_ordered(simd, &r));
+        }
+    }
+
+    /// Lane `q` of the result: `(HALF + sum of the lanes of v[q]) >> 22`.
+    #[inline(always)]
+    fn reduce(simd: V3, v: &[__m256i; VEC]) -> __m256i {
+        let h01 = simd.avx2._mm256_hadd_epi32(v[0], v[1]);
+        let h23 = simd.avx2._mm256_hadd_epi32(v[2], v[3]);
+        let h45 = simd.avx2._mm256_hadd_epi32(v[4], v[5]);
+        let h67 = simd.avx2._mm256_hadd_epi32(v[6], v[7]);
+        let a = simd.avx2._mm256_hadd_epi32(h01, h23);
+        let b = simd.avx2._mm256_hadd_epi32(h45, h67);
+        let sum = simd.avx2._mm256_add_epi32(
+            simd.avx2._mm256_permute2x128_si256::<0x20>(a, b),
+            simd.avx2._mm256_permute2x128_si256::<0x31>(a, b),
+        );
+        let sum = simd.avx2._mm256_add_epi32(sum, simd.avx._mm256_set1_epi32(HALF));
+        simd.avx2._mm256_srai_epi32::<22>(sum)
     }
 
     /// Word pair `(a, b)` as the i32 lane value `vpmaddwd` multiplies by.
@@ -1279,6 +1374,9 @@ mod tests {
             (10, 300, 0, 300),
             (300, 31, 0, 31),
             (3000, 40, 0, 40),
+            (5000, 250, 3, 240),
+            (1000, 100, 0, 100),
+            (700, 160, 5, 150),
             (1000, 999, 0, 999),
             (2, 1, 0, 1),
         ]);
@@ -1323,7 +1421,10 @@ mod tests {
     fn mode_name(k: &HKernel) -> &'static str {
         match &k.mode {
             Mode::Scalar => "scalar",
-            Mode::Shuffle(s) if s.group < s.pairs => "shuffle-split",
+            Mode::Shuffle(s) if s.loads > 1 => match (s.group, s.loads) {
+                (1, 2..=6) | (2, 2..=3) | (3, 2) => "shuffle-split",
+                _ => "shuffle-split-dyn",
+            },
             Mode::Shuffle(s) if s.whole => "shuffle",
             Mode::Shuffle(_) => "shuffle-halves",
             Mode::Wide(_) => "wide",
@@ -1388,7 +1489,7 @@ mod tests {
             *seen.entry(mode_name(&HKernel::new(&f, lo))).or_insert(0) += 1;
         }
         // Every layout was exercised.
-        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert_eq!(seen.len(), 6, "{seen:?}");
         assert!(seen.values().all(|&n| n >= 10), "{seen:?}");
     }
 
@@ -1510,235 +1611,240 @@ mod tests {
         (lo, f.start.iter().max().unwrap() + f.k as u32)
     }
 
-    /// The ImageNet geometry: 500x375 -> 341x256, centre crop 224 at (58, 16).
-    const BENCH: (usize, usize, usize) = (500, 375, 224);
-
-    fn bench_coeffs() -> (Fixed, Fixed) {
-        let (w, h, c) = BENCH;
-        let c = c as u32;
-        (
-            coeffs(w as u32, 341, 58, c).fixed(w as u32),
-            coeffs(h as u32, 256, 16, c).fixed(h as u32),
-        )
+    /// One resize + crop: source size, kept window's weights per axis and
+    /// the source rows / columns they read.
+    struct Geo {
+        w: usize,
+        c: usize,
+        cx: Fixed,
+        cy: Fixed,
+        x0: usize,
+        y0: usize,
+        rows: usize,
     }
 
-    /// Interleaved path: horizontal pass into a row-planar buffer, then the
-    /// vertical pass (coefficients included, as `resize_crop` does), with
-    /// the legacy kernels or the current `horizontal_fixed` and
+    impl Geo {
+        fn new(w: u32, h: u32) -> Geo {
+            let [(_, nw, left, c), (_, nh, top, _)] = geometry(w, h);
+            let (cx, cy) = (coeffs(w, nw, left, c).fixed(w), coeffs(h, nh, top, c).fixed(h));
+            let ((x0, _), (y0, y1)) = (span(&cx), span(&cy));
+            Geo {
+                w: w as usize,
+                c: c as usize,
+                x0: x0 as usize,
+                y0: y0 as usize,
+                rows: (y1 - y0) as usize,
+                cx,
+                cy,
+            }
+        }
+    }
+
+    /// The timed jobs, each run inside a pulp dispatch as `resize_crop`
+    /// runs the kernels: `with_simd` calls `#[inline(always)]` functions
+    /// directly, so that they are compiled for the dispatched features
+    /// (through a closure or a function pointer they would not be).
+    enum Job<'a> {
+        Interleaved(bool, &'a [u8], u32, u32, &'a mut Vec<u8>),
+        Planar(&'a [Vec<u8>], u32, u32, &'a mut Vec<u8>),
+        H(&'a Geo, &'a HKernel, &'a [Vec<u8>], &'a mut [Vec<u8>]),
+        V(&'a Geo, &'a [Vec<u8>], &'a mut [u8]),
+        Row(&'a HKernel, &'a [u8], &'a mut [u8], usize),
+    }
+
+    impl pulp::WithSimd for Job<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) {
+            match self {
+                Job::Interleaved(true, rgb, w, h, out) => *out = interleaved::<true>((rgb, w, h)),
+                Job::Interleaved(false, rgb, w, h, out) => *out = interleaved::<false>((rgb, w, h)),
+                Job::Planar(planes, w, h, out) => *out = planar((planes, w, h)),
+                Job::H(g, hk, planes, tmp) => planar_h((g, hk, planes, tmp)),
+                Job::V(g, tmp, out) => planar_v((g, tmp, out)),
+                Job::Row(hk, row, out, n) => one_row((hk, row, out, n)),
+            }
+        }
+    }
+
+    fn dispatch(job: Job<'_>) {
+        pulp::Arch::new().dispatch(job)
+    }
+
+    /// Interleaved path, all of it (coefficients included, as `resize_crop`
+    /// does): horizontal pass into a row-planar buffer, then the vertical
+    /// pass, with the legacy kernels or the current `horizontal_fixed` and
     /// `vertical_fixed`.
     #[inline(always)]
-    fn bench_interleaved<const LEGACY: bool>(rgb: &[u8]) -> Vec<u8> {
-        let (w, _, c) = BENCH;
-        let (cx, cy) = bench_coeffs();
-        let (y0, y1) = span(&cy);
-        let rows = (y1 - y0) as usize;
-        let stride = c * 3;
-        let mut tmp = vec![0u8; rows * stride];
-        let src = &rgb[y0 as usize * w * 3..];
-        let mut out = vec![0u8; c * stride];
+    fn interleaved<const LEGACY: bool>((rgb, w, h): (&[u8], u32, u32)) -> Vec<u8> {
+        let g = Geo::new(w, h);
+        let stride = g.c * 3;
+        let mut tmp = vec![0u8; g.rows * stride];
+        let src = &rgb[g.y0 * g.w * 3..];
+        let mut out = vec![0u8; g.c * stride];
+        let y0 = g.y0 as u32;
         if LEGACY {
-            legacy::horizontal_fixed::<3>(src, w * 3, 0, rows, &cx, &mut tmp);
-            legacy::vertical_fixed(&tmp, stride, stride, y0, &cy, &mut out);
+            legacy::horizontal_fixed::<3>(src, g.w * 3, 0, g.rows, &g.cx, &mut tmp);
+            legacy::vertical_fixed(&tmp, stride, stride, y0, &g.cy, &mut out);
         } else {
-            horizontal_fixed::<3>(src, w * 3, 0, rows, &cx, &mut tmp);
-            vertical_fixed(&tmp, stride, stride, y0, &cy, &mut out);
+            horizontal_fixed::<3>(src, g.w * 3, 0, g.rows, &g.cx, &mut tmp);
+            vertical_fixed(&tmp, stride, stride, y0, &g.cy, &mut out);
         }
         out
     }
 
-    /// Planar horizontal pass: per needed source row and channel.
+    /// Planar horizontal pass: every needed source row of every channel.
     #[inline(always)]
-    fn bench_h(planes: &[Vec<u8>], cx: &Fixed, cy: &Fixed, tmp: &mut [Vec<u8>]) {
-        let (w, _, c) = BENCH;
-        let (x0, _) = span(cx);
-        let (y0, _) = span(cy);
-        let hk = HKernel::new(cx, x0);
+    fn planar_h((g, hk, planes, tmp): (&Geo, &HKernel, &[Vec<u8>], &mut [Vec<u8>])) {
         let n = hk.src_len();
         for (plane, t) in planes.iter().zip(tmp.iter_mut()) {
-            for (r, o) in t.chunks_exact_mut(c).enumerate() {
-                let at = (y0 as usize + r) * w + x0 as usize;
+            for (r, o) in t.chunks_exact_mut(g.c).enumerate() {
+                let at = (g.y0 + r) * g.w + g.x0;
                 hk.apply(&plane[at..at + n], o);
             }
         }
     }
 
-    /// Planar vertical pass: per output row and channel, into the old
-    /// path's row-planar layout.
+    /// Planar vertical pass: every output row of every channel, into the
+    /// interleaved path's row-planar layout.
     #[inline(always)]
-    fn bench_v(tmp: &[Vec<u8>], cy: &Fixed, out: &mut [u8]) {
-        let c = BENCH.2;
-        let (y0, _) = span(cy);
-        let k = cy.k;
+    fn planar_v((g, tmp, out): (&Geo, &[Vec<u8>], &mut [u8])) {
+        let (c, k) = (g.c, g.cy.k);
+        let mut rows: [&[u8]; 32] = [&[]; 32];
         for (i, orow) in out.chunks_exact_mut(c * 3).enumerate() {
-            let s = (cy.start[i] - y0) as usize;
-            let wt = &cy.w[i * k..(i + 1) * k];
+            let s = g.cy.start[i] as usize - g.y0;
+            let wt = &g.cy.w[i * k..(i + 1) * k];
             for (t, o) in tmp.iter().zip(orow.chunks_exact_mut(c)) {
-                let rows: [&[u8]; 16] = core::array::from_fn(|q| {
-                    if q < k { &t[(s + q) * c..(s + q + 1) * c] } else { &[] }
-                });
+                for (j, r) in rows[..k].iter_mut().enumerate() {
+                    *r = &t[(s + j) * c..(s + j + 1) * c];
+                }
                 vertical_row(&rows[..k], wt, o);
             }
         }
     }
 
-    fn bench_tmp(cy: &Fixed) -> Vec<Vec<u8>> {
-        let (y0, y1) = span(cy);
-        vec![vec![0u8; (y1 - y0) as usize * BENCH.2]; 3]
-    }
-
-    /// New path, all of it: coefficients, kernel, both passes.
+    /// Planar path, all of it: coefficients, kernel, buffers, both passes.
     #[inline(always)]
-    fn bench_new(planes: &[Vec<u8>]) -> Vec<u8> {
-        let (cx, cy) = bench_coeffs();
-        let mut tmp = bench_tmp(&cy);
-        bench_h(planes, &cx, &cy, &mut tmp);
-        let c = BENCH.2;
-        let mut out = vec![0u8; c * c * 3];
-        bench_v(&tmp, &cy, &mut out);
+    fn planar((planes, w, h): (&[Vec<u8>], u32, u32)) -> Vec<u8> {
+        let g = Geo::new(w, h);
+        let hk = HKernel::new(&g.cx, g.x0 as u32);
+        let mut tmp = vec![vec![0u8; g.rows * g.c]; 3];
+        planar_h((&g, &hk, planes, &mut tmp));
+        let mut out = vec![0u8; g.c * g.c * 3];
+        planar_v((&g, &tmp, &mut out));
         out
     }
 
+    /// One source row, `n` times (kernel and data in L1).
+    #[inline(always)]
+    fn one_row((hk, row, out, n): (&HKernel, &[u8], &mut [u8], usize)) {
+        for _ in 0..n {
+            hk.apply(std::hint::black_box(row), std::hint::black_box(&mut *out));
+        }
+    }
+
     /// Times the ImageNet geometry (500x375 -> 341x256, centre crop 224)
-    /// through the old interleaved kernels and the planar ones, each inside
-    /// a pulp dispatch as `resize_crop` runs them.
+    /// through the legacy interleaved kernels and the planar ones, each
+    /// inside a pulp dispatch as `resize_crop` runs them; then other sizes.
+    /// `RESAMPLE_SPEED=substring` runs only the matching timings.
     #[test]
     #[ignore]
     fn resample_speed() {
         use std::hint::black_box;
         use std::time::Instant;
-        let (w, h, c) = BENCH;
-        let mut rng = Rng(42);
-        let rgb = rng.bytes(w * h * 3);
-        let planes: Vec<Vec<u8>> = (0..3)
-            .map(|ch| rgb.iter().skip(ch).step_by(3).copied().collect())
-            .collect();
-        let (cx, cy) = bench_coeffs();
-        let mut tmp = bench_tmp(&cy);
-        let mut out = vec![0u8; c * c * 3];
-
-        struct Job<F>(F);
-        impl<F: FnMut()> pulp::WithSimd for Job<F> {
-            type Output = ();
-            #[inline(always)]
-            fn with_simd<S: pulp::Simd>(mut self, _simd: S) {
-                (self.0)()
-            }
-        }
-        // RESAMPLE_SPEED=substring runs only the matching timings.
         let only = std::env::var("RESAMPLE_SPEED").unwrap_or_default();
         let time = |name: &str, f: &mut dyn FnMut()| {
             if !name.contains(&only) {
-                f();
                 return;
             }
-            // Best of many short runs: the machine is shared.
-            let iters = 20;
+            let name = name.split_once(' ').map_or(name, |x| x.1);
+            // Best of many short runs (the machine may be shared), for
+            // about half a second.
+            let t = Instant::now();
+            f();
+            let once = t.elapsed().as_secs_f64();
+            let iters = (2e-3 / once).clamp(1.0, 20.0) as u32;
             let mut best = f64::MAX;
-            for _ in 0..100 {
+            let t0 = Instant::now();
+            while t0.elapsed().as_secs_f64() < 0.5 {
                 let t = Instant::now();
                 for _ in 0..iters {
                     f();
                 }
                 best = best.min(t.elapsed().as_secs_f64() / f64::from(iters));
             }
-            println!("{name:>28}: {:7.1} us per image", best * 1e6);
+            println!("{name:>36}: {:8.1} us per image", best * 1e6);
         };
-        let mut old_out = Vec::new();
-        let mut new_out = Vec::new();
-        let mut inter_out = Vec::new();
-        time("old interleaved (all)", &mut || {
-            pulp::Arch::new().dispatch(Job(|| old_out = bench_interleaved::<true>(black_box(&rgb))));
-        });
-        time("new interleaved (all)", &mut || {
-            pulp::Arch::new().dispatch(Job(|| inter_out = bench_interleaved::<false>(black_box(&rgb))));
-        });
-        time("new planar (all)", &mut || {
-            pulp::Arch::new().dispatch(Job(|| new_out = bench_new(black_box(&planes))));
-        });
-        time("coefficients (both axes)", &mut || {
-            black_box(bench_coeffs());
-        });
-        time("HKernel::new", &mut || {
-            black_box(HKernel::new(&cx, span(&cx).0));
-        });
-        let hk = HKernel::new(&cx, span(&cx).0);
-        time("new: horizontal, 3 x 331 rows", &mut || {
-            pulp::Arch::new().dispatch(Job(|| {
-                let (x0, y0) = (span(&cx).0 as usize, span(&cy).0 as usize);
-                for (plane, t) in planes.iter().zip(tmp.iter_mut()) {
-                    for (r, o) in t.chunks_exact_mut(c).enumerate() {
-                        let at = (y0 + r) * w + x0;
-                        hk.apply(black_box(&plane[at..at + hk.src_len()]), o);
-                    }
-                }
-            }));
-        });
-        NO_SINGLE.store(true, std::sync::atomic::Ordering::Relaxed);
-        let hk2 = HKernel::new(&cx, span(&cx).0);
-        NO_SINGLE.store(false, std::sync::atomic::Ordering::Relaxed);
-        for _ in 0..3 {
-        for (name, hk) in [("AB single", &hk), ("AB pairs", &hk2)] {
-        time(name, &mut || {
-            pulp::Arch::new().dispatch(Job(|| {
-                let (x0, y0) = (span(&cx).0 as usize, span(&cy).0 as usize);
-                for (plane, t) in planes.iter().zip(tmp.iter_mut()) {
-                    for (r, o) in t.chunks_exact_mut(c).enumerate() {
-                        let at = (y0 + r) * w + x0;
-                        hk.apply(black_box(&plane[at..at + hk.src_len()]), o);
-                    }
-                }
-            }));
-        });
+
+        // Clock estimate: a dependent chain of rotate + xor (two 1-cycle
+        // operations per step on current x86 cores).
+        let t = Instant::now();
+        let mut x = black_box(0x1234_5678_9ABC_DEF0u64);
+        let k = black_box(0x9E37_79B9_7F4A_7C15u64);
+        for _ in 0..50_000_000 {
+            x = x.rotate_left(7) ^ k;
         }
-        }
-        time("new: horizontal pass", &mut || {
-            pulp::Arch::new().dispatch(Job(|| bench_h(black_box(&planes), &cx, &cy, &mut tmp)));
-        });
-        time("new: vertical pass", &mut || {
-            pulp::Arch::new().dispatch(Job(|| bench_v(black_box(&tmp), &cy, &mut out)));
-        });
-        // Other source sizes (planar path, kernels only, vs legacy all-in).
-        for (sw, sh) in [(375, 500), (1920, 1080), (2560, 1440), (4000, 3000)] {
-            let [(_, nw, left, cc), (_, nh, top, _)] = geometry(sw, sh);
-            let cx = coeffs(sw, nw, left, cc).fixed(sw);
-            let cy = coeffs(sh, nh, top, cc).fixed(sh);
-            let ((x0, _), (y0, y1)) = (span(&cx), span(&cy));
-            let (sw, c) = (sw as usize, cc as usize);
-            let hk = HKernel::new(&cx, x0);
-            let plane = rng.bytes(sw * sh as usize);
-            let mut tmp = vec![0u8; (y1 - y0) as usize * c];
-            let mut out = vec![0u8; c * c];
-            let mode = mode_name(&hk);
-            time(&format!("{sw}x{sh} planar ({mode}, k {})", cx.k), &mut || {
-                pulp::Arch::new().dispatch(Job(|| {
-                    for _ in 0..3 {
-                        for (r, o) in tmp.chunks_exact_mut(c).enumerate() {
-                            let at = (y0 as usize + r) * sw + x0 as usize;
-                            hk.apply(&plane[at..at + hk.src_len()], o);
-                        }
-                        for (i, o) in out.chunks_exact_mut(c).enumerate() {
-                            let s = (cy.start[i] - y0) as usize;
-                            let rows: Vec<&[u8]> =
-                                (0..cy.k).map(|t| &tmp[(s + t) * c..(s + t + 1) * c]).collect();
-                            vertical_row(&rows, &cy.w[i * cy.k..(i + 1) * cy.k], o);
-                        }
-                    }
-                }));
+        black_box(x);
+        println!("clock estimate: {:.2} GHz", 0.1 / t.elapsed().as_secs_f64());
+
+        let mut rng = Rng(42);
+        for (w, h) in [(500u32, 375u32), (375, 500), (1920, 1080), (2560, 1440), (4000, 3000)] {
+            let g = Geo::new(w, h);
+            let rgb = rng.bytes(g.w * h as usize * 3);
+            let planes: Vec<Vec<u8>> = (0..3)
+                .map(|ch| rgb.iter().skip(ch).step_by(3).copied().collect())
+                .collect();
+            let hk = HKernel::new(&g.cx, g.x0 as u32);
+            println!(
+                "{w}x{h}: horizontal {} {} (k {}), vertical k {}, {} source rows",
+                mode_name(&hk),
+                match &hk.mode {
+                    Mode::Shuffle(s) => format!("{} units per window, {} windows", s.group, s.loads),
+                    _ => String::new(),
+                },
+                g.cx.k,
+                g.cy.k,
+                g.rows
+            );
+            let (mut old, mut new, mut inter) = (Vec::new(), Vec::new(), Vec::new());
+            time(&format!("{w}x{h} legacy interleaved, all"), &mut || {
+                dispatch(Job::Interleaved(true, black_box(&rgb), w, h, &mut old));
             });
-            let rgb = rng.bytes(sw * sh as usize * 3);
-            let mut tmp3 = vec![0u8; (y1 - y0) as usize * c * 3];
-            let mut out3 = vec![0u8; c * c * 3];
-            time(&format!("{sw}x{sh} old interleaved"), &mut || {
-                pulp::Arch::new().dispatch(Job(|| {
-                    let src = &rgb[y0 as usize * sw * 3..];
-                    let rows = (y1 - y0) as usize;
-                    legacy::horizontal_fixed::<3>(src, sw * 3, 0, rows, &cx, &mut tmp3);
-                    legacy::vertical_fixed(&tmp3, c * 3, c * 3, y0, &cy, &mut out3);
-                }));
+            time(&format!("{w}x{h} planar, all"), &mut || {
+                dispatch(Job::Planar(black_box(&planes), w, h, &mut new));
             });
+            time(&format!("{w}x{h} new interleaved, all"), &mut || {
+                dispatch(Job::Interleaved(false, black_box(&rgb), w, h, &mut inter));
+            });
+            let c = g.c;
+            let mut tmp = vec![vec![0u8; g.rows * c]; 3];
+            let mut out = vec![0u8; c * c * 3];
+            let [ax, ay] = geometry(w, h);
+            time(&format!("{w}x{h} coefficients, both axes"), &mut || {
+                let (w, nw, left, c) = black_box(ax);
+                let (h, nh, top, _) = black_box(ay);
+                black_box(coeffs(w, nw, left, c).fixed(w));
+                black_box(coeffs(h, nh, top, c).fixed(h));
+            });
+            time(&format!("{w}x{h} planar: HKernel::new"), &mut || {
+                black_box(HKernel::new(&g.cx, g.x0 as u32));
+            });
+            time(&format!("{w}x{h} planar: horizontal pass"), &mut || {
+                dispatch(Job::H(&g, &hk, black_box(&planes), &mut tmp));
+            });
+            time(&format!("{w}x{h} planar: vertical pass"), &mut || {
+                dispatch(Job::V(&g, black_box(&tmp), &mut out));
+            });
+            let row = &planes[0][g.x0..g.x0 + hk.src_len()];
+            let mut o = vec![0u8; c];
+            time(&format!("{w}x{h} planar: horizontal, one row in L1"), &mut || {
+                dispatch(Job::Row(&hk, row, &mut o, 3 * g.rows));
+            });
+            if only.is_empty() {
+                assert_eq!(old, new, "planar and legacy paths differ");
+                assert_eq!(old, inter, "new and legacy interleaved paths differ");
+                assert_eq!(out, new);
+            }
         }
-        assert_eq!(old_out, new_out, "planar and interleaved paths differ");
-        assert_eq!(old_out, inter_out, "new and old interleaved paths differ");
-        assert_eq!(out, new_out);
     }
 }
