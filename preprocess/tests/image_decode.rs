@@ -43,3 +43,42 @@ fn decoded_pixels_equal_pillow_for_every_card_input() {
     assert!(checked >= 25, "only {checked} card-supported fixtures");
     assert!(mismatches.is_empty(), "decoded pixels differ from Pillow: {mismatches:?}");
 }
+
+/// The fused pipeline (only the blocks the resize window reads are
+/// reconstructed, rows fed to the resampler as they are converted) gives
+/// exactly what decoding the whole image and resizing it gives, for every
+/// card input and geometries that put the window anywhere: upscales, tiny
+/// crops, crops the size of the resize, non-square resizes.
+#[test]
+fn fused_pipeline_equals_full_decode_then_resize() {
+    use preba_preprocess::image::{preprocess_image, transform_pixels};
+    use preba_protocol::profile::ImageProfile;
+    let p = root().join("fixtures/golden/images/index.json");
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let geometries = [(256, 224), (64, 56), (17, 1), (300, 300), (9, 9), (1000, 37)];
+    let mut checked = 0;
+    for (name, entry) in index["files"].as_object().unwrap() {
+        if entry["outcome"] != "ok" {
+            continue;
+        }
+        let data = std::fs::read(root().join("fixtures/images").join(name)).unwrap();
+        let (px, ch, _) = decode_only(&data).unwrap();
+        let w = entry["width"].as_u64().unwrap() as u32;
+        let h = entry["height"].as_u64().unwrap() as u32;
+        // Large photos only with the default geometry (upscaling a 2560 px
+        // photo to a 1000 px short side is slow in a debug build).
+        let geos = if w * h > 1_000_000 { &geometries[..1] } else { &geometries[..] };
+        for &(resize, crop) in geos {
+            let profile = ImageProfile {
+                resize,
+                crop,
+                ..ImageProfile::default()
+            };
+            let fused = preprocess_image(&data, &profile).unwrap().data;
+            let full = transform_pixels(&px, w, h, ch as u8, &profile).unwrap();
+            assert!(fused == full, "{name} resize {resize} crop {crop}: fused != full decode + resize");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 100, "{checked}");
+}

@@ -21,6 +21,7 @@
 
 use super::idct::idct_islow;
 use crate::Error;
+use std::rc::Rc;
 
 /// Zigzag position -> natural (row-major) index; the extra entries clamp a
 /// run past the end of a corrupt block to the last coefficient, as
@@ -272,11 +273,47 @@ fn be16(b: &[u8], at: usize) -> Option<usize> {
 
 /// Tables in force when the scan starts.
 struct Tables {
-    dc: [Option<Huff>; 4],
-    ac: [Option<Huff>; 4],
+    dc: [Option<Rc<Huff>>; 4],
+    ac: [Option<Rc<Huff>>; 4],
 }
 
-fn parse(input: &[u8]) -> Result<(Frame, Tables), Declined> {
+/// Built Huffman tables by DHT contents: most files carry the same few
+/// tables (libjpeg's defaults, or one encoder's optimised ones), and
+/// building the lookup tables costs more than decoding a small image's
+/// DC coefficients.
+#[derive(Default)]
+pub(crate) struct HuffCache {
+    entries: Vec<(Vec<u8>, Rc<Huff>)>,
+}
+
+impl HuffCache {
+    const MAX: usize = 16;
+
+    fn get(&mut self, class: u8, counts: &[u8; 16], vals: &[u8]) -> Result<Rc<Huff>, Error> {
+        let is_dc = class >> 4 == 0;
+        let same = |k: &[u8]| {
+            k.len() == 17 + vals.len()
+                && (k[0] == 0) == is_dc
+                && k[1..17] == counts[..]
+                && k[17..] == *vals
+        };
+        if let Some(i) = self.entries.iter().position(|(k, _)| same(k)) {
+            return Ok(self.entries[i].1.clone());
+        }
+        let h = Rc::new(Huff::new(counts, vals, is_dc)?);
+        if self.entries.len() == Self::MAX {
+            self.entries.remove(0);
+        }
+        let mut key = Vec::with_capacity(17 + vals.len());
+        key.push(u8::from(!is_dc));
+        key.extend_from_slice(counts);
+        key.extend_from_slice(vals);
+        self.entries.push((key, h.clone()));
+        Ok(h)
+    }
+}
+
+fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Declined> {
     let mut pos = 2usize;
     let mut qt = [[0u16; 64]; 4];
     let mut qt_seen = [false; 4];
@@ -343,7 +380,7 @@ fn parse(input: &[u8]) -> Result<(Frame, Tables), Declined> {
                     if b.len() < 17 + n {
                         return Err(corrupt("short Huffman table").into());
                     }
-                    let h = Huff::new(&counts, &b[17..17 + n], tc == 0)?;
+                    let h = cache.get(b[0], &counts, &b[17..17 + n])?;
                     if tc == 0 {
                         tables.dc[th] = Some(h);
                     } else {
@@ -560,7 +597,7 @@ pub(crate) fn decode(
     y1: usize,
     bufs: &mut Buffers,
 ) -> Result<Decoded, Declined> {
-    let (f, tables) = parse(input)?;
+    let (f, tables) = parse(input, &mut bufs.huff)?;
     if x1 > f.width || y1 > f.height || x0 >= x1 || y0 >= y1 {
         return Err(corrupt("decode window outside the image").into());
     }
@@ -580,6 +617,7 @@ pub(crate) fn decode(
 /// fresh pages for every one.
 #[derive(Default)]
 pub(crate) struct Buffers {
+    huff: HuffCache,
     entropy: Vec<u8>,
     planes: Vec<Vec<u8>>,
 }
@@ -670,13 +708,13 @@ fn reconstruct(
     let dc: Vec<&Huff> = f
         .comps
         .iter()
-        .map(|c| tables.dc[c.td].as_ref())
+        .map(|c| tables.dc[c.td].as_deref())
         .collect::<Option<_>>()
         .ok_or_else(|| corrupt("undefined Huffman table"))?;
     let ac: Vec<&Huff> = f
         .comps
         .iter()
-        .map(|c| tables.ac[c.ta].as_ref())
+        .map(|c| tables.ac[c.ta].as_deref())
         .collect::<Option<_>>()
         .ok_or_else(|| corrupt("undefined Huffman table"))?;
     let mut pred = [0i32; 3];
