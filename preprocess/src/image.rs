@@ -3,11 +3,16 @@
 //! optionally `ToTensor` + `Normalize`), on JPEG input.
 //!
 //! ```text
-//!   bytes --probe--> JpegHeader --(limits, routing)--> zune-jpeg decode (RGB / L / CMYK)
-//!         --> fused resize+crop (Pillow fixed point, only the kept samples)
-//!         --> normalise / dtype / layout (per-channel lookup table)
+//!   bytes --probe--> JpegHeader --(limits, routing)-->
+//!     card-decodable: baseline decoder (only the blocks the resize window
+//!                     reads) -> per row: upsample + YCbCr->RGB -> horizontal
+//!                     pass; then the vertical pass             [fused.rs]
+//!     anything else:  zune-jpeg decode (RGB / L / CMYK) -> resize+crop
+//!   --> normalise / dtype / layout (per-channel lookup table)
 //! ```
 //!
+//! Both branches produce the same bytes as decoding with libjpeg-turbo and
+//! resizing with Pillow (the first exactly; zune-jpeg within a level or so).
 //! The card path ([`card_preprocess_image`]) and the CPU path
 //! ([`preprocess_image`]) run the same code after routing, so whatever the
 //! card takes comes out bit-identical on both.
