@@ -11,7 +11,7 @@
 //!   --> normalise / dtype / layout (per-channel lookup table)
 //! ```
 //!
-//! Both branches produce the same bytes as decoding with libjpeg-turbo and
+//! Both branches reproduce decoding with libjpeg-turbo and
 //! resizing with Pillow: the first exactly, the second within the goldens'
 //! tolerance (zune-jpeg is not libjpeg-turbo bit for bit).
 //! The card path ([`card_preprocess_image`]) and the CPU path
