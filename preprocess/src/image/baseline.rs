@@ -741,18 +741,32 @@ fn reconstruct(
                     for h in 0..c.h {
                         let bx = mx * c.h + h;
                         let keep = (bx0..bx1).contains(&bx) && (by0..by1).contains(&by);
-                        let ac_nonzero =
-                            decode_block(&mut bits, dc[ci], ac[ci], &mut pred[ci], &mut blk)?;
-                        if keep {
-                            let p = &mut planes[ci];
-                            let at = (by - by0) * 8 * p.stride + (bx - bx0) * 8;
-                            if ac_nonzero {
-                                idct_islow(&blk, qt, &mut p.data[at..], p.stride);
-                            } else {
-                                dc_only(blk[0], qt[0], &mut p.data[at..], p.stride);
-                            }
+                        if !keep {
+                            // Decoded only to stay in sync: nothing stored.
+                            decode_block::<false>(
+                                &mut bits,
+                                dc[ci],
+                                ac[ci],
+                                &mut pred[ci],
+                                &mut blk,
+                            )?;
+                            continue;
                         }
-                        blk = [0; 64];
+                        let ac_nonzero = decode_block::<true>(
+                            &mut bits,
+                            dc[ci],
+                            ac[ci],
+                            &mut pred[ci],
+                            &mut blk,
+                        )?;
+                        let p = &mut planes[ci];
+                        let at = (by - by0) * 8 * p.stride + (bx - bx0) * 8;
+                        if ac_nonzero {
+                            idct_islow(&blk, qt, &mut p.data[at..], p.stride);
+                            blk = [0; 64];
+                        } else {
+                            dc_only(blk[0], qt[0], &mut p.data[at..], p.stride);
+                        }
                     }
                 }
             }
@@ -786,7 +800,7 @@ fn dc_only(dc: i16, q: u16, out: &mut [u8], stride: usize) {
 /// `blk` (which must be zero); returns whether any AC coefficient is set.
 /// The bit state lives in locals during the block so it stays in registers.
 #[inline(always)]
-fn decode_block(
+fn decode_block<const STORE: bool>(
     bits: &mut Bits,
     dc: &Huff,
     ac: &Huff,
@@ -803,7 +817,9 @@ fn decode_block(
     };
     bits.consume(len + s);
     *pred = pred.wrapping_add(diff);
-    blk[0] = *pred as i16;
+    if STORE {
+        blk[0] = *pred as i16;
+    }
     let fast_ac: &[i32; LUT_SIZE] = &ac.fast_ac;
     let (mut acc, mut n) = (bits.acc, bits.n);
     let mut k = 1usize;
@@ -825,7 +841,9 @@ fn decode_block(
                 break;
             }
             k += ((fast >> 8) & 15) as usize;
-            blk[usize::from(NATURAL[k & 127])  & 63] = (fast >> 16) as i16;
+            if STORE {
+                blk[usize::from(NATURAL[k & 127]) & 63] = (fast >> 16) as i16;
+            }
             k += 1;
             any = true;
             continue;
@@ -842,8 +860,10 @@ fn decode_block(
             break;
         }
         k += r as usize;
-        let v = extend(((acc << len) >> (64 - s)) as i32, s);
-        blk[usize::from(NATURAL[k & 127]) & 63] = v as i16;
+        if STORE {
+            let v = extend(((acc << len) >> (64 - s)) as i32, s);
+            blk[usize::from(NATURAL[k & 127]) & 63] = v as i16;
+        }
         acc <<= len + s;
         n -= len + s;
         k += 1;

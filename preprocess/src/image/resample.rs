@@ -131,6 +131,9 @@ pub(crate) fn horizontal_fixed<const CH: usize>(
     dst: &mut [u8],
 ) {
     let out_w = f.start.len();
+    if out_w == 0 {
+        return;
+    }
     let hk = HKernel::new(f, col0);
     let n = hk.src_len();
     let mut planes = vec![0u8; if CH == 1 { 0 } else { CH * n }];
@@ -264,6 +267,8 @@ fn single_weight(w: i32) -> ([i16; 2], i32) {
 /// times the words `w & 255` and `w >> 8`, which is `p * w - 2^15 * (w >> 8)`
 /// and goes to the low sum; the third block holds the high sum's starting
 /// values (`HALF` plus that constant, in units of `2^11`).
+// Read by the vector kernels only (x86_64).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Shuffle {
     /// Tap pairs per output: `k / 2` with one window per vector, else
     /// `loads * group` (the last ones padded with zeros).
@@ -283,6 +288,8 @@ struct Shuffle {
     prog: Vec<Block>,
 }
 
+// Read by the vector kernels only (x86_64).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Shuffle {
     /// Blocks per vector.
     fn blocks(&self) -> usize {
@@ -292,6 +299,8 @@ impl Shuffle {
 
 /// Horizontal kernel for large downscales: each output reads its own
 /// window of `16 * blocks` source bytes, multiplied lane by lane and reduced.
+// Read by the vector kernels only (x86_64).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Wide {
     /// 16-byte blocks per output window.
     blocks: usize,
@@ -302,6 +311,9 @@ struct Wide {
     w: Vec<Block>,
 }
 
+/// How [`HKernel::apply`] runs: the scalar loop, or a vector layout.
+// Read by the vector kernels only (x86_64).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Mode {
     Scalar,
     Shuffle(Shuffle),
@@ -499,13 +511,14 @@ impl HKernel {
         let slots = self.n.div_ceil(CHUNK) * CHUNK;
         let mut base = vec![0u32; slots];
         let mut w = vec![Block([0; 32]); slots * 2 * blocks];
-        for o in 0..self.n {
-            let s = self.start[o] as usize;
+        let outputs = self.start.iter().zip(self.w.chunks_exact(self.k));
+        for (o, ((&s, wo), base)) in outputs.zip(&mut base).enumerate() {
+            let s = s as usize;
             let b = s.min(self.len - win);
-            base[o] = b as u32;
-            for t in 0..self.k {
+            *base = b as u32;
+            for (t, &wt) in wo.iter().enumerate() {
                 let at = s + t - b;
-                let (h, l) = split(self.w[o * self.k + t]);
+                let (h, l) = split(wt);
                 let blk = (o * blocks + at / 16) * 2;
                 set_i16(&mut w[blk], at % 16, h);
                 set_i16(&mut w[blk + 1], at % 16, l);
@@ -522,10 +535,10 @@ impl HKernel {
         let src = &src[..self.len];
         let out = &mut out[..self.n];
         #[cfg(target_arch = "x86_64")]
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            if !matches!(self.mode, Mode::Scalar) {
-                return simd.vectorize(v3::Horizontal(simd, &self.mode, src, out));
-            }
+        if !matches!(self.mode, Mode::Scalar)
+            && let Some(simd) = pulp::x86::V3::try_new()
+        {
+            return simd.vectorize(v3::Horizontal(simd, &self.mode, src, out));
         }
         self.apply_scalar(src, out);
     }
@@ -552,10 +565,12 @@ impl HKernel {
 pub(crate) fn vertical_row(rows: &[&[u8]], w: &[i32], out: &mut [u8]) {
     assert_eq!(rows.len(), w.len(), "vertical_row: one weight per row");
     #[cfg(target_arch = "x86_64")]
-    if out.len() >= CHUNK && !w.is_empty() && simd_weights_ok(w) {
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(v3::Vertical(simd, rows, w, out));
-        }
+    if out.len() >= CHUNK
+        && !w.is_empty()
+        && simd_weights_ok(w)
+        && let Some(simd) = pulp::x86::V3::try_new()
+    {
+        return simd.vectorize(v3::Vertical(simd, rows, w, out));
     }
     vertical_row_scalar(rows, w, out);
 }
