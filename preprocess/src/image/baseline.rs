@@ -825,8 +825,10 @@ fn decode_block<const STORE: bool>(
     let mut k = 1usize;
     let mut any = false;
     while k < 64 {
-        // Each symbol takes at most 16 + 15 bits.
-        if n < 32 {
+        // The fast path takes at most LUT_BITS bits; refilling only when
+        // those may run out (not for the 31 bits a slow symbol can take)
+        // makes the refill branch rarer and so better predicted.
+        if n < LUT_BITS {
             bits.acc = acc;
             bits.n = n;
             bits.refill();
@@ -847,6 +849,12 @@ fn decode_block<const STORE: bool>(
             k += 1;
             any = true;
             continue;
+        }
+        if n < 31 {
+            bits.acc = acc;
+            bits.n = n;
+            bits.refill();
+            (acc, n) = (bits.acc, bits.n);
         }
         let (rs, len) = ac.decode(acc)?;
         let (r, s) = (rs >> 4, rs & 15);
