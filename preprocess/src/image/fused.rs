@@ -59,10 +59,44 @@ fn span(f: &resample::Fixed) -> (usize, usize) {
     (lo, hi)
 }
 
+/// Resampling weights of one (source size, resize, crop): computing them
+/// costs ~2% of an ImageNet image, and streams repeat sizes.
+struct Geometry {
+    key: (u32, u32, u32, u32),
+    cy: resample::Fixed,
+    hk: HKernel,
+    /// Source columns and rows the kept window reads.
+    xs: (usize, usize),
+    ys: (usize, usize),
+}
+
+impl Geometry {
+    fn new(key: (u32, u32, u32, u32)) -> Self {
+        let (w, h, resize, c) = key;
+        let (nw, nh) = resized_size(w, h, resize);
+        let (left, top) = (crop_start(nw, c), crop_start(nh, c));
+        // Equal sizes give identity weights (one tap of 1.0), which is what
+        // skipping the pass gives.
+        let cx = resample::coeffs(w, nw, left, c).fixed(w);
+        let cy = resample::coeffs(h, nh, top, c).fixed(h);
+        let xs = span(&cx);
+        let ys = span(&cy);
+        let hk = HKernel::new(&cx, xs.0 as u32);
+        Geometry {
+            key,
+            cy,
+            hk,
+            xs,
+            ys,
+        }
+    }
+}
+
 /// Per-thread memory reused from image to image (fresh pages for every
 /// image cost more than some of the stages).
 #[derive(Default)]
 struct Scratch {
+    geometries: Vec<Geometry>,
     decode: baseline::Buffers,
     rows: [Vec<u8>; 3],
     tmp: Vec<u8>,
@@ -82,18 +116,24 @@ fn inner(
     c: u32,
     s: &mut Scratch,
 ) -> Result<(Vec<u8>, usize), Declined> {
-    let (nw, nh) = resized_size(w, h, resize);
-    let (left, top) = (crop_start(nw, c), crop_start(nh, c));
-    // Equal sizes give identity weights (one tap of 1.0), which is what
-    // skipping the pass gives.
-    let cx = resample::coeffs(w, nw, left, c).fixed(w);
-    let cy = resample::coeffs(h, nh, top, c).fixed(h);
-    let (x0, x1) = span(&cx);
-    let (y0, y1) = span(&cy);
+    let key = (w, h, resize, c);
+    // A few recent geometries (e.g. landscape and portrait of one size).
+    let at = match s.geometries.iter().position(|g| g.key == key) {
+        Some(i) => i,
+        None => {
+            if s.geometries.len() == 4 {
+                s.geometries.remove(0);
+            }
+            s.geometries.push(Geometry::new(key));
+            s.geometries.len() - 1
+        }
+    };
+    let geo = &s.geometries[at];
+    let (cy, hk) = (&geo.cy, &geo.hk);
+    let ((x0, x1), (y0, y1)) = (geo.xs, geo.ys);
     let d = baseline::decode(input, x0, x1, y0, y1, &mut s.decode)?;
     let ch = d.planes.len();
     let cs = c as usize;
-    let hk = HKernel::new(&cx, x0 as u32);
     let n = x1 - x0;
     let len = hk.src_len().max(n);
     let [r, g, b] = &mut s.rows;
