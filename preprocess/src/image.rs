@@ -153,10 +153,12 @@ fn run(input: &[u8], probe: &header::Probe, profile: &ImageProfile) -> Result<Im
         let (r, c) = (u32::from(profile.resize), u32::from(profile.crop));
         match fused::resize_crop(input, w, h, r, c) {
             Ok((crop, ch)) => {
+                let data = finish(&crop, c as usize, ch, profile);
+                fused::recycle(crop);
                 return Ok(ImageOutput {
                     width: w,
                     height: h,
-                    data: finish(&crop, c as usize, ch, profile),
+                    data,
                 });
             }
             Err(baseline::Declined::Err(e)) => return Err(e),
@@ -457,12 +459,22 @@ fn horizontal(
 fn finish(crop: &[u8], c: usize, ch: usize, p: &ImageProfile) -> Vec<u8> {
     let size = p.dtype.size();
     let n = c * c;
-    let mut out = vec![0u8; 3 * n * size];
     // Row i, channel k of the crop (grayscale: channel 0 for all three).
     let row = |i: usize, k: usize| {
         let k = if ch == 1 { 0 } else { k };
         &crop[(i * ch + k) * c..(i * ch + k + 1) * c]
     };
+    if p.dtype == Dtype::U8 && p.layout == Layout::Nchw {
+        // The default profile: plain row copies, no zero-fill first.
+        let mut out = Vec::with_capacity(3 * n);
+        for k in 0..3 {
+            for i in 0..c {
+                out.extend_from_slice(row(i, k));
+            }
+        }
+        return out;
+    }
+    let mut out = vec![0u8; 3 * n * size];
     if p.dtype == Dtype::U8 {
         match p.layout {
             Layout::Nchw => {

@@ -52,6 +52,15 @@ pub(crate) fn resize_crop(
     out
 }
 
+/// Returns a crop buffer from [`resize_crop`] for the next image.
+pub(crate) fn recycle(crop: Vec<u8>) {
+    SCRATCH.with(|c| {
+        let mut s = c.take().unwrap_or_default();
+        s.crop = crop;
+        c.set(Some(s));
+    });
+}
+
 /// `[lo, hi)` of source samples the fixed-layout weights read.
 fn span(f: &resample::Fixed) -> (usize, usize) {
     let lo = f.start.iter().copied().min().unwrap_or(0) as usize;
@@ -97,6 +106,8 @@ impl Geometry {
 #[derive(Default)]
 struct Scratch {
     geometries: Vec<Geometry>,
+    /// The crop buffer handed out by [`resize_crop`], back via [`recycle`].
+    crop: Vec<u8>,
     decode: baseline::Buffers,
     rows: [Vec<u8>; 3],
     tmp: Vec<u8>,
@@ -155,7 +166,8 @@ fn inner(
             hk.apply(b, &mut t[2 * cs..]);
         }
     }
-    let mut out = vec![0u8; cs * row_len];
+    let mut out = std::mem::take(&mut s.crop);
+    out.resize(cs * row_len, 0);
     let k = cy.k;
     let mut rows: Vec<&[u8]> = Vec::with_capacity(k);
     for (i, o) in out.chunks_exact_mut(row_len).enumerate() {
