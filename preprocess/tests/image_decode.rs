@@ -31,9 +31,17 @@ fn decoded_pixels_equal_pillow_for_every_card_input() {
             .as_str()
             .unwrap_or_else(|| panic!("{name}: no decoded_sha256 in the index"));
         let (px, ch, used) = decode_only(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(used, DecoderUsed::Baseline, "{name}: card input not decoded by ours");
+        assert_eq!(
+            used,
+            DecoderUsed::Baseline,
+            "{name}: card input not decoded by ours"
+        );
         let mode = entry["mode"].as_str().unwrap();
-        assert_eq!(ch, if mode == "L" { 1 } else { 3 }, "{name}: channels vs mode {mode}");
+        assert_eq!(
+            ch,
+            if mode == "L" { 1 } else { 3 },
+            "{name}: channels vs mode {mode}"
+        );
         let got = format!("{:x}", Sha256::digest(&px));
         if got != want {
             mismatches.push(name.clone());
@@ -41,7 +49,10 @@ fn decoded_pixels_equal_pillow_for_every_card_input() {
         checked += 1;
     }
     assert!(checked >= 25, "only {checked} card-supported fixtures");
-    assert!(mismatches.is_empty(), "decoded pixels differ from Pillow: {mismatches:?}");
+    assert!(
+        mismatches.is_empty(),
+        "decoded pixels differ from Pillow: {mismatches:?}"
+    );
 }
 
 /// The fused pipeline (only the blocks the resize window reads are
@@ -55,7 +66,14 @@ fn fused_pipeline_equals_full_decode_then_resize() {
     use preba_protocol::profile::ImageProfile;
     let p = root().join("fixtures/golden/images/index.json");
     let index: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    let geometries = [(256, 224), (64, 56), (17, 1), (300, 300), (9, 9), (1000, 37)];
+    let geometries = [
+        (256, 224),
+        (64, 56),
+        (17, 1),
+        (300, 300),
+        (9, 9),
+        (1000, 37),
+    ];
     let mut checked = 0;
     for (name, entry) in index["files"].as_object().unwrap() {
         if entry["outcome"] != "ok" {
@@ -67,7 +85,11 @@ fn fused_pipeline_equals_full_decode_then_resize() {
         let h = entry["height"].as_u64().unwrap() as u32;
         // Large photos only with the default geometry (upscaling a 2560 px
         // photo to a 1000 px short side is slow in a debug build).
-        let geos = if w * h > 1_000_000 { &geometries[..1] } else { &geometries[..] };
+        let geos = if w * h > 1_000_000 {
+            &geometries[..1]
+        } else {
+            &geometries[..]
+        };
         for &(resize, crop) in geos {
             let profile = ImageProfile {
                 resize,
@@ -76,7 +98,10 @@ fn fused_pipeline_equals_full_decode_then_resize() {
             };
             let fused = preprocess_image(&data, &profile).unwrap().data;
             let full = transform_pixels(&px, w, h, ch as u8, &profile).unwrap();
-            assert!(fused == full, "{name} resize {resize} crop {crop}: fused != full decode + resize");
+            assert!(
+                fused == full,
+                "{name} resize {resize} crop {crop}: fused != full decode + resize"
+            );
             checked += 1;
         }
     }

@@ -268,7 +268,10 @@ impl From<Error> for Declined {
 }
 
 fn be16(b: &[u8], at: usize) -> Option<usize> {
-    Some(usize::from(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?])))
+    Some(usize::from(u16::from_be_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+    ])))
 }
 
 /// Tables in force when the scan starts.
@@ -426,7 +429,8 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                 }
                 let ids: Vec<u8> = (0..n).map(|i| body[6 + 3 * i]).collect();
                 if n == 3 {
-                    let luma_ok = matches!((comps[0].h, comps[0].v), (1, 1) | (2, 1) | (2, 2) | (1, 2));
+                    let luma_ok =
+                        matches!((comps[0].h, comps[0].v), (1, 1) | (2, 1) | (2, 2) | (1, 2));
                     let chroma_ok = (1..3).all(|i| comps[i].h == 1 && comps[i].v == 1);
                     if !luma_ok || !chroma_ok {
                         return Err(Declined::NotForUs);
@@ -493,7 +497,9 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                         return Err(corrupt("scan uses an undefined Huffman table").into());
                     }
                     if !qt_seen[c.tq] {
-                        return Err(corrupt("component uses an undefined quantisation table").into());
+                        return Err(
+                            corrupt("component uses an undefined quantisation table").into()
+                        );
                     }
                 }
                 f.qt = qt;
@@ -531,7 +537,9 @@ fn destuff(
     let mut i = start;
     loop {
         let Some(off) = memchr::memchr(0xFF, &input[i..]) else {
-            return Err(corrupt("scan truncated (no marker after the entropy-coded data)"));
+            return Err(corrupt(
+                "scan truncated (no marker after the entropy-coded data)",
+            ));
         };
         data.extend_from_slice(&input[i..i + off]);
         let mut k = i + off + 1;
@@ -578,8 +586,6 @@ impl Plane {
 
 /// What the decoder produced for a luma window.
 pub(crate) struct Decoded {
-    pub width: usize,
-    pub height: usize,
     pub planes: Vec<Plane>,
     /// Luma sampling factors relative to chroma (1 or 2 each); (1, 1) for
     /// grayscale.
@@ -641,7 +647,11 @@ fn reconstruct(
     bufs: &mut Buffers,
 ) -> Result<Decoded, Declined> {
     let ri = f.restart_interval;
-    let (fx, fy) = if f.comps.len() == 1 { (1, 1) } else { (f.hmax, f.vmax) };
+    let (fx, fy) = if f.comps.len() == 1 {
+        (1, 1)
+    } else {
+        (f.hmax, f.vmax)
+    };
     // Per component: the block window to reconstruct.
     let mut win = Vec::with_capacity(f.comps.len());
     let mut planes = Vec::with_capacity(f.comps.len());
@@ -680,10 +690,7 @@ fn reconstruct(
     let (mcux, mcuy) = if f.comps.len() == 1 {
         (f.width.div_ceil(8), f.height.div_ceil(8))
     } else {
-        (
-            f.width.div_ceil(8 * f.hmax),
-            f.height.div_ceil(8 * f.vmax),
-        )
+        (f.width.div_ceil(8 * f.hmax), f.height.div_ceil(8 * f.vmax))
     };
     // Last MCU row any window needs.
     let last_row = f
@@ -724,7 +731,7 @@ fn reconstruct(
     let mut mcu = 0usize;
     for my in 0..=last_row {
         for mx in 0..mcux {
-            if ri > 0 && mcu > 0 && mcu % ri == 0 {
+            if ri > 0 && mcu > 0 && mcu.is_multiple_of(ri) {
                 if bits.pos() > ent.segments[seg].1 * 8 {
                     return Err(corrupt("restart interval runs past its data").into());
                 }
@@ -776,13 +783,7 @@ fn reconstruct(
             return Err(corrupt("scan data ends inside an MCU (truncated or corrupt)").into());
         }
     }
-    Ok(Decoded {
-        width: f.width,
-        height: f.height,
-        planes,
-        fx,
-        fy,
-    })
+    Ok(Decoded { planes, fx, fy })
 }
 
 /// The ISLOW IDCT of a block whose AC coefficients are all zero: every

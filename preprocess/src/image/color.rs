@@ -41,9 +41,7 @@ pub(crate) fn rgb_row(
     x0: usize,
     n: usize,
     s: &mut Rows,
-    r: &mut [u8],
-    g: &mut [u8],
-    b: &mut [u8],
+    [r, g, b]: [&mut [u8]; 3],
 ) {
     let luma = d.planes[0].row(y, x0, n);
     if d.planes.len() == 1 {
@@ -78,15 +76,7 @@ fn ycc_to_rgb(y: &[u8], cb: &[u8], cr: &[u8], r: &mut [u8], g: &mut [u8], b: &mu
 /// One chroma component upsampled to full resolution for row `y`,
 /// columns `x0..x0 + out.len()`; `fx`, `fy` are the luma/chroma factors.
 #[inline(always)]
-fn chroma_row(
-    p: &Plane,
-    fx: usize,
-    fy: usize,
-    y: usize,
-    x0: usize,
-    s: &mut Rows,
-    out: &mut [u8],
-) {
+fn chroma_row(p: &Plane, fx: usize, fy: usize, y: usize, x0: usize, s: &mut Rows, out: &mut [u8]) {
     let n = out.len();
     let (dw, dh) = (p.comp.dw, p.comp.dh);
     if fx == 1 && fy == 1 {
@@ -108,14 +98,14 @@ fn chroma_row(
     let i = y / fy;
     let near = if fy == 1 {
         i
-    } else if y % 2 == 0 {
+    } else if y.is_multiple_of(2) {
         i.saturating_sub(1)
     } else {
         (i + 1).min(dh - 1)
     };
     if fx == 1 {
         // h1v2: vertical triangle only.
-        let bias = if y % 2 == 0 { 1 } else { 2 };
+        let bias = if y.is_multiple_of(2) { 1 } else { 2 };
         let (cur, nr) = (p.row(i, x0, n), p.row(near, x0, n));
         for k in 0..n {
             out[k] = ((3 * u16::from(cur[k]) + u16::from(nr[k]) + bias) >> 2) as u8;
@@ -157,7 +147,11 @@ fn chroma_row(
     horizontal_fancy(sums, m, be, bo, sh, j0, x0, eo, &mut s.wide, out);
 }
 
-fn s_even_odd<'a>(e: &'a mut Vec<u8>, o: &'a mut Vec<u8>, m: usize) -> (&'a mut [u8], &'a mut [u8]) {
+fn s_even_odd<'a>(
+    e: &'a mut Vec<u8>,
+    o: &'a mut Vec<u8>,
+    m: usize,
+) -> (&'a mut [u8], &'a mut [u8]) {
     e.resize(m, 0);
     o.resize(m, 0);
     (&mut e[..m], &mut o[..m])

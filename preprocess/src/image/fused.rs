@@ -159,7 +159,7 @@ fn inner(
     }
     let tmp = &mut tmp[..(y1 - y0) * row_len];
     for (y, t) in (y0..y1).zip(tmp.chunks_exact_mut(row_len)) {
-        color::rgb_row(&d, y, x0, n, &mut s.color, r, g, b);
+        color::rgb_row(&d, y, x0, n, &mut s.color, [r, g, b]);
         hk.apply(r, &mut t[..cs]);
         if ch == 3 {
             hk.apply(g, &mut t[cs..2 * cs]);
@@ -203,7 +203,7 @@ fn decode_full_inner(input: &[u8], w: u32, h: u32) -> Result<(Vec<u8>, usize), D
     let mut scratch = Rows::default();
     let mut out = vec![0u8; w * h * ch];
     for (y, o) in out.chunks_exact_mut(w * ch).enumerate() {
-        color::rgb_row(&d, y, 0, w, &mut scratch, &mut r, &mut g, &mut b);
+        color::rgb_row(&d, y, 0, w, &mut scratch, [&mut r, &mut g, &mut b]);
         if ch == 1 {
             o.copy_from_slice(&r);
         } else {
