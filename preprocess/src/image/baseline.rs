@@ -628,10 +628,29 @@ pub(crate) struct Buffers {
     planes: Vec<Vec<u8>>,
 }
 
+/// Buffers larger than this are dropped after use rather than kept per
+/// thread: one huge image must not pin its memory in every worker thread.
+pub(crate) const KEEP_MAX: usize = 8 << 20;
+
+/// Drops `v`'s memory if it is over [`KEEP_MAX`].
+pub(crate) fn trim(v: &mut Vec<u8>) {
+    if v.capacity() > KEEP_MAX {
+        *v = Vec::new();
+    }
+}
+
+impl Buffers {
+    fn trim(&mut self) {
+        trim(&mut self.entropy);
+        self.planes.iter_mut().for_each(trim);
+    }
+}
+
 impl Decoded {
     /// Returns the planes' memory to `bufs`.
     pub fn recycle(self, bufs: &mut Buffers) {
         bufs.planes.extend(self.planes.into_iter().map(|p| p.data));
+        bufs.trim();
     }
 }
 
@@ -881,4 +900,67 @@ fn decode_block<const STORE: bool>(
     bits.acc = acc;
     bits.n = n;
     Ok(any)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huffman_tables_that_cannot_exist_are_refused() {
+        // Three 1-bit codes do not fit in a 1-bit code space.
+        let mut bits = [0u8; 16];
+        bits[0] = 3;
+        assert!(Huff::new(&bits, &[0, 1, 2], false).is_err());
+        // Counts and symbols disagree.
+        bits[0] = 2;
+        assert!(Huff::new(&bits, &[0], false).is_err());
+        // DC categories above 15 have no meaning.
+        assert!(Huff::new(&bits, &[3, 16], true).is_err());
+        assert!(Huff::new(&bits, &[3, 16], false).is_ok());
+    }
+
+    #[test]
+    fn fast_table_decodes_code_and_extra_bits_together() {
+        // Codes: 0 -> symbol 0x01 (run 0, 1 extra bit), 10 -> EOB,
+        // 110 -> ZRL (0xF0), 1110 -> 0x22 (run 2, 2 bits).
+        let mut bits = [0u8; 16];
+        bits[..4].copy_from_slice(&[1, 1, 1, 1]);
+        let h = Huff::new(&bits, &[0x01, 0x00, 0xF0, 0x22], false).unwrap();
+        let at = |prefix: u64, len: u32| h.fast_ac[(prefix << (LUT_BITS - len)) as usize];
+        // "0" + "1": value +1, 2 bits; "0" + "0": value -1.
+        assert_eq!(at(0b01, 2), (1 << 16) | 2);
+        assert_eq!(at(0b00, 2), (-1i32 << 16) | 2);
+        assert_eq!(at(0b10, 2), FAST_EOB | 2);
+        assert_eq!(at(0b110, 3), (15 << 8) | 3);
+        // "1110" + "01": run 2, value -2, 6 bits.
+        assert_eq!(at(0b111001, 6), (-2i32 << 16) | (2 << 8) | 6);
+    }
+
+    #[test]
+    fn oversized_buffers_are_not_kept() {
+        let mut big = vec![0u8; KEEP_MAX + 1];
+        trim(&mut big);
+        assert_eq!(big.capacity(), 0);
+        let mut small = vec![0u8; 1024];
+        trim(&mut small);
+        assert_eq!(small.len(), 1024);
+    }
+
+    #[test]
+    fn bit_reader_counts_and_zero_fills() {
+        let data = [0xA5u8, 0xFF, 0x00, 0x0F, 0, 0, 0, 0, 0, 0, 0, 0];
+        // (Callers pad the data with 8 zero bytes, as `destuff` does.)
+        let mut b = Bits::at(&data, 0);
+        assert_eq!(b.acc >> 56, 0xA5);
+        b.consume(8);
+        assert_eq!(b.pos(), 8);
+        b.refill();
+        assert_eq!(b.acc >> 40, 0xFF000F);
+        // Past the end of a short buffer the reader sees zeros, not a panic.
+        let mut b = Bits::at(&data[..2], 1);
+        b.consume(40);
+        b.refill();
+        assert_eq!(b.acc, 0);
+    }
 }

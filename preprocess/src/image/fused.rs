@@ -57,6 +57,7 @@ pub(crate) fn recycle(crop: Vec<u8>) {
     SCRATCH.with(|c| {
         let mut s = c.take().unwrap_or_default();
         s.crop = crop;
+        baseline::trim(&mut s.crop);
         c.set(Some(s));
     });
 }
@@ -177,6 +178,7 @@ fn inner(
         resample::vertical_row(&rows, &cy.w[i * k..(i + 1) * k], o);
     }
     d.recycle(&mut s.decode);
+    baseline::trim(&mut s.tmp);
     Ok((out, ch))
 }
 
