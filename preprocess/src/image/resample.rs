@@ -935,23 +935,29 @@ mod v3 {
                 // Per lane: the output's eight partial sums.
                 let mut v = [zero; VEC];
                 for ((v, &b), w) in v.iter_mut().zip(bases).zip(slots) {
-                    let (mut hi, mut lo) = (zero, zero);
-                    for (blk, w) in w.as_chunks::<2>().0.iter().enumerate() {
-                        let x = simd
-                            .avx2
-                            ._mm256_cvtepu8_epi16(load16(src, b as usize + 16 * blk));
-                        let h = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[0].0));
-                        let l = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[1].0));
-                        hi = simd.avx2._mm256_add_epi32(hi, h);
-                        lo = simd.avx2._mm256_add_epi32(lo, l);
-                    }
-                    let hi = simd.avx2._mm256_slli_epi32::<{ SPLIT as i32 }>(hi);
-                    *v = simd.avx2._mm256_add_epi32(hi, lo);
+                    *v = window_sums(simd, src, b as usize, w);
                 }
                 *r = reduce(simd, &v);
             }
             store(out, c * CHUNK, &pack_ordered(simd, &r));
         }
+    }
+
+    /// One output's partial sums over its window: 16-tap blocks from `at`,
+    /// `w` holding each block's high and low weight halves.
+    #[inline(always)]
+    fn window_sums(simd: V3, src: &[u8], at: usize, w: &[Block]) -> __m256i {
+        let zero = simd.avx._mm256_setzero_si256();
+        let (mut hi, mut lo) = (zero, zero);
+        for (blk, w) in w.as_chunks::<2>().0.iter().enumerate() {
+            let x = simd.avx2._mm256_cvtepu8_epi16(load16(src, at + 16 * blk));
+            let h = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[0].0));
+            let l = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[1].0));
+            hi = simd.avx2._mm256_add_epi32(hi, h);
+            lo = simd.avx2._mm256_add_epi32(lo, l);
+        }
+        let hi = simd.avx2._mm256_slli_epi32::<{ SPLIT as i32 }>(hi);
+        simd.avx2._mm256_add_epi32(hi, lo)
     }
 
     /// [`wide_k`] with any number of blocks.
@@ -967,18 +973,7 @@ mod v3 {
             for ((r, bases), w) in r.iter_mut().zip(bases).zip(w.chunks_exact(VEC * w2)) {
                 let mut v = [zero; VEC];
                 for ((v, &b), w) in v.iter_mut().zip(bases).zip(w.chunks_exact(w2)) {
-                    let (mut hi, mut lo) = (zero, zero);
-                    for (blk, w) in w.as_chunks::<2>().0.iter().enumerate() {
-                        let x = simd
-                            .avx2
-                            ._mm256_cvtepu8_epi16(load16(src, b as usize + 16 * blk));
-                        let h = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[0].0));
-                        let l = simd.avx2._mm256_madd_epi16(x, pulp::cast(w[1].0));
-                        hi = simd.avx2._mm256_add_epi32(hi, h);
-                        lo = simd.avx2._mm256_add_epi32(lo, l);
-                    }
-                    let hi = simd.avx2._mm256_slli_epi32::<{ SPLIT as i32 }>(hi);
-                    *v = simd.avx2._mm256_add_epi32(hi, lo);
+                    *v = window_sums(simd, src, b as usize, w);
                 }
                 *r = reduce(simd, &v);
             }
@@ -1114,17 +1109,30 @@ mod v3 {
                     p == 0,
                 );
             }
-            let mut r = [zero; 4];
-            for j in 0..4 {
-                r[j] = finish::<EVEN>(simd, hi[j], lo[j]);
-            }
-            let bytes: [u8; 32] = pulp::cast(pack(simd, &r));
-            out[at..at + CHUNK].copy_from_slice(&bytes);
+            store_chunk::<EVEN>(simd, &hi, &lo, &mut out[at..at + CHUNK]);
             x += CHUNK;
             if x >= n {
                 break;
             }
         }
+    }
+
+    /// Finishes one chunk's accumulators and stores its `CHUNK` bytes.
+    #[inline(always)]
+    fn store_chunk<const EVEN: bool>(
+        simd: V3,
+        hi: &[__m256i; 4],
+        lo: &[__m256i; 4],
+        out: &mut [u8],
+    ) {
+        let r: [__m256i; 4] = [
+            finish::<EVEN>(simd, hi[0], lo[0]),
+            finish::<EVEN>(simd, hi[1], lo[1]),
+            finish::<EVEN>(simd, hi[2], lo[2]),
+            finish::<EVEN>(simd, hi[3], lo[3]),
+        ];
+        let bytes: [u8; 32] = pulp::cast(pack(simd, &r));
+        out.copy_from_slice(&bytes);
     }
 
     /// Vertical pass, any number of taps.
@@ -1156,12 +1164,7 @@ mod v3 {
                     t == 0,
                 );
             }
-            let mut r = [zero; 4];
-            for j in 0..4 {
-                r[j] = finish::<true>(simd, hi[j], lo[j]);
-            }
-            let bytes: [u8; 32] = pulp::cast(pack(simd, &r));
-            out[at..at + CHUNK].copy_from_slice(&bytes);
+            store_chunk::<true>(simd, &hi, &lo, &mut out[at..at + CHUNK]);
             x += CHUNK;
             if x >= n {
                 break;
