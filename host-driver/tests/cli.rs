@@ -1,21 +1,14 @@
 //! `preba preprocess` against its contract, on the committed fixtures.
 
+mod common;
+
 use preba_preprocess::{audio, image};
 use preba_protocol::profile::{AudioProfile, Dtype, ImageProfile, Layout};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures")
-        .join(kind);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jpg" || e == "wav"))
-        .collect();
-    v.sort();
-    v
+    common::fixtures(kind, &["jpg", "wav"])
 }
 
 fn preba(args: &[&str], inputs: &[PathBuf]) -> (i32, String) {
@@ -24,10 +17,7 @@ fn preba(args: &[&str], inputs: &[PathBuf]) -> (i32, String) {
         .args(inputs)
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::code_and_stderr(&out)
 }
 
 /// Minimal .npy reader: (descr, shape, data).

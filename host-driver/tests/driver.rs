@@ -2,6 +2,8 @@
 //! bit-exact results, CPU fallback, many threads, untrusted completions,
 //! timeouts and a card that dies.
 
+mod common;
+
 use preba_host::backend::{Backend, CardBackend, CpuBackend, Job, OpenCard, Output, Via};
 use preba_host::driver::{Card, CardError, DriverConfig};
 use preba_host::fake::{Behaviour, FakeCard};
@@ -10,18 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Fixtures under 4 MiB (the big ones only test limits).
 fn fixtures(kind: &str, ext: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures")
-        .join(kind);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
+    common::fixtures(kind, &[ext])
+        .into_iter()
         .filter(|p| std::fs::metadata(p).unwrap().len() < 4 << 20)
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 fn cfg() -> DriverConfig {

@@ -6,6 +6,8 @@
 //! build-fw` output). Without them each test says so on stderr and passes:
 //! `cargo xtask test` builds both first.
 
+mod common;
+
 use preba_protocol::media;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -54,16 +56,7 @@ fn parts() -> Option<(PathBuf, PathBuf)> {
 }
 
 fn fixtures(kind: &str, ext: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures")
-        .join(kind);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
-        .collect();
-    v.sort();
-    v
+    common::fixtures(kind, &[ext])
 }
 
 fn run(
@@ -84,10 +77,7 @@ fn run(
         .args(inputs)
         .output()
         .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    common::code_and_stderr(&o)
 }
 
 fn manifest(p: &Path) -> Vec<Value> {

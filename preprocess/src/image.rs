@@ -150,10 +150,9 @@ fn run(input: &[u8], probe: &header::Probe, profile: &ImageProfile) -> Result<Im
     // the general decoder only sees the rest, so both paths agree on
     // everything the card takes.
     if probe.card_check().is_ok() {
-        let (r, c) = (u32::from(profile.resize), u32::from(profile.crop));
-        match fused::resize_crop(input, w, h, r, c) {
+        match fused::resize_crop(input, w, h, profile) {
             Ok((crop, ch)) => {
-                let data = finish(&crop, c as usize, ch, profile);
+                let data = finish(&crop, usize::from(profile.crop), ch, profile);
                 fused::recycle(crop);
                 return Ok(ImageOutput {
                     width: w,
@@ -260,22 +259,9 @@ fn crop_start(size: u32, crop: u32) -> u32 {
 }
 
 fn transform(px: &[u8], w: u32, h: u32, ch: usize, profile: &ImageProfile) -> Vec<u8> {
-    let r = u32::from(profile.resize);
-    let c = u32::from(profile.crop);
-    let (nw, nh) = resized_size(w, h, r);
-    let (left, top) = (crop_start(nw, c), crop_start(nh, c));
-    let g = Geometry {
-        w,
-        h,
-        ch,
-        nw,
-        nh,
-        left,
-        top,
-        c,
-    };
+    let g = Geometry::new(w, h, ch, profile);
     let crop = resize_crop(px, &g, PassOrder::HorizontalFirst);
-    finish(&crop, c as usize, ch, profile)
+    finish(&crop, g.c as usize, ch, profile)
 }
 
 /// Order of the two resampling passes. Pillow up to 12.x always runs the
@@ -311,22 +297,9 @@ pub fn transform_pixels_with_order(
         )));
     }
     let ch = usize::from(channels);
-    let r = u32::from(profile.resize);
-    let c = u32::from(profile.crop);
-    let (nw, nh) = resized_size(width, height, r);
-    let (left, top) = (crop_start(nw, c), crop_start(nh, c));
-    let g = Geometry {
-        w: width,
-        h: height,
-        ch,
-        nw,
-        nh,
-        left,
-        top,
-        c,
-    };
+    let g = Geometry::new(width, height, ch, profile);
     let crop = resize_crop(pixels, &g, order);
-    Ok(finish(&crop, c as usize, ch, profile))
+    Ok(finish(&crop, g.c as usize, ch, profile))
 }
 
 /// Source size, channels, resized size, and the kept `c` x `c` window.
@@ -339,6 +312,34 @@ struct Geometry {
     left: u32,
     top: u32,
     c: u32,
+}
+
+impl Geometry {
+    /// `w` x `h` with `ch` channels through `profile`'s resize and crop.
+    fn new(w: u32, h: u32, ch: usize, profile: &ImageProfile) -> Self {
+        let c = u32::from(profile.crop);
+        let (nw, nh) = resized_size(w, h, u32::from(profile.resize));
+        Geometry {
+            w,
+            h,
+            ch,
+            nw,
+            nh,
+            left: crop_start(nw, c),
+            top: crop_start(nh, c),
+            c,
+        }
+    }
+
+    /// Pillow's weights of the kept columns and rows (identity weights,
+    /// one tap of 1.0, where a side keeps its size: what skipping that
+    /// pass gives).
+    fn weights(&self) -> (resample::Fixed, resample::Fixed) {
+        (
+            resample::coeffs(self.w, self.nw, self.left, self.c).fixed(self.w),
+            resample::coeffs(self.h, self.nh, self.top, self.c).fixed(self.h),
+        )
+    }
 }
 
 /// Pillow's resize to `nw` x `nh`, restricted to the `c` x `c` window at
@@ -367,13 +368,12 @@ fn resize_crop_inner(px: &[u8], g: &Geometry, order: PassOrder) -> Vec<u8> {
     let cy = (g.nh != g.h).then(|| resample::coeffs(g.h, g.nh, g.top, g.c).fixed(g.h));
     let cx = (g.nw != g.w).then(|| resample::coeffs(g.w, g.nw, g.left, g.c).fixed(g.w));
     // Source rows / columns the kept window needs.
-    let span = |f: &resample::Fixed| {
-        let lo = f.start.iter().copied().min().unwrap_or(0);
-        let hi = f.start.iter().copied().max().unwrap_or(0) + f.k as u32;
-        (lo, hi)
-    };
-    let (y0, y1) = cy.as_ref().map_or((g.top, g.top + g.c), span);
-    let (x0, x1) = cx.as_ref().map_or((g.left, g.left + g.c), span);
+    let (y0, y1) = cy
+        .as_ref()
+        .map_or((g.top, g.top + g.c), resample::Fixed::span);
+    let (x0, x1) = cx
+        .as_ref()
+        .map_or((g.left, g.left + g.c), resample::Fixed::span);
     let out_stride = cs * ch;
     let mut out = vec![0u8; cs * out_stride];
     match (&cx, &cy) {

@@ -472,59 +472,7 @@ impl Host {
 }
 
 /// The firmware ELF for tests and benches: `$PREBA_FIRMWARE` when set, else built with cargo
-/// (`--profile firmware --target riscv32imac-unknown-none-elf`) into the target directory of the
-/// running executable (`$CARGO_TARGET_DIR`, or derived from the executable's path).
+/// (see [`preba_softcore::progs::firmware_elf`]).
 pub fn firmware_elf() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("PREBA_FIRMWARE") {
-        return Ok(PathBuf::from(p));
-    }
-    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            // <target>/<profile>/deps/<test> or <target>/<profile>/examples/<bin>
-            let exe = std::env::current_exe().map_err(|e| HarnessError::Firmware(e.to_string()))?;
-            exe.ancestors()
-                .nth(3)
-                .ok_or_else(|| {
-                    HarnessError::Firmware(format!("no target dir above {}", exe.display()))
-                })?
-                .to_path_buf()
-        }
-    };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target = "riscv32imac-unknown-none-elf";
-    let st = std::process::Command::new(cargo)
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .args([
-            "build",
-            "-p",
-            "preba-firmware",
-            "--bin",
-            "preba-firmware",
-            "--profile",
-            "firmware",
-            "--target",
-            target,
-        ])
-        .status()
-        .map_err(|e| HarnessError::Firmware(format!("cannot run cargo: {e}")))?;
-    if !st.success() {
-        return Err(HarnessError::Firmware(format!(
-            "firmware build failed: {st}"
-        )));
-    }
-    let elf = target_dir
-        .join(target)
-        .join("firmware")
-        .join("preba-firmware");
-    if elf.exists() {
-        Ok(elf)
-    } else {
-        Err(HarnessError::Firmware(format!(
-            "{} missing after the build",
-            elf.display()
-        )))
-    }
+    preba_softcore::progs::firmware_elf().map_err(HarnessError::Firmware)
 }

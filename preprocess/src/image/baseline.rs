@@ -230,6 +230,7 @@ impl<'a> Bits<'a> {
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Component {
+    id: u8,
     h: usize,
     v: usize,
     tq: usize,
@@ -405,29 +406,18 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                 if width == 0 || height == 0 {
                     return Err(Declined::NotForUs);
                 }
-                let mut comps = Vec::with_capacity(n);
-                for i in 0..n {
-                    let c = &body[6 + 3 * i..9 + 3 * i];
-                    let (h, v) = (usize::from(c[1] >> 4), usize::from(c[1] & 15));
-                    if n == 1 {
+                let mut comps: Vec<Component> = body[6..]
+                    .chunks_exact(3)
+                    .map(|c| Component {
+                        id: c[0],
                         // A single-component scan is never interleaved: one
                         // block per MCU, whatever the factors say.
-                        comps.push(Component {
-                            h: 1,
-                            v: 1,
-                            tq: usize::from(c[2] & 3),
-                            ..Default::default()
-                        });
-                    } else {
-                        comps.push(Component {
-                            h,
-                            v,
-                            tq: usize::from(c[2] & 3),
-                            ..Default::default()
-                        });
-                    }
-                }
-                let ids: Vec<u8> = (0..n).map(|i| body[6 + 3 * i]).collect();
+                        h: if n == 1 { 1 } else { usize::from(c[1] >> 4) },
+                        v: if n == 1 { 1 } else { usize::from(c[1] & 15) },
+                        tq: usize::from(c[2] & 3),
+                        ..Default::default()
+                    })
+                    .collect();
                 if n == 3 {
                     let luma_ok =
                         matches!((comps[0].h, comps[0].v), (1, 1) | (2, 1) | (2, 2) | (1, 2));
@@ -436,6 +426,7 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                         return Err(Declined::NotForUs);
                     }
                     // Duplicate component ids make scan selectors ambiguous.
+                    let ids = [comps[0].id, comps[1].id, comps[2].id];
                     if ids[0] == ids[1] || ids[0] == ids[2] || ids[1] == ids[2] {
                         return Err(Declined::NotForUs);
                     }
@@ -445,10 +436,6 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                 for c in &mut comps {
                     c.dw = (width * c.h).div_ceil(hmax);
                     c.dh = (height * c.v).div_ceil(vmax);
-                }
-                // Component ids ride along in `td` until the scan assigns tables.
-                for (c, &id) in comps.iter_mut().zip(&ids) {
-                    c.td = usize::from(id);
                 }
                 frame = Some(Frame {
                     width,
@@ -481,13 +468,11 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                 if spectral != [0, 63, 0] {
                     return Err(Declined::NotForUs);
                 }
-                let mut assigned = [false; 3];
-                for (i, s) in sel.chunks_exact(2).enumerate() {
-                    let c = &mut f.comps[i];
-                    if usize::from(s[0]) != c.td || assigned[i] {
+                // Selectors in frame order (the ids are distinct).
+                for (c, s) in f.comps.iter_mut().zip(sel.chunks_exact(2)) {
+                    if s[0] != c.id {
                         return Err(Declined::NotForUs);
                     }
-                    assigned[i] = true;
                     c.td = usize::from(s[1] >> 4);
                     c.ta = usize::from(s[1] & 15);
                     if c.td > 3 || c.ta > 3 {

@@ -7,10 +7,11 @@
 //! (Pillow <= 12's order), so the output equals decoding the whole image
 //! and resizing it.
 
+use super::Geometry;
 use super::baseline::{self, Declined};
 use super::color::{self, Rows};
 use super::resample::{self, HKernel};
-use super::{crop_start, resized_size};
+use preba_protocol::profile::ImageProfile;
 use std::cell::Cell;
 
 /// Row-planar `c` x `c` crop (each row: `c` samples of channel 0, then 1,
@@ -19,22 +20,20 @@ pub(crate) fn resize_crop(
     input: &[u8],
     w: u32,
     h: u32,
-    resize: u32,
-    c: u32,
+    p: &ImageProfile,
 ) -> Result<(Vec<u8>, usize), Declined> {
     struct Job<'a> {
         input: &'a [u8],
         w: u32,
         h: u32,
-        resize: u32,
-        c: u32,
+        p: &'a ImageProfile,
         s: &'a mut Scratch,
     }
     impl pulp::WithSimd for Job<'_> {
         type Output = Result<(Vec<u8>, usize), Declined>;
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
-            inner(self.input, self.w, self.h, self.resize, self.c, self.s)
+            inner(self.input, self.w, self.h, self.p, self.s)
         }
     }
     // Taken out of the thread-local around the dispatch: a closure inside
@@ -44,8 +43,7 @@ pub(crate) fn resize_crop(
         input,
         w,
         h,
-        resize,
-        c,
+        p,
         s: &mut scratch,
     });
     SCRATCH.with(|c| c.set(Some(scratch)));
@@ -62,17 +60,10 @@ pub(crate) fn recycle(crop: Vec<u8>) {
     });
 }
 
-/// `[lo, hi)` of source samples the fixed-layout weights read.
-fn span(f: &resample::Fixed) -> (usize, usize) {
-    let lo = f.start.iter().copied().min().unwrap_or(0) as usize;
-    let hi = f.start.iter().copied().max().unwrap_or(0) as usize + f.k;
-    (lo, hi)
-}
-
 /// Resampling weights of one (source size, resize, crop): computing them
 /// costs ~2% of an ImageNet image, and streams repeat sizes.
-struct Geometry {
-    key: (u32, u32, u32, u32),
+struct Weights {
+    key: (u32, u32, u16, u16),
     cy: resample::Fixed,
     hk: HKernel,
     /// Source columns and rows the kept window reads.
@@ -80,22 +71,18 @@ struct Geometry {
     ys: (usize, usize),
 }
 
-impl Geometry {
-    fn new(key: (u32, u32, u32, u32)) -> Self {
-        let (w, h, resize, c) = key;
-        let (nw, nh) = resized_size(w, h, resize);
-        let (left, top) = (crop_start(nw, c), crop_start(nh, c));
-        // Equal sizes give identity weights (one tap of 1.0), which is what
-        // skipping the pass gives.
-        let cx = resample::coeffs(w, nw, left, c).fixed(w);
-        let cy = resample::coeffs(h, nh, top, c).fixed(h);
-        let xs = span(&cx);
-        let ys = span(&cy);
-        let hk = HKernel::new(&cx, xs.0 as u32);
-        Geometry {
-            key,
+impl Weights {
+    fn new(w: u32, h: u32, p: &ImageProfile) -> Self {
+        let (cx, cy) = Geometry::new(w, h, 1, p).weights();
+        let span = |f: &resample::Fixed| {
+            let (lo, hi) = f.span();
+            (lo as usize, hi as usize)
+        };
+        let (xs, ys) = (span(&cx), span(&cy));
+        Weights {
+            key: (w, h, p.resize, p.crop),
+            hk: HKernel::new(&cx, xs.0 as u32),
             cy,
-            hk,
             xs,
             ys,
         }
@@ -106,7 +93,7 @@ impl Geometry {
 /// image cost more than some of the stages).
 #[derive(Default)]
 struct Scratch {
-    geometries: Vec<Geometry>,
+    weights: Vec<Weights>,
     /// The crop buffer handed out by [`resize_crop`], back via [`recycle`].
     crop: Vec<u8>,
     decode: baseline::Buffers,
@@ -124,28 +111,27 @@ fn inner(
     input: &[u8],
     w: u32,
     h: u32,
-    resize: u32,
-    c: u32,
+    p: &ImageProfile,
     s: &mut Scratch,
 ) -> Result<(Vec<u8>, usize), Declined> {
-    let key = (w, h, resize, c);
     // A few recent geometries (e.g. landscape and portrait of one size).
-    let at = match s.geometries.iter().position(|g| g.key == key) {
+    let key = (w, h, p.resize, p.crop);
+    let at = match s.weights.iter().position(|g| g.key == key) {
         Some(i) => i,
         None => {
-            if s.geometries.len() == 4 {
-                s.geometries.remove(0);
+            if s.weights.len() == 4 {
+                s.weights.remove(0);
             }
-            s.geometries.push(Geometry::new(key));
-            s.geometries.len() - 1
+            s.weights.push(Weights::new(w, h, p));
+            s.weights.len() - 1
         }
     };
-    let geo = &s.geometries[at];
+    let geo = &s.weights[at];
     let (cy, hk) = (&geo.cy, &geo.hk);
     let ((x0, x1), (y0, y1)) = (geo.xs, geo.ys);
     let d = baseline::decode(input, x0, x1, y0, y1, &mut s.decode)?;
     let ch = d.planes.len();
-    let cs = c as usize;
+    let cs = usize::from(p.crop);
     let n = x1 - x0;
     let len = hk.src_len().max(n);
     let [r, g, b] = &mut s.rows;

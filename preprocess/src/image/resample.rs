@@ -95,6 +95,15 @@ pub(crate) struct Fixed {
     pub k: usize,
 }
 
+impl Fixed {
+    /// `[lo, hi)`: the source samples these weights read.
+    pub fn span(&self) -> (u32, u32) {
+        let lo = self.start.iter().copied().min().unwrap_or(0);
+        let hi = self.start.iter().copied().max().unwrap_or(0) + self.k as u32;
+        (lo, hi)
+    }
+}
+
 impl Coeffs {
     pub fn fixed(&self, in_size: u32) -> Fixed {
         let k = self.taps.iter().copied().max().unwrap_or(1).max(1) as usize;
@@ -1599,7 +1608,7 @@ mod tests {
             for (i, (n_in, n_out, first, count)) in axes().into_iter().enumerate() {
                 let f = coeffs(n_in, n_out, first, count).fixed(n_in);
                 let out_w = f.start.len();
-                let (lo, hi) = span(&f);
+                let (lo, hi) = f.span();
                 let col0 = lo / 2;
                 let cols = (hi - col0) as usize;
                 let rows = 3;
@@ -1709,12 +1718,6 @@ mod tests {
         }
     }
 
-    /// Span `(lo, hi)` of the source samples a fixed layout reads.
-    fn span(f: &Fixed) -> (u32, u32) {
-        let lo = *f.start.iter().min().unwrap();
-        (lo, f.start.iter().max().unwrap() + f.k as u32)
-    }
-
     /// One resize + crop: source size, kept window's weights per axis and
     /// the source rows / columns they read.
     struct Geo {
@@ -1734,7 +1737,7 @@ mod tests {
                 coeffs(w, nw, left, c).fixed(w),
                 coeffs(h, nh, top, c).fixed(h),
             );
-            let ((x0, _), (y0, y1)) = (span(&cx), span(&cy));
+            let ((x0, _), (y0, y1)) = (cx.span(), cy.span());
             Geo {
                 w: w as usize,
                 c: c as usize,

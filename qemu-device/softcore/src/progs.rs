@@ -1,5 +1,6 @@
 //! Building the bare-metal test programs in `rvtests/` (a crate outside the workspace, built
-//! for `riscv32imac-unknown-none-elf` with the cargo that runs us).
+//! for `riscv32imac-unknown-none-elf` with the cargo that runs us), and finding or building the
+//! firmware ELF for the tests and benches of this crate and of the card model.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,4 +49,54 @@ pub fn build() -> Result<PathBuf, String> {
         ));
     }
     Ok(target_dir.join("riscv32imac-unknown-none-elf/release"))
+}
+
+/// The firmware ELF, as `cargo xtask build-fw` makes it: `$PREBA_FIRMWARE` when set (and not
+/// empty), else built with the running cargo (`--profile firmware --target
+/// riscv32imac-unknown-none-elf`) into the target directory of the running executable
+/// (`$CARGO_TARGET_DIR`, or derived from the executable's path, or the workspace's `target/`).
+pub fn firmware_elf() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("PREBA_FIRMWARE").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // <target>/<profile>/deps/<test> or <target>/<profile>/examples/<bin>
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.ancestors().nth(3)?.to_path_buf())
+        })
+        .unwrap_or_else(|| root.join("target"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = "riscv32imac-unknown-none-elf";
+    let st = Command::new(&cargo)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "preba-firmware",
+            "--bin",
+            "preba-firmware",
+            "--profile",
+            "firmware",
+            "--target",
+            target,
+        ])
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !st.success() {
+        return Err(format!("firmware build failed: {st}"));
+    }
+    let elf = target_dir
+        .join(target)
+        .join("firmware")
+        .join("preba-firmware");
+    if elf.exists() {
+        Ok(elf)
+    } else {
+        Err(format!("{} missing after the build", elf.display()))
+    }
 }

@@ -108,38 +108,6 @@ fn qemu_and_softcore_agree() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The firmware ELF, as `cargo xtask build-fw` makes it: `PREBA_FIRMWARE`
-/// (set by `cargo xtask test`), else built here with the running cargo.
-fn firmware_elf() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("PREBA_FIRMWARE").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "preba-firmware",
-            "--bin",
-            "preba-firmware",
-            "--profile",
-            "firmware",
-            "--target",
-            "riscv32imac-unknown-none-elf",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("run cargo to build the firmware");
-    assert!(status.success(), "building the firmware failed");
-    target.join("riscv32imac-unknown-none-elf/firmware/preba-firmware")
-}
-
 /// The firmware ELF itself under both: its boot banner and self-test (with
 /// `minstret` deltas at log points), then "no card" (the card's peripherals
 /// do not exist on `virt`) and power-off.
@@ -148,7 +116,7 @@ fn firmware_elf_agrees_with_qemu() {
     if !qemu_available() {
         return;
     }
-    let elf = firmware_elf();
+    let elf = preba_softcore::progs::firmware_elf().expect("the firmware ELF");
     let bytes = std::fs::read(&elf).unwrap_or_else(|e| panic!("{}: {e}", elf.display()));
     let (qemu_out, qemu_code) = run_qemu(&elf);
     let ours =
