@@ -225,12 +225,19 @@ fn card_killed_mid_run_fails_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Enough work to be mid-run when the card dies.
+    // Enough work to be mid-run when the card dies, with room to spare:
+    // the run is killed after 2.5 s whatever its length (x40 once finished
+    // in time on an idle machine).
     let imgs: Vec<PathBuf> = fixtures("images", "jpg")
         .into_iter()
         .filter(|p| card_takes(p))
         .collect();
-    let inputs: Vec<PathBuf> = imgs.iter().cycle().take(imgs.len() * 40).cloned().collect();
+    let inputs: Vec<PathBuf> = imgs
+        .iter()
+        .cycle()
+        .take(imgs.len() * 200)
+        .cloned()
+        .collect();
     let out = dir.path().join("o.npy");
     // stderr to a file: a pipe nobody reads would fill and block `preba`.
     let err_path = dir.path().join("stderr");
