@@ -2,7 +2,8 @@
 //! server do not care whether a card, the emulated card or the CPU does it.
 #![forbid(unsafe_code)]
 
-use crate::driver::{Card, CardError, DriverConfig, Pool};
+use crate::dma::DmaMem;
+use crate::driver::{Card, CardError, DriverConfig, OutGuard, OutRegion, Pool};
 use crate::vfio_user::{Emulated, VfioUser, connect_retry};
 use preba_preprocess::Error as PpError;
 use preba_preprocess::audio::{self, AudioOutput};
@@ -66,6 +67,47 @@ pub trait Backend: Sync {
     fn parallelism(&self) -> usize {
         1
     }
+    /// The DMA arena of this backend's card, if it has one: a server puts
+    /// its batch slots there so the card writes tensors where the slice
+    /// workers read them.
+    fn arena(&self) -> Option<&DmaMem> {
+        None
+    }
+    /// Reserves `bytes` of [`Backend::arena`].
+    fn reserve(&self, bytes: usize) -> Result<usize, String> {
+        Err(format!("{}: no arena to reserve {bytes} bytes in", self.name()))
+    }
+    /// Preprocesses an image into `arena` at `off..off+len` (exactly
+    /// `profile.output_len()` bytes). A card writes its own arena in place;
+    /// other paths copy their output there. `guard` keeps the region
+    /// reserved while a card may still write it.
+    fn process_into(
+        &self,
+        input: &[u8],
+        job: &ImageProfile,
+        arena: &DmaMem,
+        region: (usize, usize),
+        guard: OutGuard,
+    ) -> Result<Via, String> {
+        let _ = guard;
+        let (out, via) = self.process(input, &Job::Image(*job))?;
+        write_image(arena, region, out)?;
+        Ok(via)
+    }
+}
+
+/// Copies an image output into an arena region of exactly its size.
+fn write_image(arena: &DmaMem, (off, len): (usize, usize), out: Output) -> Result<(), String> {
+    let Output::Image(img) = out else {
+        return Err("internal: audio output for an image job".into());
+    };
+    if img.data.len() != len {
+        return Err(format!(
+            "internal: {} bytes of tensor for a {len}-byte slot",
+            img.data.len()
+        ));
+    }
+    arena.write(off, &img.data).map_err(|e| e.to_string())
 }
 
 /// The golden model on host threads.
@@ -259,6 +301,59 @@ impl Backend for CardBackend {
     }
     fn parallelism(&self) -> usize {
         POOL_SLOTS
+    }
+    fn arena(&self) -> Option<&DmaMem> {
+        Some(self.open.card.arena())
+    }
+    fn reserve(&self, bytes: usize) -> Result<usize, String> {
+        self.open.card.reserve(bytes).map_err(|e| e.to_string())
+    }
+    fn process_into(
+        &self,
+        input: &[u8],
+        job: &ImageProfile,
+        arena: &DmaMem,
+        (off, len): (usize, usize),
+        guard: OutGuard,
+    ) -> Result<Via, String> {
+        let own = std::ptr::eq(arena, self.open.card.arena());
+        let whole = Job::Image(*job);
+        if !own || input.is_empty() || !CardBackend::fits(input, &whole) {
+            let (out, via) = self.process(input, &whole)?;
+            return write_image(arena, (off, len), out).map(|()| via);
+        }
+        let pool = self.pool(&whole).map_err(|e| e.to_string())?;
+        let fallback = || {
+            cpu(input, &whole, Via::CpuFallback)
+                .map_err(|e| e.to_string())
+                .and_then(|(o, via)| write_image(arena, (off, len), o).map(|()| via))
+        };
+        let region = OutRegion { off, len, guard };
+        match self.open.card.process_into(&pool, input, region, self.timeout) {
+            Ok(cqe) if cqe.written as usize == len => Ok(Via::Card),
+            Ok(cqe) => Err(format!(
+                "card {}: wrote {} bytes, the profile needs {len}",
+                self.name, cqe.written
+            )),
+            Err(CardError::Status {
+                status:
+                    Status::UnsupportedFormat | Status::Internal | Status::Timeout | Status::Aborted,
+                ..
+            })
+            | Err(CardError::Refused(_)) => fallback(),
+            Err(CardError::Status { status, .. }) => match cpu(input, &whole, Via::CpuFallback) {
+                Err(e) => Err(format!("{e} (card: {})", status.name())),
+                Ok(_) => Err(format!(
+                    "card {} failed this input with {}",
+                    self.name,
+                    status.name()
+                )),
+            },
+            // A timed-out request may still be written by the card: the
+            // region stays held by its guard, so the caller must not reuse
+            // it; the CPU answer goes nowhere.
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

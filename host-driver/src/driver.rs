@@ -109,6 +109,21 @@ struct Pending {
     abandoned: bool,
     pool: Arc<PoolInner>,
     slot: usize,
+    /// Held while the card may still write the caller's output region
+    /// (`process_into`); dropped with the entry once the card answered or
+    /// died, which is when the caller may reuse the region.
+    _out_guard: Option<OutGuard>,
+}
+
+/// Keeps a caller-owned output region reserved while the card may write it.
+pub type OutGuard = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Where `process_into` makes the card write its output: a region of the
+/// arena the caller reserved with [`Card::reserve`].
+pub struct OutRegion {
+    pub off: usize,
+    pub len: usize,
+    pub guard: OutGuard,
 }
 
 struct AdminQ {
@@ -379,7 +394,7 @@ impl Card {
         }
         self.inner.check_alive()?;
         let slot = p.take(1, deadline, timeout, &self.inner)?;
-        let ticket = match self.inner.submit_slot(p, slot, input) {
+        let ticket = match self.inner.submit_slot(p, slot, input, None) {
             Ok(t) => t,
             Err(e) => {
                 p.give(slot, 1);
@@ -402,6 +417,80 @@ impl Card {
         };
         p.give(slot, 1);
         r
+    }
+
+    /// The DMA arena (a memfd other processes can map: slice workers read
+    /// batches from it in place).
+    pub fn arena(&self) -> &crate::dma::DmaMem {
+        self.inner.t.arena()
+    }
+
+    /// Reserves `bytes` (4 KiB aligned) of the arena for the caller, e.g. the
+    /// batch slots of a model; returns the offset. Never given back: callers
+    /// reserve once at start.
+    pub fn reserve(&self, bytes: usize) -> Result<usize, CardError> {
+        let bytes = align4k(bytes.max(1));
+        let mut b = lock(&self.inner.bump);
+        let base = *b;
+        let room = self.inner.t.arena().len().saturating_sub(base);
+        if bytes > room {
+            return Err(CardError::Refused(format!(
+                "DMA arena exhausted: {bytes} bytes wanted, {room} left"
+            )));
+        }
+        *b = base + bytes;
+        Ok(base)
+    }
+
+    /// Like [`Card::process`], but the card writes the output straight into
+    /// `out` (no copy on the host). The region stays reserved by its guard
+    /// until the card answered, even when this call times out.
+    pub fn process_into(
+        &self,
+        pool: &Pool,
+        input: &[u8],
+        out: OutRegion,
+        timeout: Duration,
+    ) -> Result<Cqe, CardError> {
+        let deadline = Instant::now() + timeout;
+        let p = &pool.inner;
+        if input.len() > p.in_size {
+            return Err(CardError::Refused(format!(
+                "input of {} bytes is larger than a card slot ({} bytes)",
+                input.len(),
+                p.in_size
+            )));
+        }
+        let arena = self.inner.t.arena();
+        if out.off.checked_add(out.len).is_none_or(|e| e > arena.len()) || out.len > u32::MAX as usize
+        {
+            return Err(CardError::Refused(format!(
+                "output region {:#x}+{:#x} is outside the arena",
+                out.off, out.len
+            )));
+        }
+        self.inner.check_alive()?;
+        let slot = p.take(1, deadline, timeout, &self.inner)?;
+        let ticket = match self.inner.submit_slot(p, slot, input, Some(out)) {
+            Ok(t) => t,
+            Err(e) => {
+                p.give(slot, 1);
+                return Err(e);
+            }
+        };
+        let r = self.inner.await_answer(ticket, deadline, timeout);
+        if matches!(r, Err(CardError::Timeout { .. })) {
+            // The reaper owns the slot now.
+            return r;
+        }
+        p.give(slot, 1);
+        match r? {
+            cqe if cqe.status() == Status::Success => Ok(cqe),
+            cqe => Err(CardError::Status {
+                status: cqe.status(),
+                cqe,
+            }),
+        }
     }
 
     /// Submits `inputs` into consecutive slots and waits for all of them.
@@ -430,7 +519,7 @@ impl Card {
         let first = p.take(inputs.len(), deadline, timeout, &self.inner)?;
         let mut rxs = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
-            match self.inner.submit_slot(p, first + i, input) {
+            match self.inner.submit_slot(p, first + i, input, None) {
                 Ok(rx) => rxs.push(rx),
                 Err(e) => {
                     // Slots already submitted come back through the reaper
@@ -645,6 +734,7 @@ impl Inner {
         p: &Arc<PoolInner>,
         slot: usize,
         input: &[u8],
+        out: Option<OutRegion>,
     ) -> Result<Ticket, CardError> {
         let arena = self.t.arena();
         let fatal = |reason: String| CardError::Fatal {
@@ -678,8 +768,9 @@ impl Inner {
             cid,
             profile: p.profile,
             sg_count: 1,
-            out_iova: arena.iova() + p.out_off(slot) as u64,
-            out_len: p.out_size as u32,
+            out_iova: arena.iova()
+                + out.as_ref().map_or(p.out_off(slot), |o| o.off) as u64,
+            out_len: out.as_ref().map_or(p.out_size, |o| o.len) as u32,
             in_len: input.len() as u32,
             sg: [
                 SgEntry {
@@ -696,6 +787,7 @@ impl Inner {
                 abandoned: false,
                 pool: p.clone(),
                 slot,
+                _out_guard: out.map(|o| o.guard),
             },
         );
         let r = arena

@@ -1,0 +1,1 @@
+//! preba-batcher (being written).

@@ -1,0 +1,1 @@
+//! preba-serve (being written).
