@@ -1,1 +1,151 @@
-//! preba-batcher (being written).
+//! preba-batcher: the batching policy of the preba inference server as a pure
+//! state machine, and the profile table format it is configured from.
+//!
+//! Owns: the PREBA dynamic-batching rules ([`Preba`], behind the [`Policy`]
+//! trait), the profile table (`preba-profile-1` TOML, [`profile`]) and the
+//! shipped default A100 MIG table ([`ProfileTable::builtin`]).
+//!
+//! Must not: do I/O, spawn threads, or read a clock. Time comes in with every
+//! event (`now`, nanoseconds on whatever clock the caller uses), so the same
+//! code drives the real-time server and a discrete-event simulator in virtual
+//! time, and every decision is reproducible from the event sequence alone.
+//!
+//! # The PREBA rules (arXiv 2411.19114, DESIGN.md section 1)
+//!
+//! - Every request lands in one bucket: images all in bucket 0; audio in bucket
+//!   `floor(duration_s / bucket_width_s)`, the last bucket taking everything
+//!   longer (and requests without a valid duration going to bucket 0).
+//! - Within a bucket, requests are ordered by `arrival` (ties: admission order);
+//!   the front is the bucket's oldest request and its deadline is
+//!   `arrival + time_queue`.
+//! - A bucket is *due* when it holds at least its `Batch_max` requests (full) or
+//!   its oldest request's deadline is `<= now` (overdue).
+//! - After every event, while a slice is free and some bucket is due, one batch
+//!   goes to the lowest-numbered free slice. Among due buckets, the one whose
+//!   oldest request is oldest goes first (ties: lower bucket index). So a slice
+//!   that comes free while requests are overdue gets them at once, and an
+//!   arrival while all slices are busy just waits in its bucket.
+//! - A full bucket dispatches its first `Batch_max` requests. An under-full
+//!   bucket (due by timeout) takes all of its requests and then borrows, oldest
+//!   first, from the other buckets in order of distance: `i-1, i+1, i-2, i+2,
+//!   ...` (the shorter neighbour first at equal distance, since borrowing
+//!   shorter inputs never raises the batch's padded length). A merged batch
+//!   never exceeds the `Batch_max` of its longest input's bucket: borrowing from
+//!   bucket `j` stops at `batch_max[max(longest, j)]`, and a bucket whose cap the
+//!   batch already meets is skipped.
+//! - A slice that got a batch is busy until [`Event::SliceFree`]; a slice that
+//!   reported [`Event::SliceDown`] gets nothing until `SliceFree`. All slices
+//!   start free.
+//! - Admission: when `max_queue` requests are admitted and not yet dispatched,
+//!   further arrivals are rejected with [`RejectReason::QueueFull`].
+//! - Timer: after every event, if anything is queued and the earliest deadline
+//!   differs from the last [`Action::ArmTimer`], a new `ArmTimer` at exactly that
+//!   deadline is emitted (it may lie in the past when every slice is busy: fire
+//!   it at once, it is harmless). A `Timer` event that arrives before the armed
+//!   time (early or spurious) re-emits the same `ArmTimer`, so a driver whose
+//!   clock woke it a little early never loses its wake-up.
+//!
+//! Events naming a slice that does not exist are ignored; request ids are the
+//! caller's and must be unique among requests in flight.
+#![forbid(unsafe_code)]
+
+mod preba;
+pub mod profile;
+
+pub use preba::{AUDIO_BUCKET_WIDTH_S, Preba, PrebaConfig};
+pub use profile::{Entry, Point, ProfileTable};
+
+/// Nanoseconds on the injected clock.
+pub type Time = u64;
+
+/// The caller's name for a request; echoed back in [`Action`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Index into the slices serving this model (`0..PrebaConfig::slices`).
+pub type SliceId = usize;
+
+/// A preprocessed request, ready to batch.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub id: RequestId,
+    /// When the request entered the batching queue; its deadline is
+    /// `arrival + time_queue`.
+    pub arrival: Time,
+    /// Audio length in seconds; `None` for images.
+    pub duration_s: Option<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A preprocessed request is ready to batch.
+    Arrival(Request),
+    /// The slice finished its batch, or came back after a restart.
+    SliceFree { slice: SliceId },
+    /// The slice's worker died: dispatch nothing to it until `SliceFree`.
+    SliceDown { slice: SliceId },
+    /// The armed timer fired (spurious calls are harmless).
+    Timer,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Run `batch` (in this order) on `slice`. `bucket` is the length bucket of
+    /// the batch's longest input for audio (what to pad to), `None` for images.
+    Dispatch {
+        slice: SliceId,
+        batch: Vec<RequestId>,
+        bucket: Option<usize>,
+    },
+    /// One timer: a new `ArmTimer` replaces the previous one.
+    ArmTimer { at: Time },
+    /// The request was not admitted and will never be dispatched.
+    Reject { id: RequestId, reason: RejectReason },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RejectReason {
+    /// `limit` requests were already admitted and waiting.
+    QueueFull { limit: usize },
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::QueueFull { limit } => {
+                write!(f, "batching queue full ({limit} requests waiting)")
+            }
+        }
+    }
+}
+
+/// A batching policy: events in, actions out.
+pub trait Policy: Send {
+    /// Apply `ev` at time `now` (non-decreasing across calls) and append the
+    /// resulting actions to `out`.
+    fn handle(&mut self, now: Time, ev: Event, out: &mut Vec<Action>);
+    /// Requests admitted and not yet dispatched.
+    fn queued(&self) -> usize;
+    /// Queued requests per bucket (length 1 for images).
+    fn queue_depths(&self) -> Vec<usize>;
+    fn name(&self) -> &'static str;
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("batcher config: {0}")]
+    Config(String),
+    #[error("profile table: {0}")]
+    Toml(String),
+    #[error("profile table: entry {index} ({model} on {slice}): field `{field}`: {problem}")]
+    Entry {
+        index: usize,
+        model: String,
+        slice: String,
+        field: &'static str,
+        problem: String,
+    },
+    #[error("profile table: no entry for model {model} on slice {slice}")]
+    NoProfile { model: String, slice: String },
+}
