@@ -50,13 +50,19 @@ fn usage(m: impl Into<String>) -> LoadgenError {
 fn number(flag: &str, v: &str) -> Result<f64, LoadgenError> {
     match v.parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(usage(format!("{flag} wants a non-negative number, got {v:?}"))),
+        _ => Err(usage(format!(
+            "{flag} wants a non-negative number, got {v:?}"
+        ))),
     }
 }
 
 fn positive(flag: &str, v: &str) -> Result<f64, LoadgenError> {
     let x = number(flag, v)?;
-    if x > 0.0 { Ok(x) } else { Err(usage(format!("{flag} must be above 0, got {v:?}"))) }
+    if x > 0.0 {
+        Ok(x)
+    } else {
+        Err(usage(format!("{flag} must be above 0, got {v:?}")))
+    }
 }
 
 fn count(flag: &str, v: &str) -> Result<usize, LoadgenError> {
@@ -72,7 +78,11 @@ fn rates(v: &str) -> Result<Vec<f64>, LoadgenError> {
     let [a, b, step] = parts[..] else {
         return Err(usage(format!("--rates wants A:B:STEP, got {v:?}")));
     };
-    let (a, b, step) = (positive("--rates", a)?, positive("--rates", b)?, positive("--rates", step)?);
+    let (a, b, step) = (
+        positive("--rates", a)?,
+        positive("--rates", b)?,
+        positive("--rates", step)?,
+    );
     if b < a {
         return Err(usage(format!("--rates {v}: B is below A")));
     }
@@ -88,7 +98,9 @@ pub(crate) fn check_url(url: &str) -> Result<(), LoadgenError> {
     let rest = match url.split_once("://") {
         Some(("http", rest)) => rest,
         Some((scheme, _)) => {
-            return Err(usage(format!("URL {url:?}: only http:// is supported, not {scheme}://")));
+            return Err(usage(format!(
+                "URL {url:?}: only http:// is supported, not {scheme}://"
+            )));
         }
         None => url,
     };
@@ -102,7 +114,9 @@ pub(crate) fn check_url(url: &str) -> Result<(), LoadgenError> {
 /// Parses the arguments after `bench`.
 pub fn parse_args(args: &[String]) -> Result<Command, LoadgenError> {
     if args.is_empty() {
-        return Err(usage("preba bench URL --model M INPUT... (see preba bench --help)"));
+        return Err(usage(
+            "preba bench URL --model M INPUT... (see preba bench --help)",
+        ));
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         return Ok(Command::Help);
@@ -132,7 +146,8 @@ pub fn parse_args(args: &[String]) -> Result<Command, LoadgenError> {
     while let Some(a) = it.next() {
         let flag = a.as_str();
         let mut value = || {
-            it.next().ok_or_else(|| usage(format!("{flag} needs a value")))
+            it.next()
+                .ok_or_else(|| usage(format!("{flag} needs a value")))
         };
         match flag {
             "--model" => model = Some(value()?.clone()),
@@ -154,7 +169,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, LoadgenError> {
             "--batch" => cfg.batch = count(flag, value()?)?,
             "--seed" => {
                 let v = value()?;
-                cfg.seed = v.parse().map_err(|_| usage(format!("--seed wants an integer, got {v:?}")))?;
+                cfg.seed = v
+                    .parse()
+                    .map_err(|_| usage(format!("--seed wants an integer, got {v:?}")))?;
             }
             "--ideal" => cfg.ideal = true,
             "--csv" => opts.csv = Some(value()?.into()),
@@ -196,7 +213,10 @@ mod tests {
         };
         assert_eq!(cfg.url, "http://h:8000");
         assert_eq!(cfg.model, "sq");
-        assert_eq!(cfg.inputs, vec![PathBuf::from("a.jpg"), PathBuf::from("b.jpg")]);
+        assert_eq!(
+            cfg.inputs,
+            vec![PathBuf::from("a.jpg"), PathBuf::from("b.jpg")]
+        );
         assert_eq!(cfg.rates, vec![10.0, 20.0, 30.0]);
         assert!(cfg.poisson && !cfg.ideal);
         assert_eq!(cfg.duration, Duration::from_millis(2500));
@@ -228,7 +248,9 @@ mod tests {
 
     #[test]
     fn plot_subcommand() {
-        let Command::Plot { out, csvs } = parse("plot o.svg a.csv b.csv").unwrap() else { panic!() };
+        let Command::Plot { out, csvs } = parse("plot o.svg a.csv b.csv").unwrap() else {
+            panic!()
+        };
         assert_eq!(out, PathBuf::from("o.svg"));
         assert_eq!(csvs.len(), 2);
     }

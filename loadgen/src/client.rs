@@ -52,13 +52,18 @@ impl Client {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        let with_port =
-            if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-                authority.to_string()
-            } else {
-                format!("{authority}:80")
-            };
-        let connect = |reason: String| LoadgenError::Connect { url: url.to_string(), reason };
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let connect = |reason: String| LoadgenError::Connect {
+            url: url.to_string(),
+            reason,
+        };
         let addr = tokio::net::lookup_host(with_port.as_str())
             .await
             .map_err(|e| connect(format!("cannot resolve {authority}: {e}")))?
@@ -76,8 +81,12 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let stream = TcpStream::connect(self.inner.addr).await.map_err(|e| format!("connect: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| format!("connect: {e}"))?;
+        let stream = TcpStream::connect(self.inner.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("connect: {e}"))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -89,7 +98,12 @@ impl Client {
 
     async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         loop {
-            let pooled = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
             match pooled {
                 Some(mut s) if !s.is_closed() => {
                     if s.ready().await.is_ok() {
@@ -102,7 +116,12 @@ impl Client {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Body>) -> Result<Answer, String> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Body>,
+    ) -> Result<Answer, String> {
         let mut sender = self.sender().await?;
         let uri = format!("{}{path}", self.inner.prefix);
         let mut req = Request::builder()
@@ -119,7 +138,9 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let req = req.body(Full::new(payload)).map_err(|e| format!("request: {e}"))?;
+        let req = req
+            .body(Full::new(payload))
+            .map_err(|e| format!("request: {e}"))?;
         let resp = sender.send_request(req).await.map_err(http_reason)?;
         let keep = !resp
             .headers()
@@ -132,11 +153,24 @@ impl Client {
             .get(HEADER_LEN)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let body = resp.into_body().collect().await.map_err(http_reason)?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(http_reason)?
+            .to_bytes();
         if keep && !sender.is_closed() {
-            self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(sender);
+            self.inner
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(sender);
         }
-        Ok(Answer { status, header_len, body })
+        Ok(Answer {
+            status,
+            header_len,
+            body,
+        })
     }
 
     /// `GET /v2/models/M`: the model metadata, or why not.
@@ -145,7 +179,10 @@ impl Client {
         let a = self
             .send(Method::GET, &format!("/v2/models/{model}"), None)
             .await
-            .map_err(|reason| LoadgenError::Connect { url: url.clone(), reason })?;
+            .map_err(|reason| LoadgenError::Connect {
+                url: url.clone(),
+                reason,
+            })?;
         if a.status != StatusCode::OK {
             return Err(LoadgenError::Server {
                 url: url.clone(),
@@ -160,7 +197,13 @@ impl Client {
 
     /// `POST /v2/models/M/infer`: Ok(modeled) on success, the error reason otherwise.
     pub async fn infer(&self, model: &str, body: Body) -> Result<bool, String> {
-        let a = self.send(Method::POST, &format!("/v2/models/{model}/infer"), Some(&body)).await?;
+        let a = self
+            .send(
+                Method::POST,
+                &format!("/v2/models/{model}/infer"),
+                Some(&body),
+            )
+            .await?;
         check_answer(a.status, a.header_len, &a.body)
     }
 }
@@ -199,7 +242,11 @@ pub(crate) fn check_answer(
     body: &[u8],
 ) -> Result<bool, String> {
     if status != StatusCode::OK {
-        return Err(format!("HTTP {}: {}", status.as_u16(), error_text(body, header_len)));
+        return Err(format!(
+            "HTTP {}: {}",
+            status.as_u16(),
+            error_text(body, header_len)
+        ));
     }
     let n = header_len.unwrap_or(body.len());
     if n > body.len() {
@@ -208,9 +255,14 @@ pub(crate) fn check_answer(
     let v: Value =
         serde_json::from_slice(&body[..n]).map_err(|e| format!("bad answer: JSON header: {e}"))?;
     if let Some(e) = v.get("error") {
-        return Err(format!("error: {}", truncate(e.as_str().unwrap_or(&e.to_string()), 100)));
+        return Err(format!(
+            "error: {}",
+            truncate(e.as_str().unwrap_or(&e.to_string()), 100)
+        ));
     }
-    Ok(v.pointer("/parameters/preba_modeled").and_then(Value::as_bool) == Some(true))
+    Ok(v.pointer("/parameters/preba_modeled")
+        .and_then(Value::as_bool)
+        == Some(true))
 }
 
 #[cfg(test)]

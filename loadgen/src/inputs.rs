@@ -17,18 +17,29 @@ pub(crate) fn read_inputs(paths: &[PathBuf]) -> Result<Vec<InputFile>, LoadgenEr
     paths
         .iter()
         .map(|p| {
-            let bytes = std::fs::read(p)
-                .map_err(|e| LoadgenError::Input { path: p.clone(), reason: e.to_string() })?;
+            let bytes = std::fs::read(p).map_err(|e| LoadgenError::Input {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?;
             if bytes.is_empty() {
-                return Err(LoadgenError::Input { path: p.clone(), reason: "empty file".into() });
+                return Err(LoadgenError::Input {
+                    path: p.clone(),
+                    reason: "empty file".into(),
+                });
             }
-            Ok(InputFile { path: p.clone(), bytes })
+            Ok(InputFile {
+                path: p.clone(),
+                bytes,
+            })
         })
         .collect()
 }
 
 fn input_err(path: &Path, reason: impl Into<String>) -> LoadgenError {
-    LoadgenError::Input { path: path.to_path_buf(), reason: reason.into() }
+    LoadgenError::Input {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// A `.npy` float32 little-endian C-order tensor: (shape, raw data bytes).
@@ -52,7 +63,13 @@ pub(crate) fn parse_npy(path: &Path, b: &[u8]) -> Result<(Vec<usize>, Vec<u8>), 
     };
     let descr = field("descr").ok_or_else(|| input_err(path, ".npy header has no descr"))?;
     if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
-        return Err(input_err(path, format!("dtype {} is not float32 little-endian", &descr[..descr.find(',').unwrap_or(descr.len())])));
+        return Err(input_err(
+            path,
+            format!(
+                "dtype {} is not float32 little-endian",
+                &descr[..descr.find(',').unwrap_or(descr.len())]
+            ),
+        ));
     }
     if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
         return Err(input_err(path, "Fortran-order .npy not supported"));
@@ -65,18 +82,27 @@ pub(crate) fn parse_npy(path: &Path, b: &[u8]) -> Result<(Vec<usize>, Vec<u8>), 
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| input_err(path, format!("bad .npy shape ({shape_txt})"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| input_err(path, format!("bad .npy shape ({shape_txt})")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let data = &b[start + hlen..];
     let want = shape.iter().product::<usize>() * 4;
     if data.len() != want {
-        return Err(input_err(path, format!("{} data bytes for shape {shape:?}, want {want}", data.len())));
+        return Err(input_err(
+            path,
+            format!("{} data bytes for shape {shape:?}, want {want}", data.len()),
+        ));
     }
     Ok((shape, data.to_vec()))
 }
 
 fn names(list: &[Value]) -> String {
-    list.iter().filter_map(|i| i.get("name")?.as_str()).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .filter_map(|i| i.get("name")?.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Picks the model input to fill, checks the files against it and builds one
@@ -87,7 +113,10 @@ pub(crate) fn build_bodies(
     ideal: bool,
     batch: usize,
 ) -> Result<(String, Vec<Body>), LoadgenError> {
-    let model = meta.get("name").and_then(Value::as_str).unwrap_or("the model");
+    let model = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("the model");
     let inputs = meta
         .get("inputs")
         .and_then(Value::as_array)
@@ -107,7 +136,11 @@ pub(crate) fn build_bodies(
                     names(inputs)
                 ))
             })?;
-        let name = input.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         // Model dims without the batch dimension; -1 matches anything.
         let dims: Vec<i64> = input
             .get("shape")
@@ -125,10 +158,18 @@ pub(crate) fn build_bodies(
                 && s.len() == dims.len()
                 && s.iter().zip(&dims).all(|(&a, &d)| d < 0 || a as i64 == d);
             if !fits && !dims.is_empty() {
-                return Err(input_err(&f.path, format!("shape {s:?} does not fit input {name} {dims:?} (after the batch dimension)")));
+                return Err(input_err(
+                    &f.path,
+                    format!(
+                        "shape {s:?} does not fit input {name} {dims:?} (after the batch dimension)"
+                    ),
+                ));
             }
             if shape.as_ref().is_some_and(|sh| *sh != s) {
-                return Err(input_err(&f.path, format!("shape {s:?} differs from the other inputs' {shape:?}")));
+                return Err(input_err(
+                    &f.path,
+                    format!("shape {s:?} differs from the other inputs' {shape:?}"),
+                ));
             }
             shape = Some(s);
             elems.push(data);
@@ -144,15 +185,25 @@ pub(crate) fn build_bodies(
                     names(inputs)
                 ))
             })?;
-        let name = input.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         for f in files {
             let jpeg = f.bytes.starts_with(&[0xff, 0xd8]);
             let wav = f.bytes.starts_with(b"RIFF");
             if name == "IMAGE" && wav {
-                return Err(input_err(&f.path, format!("a WAV file, but {model} takes IMAGE (JPEG)")));
+                return Err(input_err(
+                    &f.path,
+                    format!("a WAV file, but {model} takes IMAGE (JPEG)"),
+                ));
             }
             if name == "AUDIO" && jpeg {
-                return Err(input_err(&f.path, format!("a JPEG file, but {model} takes AUDIO (WAV)")));
+                return Err(input_err(
+                    &f.path,
+                    format!("a JPEG file, but {model} takes AUDIO (WAV)"),
+                ));
             }
         }
         let elems = files
@@ -191,7 +242,10 @@ pub(crate) fn build_bodies(
             let mut bytes = serde_json::to_vec(&header).expect("JSON of plain values");
             let json_len = bytes.len();
             bytes.extend_from_slice(&data);
-            Body { bytes: Bytes::from(bytes), json_len }
+            Body {
+                bytes: Bytes::from(bytes),
+                json_len,
+            }
         })
         .collect();
     Ok((name, bodies))
@@ -221,7 +275,10 @@ mod tests {
     #[test]
     fn npy_shapes() {
         let p = Path::new("x.npy");
-        assert_eq!(parse_npy(p, &npy(&[1, 3, 4, 4])).unwrap().0, vec![1, 3, 4, 4]);
+        assert_eq!(
+            parse_npy(p, &npy(&[1, 3, 4, 4])).unwrap().0,
+            vec![1, 3, 4, 4]
+        );
         let mut bad = npy(&[3, 4, 4]);
         bad.pop();
         assert!(parse_npy(p, &bad).is_err());
@@ -231,8 +288,14 @@ mod tests {
     #[test]
     fn bytes_bodies_round_robin() {
         let files = vec![
-            InputFile { path: "a.jpg".into(), bytes: vec![0xff, 0xd8, 1] },
-            InputFile { path: "b.jpg".into(), bytes: vec![0xff, 0xd8, 2, 2] },
+            InputFile {
+                path: "a.jpg".into(),
+                bytes: vec![0xff, 0xd8, 1],
+            },
+            InputFile {
+                path: "b.jpg".into(),
+                bytes: vec![0xff, 0xd8, 2, 2],
+            },
         ];
         let meta = json!({"name": "m", "inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1, 1]}],
                           "outputs": [{"name": "probs", "datatype": "FP32", "shape": [-1, 1000]}]});
@@ -241,12 +304,30 @@ mod tests {
         let b = &bodies[1];
         let header: Value = serde_json::from_slice(&b.bytes[..b.json_len]).unwrap();
         assert_eq!(header["inputs"][0]["shape"], json!([3, 1]));
-        assert_eq!(header["outputs"][0]["parameters"]["binary_data"], json!(true));
+        assert_eq!(
+            header["outputs"][0]["parameters"]["binary_data"],
+            json!(true)
+        );
         let data = &b.bytes[b.json_len..];
-        assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], json!(data.len()));
-        assert_eq!(data, [4, 0, 0, 0, 0xff, 0xd8, 2, 2, 3, 0, 0, 0, 0xff, 0xd8, 1, 4, 0, 0, 0, 0xff, 0xd8, 2, 2]);
-        let wav = vec![InputFile { path: "a.wav".into(), bytes: b"RIFF....".to_vec() }];
-        assert_eq!(build_bodies(&meta, &wav, false, 1).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            header["inputs"][0]["parameters"]["binary_data_size"],
+            json!(data.len())
+        );
+        assert_eq!(
+            data,
+            [
+                4, 0, 0, 0, 0xff, 0xd8, 2, 2, 3, 0, 0, 0, 0xff, 0xd8, 1, 4, 0, 0, 0, 0xff, 0xd8, 2,
+                2
+            ]
+        );
+        let wav = vec![InputFile {
+            path: "a.wav".into(),
+            bytes: b"RIFF....".to_vec(),
+        }];
+        assert_eq!(
+            build_bodies(&meta, &wav, false, 1).unwrap_err().exit_code(),
+            2
+        );
     }
 
     #[test]
@@ -254,14 +335,25 @@ mod tests {
         let meta = json!({"name": "m", "inputs": [
             {"name": "IMAGE", "datatype": "BYTES", "shape": [-1, 1]},
             {"name": "input", "datatype": "FP32", "shape": [-1, 3, 4, 4]}]});
-        let files = vec![InputFile { path: "a.npy".into(), bytes: npy(&[1, 3, 4, 4]) }];
+        let files = vec![InputFile {
+            path: "a.npy".into(),
+            bytes: npy(&[1, 3, 4, 4]),
+        }];
         let (name, bodies) = build_bodies(&meta, &files, true, 2).unwrap();
         assert_eq!(name, "input");
         let b = &bodies[0];
         let header: Value = serde_json::from_slice(&b.bytes[..b.json_len]).unwrap();
         assert_eq!(header["inputs"][0]["shape"], json!([2, 3, 4, 4]));
         assert_eq!(b.bytes.len() - b.json_len, 2 * 48 * 4);
-        let wrong = vec![InputFile { path: "a.npy".into(), bytes: npy(&[3, 5, 5]) }];
-        assert_eq!(build_bodies(&meta, &wrong, true, 1).unwrap_err().exit_code(), 2);
+        let wrong = vec![InputFile {
+            path: "a.npy".into(),
+            bytes: npy(&[3, 5, 5]),
+        }];
+        assert_eq!(
+            build_bodies(&meta, &wrong, true, 1)
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 }

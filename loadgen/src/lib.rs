@@ -122,13 +122,24 @@ pub enum LoadgenError {
     /// The server cannot be reached.
     Connect { url: String, reason: String },
     /// The server answered the metadata request with an error.
-    Server { url: String, status: u16, text: String },
+    Server {
+        url: String,
+        status: u16,
+        text: String,
+    },
     /// The server's answer is not what KServe v2 says.
     Protocol(String),
     /// Reading or writing a file.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A CSV file that `plot` cannot read.
-    Csv { path: PathBuf, line: usize, reason: String },
+    Csv {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// Drawing the SVG.
     Plot(String),
     /// `--fail-on-error` and some requests failed.
@@ -192,13 +203,20 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared, LoadgenError> {
         return Err(LoadgenError::Usage("no INPUT files".into()));
     }
     if cfg.batch == 0 || cfg.concurrency == 0 {
-        return Err(LoadgenError::Usage("--batch and --concurrency must be at least 1".into()));
+        return Err(LoadgenError::Usage(
+            "--batch and --concurrency must be at least 1".into(),
+        ));
     }
     let client = client::Client::new(&cfg.url).await?;
     let meta = client.metadata(&cfg.model).await?;
     let files = inputs::read_inputs(&cfg.inputs)?;
     let (input, bodies) = inputs::build_bodies(&meta, &files, cfg.ideal, cfg.batch)?;
-    Ok(Prepared { cfg: cfg.clone(), client, bodies, input_name: input })
+    Ok(Prepared {
+        cfg: cfg.clone(),
+        client,
+        bodies,
+        input_name: input,
+    })
 }
 
 /// Offsets of the arrivals from the start of a run, in seconds.
@@ -297,7 +315,11 @@ pub async fn run_rate(p: &Prepared, rate: f64) -> RateResult {
             };
             drop(permit);
             let finished = Instant::now();
-            Outcome { latency: finished.saturating_duration_since(at), finished, result }
+            Outcome {
+                latency: finished.saturating_duration_since(at),
+                finished,
+                result,
+            }
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -308,7 +330,9 @@ pub async fn run_rate(p: &Prepared, rate: f64) -> RateResult {
     }
     let start = start.into_std();
     let window = cfg.duration.as_secs_f64();
-    let elapsed = last.map_or(window, |l| l.saturating_duration_since(start).as_secs_f64().max(window));
+    let elapsed = last.map_or(window, |l| {
+        l.saturating_duration_since(start).as_secs_f64().max(window)
+    });
     latencies.sort_by(f64::total_cmp);
     RateResult {
         offered: rate,
@@ -345,7 +369,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, LoadgenError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| LoadgenError::Io { path: PathBuf::from("<tokio runtime>"), source: e })
+        .map_err(|e| LoadgenError::Io {
+            path: PathBuf::from("<tokio runtime>"),
+            source: e,
+        })
 }
 
 /// Runs every rate of `cfg` on a fresh tokio runtime.
@@ -372,7 +399,10 @@ fn main_inner(args: &[String]) -> Result<(), LoadgenError> {
             Ok(())
         }
         Command::Plot { out, csvs } => {
-            let runs = csvs.iter().map(|c| read_csv(c)).collect::<Result<Vec<_>, _>>()?;
+            let runs = csvs
+                .iter()
+                .map(|c| read_csv(c))
+                .collect::<Result<Vec<_>, _>>()?;
             plot_svg(&out, &runs)
         }
         Command::Run(cfg, opts) => {
@@ -388,12 +418,19 @@ fn main_inner(args: &[String]) -> Result<(), LoadgenError> {
                 cfg.concurrency
             );
             print!("{}", report::table_header());
-            let results = runtime()?.block_on(run_with(&cfg, |r| print!("{}", report::table_row(r))))?;
+            let results =
+                runtime()?.block_on(run_with(&cfg, |r| print!("{}", report::table_row(r))))?;
             if let Some(csv) = &opts.csv {
                 write_csv(csv, &label, &results)?;
             }
             if let Some(svg) = &opts.plot {
-                plot_svg(svg, &[CsvRun { label, results: results.clone() }])?;
+                plot_svg(
+                    svg,
+                    &[CsvRun {
+                        label,
+                        results: results.clone(),
+                    }],
+                )?;
             }
             let failed: u64 = results.iter().map(RateResult::error_count).sum();
             if opts.fail_on_error && failed > 0 {

@@ -20,7 +20,11 @@ pub struct CsvRun {
 }
 
 fn ms(x: f64) -> String {
-    if x.is_nan() { "-".into() } else { format!("{x:.2}") }
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.2}")
+    }
 }
 
 pub(crate) fn table_header() -> String {
@@ -66,7 +70,11 @@ fn csv_field(s: &str) -> String {
 }
 
 fn csv_num(x: f64) -> String {
-    if x.is_nan() { String::new() } else { format!("{x:.3}") }
+    if x.is_nan() {
+        String::new()
+    } else {
+        format!("{x:.3}")
+    }
 }
 
 /// Writes one row per rate under [`CSV_HEADER`].
@@ -74,8 +82,11 @@ pub fn write_csv(path: &Path, label: &str, results: &[RateResult]) -> Result<(),
     let mut s = String::from(CSV_HEADER);
     s.push('\n');
     for r in results {
-        let detail: Vec<String> =
-            r.errors.iter().map(|(k, n)| format!("{}={n}", k.replace(';', ","))).collect();
+        let detail: Vec<String> = r
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{}={n}", k.replace(';', ",")))
+            .collect();
         let _ = writeln!(
             s,
             "{},{},{},{},{},{},{},{},{},{}",
@@ -91,7 +102,10 @@ pub fn write_csv(path: &Path, label: &str, results: &[RateResult]) -> Result<(),
             r.modeled
         );
     }
-    std::fs::write(path, s).map_err(|e| LoadgenError::Io { path: path.to_path_buf(), source: e })
+    std::fs::write(path, s).map_err(|e| LoadgenError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 /// Splits one CSV line (RFC 4180 quoting, no embedded newlines).
@@ -121,9 +135,15 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
 
 /// Reads a CSV written by [`write_csv`]; the label is the first row's label column.
 pub fn read_csv(path: &Path) -> Result<CsvRun, LoadgenError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| LoadgenError::Io { path: path.to_path_buf(), source: e })?;
-    let err = |line: usize, reason: String| LoadgenError::Csv { path: path.to_path_buf(), line, reason };
+    let text = std::fs::read_to_string(path).map_err(|e| LoadgenError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let err = |line: usize, reason: String| LoadgenError::Csv {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
     let mut lines = text.lines().enumerate();
     let header = lines.next().map(|(_, l)| l.trim_end()).unwrap_or("");
     if header != CSV_HEADER {
@@ -144,12 +164,17 @@ pub fn read_csv(path: &Path) -> Result<CsvRun, LoadgenError> {
             if f[k].is_empty() {
                 return Ok(f64::NAN);
             }
-            f[k].parse().map_err(|_| err(n, format!("column {k} is not a number: {:?}", f[k])))
+            f[k].parse()
+                .map_err(|_| err(n, format!("column {k} is not a number: {:?}", f[k])))
         };
         let mut errors = BTreeMap::new();
         for part in f[8].split("; ").filter(|p| !p.is_empty()) {
-            let (k, v) = part.rsplit_once('=').ok_or_else(|| err(n, format!("bad error detail {part:?}")))?;
-            let v = v.parse().map_err(|_| err(n, format!("bad error count {part:?}")))?;
+            let (k, v) = part
+                .rsplit_once('=')
+                .ok_or_else(|| err(n, format!("bad error detail {part:?}")))?;
+            let v = v
+                .parse()
+                .map_err(|_| err(n, format!("bad error count {part:?}")))?;
             errors.insert(k.to_string(), v);
         }
         label.get_or_insert_with(|| f[0].clone());
@@ -159,13 +184,17 @@ pub fn read_csv(path: &Path) -> Result<CsvRun, LoadgenError> {
             p50_ms: num(3)?,
             p95_ms: num(4)?,
             p99_ms: num(5)?,
-            ok: f[6].parse().map_err(|_| err(n, format!("ok count {:?}", f[6])))?,
+            ok: f[6]
+                .parse()
+                .map_err(|_| err(n, format!("ok count {:?}", f[6])))?,
             errors,
             modeled: f[9] == "true",
         });
     }
     let label = label.unwrap_or_else(|| {
-        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     });
     Ok(CsvRun { label, results })
 }
@@ -207,7 +236,9 @@ pub fn plot_svg(out: &Path, runs: &[CsvRun]) -> Result<(), LoadgenError> {
                 .draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
                 .map_err(|e| perr(&e))?
                 .label(run.label.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 4), (x + 16, y + 4)], color.filled())
+                });
             chart
                 .draw_series(p.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))
                 .map_err(|e| perr(&e))?;
@@ -221,7 +252,10 @@ pub fn plot_svg(out: &Path, runs: &[CsvRun]) -> Result<(), LoadgenError> {
             .map_err(|e| perr(&e))?;
         root.present().map_err(|e| perr(&e))?;
     }
-    std::fs::write(out, svg).map_err(|e| LoadgenError::Io { path: out.to_path_buf(), source: e })
+    std::fs::write(out, svg).map_err(|e| LoadgenError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })
 }
 
 #[cfg(test)]
@@ -230,7 +264,10 @@ mod tests {
 
     #[test]
     fn csv_quoting() {
-        assert_eq!(split_csv(r#"a,"b,c","d""e",,"#).unwrap(), vec!["a", "b,c", "d\"e", "", ""]);
+        assert_eq!(
+            split_csv(r#"a,"b,c","d""e",,"#).unwrap(),
+            vec!["a", "b,c", "d\"e", "", ""]
+        );
         assert!(split_csv(r#"a,"b"#).is_err());
     }
 }
