@@ -27,7 +27,8 @@
 //!
 //! Latency between points is interpolated linearly, extrapolated past the last
 //! point along the last two points (with one point: at constant throughput),
-//! and never below the first point's latency.
+//! and never below the first point's latency (which also holds for batches
+//! smaller than the first point's).
 
 use serde::{Deserialize, Serialize};
 
@@ -284,8 +285,11 @@ impl Entry {
         let pts = &self.points;
         let b = f64::from(batch);
         let first = &pts[0];
+        if batch <= first.batch {
+            return f(first);
+        }
         if pts.len() == 1 {
-            return f(first) * (b / f64::from(first.batch)).max(1.0);
+            return f(first) * b / f64::from(first.batch);
         }
         // The segment holding `batch`, or the last one to extrapolate along.
         let k = pts
