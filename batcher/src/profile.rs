@@ -182,8 +182,16 @@ fn validate(index: usize, e: RawEntry) -> Result<Entry, Error> {
     let slice = e.slice.clone().unwrap_or_default();
     let err = |field: &'static str, problem: String| Error::Entry {
         index,
-        model: if model.is_empty() { "?".into() } else { model.clone() },
-        slice: if slice.is_empty() { "?".into() } else { slice.clone() },
+        model: if model.is_empty() {
+            "?".into()
+        } else {
+            model.clone()
+        },
+        slice: if slice.is_empty() {
+            "?".into()
+        } else {
+            slice.clone()
+        },
         field,
         problem,
     };
@@ -222,7 +230,10 @@ fn validate(index: usize, e: RawEntry) -> Result<Entry, Error> {
         let p50_ms = positive("p50_ms", p.p50_ms)?;
         let p95_ms = positive("p95_ms", p.p95_ms)?;
         if p95_ms < p50_ms {
-            return Err(err("p95_ms", at(&format!("{p95_ms} is below p50 {p50_ms}"))));
+            return Err(err(
+                "p95_ms",
+                at(&format!("{p95_ms} is below p50 {p50_ms}")),
+            ));
         }
         let throughput = match p.throughput {
             None => f64::from(batch) * 1000.0 / p50_ms,
@@ -316,11 +327,7 @@ impl Entry {
     /// otherwise the knee rule of the module doc.
     pub fn knee(&self) -> (u32, Time) {
         let batch = self.batch_knee.unwrap_or_else(|| {
-            let best = self
-                .points
-                .iter()
-                .map(|p| p.throughput)
-                .fold(0.0, f64::max);
+            let best = self.points.iter().map(|p| p.throughput).fold(0.0, f64::max);
             self.points
                 .iter()
                 .find(|p| p.throughput >= KNEE_THROUGHPUT_FRACTION * best)

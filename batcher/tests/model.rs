@@ -11,10 +11,16 @@ use proptest::prelude::*;
 enum Op {
     /// Arrival after `dt`; `late` makes `arrival` lie before `now` (preprocessing
     /// finished out of order).
-    Arrive { dt: Time, late: Time, dur: f32 },
+    Arrive {
+        dt: Time,
+        late: Time,
+        dur: f32,
+    },
     Free(usize),
     Down(usize),
-    Timer { dt: Time },
+    Timer {
+        dt: Time,
+    },
     Advance(Time),
 }
 
@@ -188,7 +194,11 @@ impl Checker {
                 .any(|a| matches!(a, Action::Reject { id: r, .. } if *r == id));
             if rejected {
                 assert!(self.rejected.insert(id));
-                assert_eq!(self.waiting.len(), cfg.max_queue, "rejected below the limit");
+                assert_eq!(
+                    self.waiting.len(),
+                    cfg.max_queue,
+                    "rejected below the limit"
+                );
             } else {
                 self.waiting.insert(id, (arrival, bucket));
             }
@@ -230,7 +240,11 @@ impl Checker {
                 !(free && earliest <= now),
                 "a request is overdue at {now} while a slice is free"
             );
-            assert_eq!(self.timer, Some(earliest), "timer not at the earliest deadline");
+            assert_eq!(
+                self.timer,
+                Some(earliest),
+                "timer not at the earliest deadline"
+            );
         }
     }
 }
@@ -303,7 +317,7 @@ fn run(cfg: PrebaConfig, ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1500))]
+    #![proptest_config(ProptestConfig::with_cases(4000))]
     #[test]
     fn preba_matches_the_model_and_keeps_its_invariants(
         (cfg, ops) in config().prop_flat_map(|cfg| {

@@ -8,7 +8,28 @@ const MS: Time = 1_000_000;
 /// MIGPerf's published A100-80GB sweep, copied into the crate (see its README).
 const MIGPERF_CSV: &str = include_str!("../profiles/data/migperf-a100-80gb-cv.csv");
 
-const SLICE_ORDER: [&str; 4] = ["1g", "2g", "3g", "7g"];
+/// (GPU, rank by size) of the builtin slice types.
+fn slice_rank(slice: &str) -> (usize, usize) {
+    const FAMILIES: [[&str; 4]; 2] = [
+        [
+            "a100-1g.5gb",
+            "a100-2g.10gb",
+            "a100-3g.20gb",
+            "a100-7g.40gb",
+        ],
+        [
+            "a100-1g.10gb",
+            "a100-2g.20gb",
+            "a100-3g.40gb",
+            "a100-7g.80gb",
+        ],
+    ];
+    FAMILIES
+        .iter()
+        .enumerate()
+        .find_map(|(f, names)| names.iter().position(|n| *n == slice).map(|r| (f, r)))
+        .unwrap_or_else(|| panic!("unknown slice type {slice}"))
+}
 
 fn table(entries: &str) -> Result<ProfileTable, Error> {
     ProfileTable::parse(&format!("format = \"preba-profile-1\"\n{entries}"))
@@ -91,7 +112,9 @@ fn errors_name_the_entry_and_field() {
     assert!(msg.contains("sauce"), "{msg}");
     let msg = ProfileTable::parse(GOOD).unwrap_err().to_string();
     assert!(msg.contains("`format`"), "{msg}");
-    let msg = ProfileTable::parse("format = \"x\"").unwrap_err().to_string();
+    let msg = ProfileTable::parse("format = \"x\"")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("`format`"), "{msg}");
 }
 
@@ -123,12 +146,14 @@ fn latency_interpolates_extrapolates_and_has_a_floor() {
     assert_eq!(e.p95_ns(12), 9 * MS);
 
     // A falling tail is cut at the first point's latency.
-    let t = table(r#"[[entry]]
+    let t = table(
+        r#"[[entry]]
 model = "m"
 slice = "s"
 source = "x"
 points = [ { batch = 2, p50_ms = 2.0, p95_ms = 2.0 }, { batch = 4, p50_ms = 1.0, p95_ms = 1.0 } ]
-"#)
+"#,
+    )
     .unwrap();
     let e = &t.entries()[0];
     assert_eq!(e.latency_ns(1), 2 * MS);
@@ -267,23 +292,18 @@ fn builtin_table_is_sane() {
         );
         assert!(time >= e.latency_ns(batch) && time > 0);
         assert!(e.source().contains("[P]") || e.source().contains("[D]"));
-        // Each larger slice type of the same family batches at least as much.
-        let rank = |s: &str| SLICE_ORDER.iter().position(|p| s.contains(&format!("-{p}.")));
-        let r = rank(e.slice()).expect("known slice type");
+        // Each larger slice type of the same GPU batches at least as much.
+        let (fam, r) = slice_rank(e.slice());
         for o in b.entries() {
-            let same_family = o.slice().ends_with("gb")
-                && (o.slice().len() == e.slice().len() || o.slice()[8..] == e.slice()[8..]);
-            if o.model() == e.model() && o.bucket() == e.bucket() && same_family {
-                let ro = rank(o.slice()).unwrap();
-                if ro > r && o.slice().contains("gb") {
-                    assert!(
-                        o.knee().0 >= batch,
-                        "{} {} vs {}",
-                        e.model(),
-                        e.slice(),
-                        o.slice()
-                    );
-                }
+            let (ofam, ro) = slice_rank(o.slice());
+            if o.model() == e.model() && o.bucket() == e.bucket() && ofam == fam && ro > r {
+                assert!(
+                    o.knee().0 >= batch,
+                    "{} {} vs {}",
+                    e.model(),
+                    e.slice(),
+                    o.slice()
+                );
             }
         }
         // Longer audio never allows a bigger batch on the same slice.
@@ -292,7 +312,12 @@ fn builtin_table_is_sane() {
             assert!(shorter.knee().0 >= batch, "{} {} {i}", e.model(), e.slice());
         }
     }
-    for slice in ["a100-1g.5gb", "a100-2g.10gb", "a100-3g.20gb", "a100-7g.40gb"] {
+    for slice in [
+        "a100-1g.5gb",
+        "a100-2g.10gb",
+        "a100-3g.20gb",
+        "a100-7g.40gb",
+    ] {
         for m in [
             "mobilenet_v3_small",
             "squeezenet1_1",

@@ -63,7 +63,10 @@ fn dispatch(slice: usize, batch: &[u64], bucket: Option<usize>) -> Action {
 #[test]
 fn full_bucket_dispatches_at_once() {
     let mut p = images(2, 3, 10 * MS, 100);
-    assert_eq!(arrive(&mut p, 0, 1, None), vec![Action::ArmTimer { at: 10 * MS }]);
+    assert_eq!(
+        arrive(&mut p, 0, 1, None),
+        vec![Action::ArmTimer { at: 10 * MS }]
+    );
     assert_eq!(arrive(&mut p, 1, 2, None), vec![]);
     assert_eq!(
         arrive(&mut p, 2, 3, None),
@@ -100,10 +103,7 @@ fn full_bucket_sends_only_batch_max_and_rearms_for_the_rest() {
         arrive(&mut p, 5, 3, None),
         vec![Action::ArmTimer { at: 10 * MS + 5 }]
     );
-    assert_eq!(
-        arrive(&mut p, 6, 4, None),
-        vec![dispatch(1, &[3, 4], None)]
-    );
+    assert_eq!(arrive(&mut p, 6, 4, None), vec![dispatch(1, &[3, 4], None)]);
 }
 
 #[test]
@@ -120,7 +120,10 @@ fn arrivals_while_all_slices_busy_wait_and_go_when_a_slice_frees() {
     // The slice comes back with requests overdue: dispatch immediately, FIFO.
     assert_eq!(
         ev(&mut p, 21 * MS, Event::SliceFree { slice: 0 }),
-        vec![dispatch(0, &[3, 4], None), Action::ArmTimer { at: 10 * MS + 3 }]
+        vec![
+            dispatch(0, &[3, 4], None),
+            Action::ArmTimer { at: 10 * MS + 3 }
+        ]
     );
     assert_eq!(
         ev(&mut p, 22 * MS, Event::SliceFree { slice: 0 }),
