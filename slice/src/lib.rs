@@ -15,6 +15,8 @@
 //! (tensors over foreign memory handed to ORT) and `cuda.rs` (driver FFI);
 //! each block has a `// SAFETY:` line.
 
+#![deny(unsafe_code)]
+
 mod arena;
 mod client;
 mod cuda;
@@ -27,14 +29,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::WorkerClient;
-pub use runtime::{
-    InputView, ModeledRuntime, OutputData, OutputView, Runtime, find_onnxruntime, model_meta,
-};
+pub use runtime::{find_onnxruntime, model_meta};
 pub use spec::{SliceSpec, parse_slices};
-pub use wire::{
-    BatchReply, BatchRequest, InputBinding, OutputBinding, Source, WorkerSpec,
-};
-pub use worker::{serve, worker_main};
+pub use wire::{BatchReply, BatchRequest, InputBinding, OutputBinding, Source, WorkerSpec};
+pub use worker::worker_main;
 
 /// Every failure of this crate. Messages name the slice (or spec, or file)
 /// they are about, so a server log line is enough to act on.
