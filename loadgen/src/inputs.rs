@@ -261,7 +261,7 @@ mod tests {
             "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
             dims.join(", ")
         );
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');

@@ -115,7 +115,7 @@ fn batches_and_ideal_tensors_are_well_framed() {
     let dir = tempfile::tempdir().unwrap();
     let npy = dir.path().join("t.npy");
     let mut h = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 8, 8), }".to_string();
-    while (h.len() + 11) % 64 != 0 {
+    while !(h.len() + 11).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

@@ -2,7 +2,6 @@
 //! and infer answers after a chosen delay, with chosen failures.
 #![allow(dead_code)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
