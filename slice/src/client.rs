@@ -264,10 +264,8 @@ impl WorkerClient {
         {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if self.stderr_thread.as_ref().is_some_and(|t| t.is_finished()) {
-            if let Some(t) = self.stderr_thread.take() {
-                let _ = t.join();
-            }
+        if let Some(t) = self.stderr_thread.take_if(|t| t.is_finished()) {
+            let _ = t.join();
         }
         let mut s = why.to_string();
         if let Some(st) = self.reaped {

@@ -110,10 +110,8 @@ impl CudaStage {
                 }
                 let mut d: sys::CUdeviceptr = 0;
                 // SAFETY: out-pointer to a live local.
-                check(
-                    unsafe { sys::cuMemAlloc_v2(&raw mut d, want) },
-                    "cuMemAlloc",
-                )?;
+                let r = unsafe { sys::cuMemAlloc_v2(&raw mut d, want) };
+                check(r, "cuMemAlloc")?;
                 self.bufs[i] = (d, want);
             }
             // SAFETY: the destination holds >= inp.len bytes; the source is

@@ -202,8 +202,9 @@ fn check_model_file(model: &Path) -> Result<(), SliceError> {
 
 /// Model metadata without a worker process (loads ORT in this process).
 pub fn model_meta(onnxruntime: &Path, model: &Path) -> Result<ModelMeta, SliceError> {
-    check_model_file(model)?;
+    // The library first: without it nothing works, whatever the model.
     let env = environment(onnxruntime)?;
+    check_model_file(model)?;
     let ort_err = |e: String| SliceError::Model {
         model: model.to_path_buf(),
         reason: e,
@@ -272,8 +273,8 @@ impl OrtRuntime {
         threads: usize,
         eps: Vec<ort::ep::ExecutionProviderDispatch>,
     ) -> Result<Session, SliceError> {
-        check_model_file(model)?;
         let env = environment(lib)?;
+        check_model_file(model)?;
         let err = |e: String| SliceError::Model {
             model: model.to_path_buf(),
             reason: e,
