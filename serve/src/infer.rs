@@ -1,0 +1,362 @@
+//! One `POST .../infer`: split a client batch into single inputs,
+//! preprocess each (card or CPU, into its arena slot), hand each to the
+//! batcher, and assemble the answers. Transport-independent: the HTTP front
+//! end calls [`infer`] with the body; a gRPC front end would do the same.
+#![forbid(unsafe_code)]
+
+use crate::kserve::{self, InferRequest, OutTensor, TensorData};
+use crate::model::{Answer, Item, Model, Row};
+use crate::repo::Kind;
+use crate::server::State;
+use preba_host::backend::{Job, Output, Via};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// An HTTP answer: status, body, JSON header length (binary responses).
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub header_len: Option<usize>,
+}
+
+impl Reply {
+    pub fn error(status: u16, msg: &str) -> Reply {
+        Reply {
+            status,
+            body: kserve::error_body(msg),
+            header_len: None,
+        }
+    }
+}
+
+/// What the client sent, per element.
+enum Element {
+    /// Encoded JPEG/WAV bytes to preprocess.
+    Encoded(Vec<u8>),
+    /// An already preprocessed tensor (the "ideal" path).
+    Tensor(Vec<u8>),
+}
+
+/// Releases the admission count of a request however it ends.
+struct Admitted<'a> {
+    model: &'a Model,
+    n: usize,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.model.inflight.fetch_sub(self.n, Ordering::SeqCst);
+    }
+}
+
+pub async fn infer(state: Arc<State>, model: Arc<Model>, body: bytes::Bytes, header_len: Option<usize>) -> Reply {
+    let t0 = Instant::now();
+    let r = infer_inner(&state, &model, &body, header_len).await;
+    let m = &model.metrics;
+    match &r {
+        Ok(_) => {
+            m.request_success.add(1);
+            m.request_ns.add(t0.elapsed().as_nanos() as u64);
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            m.last_inference_ms.set(ms);
+        }
+        Err(_) => m.request_failure.add(1),
+    }
+    r.unwrap_or_else(|(s, msg)| Reply::error(s, &msg))
+}
+
+async fn infer_inner(
+    state: &Arc<State>,
+    model: &Arc<Model>,
+    body: &bytes::Bytes,
+    header_len: Option<usize>,
+) -> Result<Reply, (u16, String)> {
+    let req = kserve::parse_infer(body, header_len).map_err(|e| (400, e))?;
+    let (elements, outputs) = elements(model, &req, body)?;
+    let n = elements.len();
+    // Admission: the queue limit counts elements, since each joins the batcher.
+    let before = model.inflight.fetch_add(n, Ordering::SeqCst);
+    let _admitted = Admitted { model, n };
+    if before + n > model.max_queue {
+        model.metrics.rejected_queue_full.add(1);
+        return Err((
+            503,
+            format!(
+                "queue full: {before} inputs of model {} waiting (--max-queue {})",
+                model.cfg.name, model.max_queue
+            ),
+        ));
+    }
+    if state.stopping.load(Ordering::SeqCst) {
+        return Err((503, "the server is shutting down".into()));
+    }
+    // Preprocess every element (concurrently, bounded by the backend's
+    // parallelism); the first element that fails fails the request, naming
+    // it, and nothing of it reaches the batcher.
+    let what = model.cfg.kind.input_name();
+    let mut tasks = Vec::with_capacity(n);
+    for (i, el) in elements.into_iter().enumerate() {
+        let st = state.clone();
+        let md = model.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = st.preprocess_permits.acquire().await;
+            let st2 = st.clone();
+            let r = tokio::task::spawn_blocking(move || prepare(&st2, &md, el))
+                .await
+                .map_err(|e| format!("preprocessing task failed: {e}"))
+                .and_then(|r| r)
+                .map_err(|e| format!("{what}[{i}]: {e}"));
+            drop(permit);
+            r
+        }));
+    }
+    let mut items = Vec::with_capacity(n);
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(it)) => items.push(it),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(format!("{what}: {e}"));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        let status = if e.contains("queue full") { 503 } else { 400 };
+        return Err((status, e));
+    }
+    let rxs: Vec<_> = items
+        .into_iter()
+        .map(|(item, dur)| model.submit(item, dur))
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for rx in rxs {
+        match rx.await {
+            Ok(Ok(a)) => answers.push(a),
+            Ok(Err(f)) => return Err(f),
+            Err(_) => return Err((500, "the batcher dropped the request".into())),
+        }
+    }
+    model.metrics.inference_count.add(n as u64);
+    let out = assemble(model, &req, &outputs, answers)?;
+    Ok(out)
+}
+
+type Outputs = Vec<(String, Option<bool>, Option<usize>)>;
+
+/// The client batch as elements, and the outputs asked for.
+fn elements(model: &Model, req: &InferRequest, body: &[u8]) -> Result<(Vec<Element>, Outputs), (u16, String)> {
+    if req.inputs.len() != 1 {
+        return Err((
+            400,
+            format!(
+                "model {} takes one input ({} BYTES [-1,1]), got {}",
+                model.cfg.name,
+                model.cfg.kind.input_name(),
+                req.inputs.len()
+            ),
+        ));
+    }
+    let inp = &req.inputs[0];
+    let kind = model.cfg.kind;
+    let els = if inp.name == kind.input_name() {
+        if inp.datatype != "BYTES" {
+            return Err((400, format!("input {}: datatype {} (expected BYTES)", inp.name, inp.datatype)));
+        }
+        let b = match inp.shape.as_slice() {
+            [b] | [b, 1] => *b as usize,
+            s => return Err((400, format!("input {}: shape {s:?} (expected [B,1])", inp.name))),
+        };
+        if b == 0 {
+            return Err((400, format!("input {}: empty batch", inp.name)));
+        }
+        if b > model.cfg.max_batch_size as usize {
+            return Err((400, format!("input {}: batch of {b} is over max_batch_size {}", inp.name, model.cfg.max_batch_size)));
+        }
+        let v: Vec<Vec<u8>> = match &inp.data {
+            TensorData::Binary(r) => {
+                let buf = &body[r.clone()];
+                kserve::split_bytes(buf, &inp.name)
+                    .map_err(|e| (400, e))?
+                    .into_iter()
+                    .map(|e| buf[e].to_vec())
+                    .collect()
+            }
+            TensorData::Json(j) => kserve::json_bytes(j, &inp.name).map_err(|e| (400, e))?,
+        };
+        if v.len() != b {
+            return Err((400, format!("input {}: shape says {b} elements, the data holds {}", inp.name, v.len())));
+        }
+        let limit = preba_protocol::limits::MAX_INPUT_BYTES as usize;
+        if let Some((i, e)) = v.iter().enumerate().find(|(_, e)| e.len() > limit) {
+            return Err((400, format!("{}[{i}]: {} bytes is over the {limit}-byte limit", inp.name, e.len())));
+        }
+        v.into_iter().map(Element::Encoded).collect()
+    } else if inp.name == model.tensor_input.name && kind == Kind::Image {
+        let dt = model.item_dtype.triton_name();
+        if inp.datatype != dt {
+            return Err((400, format!("input {}: datatype {} (expected {dt})", inp.name, inp.datatype)));
+        }
+        let want: Vec<i64> = model.item_shape.clone();
+        if inp.shape.len() != want.len() + 1 || inp.shape[1..] != want[..] || inp.shape[0] == 0 {
+            return Err((400, format!("input {}: shape {:?} (expected [B, {}])", inp.name, inp.shape,
+                want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))));
+        }
+        let b = inp.shape[0] as usize;
+        if b > model.cfg.max_batch_size as usize {
+            return Err((400, format!("input {}: batch of {b} is over max_batch_size {}", inp.name, model.cfg.max_batch_size)));
+        }
+        let row = preba_slice::tensor_bytes(model.item_dtype, &want).unwrap_or(0) as usize;
+        let raw = match &inp.data {
+            TensorData::Binary(r) => body[r.clone()].to_vec(),
+            TensorData::Json(j) if dt == "FP32" => kserve::json_f32(j, &inp.name, b * row / 4).map_err(|e| (400, e))?,
+            TensorData::Json(_) => return Err((400, format!("input {}: {dt} data must be binary", inp.name))),
+        };
+        if raw.len() != b * row {
+            return Err((400, format!("input {}: {} bytes of data, shape needs {}", inp.name, raw.len(), b * row)));
+        }
+        raw.chunks_exact(row).map(|c| Element::Tensor(c.to_vec())).collect()
+    } else {
+        return Err((
+            400,
+            format!(
+                "unknown input {} for model {} (it takes {} BYTES [-1,1]{})",
+                inp.name,
+                model.cfg.name,
+                kind.input_name(),
+                if kind == Kind::Image { format!(" or the preprocessed {}", model.tensor_input.name) } else { String::new() }
+            ),
+        ));
+    };
+    let mut outs = Vec::new();
+    for o in &req.outputs {
+        if !model.meta.outputs.iter().any(|m| m.name == o.name) {
+            return Err((400, format!("unknown output {} for model {}", o.name, model.cfg.name)));
+        }
+        outs.push((o.name.clone(), o.binary, o.classification));
+    }
+    if outs.is_empty() {
+        outs = model.meta.outputs.iter().map(|m| (m.name.clone(), None, None)).collect();
+    }
+    let binary_default = req.binary_default;
+    for o in &mut outs {
+        o.1 = Some(o.1.unwrap_or(binary_default));
+    }
+    Ok((els, outs))
+}
+
+/// Preprocesses one element into what the batcher carries (blocking).
+fn prepare(state: &State, model: &Model, el: Element) -> Result<(Item, Option<f32>), String> {
+    let t0 = Instant::now();
+    let r = match (model.cfg.kind, el) {
+        (Kind::Image, el) => {
+            let pool = model.slots.as_ref().ok_or("no slots")?;
+            let lease = pool
+                .take()
+                .ok_or_else(|| format!("queue full: all {} batch slots of model {} are in use", pool.capacity(), model.cfg.name))?;
+            let region = lease.region();
+            let arena = state.arena.mem();
+            match el {
+                Element::Tensor(t) => arena.write(region.0, &t).map_err(|e| e.to_string())?,
+                Element::Encoded(bytes) => {
+                    let via = state
+                        .backend
+                        .process_into(&bytes, &model.cfg.image, arena, region, lease.clone())?;
+                    if via == Via::CpuFallback {
+                        model.metrics.cpu_fallback.add(1);
+                    }
+                }
+            }
+            Ok((Item::Slot(lease), None))
+        }
+        (Kind::Audio, Element::Encoded(bytes)) => {
+            let (out, via) = state.backend.process(&bytes, &Job::Audio(model.cfg.audio))?;
+            if via == Via::CpuFallback {
+                model.metrics.cpu_fallback.add(1);
+            }
+            let Output::Audio(a) = out else {
+                return Err("internal: image output for an audio job".into());
+            };
+            let dur = a.info.seconds() as f32;
+            Ok((
+                Item::Features {
+                    frames: a.features.frames,
+                    data: a.features.data,
+                },
+                Some(dur),
+            ))
+        }
+        (Kind::Audio, Element::Tensor(_)) => Err("audio models take AUDIO".into()),
+    };
+    model.metrics.preprocess_ns.add(t0.elapsed().as_nanos() as u64);
+    r
+}
+
+/// Concatenates per-element rows into the response tensors.
+fn assemble(model: &Model, req: &InferRequest, outs: &Outputs, answers: Vec<Answer>) -> Result<Reply, (u16, String)> {
+    let b = answers.len() as i64;
+    let modeled = answers.iter().any(|a| a.modeled);
+    let mut tensors = Vec::new();
+    for (name, binary, class) in outs {
+        let rows: Vec<&Row> = answers
+            .iter()
+            .map(|a| a.rows.iter().find(|r| &r.name == name))
+            .collect::<Option<_>>()
+            .ok_or_else(|| (500, format!("output {name} missing from a slice's answer")))?;
+        // Audio outputs may differ in length across batches: pad to the longest.
+        let first = rows[0];
+        if rows.iter().any(|r| r.shape != first.shape || r.dtype != first.dtype) {
+            return Err((500, format!("output {name}: rows of a client batch differ in shape")));
+        }
+        let t = match class {
+            Some(k) => {
+                if first.dtype != preba_slice::Dtype::F32 {
+                    return Err((400, format!("output {name}: classification needs FP32 scores")));
+                }
+                let k = (*k).min(first.raw.len() / 4);
+                let mut items = Vec::new();
+                for r in &rows {
+                    let scores: Vec<f32> = r.raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    items.extend(kserve::classify(&scores, k, &model.cfg.labels));
+                }
+                OutTensor {
+                    name: name.clone(),
+                    datatype: "BYTES".into(),
+                    shape: vec![b, k as i64],
+                    raw: kserve::encode_bytes(items),
+                    binary: binary.unwrap_or(false),
+                }
+            }
+            None => {
+                let mut shape = vec![b];
+                shape.extend(&first.shape);
+                OutTensor {
+                    name: name.clone(),
+                    datatype: first.dtype.triton_name().into(),
+                    shape,
+                    raw: rows.iter().flat_map(|r| r.raw.iter().copied()).collect(),
+                    binary: binary.unwrap_or(false),
+                }
+            }
+        };
+        tensors.push(t);
+    }
+    let mut params = Map::new();
+    if modeled {
+        params.insert("preba_modeled".into(), json!(true));
+    }
+    let (body, header_len) = kserve::build_response(&model.cfg.name, &model.cfg.version, req.id.as_ref(), &tensors, params);
+    let _ = Value::Null;
+    Ok(Reply {
+        status: 200,
+        body,
+        header_len,
+    })
+}
