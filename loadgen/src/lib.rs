@@ -348,19 +348,10 @@ pub async fn run_rate(p: &Prepared, rate: f64) -> RateResult {
 
 /// Runs every rate of `cfg` (async form of [`run`]).
 pub async fn run_async(cfg: &RunConfig) -> Result<Vec<RateResult>, LoadgenError> {
-    run_with(cfg, |_| {}).await
-}
-
-async fn run_with(
-    cfg: &RunConfig,
-    mut each: impl FnMut(&RateResult),
-) -> Result<Vec<RateResult>, LoadgenError> {
     let p = prepare(cfg).await?;
     let mut out = Vec::with_capacity(cfg.rates.len());
     for &rate in &cfg.rates {
-        let r = run_rate(&p, rate).await;
-        each(&r);
-        out.push(r);
+        out.push(run_rate(&p, rate).await);
     }
     Ok(out)
 }
@@ -407,19 +398,28 @@ fn main_inner(args: &[String]) -> Result<(), LoadgenError> {
         }
         Command::Run(cfg, opts) => {
             let label = opts.label.clone().unwrap_or_else(|| cfg.model.clone());
-            println!(
-                "preba bench: {} model {} ({} inputs, batch {}, {}, {:.1} s per rate, concurrency {})",
-                cfg.url,
-                cfg.model,
-                cfg.inputs.len(),
-                cfg.batch,
-                if cfg.poisson { "poisson" } else { "constant" },
-                cfg.duration.as_secs_f64(),
-                cfg.concurrency
-            );
-            print!("{}", report::table_header());
-            let results =
-                runtime()?.block_on(run_with(&cfg, |r| print!("{}", report::table_row(r))))?;
+            let results = runtime()?.block_on(async {
+                let p = prepare(&cfg).await?;
+                println!(
+                    "preba bench: {} model {} input {} ({} files, batch {}, {}, {:.1} s per rate, concurrency {})",
+                    cfg.url,
+                    cfg.model,
+                    p.input_name,
+                    cfg.inputs.len(),
+                    cfg.batch,
+                    if cfg.poisson { "poisson" } else { "constant" },
+                    cfg.duration.as_secs_f64(),
+                    cfg.concurrency
+                );
+                print!("{}", report::table_header());
+                let mut out = Vec::with_capacity(cfg.rates.len());
+                for &rate in &cfg.rates {
+                    let r = run_rate(&p, rate).await;
+                    print!("{}", report::table_row(&r));
+                    out.push(r);
+                }
+                Ok::<_, LoadgenError>(out)
+            })?;
             if let Some(csv) = &opts.csv {
                 write_csv(csv, &label, &results)?;
             }
