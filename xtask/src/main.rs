@@ -21,7 +21,7 @@ commands:
   run ARGS...          build firmware, preba and preba-card (release), then run `preba ARGS...`
   test                 everything CI runs: fmt, clippy, firmware, host tests, QEMU guest test
   build-fw             build the firmware ELF (release) and print its path
-  venv                 create/update the Python reference venv (~/.cache/preba/venv)
+  venv                 create/update the Python venvs (reference, clients) and the model fixtures
   fixtures             regenerate fixtures and golden tensors with the venv
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
   bench softcore       soft-core interpreter speed; last line is `N MIPS`
@@ -37,7 +37,9 @@ fn main() -> ExitCode {
         ["run", rest @ ..] => setup::run_preba(rest),
         ["test", rest @ ..] => setup::test(rest),
         ["build-fw"] => setup::build_fw().map(|p| println!("{}", p.display())),
-        ["venv"] => setup::venv().map(|p| println!("{}", p.display())),
+        ["venv"] => setup::venv()
+            .and_then(|_| setup::serving_env())
+            .map(|env| env.iter().for_each(|(k, v)| println!("{k}={v}"))),
         ["fixtures"] => setup::fixtures(),
         ["bench", "preprocess", rest @ ..] => {
             bench_preprocess::run(rest).and_then(|()| bench_audio::run(rest))

@@ -26,6 +26,12 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-riscv32", "qemu-system-misc"),
 ];
 
+/// Shared libraries the tests need, by the file that proves each is there.
+const DEBIAN_LIBS: &[(&str, &str)] = &[
+    // perf_analyzer (tritonclient 2.51.0's binary) links libb64.
+    ("/usr/lib/x86_64-linux-gnu/libb64.so.0d", "libb64-0d"),
+];
+
 /// Installs missing Debian packages (idempotent: nothing runs when all are there).
 fn ensure_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
@@ -38,6 +44,12 @@ fn ensure_packages() -> Result<()> {
                 .unwrap_or(true)
         })
         .map(|(_, pkg)| *pkg)
+        .chain(
+            DEBIAN_LIBS
+                .iter()
+                .filter(|(f, _)| !std::path::Path::new(f).exists())
+                .map(|(_, pkg)| *pkg),
+        )
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -91,8 +103,10 @@ pub fn test(_rest: &[&str]) -> Result<()> {
     // Built first, so every test runs the ELF this tree makes, and tests that
     // need the card fail (instead of skipping) when a part is missing.
     let fw = build_fw()?;
+    let serving = serving_env()?;
     run(cargo()
         .args(["test", "--workspace"])
+        .envs(serving)
         .env("PREBA_FIRMWARE", &fw)
         .env("PREBA_REQUIRE_QEMU", "1"))?;
     crate::qemu::test(&[])?;
@@ -150,6 +164,48 @@ pub fn venv() -> Result<PathBuf> {
     let dir = util::cache_dir().join("venv");
     let py = dir.join("bin").join("python");
     let req = root().join("fixtures").join("requirements.txt");
+    let stamp = dir.join(".requirements.txt");
+    let wanted = std::fs::read_to_string(&req).map_err(|e| format!("{}: {e}", req.display()))?;
+    if !py.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
+    }
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        run(Command::new(&py)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(&req))?;
+        std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    }
+    Ok(py)
+}
+
+/// What the serving tests need, built idempotently: the reference venv
+/// (onnxruntime's library for the workers), the model fixtures generated from
+/// their fixed seeds, and the client venv (tritonclient, perf_analyzer).
+/// Returned as environment variables for `cargo test`; with
+/// PREBA_REQUIRE_ORT=1 the tests fail instead of skipping when a part is missing.
+pub fn serving_env() -> Result<Vec<(String, String)>> {
+    let py = venv()?;
+    let models = util::cache_dir().join("models");
+    let script = root().join("fixtures").join("gen_models.py");
+    let stamp = models.join(".gen_models.py");
+    let want = std::fs::read_to_string(&script).map_err(|e| format!("{}: {e}", script.display()))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
+        run(Command::new(&py).arg(&script).arg(&models))?;
+        std::fs::write(&stamp, want).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    }
+    let client = client_venv()?;
+    Ok(vec![
+        ("PREBA_MODELS".into(), models.display().to_string()),
+        ("PREBA_CLIENT_PYTHON".into(), client.display().to_string()),
+        ("PREBA_REQUIRE_ORT".into(), "1".into()),
+    ])
+}
+
+/// The KServe client venv (~/.cache/preba/venv-client); returns its python.
+pub fn client_venv() -> Result<PathBuf> {
+    let dir = util::cache_dir().join("venv-client");
+    let py = dir.join("bin").join("python");
+    let req = root().join("fixtures").join("requirements-client.txt");
     let stamp = dir.join(".requirements.txt");
     let wanted = std::fs::read_to_string(&req).map_err(|e| format!("{}: {e}", req.display()))?;
     if !py.exists() {
