@@ -124,6 +124,48 @@ impl SlotPool {
         }))
     }
 
+    /// `n` slots for one client batch, neighbours when there is such a run
+    /// (the batch then reaches the worker as one range); `None` when fewer
+    /// than `n` are free.
+    pub fn take_many(self: &Arc<Self>, n: usize) -> Option<Vec<Arc<SlotLease>>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let cap = s.free.len();
+        if cap - s.in_use < n {
+            return None;
+        }
+        // A run of n free slots that does not wrap, searched from the cursor.
+        let run_start = (0..cap)
+            .map(|i| (s.cursor + i) % cap)
+            .find(|&st| st + n <= cap && s.free[st..st + n].iter().all(|&f| f));
+        let mut picked = Vec::with_capacity(n);
+        match run_start {
+            Some(st) => picked.extend(st..st + n),
+            None => {
+                let start = s.cursor;
+                picked.extend((0..cap).map(|i| (start + i) % cap).filter(|&i| s.free[i]).take(n));
+            }
+        }
+        for &i in &picked {
+            s.free[i] = false;
+        }
+        s.in_use += n;
+        if let Some(&last) = picked.last() {
+            s.cursor = (last + 1) % cap;
+        }
+        drop(s);
+        Some(
+            picked
+                .into_iter()
+                .map(|idx| {
+                    Arc::new(SlotLease {
+                        pool: self.clone(),
+                        idx,
+                    })
+                })
+                .collect(),
+        )
+    }
+
     pub fn in_use(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).in_use
     }
@@ -181,6 +223,22 @@ mod tests {
         assert!(p.take().is_none(), "a clone still holds the slot");
         drop((a, c, held));
         assert_eq!(p.in_use(), 0);
+    }
+
+    #[test]
+    fn take_many_prefers_a_run() {
+        let p = SlotPool::new(0, 64, 6);
+        let a = p.take().unwrap();
+        let _b = p.take_many(3).unwrap();
+        drop(a);
+        // Slots 0 and 4,5 are free: no run of 3 -> None is wrong, scattered is right.
+        let c = p.take_many(3).unwrap();
+        let offs: Vec<usize> = c.iter().map(|l| l.region().0 / 64).collect();
+        assert_eq!(offs, [4, 5, 0]);
+        assert!(p.take_many(1).is_none());
+        drop(c);
+        let d = p.take_many(2).unwrap();
+        assert_eq!(d[1].region().0 - d[0].region().0, 64);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use crate::kserve::{self, InferRequest, OutTensor, TensorData};
+use crate::arena::SlotLease;
 use crate::model::{Answer, Item, Model, Row};
 use crate::repo::Kind;
 use crate::server::State;
@@ -99,14 +100,36 @@ async fn infer_inner(
     // parallelism); the first element that fails fails the request, naming
     // it, and nothing of it reaches the batcher.
     let what = model.cfg.kind.input_name();
+    // Slots in element order, neighbours where possible, taken before any
+    // preprocessing finishes: the batch then reaches the worker in one range.
+    let mut leases: Vec<Option<Arc<SlotLease>>> = match &model.slots {
+        Some(pool) => pool
+            .take_many(n)
+            .ok_or_else(|| {
+                model.metrics.rejected_queue_full.add(1);
+                (
+                    503,
+                    format!(
+                        "queue full: all {} batch slots of model {} are in use",
+                        pool.capacity(),
+                        model.cfg.name
+                    ),
+                )
+            })?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..n).map(|_| None).collect(),
+    };
     let mut tasks = Vec::with_capacity(n);
     for (i, el) in elements.into_iter().enumerate() {
         let st = state.clone();
         let md = model.clone();
+        let lease = leases[i].take();
         tasks.push(tokio::spawn(async move {
             let permit = st.preprocess_permits.acquire().await;
             let st2 = st.clone();
-            let r = tokio::task::spawn_blocking(move || prepare(&st2, &md, el))
+            let r = tokio::task::spawn_blocking(move || prepare(&st2, &md, el, lease))
                 .await
                 .map_err(|e| format!("preprocessing task failed: {e}"))
                 .and_then(|r| r)
@@ -129,8 +152,7 @@ async fn infer_inner(
         }
     }
     if let Some(e) = first_err {
-        let status = if e.contains("queue full") { 503 } else { 400 };
-        return Err((status, e));
+        return Err((400, e));
     }
     let rxs: Vec<_> = items
         .into_iter()
@@ -253,14 +275,11 @@ fn elements(model: &Model, req: &InferRequest, body: &[u8]) -> Result<(Vec<Eleme
 }
 
 /// Preprocesses one element into what the batcher carries (blocking).
-fn prepare(state: &State, model: &Model, el: Element) -> Result<(Item, Option<f32>), String> {
+fn prepare(state: &State, model: &Model, el: Element, lease: Option<Arc<SlotLease>>) -> Result<(Item, Option<f32>), String> {
     let t0 = Instant::now();
     let r = match (model.cfg.kind, el) {
         (Kind::Image, el) => {
-            let pool = model.slots.as_ref().ok_or("no slots")?;
-            let lease = pool
-                .take()
-                .ok_or_else(|| format!("queue full: all {} batch slots of model {} are in use", pool.capacity(), model.cfg.name))?;
+            let lease = lease.ok_or("internal: no slot for an image")?;
             let region = lease.region();
             let arena = state.arena.mem();
             match el {

@@ -7,6 +7,7 @@
 mod bench_audio;
 mod bench_card;
 mod bench_preprocess;
+mod bench_serve;
 mod bench_softcore;
 mod qemu;
 mod setup;
@@ -19,6 +20,7 @@ usage: cargo xtask <command>
 
 commands:
   run ARGS...          build firmware, preba and preba-card (release), then run `preba ARGS...`
+                       (`run serve ...` also sets up the model fixtures and onnxruntime)
   test                 everything CI runs: fmt, clippy, firmware, host tests, QEMU guest test
   build-fw             build the firmware ELF (release) and print its path
   venv                 create/update the Python venvs (reference, clients) and the model fixtures
@@ -26,6 +28,7 @@ commands:
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
   bench softcore       soft-core interpreter speed; last line is `N MIPS`
   bench card           card model (firmware on the soft core) vs the golden model alone
+  bench serve          preba serve: emulated card vs CPU preprocessing vs ideal, Poisson sweep; server cost
   qemu setup           QEMU guest testbed (trixie root, QEMU 10.1+, guest kernel), cached
   qemu test            boot a guest with preba-card over vfio-user-pci; run the guest checks
 ";
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         }
         ["bench", "softcore", rest @ ..] => bench_softcore::run(rest),
         ["bench", "card", rest @ ..] => bench_card::run(rest),
+        ["bench", "serve", rest @ ..] => bench_serve::run(rest),
         ["qemu", rest @ ..] => qemu::main(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

@@ -118,6 +118,15 @@ pub fn test(_rest: &[&str]) -> Result<()> {
 /// becomes ours). `preba` finds `preba-card` next to itself.
 pub fn run_preba(args: &[&str]) -> Result<()> {
     let fw = build_fw()?;
+    if args.first() == Some(&"serve") {
+        // Workers load onnxruntime from the reference venv; the fixture
+        // model repository lives next to it.
+        for (k, v) in serving_env()? {
+            if k == "PREBA_MODELS" {
+                eprintln!("xtask: model repository {v}");
+            }
+        }
+    }
     run(cargo().args([
         "build",
         "--release",
@@ -192,6 +201,16 @@ pub fn serving_env() -> Result<Vec<(String, String)>> {
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
         run(Command::new(&py).arg(&script).arg(&models))?;
         std::fs::write(&stamp, want).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    }
+    // The generated models as a model repository `preba serve` takes as it is.
+    for (m, cfg) in [
+        ("squeezenet1_1", "# SqueezeNet 1.1 (random weights, fixed seed): torchvision ImageNet eval transform, FP32 NCHW.\nkind = \"image\"\nmax_batch_size = 32\nsla_ms = 100\n"),
+        ("tiny_audio", "# A small audio model: log-Mel [B,80,T] + lengths.\nkind = \"audio\"\nmax_batch_size = 16\n"),
+    ] {
+        let p = models.join(m).join("config.toml");
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(cfg) {
+            std::fs::write(&p, cfg).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
     }
     let client = client_venv()?;
     Ok(vec![

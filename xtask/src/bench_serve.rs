@@ -1,0 +1,275 @@
+//! `cargo xtask bench serve [--slices SPEC] [--rates A:B:S] [--duration S] [--sla MS]`:
+//! `preba serve` side by side in one run, same model (SqueezeNet 1.1 fixture) and
+//! slices, Poisson load from `preba bench` at a sweep of rates:
+//!   (a) `--card emulated`, (b) `--card cpu` (the paper's CPU-preprocessing
+//!   baseline) on the same host, (c) preprocessed tensors sent directly (the ideal).
+//! Prints, per configuration, the highest achieved throughput whose p95 <= SLA, and
+//! the ratios; then the server's own cost: requests per second per core with
+//! zero-latency modeled slices and the ideal input (HTTP included; target 20,000),
+//! and the server process's CPU per request on the card path vs the CPU path
+//! (the emulated card and the workers are other processes and are not counted).
+//!
+//! Default slices are modeled A100 1g.5gb x7 (the paper's set-up; their outputs are
+//! marked modeled), so the GPU side is not the bottleneck on a machine without one.
+
+use crate::util::{self, Result, cargo, root};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(preba: &Path, fw: &Path, args: &[String]) -> Result<Server> {
+    let mut child = Command::new(preba)
+        .arg("serve")
+        .args(args)
+        .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .env("PREBA_FIRMWARE", fw)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("preba serve: {e}"))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if !sent && let Some(u) = line.strip_prefix("preba serve: listening on ") {
+                let _ = tx.send(u.trim().to_string());
+                sent = true;
+            } else if !line.starts_with("preba serve:") {
+                eprintln!("  {line}");
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| format!("preba serve {args:?} did not start"))?;
+    Ok(Server { child, url })
+}
+
+/// utime + stime of one process (not its children), seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = 100.0;
+    let u: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (u + st) / tick
+}
+
+struct Row {
+    offered: f64,
+    achieved: f64,
+    p95: f64,
+    ok: u64,
+    errors: u64,
+}
+
+fn read_csv(p: &Path) -> Result<Vec<Row>> {
+    let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut lines = t.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |n: &str| head.iter().position(|h| *h == n).ok_or(format!("csv lacks {n}"));
+    let (o, a, p95, ok, er) = (col("offered_rps")?, col("achieved_rps")?, col("p95_ms")?, col("ok")?, col("errors")?);
+    Ok(lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let g = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+            Row {
+                offered: g(o),
+                achieved: g(a),
+                p95: g(p95),
+                ok: g(ok) as u64,
+                errors: g(er) as u64,
+            }
+        })
+        .collect())
+}
+
+fn bench(preba: &Path, url: &str, label: &str, inputs: &[PathBuf], extra: &[&str], rates: &str, dur: &str, dir: &Path) -> Result<Vec<Row>> {
+    let csv = dir.join(format!("{label}.csv"));
+    util::run(
+        Command::new(preba)
+            .args(["bench", url, "--model", "sq", "--poisson", "--rates", rates, "--duration", dur, "--label", label, "--csv"])
+            .arg(&csv)
+            .args(extra)
+            .args(inputs),
+    )?;
+    read_csv(&csv)
+}
+
+fn best(rows: &[Row], sla: f64) -> f64 {
+    rows.iter()
+        .filter(|r| r.p95 <= sla && r.errors == 0 && r.ok > 0)
+        .map(|r| r.achieved)
+        .fold(0.0, f64::max)
+}
+
+/// Splits `preba preprocess`'s [N,3,224,224] f32 .npy into one file per image.
+fn split_npy(all: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let b = std::fs::read(all).map_err(|e| format!("{}: {e}", all.display()))?;
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let data = &b[10 + hl..];
+    let row = 3 * 224 * 224 * 4;
+    let mut out = Vec::new();
+    for (i, c) in data.chunks_exact(row).enumerate() {
+        let mut h = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 224, 224), }".to_string();
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        f.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        f.extend_from_slice(h.as_bytes());
+        f.extend_from_slice(c);
+        let p = dir.join(format!("ideal_{i}.npy"));
+        std::fs::write(&p, f).map_err(|e| e.to_string())?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+pub fn run(rest: &[&str]) -> Result<()> {
+    let mut slices = "modeled:a100-1g.5gb*7".to_string();
+    let mut rates = "100:700:100".to_string();
+    let mut dur = "4".to_string();
+    let mut sla = 100.0f64;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or(format!("{a} needs a value"))?;
+        match *a {
+            "--slices" => slices = v.to_string(),
+            "--rates" => rates = v.to_string(),
+            "--duration" => dur = v.to_string(),
+            "--sla" => sla = v.parse().map_err(|_| "--sla MS")?,
+            _ => return Err(format!("unknown option {a}")),
+        }
+    }
+    let fw = crate::setup::build_fw()?;
+    let env = crate::setup::serving_env()?;
+    util::run(cargo().args(["build", "--release", "--quiet", "--bin", "preba", "--bin", "preba-card"]))?;
+    let preba = util::target_dir().join("release").join("preba");
+    let models = PathBuf::from(&env.iter().find(|(k, _)| k == "PREBA_MODELS").ok_or("no models")?.1);
+    let dir = util::target_dir().join("bench-serve");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let repo = dir.join("repo");
+    let mdir = repo.join("sq").join("1");
+    std::fs::create_dir_all(&mdir).map_err(|e| e.to_string())?;
+    std::fs::copy(models.join("squeezenet1_1/1/model.onnx"), mdir.join("model.onnx")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        repo.join("sq").join("config.toml"),
+        format!("sla_ms = {sla}\n[batching]\nprofile_model = \"squeezenet1_1\"\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut images: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/images"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("imagenet_")))
+        .collect();
+    images.sort();
+    let all = dir.join("ideal_all.npy");
+    util::run(
+        Command::new(&preba)
+            .args(["preprocess", "--card", "cpu", "--dtype", "f32", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "-o"])
+            .arg(&all)
+            .args(&images),
+    )?;
+    let ideal = split_npy(&all, &dir)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    let repo_s = repo.display().to_string();
+    let base = |card: &str| -> Vec<String> {
+        ["--model-repository", &repo_s, "--slices", &slices, "--card", card, "--cpu-threads", &threads]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    println!("bench serve: SqueezeNet 1.1 fixture, slices {slices}, Poisson rates {rates} req/s, {dur} s each, SLA p95 <= {sla} ms");
+    let mut results = Vec::new();
+    let mut cpu_per_req = Vec::new();
+    for (label, card, ideal_in) in [("card-emulated", "emulated", false), ("cpu-preprocessing", "cpu", false), ("ideal", "cpu", true)] {
+        let s = start(&preba, &fw, &base(card))?;
+        let pid = s.child.id();
+        let c0 = cpu_seconds(pid);
+        let rows = if ideal_in {
+            bench(&preba, &s.url, label, &ideal, &["--ideal"], &rates, &dur, &dir)?
+        } else {
+            bench(&preba, &s.url, label, &images, &[], &rates, &dur, &dir)?
+        };
+        let c1 = cpu_seconds(pid);
+        let reqs: u64 = rows.iter().map(|r| r.ok).sum();
+        cpu_per_req.push((label, (c1 - c0) / reqs.max(1) as f64 * 1e6));
+        for r in &rows {
+            println!("  {label:18} offered {:7.1}  achieved {:7.1} req/s  p95 {:8.2} ms  ok {:6}  errors {}", r.offered, r.achieved, r.p95, r.ok, r.errors);
+        }
+        results.push((label, best(&rows, sla)));
+        drop(s);
+    }
+    let csvs: Vec<PathBuf> = results.iter().map(|(l, _)| dir.join(format!("{l}.csv"))).collect();
+    let plot = dir.join("serve.svg");
+    let _ = util::run(Command::new(&preba).arg("bench").arg("plot").arg(&plot).args(&csvs));
+    println!("\nmax throughput with p95 <= {sla} ms:");
+    for (l, t) in &results {
+        println!("  {l:18} {t:8.1} req/s");
+    }
+    let get = |n: &str| results.iter().find(|r| r.0 == n).map_or(0.0, |r| r.1);
+    let (card, cpu, ideal_t) = (get("card-emulated"), get("cpu-preprocessing"), get("ideal"));
+    println!("  card / cpu        {:8.2}x", card / cpu.max(1e-9));
+    println!("  card / ideal      {:8.2}  ({:.1}% of the ideal)", card / ideal_t.max(1e-9), 100.0 * card / ideal_t.max(1e-9));
+    println!("\nserver process CPU per request (card and workers are other processes):");
+    for (l, us) in &cpu_per_req {
+        println!("  {l:18} {us:8.1} us");
+    }
+    // Server cost: zero-latency modeled slices, ideal input, closed to the
+    // server's own limit.
+    let prof = dir.join("zero.toml");
+    let mut t = String::from("format = \"preba-profile-1\"\n");
+    t.push_str("[[entry]]\nmodel = \"squeezenet1_1\"\nslice = \"zero\"\nbatch_knee = 32\ntime_knee_ms = 1.0\nsource = \"bench: a slice that takes (almost) no time\"\npoints = [");
+    for b in [1, 2, 4, 8, 16, 32] {
+        t.push_str(&format!("{{ batch = {b}, p50_ms = 0.001, p95_ms = 0.001, throughput = {} }}, ", b as f64 * 1e6));
+    }
+    t.push_str("]\n");
+    std::fs::write(&prof, t).map_err(|e| e.to_string())?;
+    let mut a = base("cpu");
+    a.extend(["--slices".into(), "modeled:zero*1".into(), "--profile".into(), prof.display().to_string(), "--max-queue".into(), "100000".into()]);
+    let s = start(&preba, &fw, &a)?;
+    let pid = s.child.id();
+    let c0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let rows = bench(&preba, &s.url, "server-cost", &ideal, &["--ideal", "--concurrency", "512"], "2000:8000:3000", "3", &dir)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds(pid) - c0;
+    let reqs: u64 = rows.iter().map(|r| r.ok).sum();
+    drop(s);
+    for r in &rows {
+        println!("  server-cost        offered {:7.1}  achieved {:7.1} req/s  p95 {:8.2} ms  ok {:6}  errors {}", r.offered, r.achieved, r.p95, r.ok, r.errors);
+    }
+    let per_core = reqs as f64 / cpu_s.max(1e-9);
+    println!(
+        "\nserver cost: {reqs} requests in {wall:.1} s using {cpu_s:.2} CPU-s of the server process = {per_core:.0} req/s per core (target 20,000; {:.2}x), {:.1} us per request",
+        per_core / 20_000.0,
+        cpu_s / reqs.max(1) as f64 * 1e6
+    );
+    println!("plot: {}", plot.display());
+    Ok(())
+}
