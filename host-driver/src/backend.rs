@@ -75,7 +75,10 @@ pub trait Backend: Sync {
     }
     /// Reserves `bytes` of [`Backend::arena`].
     fn reserve(&self, bytes: usize) -> Result<usize, String> {
-        Err(format!("{}: no arena to reserve {bytes} bytes in", self.name()))
+        Err(format!(
+            "{}: no arena to reserve {bytes} bytes in",
+            self.name()
+        ))
     }
     /// Preprocesses an image into `arena` at `off..off+len` (exactly
     /// `profile.output_len()` bytes). A card writes its own arena in place;
@@ -329,7 +332,11 @@ impl Backend for CardBackend {
                 .and_then(|(o, via)| write_image(arena, (off, len), o).map(|()| via))
         };
         let region = OutRegion { off, len, guard };
-        match self.open.card.process_into(&pool, input, region, self.timeout) {
+        match self
+            .open
+            .card
+            .process_into(&pool, input, region, self.timeout)
+        {
             Ok(cqe) if cqe.written as usize == len => Ok(Via::Card),
             Ok(cqe) => Err(format!(
                 "card {}: wrote {} bytes, the profile needs {len}",

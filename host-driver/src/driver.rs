@@ -462,7 +462,8 @@ impl Card {
             )));
         }
         let arena = self.inner.t.arena();
-        if out.off.checked_add(out.len).is_none_or(|e| e > arena.len()) || out.len > u32::MAX as usize
+        if out.off.checked_add(out.len).is_none_or(|e| e > arena.len())
+            || out.len > u32::MAX as usize
         {
             return Err(CardError::Refused(format!(
                 "output region {:#x}+{:#x} is outside the arena",
@@ -768,8 +769,7 @@ impl Inner {
             cid,
             profile: p.profile,
             sg_count: 1,
-            out_iova: arena.iova()
-                + out.as_ref().map_or(p.out_off(slot), |o| o.off) as u64,
+            out_iova: arena.iova() + out.as_ref().map_or(p.out_off(slot), |o| o.off) as u64,
             out_len: out.as_ref().map_or(p.out_size, |o| o.len) as u32,
             in_len: input.len() as u32,
             sg: [

@@ -142,7 +142,12 @@ impl SlotPool {
             Some(st) => picked.extend(st..st + n),
             None => {
                 let start = s.cursor;
-                picked.extend((0..cap).map(|i| (start + i) % cap).filter(|&i| s.free[i]).take(n));
+                picked.extend(
+                    (0..cap)
+                        .map(|i| (start + i) % cap)
+                        .filter(|&i| s.free[i])
+                        .take(n),
+                );
             }
         }
         for &i in &picked {
@@ -170,7 +175,11 @@ impl SlotPool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).in_use
     }
     pub fn capacity(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).free.len()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free
+            .len()
     }
 }
 
@@ -243,7 +252,10 @@ mod tests {
 
     #[test]
     fn runs_merge_only_neighbours() {
-        assert_eq!(runs([(0, 8), (8, 8), (32, 8), (40, 8), (16, 8)]), [(0, 16), (32, 16), (16, 8)]);
+        assert_eq!(
+            runs([(0, 8), (8, 8), (32, 8), (40, 8), (16, 8)]),
+            [(0, 16), (32, 16), (16, 8)]
+        );
         assert!(runs([]).is_empty());
     }
 }

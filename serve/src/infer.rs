@@ -4,8 +4,8 @@
 //! end calls [`infer`] with the body; a gRPC front end would do the same.
 #![forbid(unsafe_code)]
 
-use crate::kserve::{self, InferRequest, OutTensor, TensorData};
 use crate::arena::SlotLease;
+use crate::kserve::{self, InferRequest, OutTensor, TensorData};
 use crate::model::{Answer, Item, Model, Row};
 use crate::repo::Kind;
 use crate::server::State;
@@ -52,7 +52,12 @@ impl Drop for Admitted<'_> {
     }
 }
 
-pub async fn infer(state: Arc<State>, model: Arc<Model>, body: bytes::Bytes, header_len: Option<usize>) -> Reply {
+pub async fn infer(
+    state: Arc<State>,
+    model: Arc<Model>,
+    body: bytes::Bytes,
+    header_len: Option<usize>,
+) -> Reply {
     let t0 = Instant::now();
     let r = infer_inner(&state, &model, &body, header_len).await;
     let m = &model.metrics;
@@ -174,7 +179,11 @@ async fn infer_inner(
 type Outputs = Vec<(String, Option<bool>, Option<usize>)>;
 
 /// The client batch as elements, and the outputs asked for.
-fn elements(model: &Model, req: &InferRequest, body: &[u8]) -> Result<(Vec<Element>, Outputs), (u16, String)> {
+fn elements(
+    model: &Model,
+    req: &InferRequest,
+    body: &[u8],
+) -> Result<(Vec<Element>, Outputs), (u16, String)> {
     if req.inputs.len() != 1 {
         return Err((
             400,
@@ -190,17 +199,34 @@ fn elements(model: &Model, req: &InferRequest, body: &[u8]) -> Result<(Vec<Eleme
     let kind = model.cfg.kind;
     let els = if inp.name == kind.input_name() {
         if inp.datatype != "BYTES" {
-            return Err((400, format!("input {}: datatype {} (expected BYTES)", inp.name, inp.datatype)));
+            return Err((
+                400,
+                format!(
+                    "input {}: datatype {} (expected BYTES)",
+                    inp.name, inp.datatype
+                ),
+            ));
         }
         let b = match inp.shape.as_slice() {
             [b] | [b, 1] => *b as usize,
-            s => return Err((400, format!("input {}: shape {s:?} (expected [B,1])", inp.name))),
+            s => {
+                return Err((
+                    400,
+                    format!("input {}: shape {s:?} (expected [B,1])", inp.name),
+                ));
+            }
         };
         if b == 0 {
             return Err((400, format!("input {}: empty batch", inp.name)));
         }
         if b > model.cfg.max_batch_size as usize {
-            return Err((400, format!("input {}: batch of {b} is over max_batch_size {}", inp.name, model.cfg.max_batch_size)));
+            return Err((
+                400,
+                format!(
+                    "input {}: batch of {b} is over max_batch_size {}",
+                    inp.name, model.cfg.max_batch_size
+                ),
+            ));
         }
         let v: Vec<Vec<u8>> = match &inp.data {
             TensorData::Binary(r) => {
@@ -214,37 +240,87 @@ fn elements(model: &Model, req: &InferRequest, body: &[u8]) -> Result<(Vec<Eleme
             TensorData::Json(j) => kserve::json_bytes(j, &inp.name).map_err(|e| (400, e))?,
         };
         if v.len() != b {
-            return Err((400, format!("input {}: shape says {b} elements, the data holds {}", inp.name, v.len())));
+            return Err((
+                400,
+                format!(
+                    "input {}: shape says {b} elements, the data holds {}",
+                    inp.name,
+                    v.len()
+                ),
+            ));
         }
         let limit = preba_protocol::limits::MAX_INPUT_BYTES as usize;
         if let Some((i, e)) = v.iter().enumerate().find(|(_, e)| e.len() > limit) {
-            return Err((400, format!("{}[{i}]: {} bytes is over the {limit}-byte limit", inp.name, e.len())));
+            return Err((
+                400,
+                format!(
+                    "{}[{i}]: {} bytes is over the {limit}-byte limit",
+                    inp.name,
+                    e.len()
+                ),
+            ));
         }
         v.into_iter().map(Element::Encoded).collect()
     } else if inp.name == model.tensor_input.name && kind == Kind::Image {
         let dt = model.item_dtype.triton_name();
         if inp.datatype != dt {
-            return Err((400, format!("input {}: datatype {} (expected {dt})", inp.name, inp.datatype)));
+            return Err((
+                400,
+                format!(
+                    "input {}: datatype {} (expected {dt})",
+                    inp.name, inp.datatype
+                ),
+            ));
         }
         let want: Vec<i64> = model.item_shape.clone();
         if inp.shape.len() != want.len() + 1 || inp.shape[1..] != want[..] || inp.shape[0] == 0 {
-            return Err((400, format!("input {}: shape {:?} (expected [B, {}])", inp.name, inp.shape,
-                want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))));
+            return Err((
+                400,
+                format!(
+                    "input {}: shape {:?} (expected [B, {}])",
+                    inp.name,
+                    inp.shape,
+                    want.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         let b = inp.shape[0] as usize;
         if b > model.cfg.max_batch_size as usize {
-            return Err((400, format!("input {}: batch of {b} is over max_batch_size {}", inp.name, model.cfg.max_batch_size)));
+            return Err((
+                400,
+                format!(
+                    "input {}: batch of {b} is over max_batch_size {}",
+                    inp.name, model.cfg.max_batch_size
+                ),
+            ));
         }
         let row = preba_slice::tensor_bytes(model.item_dtype, &want).unwrap_or(0) as usize;
         let raw = match &inp.data {
             TensorData::Binary(r) => body[r.clone()].to_vec(),
-            TensorData::Json(j) if dt == "FP32" => kserve::json_f32(j, &inp.name, b * row / 4).map_err(|e| (400, e))?,
-            TensorData::Json(_) => return Err((400, format!("input {}: {dt} data must be binary", inp.name))),
+            TensorData::Json(j) if dt == "FP32" => {
+                kserve::json_f32(j, &inp.name, b * row / 4).map_err(|e| (400, e))?
+            }
+            TensorData::Json(_) => {
+                return Err((400, format!("input {}: {dt} data must be binary", inp.name)));
+            }
         };
         if raw.len() != b * row {
-            return Err((400, format!("input {}: {} bytes of data, shape needs {}", inp.name, raw.len(), b * row)));
+            return Err((
+                400,
+                format!(
+                    "input {}: {} bytes of data, shape needs {}",
+                    inp.name,
+                    raw.len(),
+                    b * row
+                ),
+            ));
         }
-        raw.chunks_exact(row).map(|c| Element::Tensor(c.to_vec())).collect()
+        raw.chunks_exact(row)
+            .map(|c| Element::Tensor(c.to_vec()))
+            .collect()
     } else {
         return Err((
             400,
@@ -253,19 +329,31 @@ fn elements(model: &Model, req: &InferRequest, body: &[u8]) -> Result<(Vec<Eleme
                 inp.name,
                 model.cfg.name,
                 kind.input_name(),
-                if kind == Kind::Image { format!(" or the preprocessed {}", model.tensor_input.name) } else { String::new() }
+                if kind == Kind::Image {
+                    format!(" or the preprocessed {}", model.tensor_input.name)
+                } else {
+                    String::new()
+                }
             ),
         ));
     };
     let mut outs = Vec::new();
     for o in &req.outputs {
         if !model.meta.outputs.iter().any(|m| m.name == o.name) {
-            return Err((400, format!("unknown output {} for model {}", o.name, model.cfg.name)));
+            return Err((
+                400,
+                format!("unknown output {} for model {}", o.name, model.cfg.name),
+            ));
         }
         outs.push((o.name.clone(), o.binary, o.classification));
     }
     if outs.is_empty() {
-        outs = model.meta.outputs.iter().map(|m| (m.name.clone(), None, None)).collect();
+        outs = model
+            .meta
+            .outputs
+            .iter()
+            .map(|m| (m.name.clone(), None, None))
+            .collect();
     }
     let binary_default = req.binary_default;
     for o in &mut outs {
@@ -275,7 +363,12 @@ fn elements(model: &Model, req: &InferRequest, body: &[u8]) -> Result<(Vec<Eleme
 }
 
 /// Preprocesses one element into what the batcher carries (blocking).
-fn prepare(state: &State, model: &Model, el: Element, lease: Option<Arc<SlotLease>>) -> Result<(Item, Option<f32>), String> {
+fn prepare(
+    state: &State,
+    model: &Model,
+    el: Element,
+    lease: Option<Arc<SlotLease>>,
+) -> Result<(Item, Option<f32>), String> {
     let t0 = Instant::now();
     let r = match (model.cfg.kind, el) {
         (Kind::Image, el) => {
@@ -285,9 +378,13 @@ fn prepare(state: &State, model: &Model, el: Element, lease: Option<Arc<SlotLeas
             match el {
                 Element::Tensor(t) => arena.write(region.0, &t).map_err(|e| e.to_string())?,
                 Element::Encoded(bytes) => {
-                    let via = state
-                        .backend
-                        .process_into(&bytes, &model.cfg.image, arena, region, lease.clone())?;
+                    let via = state.backend.process_into(
+                        &bytes,
+                        &model.cfg.image,
+                        arena,
+                        region,
+                        lease.clone(),
+                    )?;
                     if via == Via::CpuFallback {
                         model.metrics.cpu_fallback.add(1);
                     }
@@ -296,7 +393,9 @@ fn prepare(state: &State, model: &Model, el: Element, lease: Option<Arc<SlotLeas
             Ok((Item::Slot(lease), None))
         }
         (Kind::Audio, Element::Encoded(bytes)) => {
-            let (out, via) = state.backend.process(&bytes, &Job::Audio(model.cfg.audio))?;
+            let (out, via) = state
+                .backend
+                .process(&bytes, &Job::Audio(model.cfg.audio))?;
             if via == Via::CpuFallback {
                 model.metrics.cpu_fallback.add(1);
             }
@@ -314,12 +413,20 @@ fn prepare(state: &State, model: &Model, el: Element, lease: Option<Arc<SlotLeas
         }
         (Kind::Audio, Element::Tensor(_)) => Err("audio models take AUDIO".into()),
     };
-    model.metrics.preprocess_ns.add(t0.elapsed().as_nanos() as u64);
+    model
+        .metrics
+        .preprocess_ns
+        .add(t0.elapsed().as_nanos() as u64);
     r
 }
 
 /// Concatenates per-element rows into the response tensors.
-fn assemble(model: &Model, req: &InferRequest, outs: &Outputs, answers: Vec<Answer>) -> Result<Reply, (u16, String)> {
+fn assemble(
+    model: &Model,
+    req: &InferRequest,
+    outs: &Outputs,
+    answers: Vec<Answer>,
+) -> Result<Reply, (u16, String)> {
     let b = answers.len() as i64;
     let modeled = answers.iter().any(|a| a.modeled);
     let mut tensors = Vec::new();
@@ -331,18 +438,31 @@ fn assemble(model: &Model, req: &InferRequest, outs: &Outputs, answers: Vec<Answ
             .ok_or_else(|| (500, format!("output {name} missing from a slice's answer")))?;
         // Audio outputs may differ in length across batches: pad to the longest.
         let first = rows[0];
-        if rows.iter().any(|r| r.shape != first.shape || r.dtype != first.dtype) {
-            return Err((500, format!("output {name}: rows of a client batch differ in shape")));
+        if rows
+            .iter()
+            .any(|r| r.shape != first.shape || r.dtype != first.dtype)
+        {
+            return Err((
+                500,
+                format!("output {name}: rows of a client batch differ in shape"),
+            ));
         }
         let t = match class {
             Some(k) => {
                 if first.dtype != preba_slice::Dtype::F32 {
-                    return Err((400, format!("output {name}: classification needs FP32 scores")));
+                    return Err((
+                        400,
+                        format!("output {name}: classification needs FP32 scores"),
+                    ));
                 }
                 let k = (*k).min(first.raw.len() / 4);
                 let mut items = Vec::new();
                 for r in &rows {
-                    let scores: Vec<f32> = r.raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    let scores: Vec<f32> = r
+                        .raw
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
                     items.extend(kserve::classify(&scores, k, &model.cfg.labels));
                 }
                 OutTensor {
@@ -371,7 +491,13 @@ fn assemble(model: &Model, req: &InferRequest, outs: &Outputs, answers: Vec<Answ
     if modeled {
         params.insert("preba_modeled".into(), json!(true));
     }
-    let (body, header_len) = kserve::build_response(&model.cfg.name, &model.cfg.version, req.id.as_ref(), &tensors, params);
+    let (body, header_len) = kserve::build_response(
+        &model.cfg.name,
+        &model.cfg.version,
+        req.id.as_ref(),
+        &tensors,
+        params,
+    );
     let _ = Value::Null;
     Ok(Reply {
         status: 200,

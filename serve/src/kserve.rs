@@ -64,15 +64,17 @@ pub fn parse_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReques
     if hlen > MAX_HEADER {
         return Err(format!("JSON header of {hlen} bytes (limit {MAX_HEADER})"));
     }
-    let v: Value = serde_json::from_slice(&body[..hlen])
-        .map_err(|e| format!("request JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(&body[..hlen]).map_err(|e| format!("request JSON: {e}"))?;
     let obj = v.as_object().ok_or("request JSON: not an object")?;
     let params = obj.get("parameters").and_then(Value::as_object);
     let binary_default = params
         .and_then(|p| p.get("binary_data_output"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let timeout_us = params.and_then(|p| p.get("timeout")).and_then(Value::as_u64);
+    let timeout_us = params
+        .and_then(|p| p.get("timeout"))
+        .and_then(Value::as_u64);
     let raw_inputs = obj
         .get("inputs")
         .and_then(Value::as_array)
@@ -154,7 +156,9 @@ pub fn parse_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReques
     }
     let mut outputs = Vec::new();
     if let Some(outs) = obj.get("outputs") {
-        let outs = outs.as_array().ok_or("request JSON: `outputs` must be an array")?;
+        let outs = outs
+            .as_array()
+            .ok_or("request JSON: `outputs` must be an array")?;
         for (i, o) in outs.iter().enumerate() {
             let name = o
                 .get("name")
@@ -162,7 +166,9 @@ pub fn parse_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReques
                 .ok_or_else(|| format!("outputs[{i}]: `name` missing"))?
                 .to_string();
             let p = o.get("parameters").and_then(Value::as_object);
-            let binary = p.and_then(|p| p.get("binary_data")).and_then(Value::as_bool);
+            let binary = p
+                .and_then(|p| p.get("binary_data"))
+                .and_then(Value::as_bool);
             let classification = match p.and_then(|p| p.get("classification")) {
                 None => None,
                 Some(k) => Some(
@@ -229,7 +235,10 @@ pub fn json_bytes(v: &Value, what: &str) -> Result<Vec<Vec<u8>>, String> {
                 Ok(())
             }
             Value::Array(a) => a.iter().try_for_each(|x| walk(x, out, what)),
-            _ => Err(format!("{what}[{}]: BYTES elements in JSON are strings", out.len())),
+            _ => Err(format!(
+                "{what}[{}]: BYTES elements in JSON are strings",
+                out.len()
+            )),
         }
     }
     walk(v, &mut out, what)?;
@@ -255,7 +264,10 @@ pub fn json_f32(v: &Value, what: &str, want: usize) -> Result<Vec<u8>, String> {
     }
     walk(v, &mut out, what, want)?;
     if out.len() / 4 != want {
-        return Err(format!("{what}: {} elements, the shape needs {want}", out.len() / 4));
+        return Err(format!(
+            "{what}: {} elements, the shape needs {want}",
+            out.len() / 4
+        ));
     }
     Ok(out)
 }
@@ -324,7 +336,11 @@ fn json_data(t: &OutTensor) -> Value {
         ),
         "BF16" => Value::Array(
             r.chunks_exact(2)
-                .map(|c| json!(f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)))
+                .map(|c| {
+                    json!(f32::from_bits(
+                        u32::from(u16::from_le_bytes([c[0], c[1]])) << 16
+                    ))
+                })
                 .collect(),
         ),
         _ => Value::Null,
@@ -461,7 +477,12 @@ mod tests {
     fn framing_errors_name_the_input() {
         for (hdr, data, hlen, want) in [
             (json!({"inputs": []}), vec![], None, "empty"),
-            (json!({"inputs": [{"name": "IMAGE", "shape": [1]}]}), vec![], None, "datatype"),
+            (
+                json!({"inputs": [{"name": "IMAGE", "shape": [1]}]}),
+                vec![],
+                None,
+                "datatype",
+            ),
             (
                 json!({"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": 100}}]}),
                 vec![0u8; 10],
@@ -474,27 +495,60 @@ mod tests {
                 Some(0),
                 "after the last input",
             ),
-            (json!({"inputs": [{"name": "I", "datatype": "FP32", "shape": [-1]}]}), vec![], None, "non-negative"),
-            (json!({"inputs": [{"name": "I", "datatype": "FP32", "shape": [1]}]}), vec![], None, "neither"),
+            (
+                json!({"inputs": [{"name": "I", "datatype": "FP32", "shape": [-1]}]}),
+                vec![],
+                None,
+                "non-negative",
+            ),
+            (
+                json!({"inputs": [{"name": "I", "datatype": "FP32", "shape": [1]}]}),
+                vec![],
+                None,
+                "neither",
+            ),
         ] {
             let (body, h) = binary_request(&hdr, &data);
             let hl = hlen.map(|_| h);
             let e = parse_infer(&body, hl).unwrap_err();
             assert!(e.contains(want), "{e} (want {want})");
         }
-        assert!(parse_infer(b"{", None).unwrap_err().contains("request JSON"));
-        assert!(parse_infer(b"{}", Some(10)).unwrap_err().contains("larger than the body"));
-        assert!(split_bytes(&[5, 0, 0, 0, 1], "IMAGE").unwrap_err().contains("IMAGE[0]"));
-        assert!(split_bytes(&[0, 0, 0, 0, 1], "IMAGE").unwrap_err().contains("IMAGE[1]"));
+        assert!(
+            parse_infer(b"{", None)
+                .unwrap_err()
+                .contains("request JSON")
+        );
+        assert!(
+            parse_infer(b"{}", Some(10))
+                .unwrap_err()
+                .contains("larger than the body")
+        );
+        assert!(
+            split_bytes(&[5, 0, 0, 0, 1], "IMAGE")
+                .unwrap_err()
+                .contains("IMAGE[0]")
+        );
+        assert!(
+            split_bytes(&[0, 0, 0, 0, 1], "IMAGE")
+                .unwrap_err()
+                .contains("IMAGE[1]")
+        );
     }
 
     #[test]
     fn json_values() {
-        assert_eq!(json_bytes(&json!([["a"], ["bc"]]), "X").unwrap(), [b"a".to_vec(), b"bc".to_vec()]);
+        assert_eq!(
+            json_bytes(&json!([["a"], ["bc"]]), "X").unwrap(),
+            [b"a".to_vec(), b"bc".to_vec()]
+        );
         assert!(json_bytes(&json!([1]), "X").is_err());
         let f = json_f32(&json!([[1.0, 2.5]]), "X", 2).unwrap();
         assert_eq!(f, [1.0f32.to_le_bytes(), 2.5f32.to_le_bytes()].concat());
-        assert!(json_f32(&json!([1.0]), "X", 2).unwrap_err().contains("needs 2"));
+        assert!(
+            json_f32(&json!([1.0]), "X", 2)
+                .unwrap_err()
+                .contains("needs 2")
+        );
         assert!(json_f32(&json!([1.0, 2.0, 3.0]), "X", 2).is_err());
     }
 
@@ -507,7 +561,13 @@ mod tests {
             raw: [1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat(),
             binary: false,
         };
-        let (b, h) = build_response("m", "1", Some(&json!("id1")), std::slice::from_ref(&t), Map::new());
+        let (b, h) = build_response(
+            "m",
+            "1",
+            Some(&json!("id1")),
+            std::slice::from_ref(&t),
+            Map::new(),
+        );
         assert!(h.is_none());
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["outputs"][0]["data"], json!([1.5, -2.0]));
@@ -523,7 +583,10 @@ mod tests {
     #[test]
     fn classification_order_and_labels() {
         let c = classify(&[0.1, 0.9, 0.5, 0.9], 3, &["a".into(), "b".into()]);
-        let c: Vec<String> = c.into_iter().map(|b| String::from_utf8(b).unwrap()).collect();
+        let c: Vec<String> = c
+            .into_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect();
         assert_eq!(c, ["0.900000:1:b", "0.900000:3", "0.500000:2"]);
     }
 

@@ -105,24 +105,90 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
             .map(|(m, v, x)| (lab(m, v), f(x).to_string()))
             .collect::<Vec<_>>()
     };
-    family("nv_inference_request_success", "Number of successful inference requests", "counter", per(&|m| m.request_success.get()));
-    family("nv_inference_request_failure", "Number of failed inference requests", "counter", per(&|m| m.request_failure.get()));
-    family("nv_inference_count", "Number of inferences performed (a client batch of B counts B)", "counter", per(&|m| m.inference_count.get()));
-    family("nv_inference_exec_count", "Number of model executions (batches)", "counter", per(&|m| m.exec_count.get()));
-    family("nv_inference_request_duration_us", "Cumulative request duration in microseconds", "counter", per(&|m| m.request_ns.get() / 1000));
-    family("nv_inference_queue_duration_us", "Cumulative time requests spent in the batching queue in microseconds", "counter", per(&|m| m.queue_ns.get() / 1000));
-    family("nv_inference_compute_infer_duration_us", "Cumulative model execution time in microseconds", "counter", per(&|m| m.infer_ns.get() / 1000));
-    family("preba_preprocess_duration_us", "Cumulative preprocessing time (card or CPU) in microseconds", "counter", per(&|m| m.preprocess_ns.get() / 1000));
-    family("preba_cpu_fallback_total", "Inputs the card did not take, preprocessed on the CPU", "counter", per(&|m| m.cpu_fallback.get()));
-    family("preba_gather_copies_total", "Batches whose slots were not contiguous, gathered by a copy", "counter", per(&|m| m.gather_copies.get()));
-    family("preba_pad_copies_total", "Audio batches copied to pad to their longest input", "counter", per(&|m| m.pad_copies.get()));
-    family("preba_rejected_queue_full_total", "Requests answered 503 because the queue was full", "counter", per(&|m| m.rejected_queue_full.get()));
+    family(
+        "nv_inference_request_success",
+        "Number of successful inference requests",
+        "counter",
+        per(&|m| m.request_success.get()),
+    );
+    family(
+        "nv_inference_request_failure",
+        "Number of failed inference requests",
+        "counter",
+        per(&|m| m.request_failure.get()),
+    );
+    family(
+        "nv_inference_count",
+        "Number of inferences performed (a client batch of B counts B)",
+        "counter",
+        per(&|m| m.inference_count.get()),
+    );
+    family(
+        "nv_inference_exec_count",
+        "Number of model executions (batches)",
+        "counter",
+        per(&|m| m.exec_count.get()),
+    );
+    family(
+        "nv_inference_request_duration_us",
+        "Cumulative request duration in microseconds",
+        "counter",
+        per(&|m| m.request_ns.get() / 1000),
+    );
+    family(
+        "nv_inference_queue_duration_us",
+        "Cumulative time requests spent in the batching queue in microseconds",
+        "counter",
+        per(&|m| m.queue_ns.get() / 1000),
+    );
+    family(
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative model execution time in microseconds",
+        "counter",
+        per(&|m| m.infer_ns.get() / 1000),
+    );
+    family(
+        "preba_preprocess_duration_us",
+        "Cumulative preprocessing time (card or CPU) in microseconds",
+        "counter",
+        per(&|m| m.preprocess_ns.get() / 1000),
+    );
+    family(
+        "preba_cpu_fallback_total",
+        "Inputs the card did not take, preprocessed on the CPU",
+        "counter",
+        per(&|m| m.cpu_fallback.get()),
+    );
+    family(
+        "preba_gather_copies_total",
+        "Batches whose slots were not contiguous, gathered by a copy",
+        "counter",
+        per(&|m| m.gather_copies.get()),
+    );
+    family(
+        "preba_pad_copies_total",
+        "Audio batches copied to pad to their longest input",
+        "counter",
+        per(&|m| m.pad_copies.get()),
+    );
+    family(
+        "preba_rejected_queue_full_total",
+        "Requests answered 503 because the queue was full",
+        "counter",
+        per(&|m| m.rejected_queue_full.get()),
+    );
     let mut hist = Vec::new();
     for (m, v, x) in models {
         for (i, b) in BATCH_BUCKETS.iter().enumerate() {
-            hist.push((format!("{},le=\"{b}\"", lab(m, v)), x.batch_hist[i].get().to_string()));
+            hist.push((
+                format!("{},le=\"{b}\"", lab(m, v)),
+                x.batch_hist[i].get().to_string(),
+            ));
         }
-        hist.push((format!("{},le=\"+Inf\"", lab(m, v)), x.exec_count.get().to_string()));
+        hist.push((
+            format!("{},le=\"+Inf\"", lab(m, v)),
+            x.exec_count.get().to_string(),
+        ));
     }
     let _ = hist;
     let mut bucket_rows = Vec::new();
@@ -130,13 +196,22 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
     let mut count_rows = Vec::new();
     for (m, v, x) in models {
         for (i, b) in BATCH_BUCKETS.iter().enumerate() {
-            bucket_rows.push((format!("{},le=\"{b}\"", lab(m, v)), x.batch_hist[i].get().to_string()));
+            bucket_rows.push((
+                format!("{},le=\"{b}\"", lab(m, v)),
+                x.batch_hist[i].get().to_string(),
+            ));
         }
-        bucket_rows.push((format!("{},le=\"+Inf\"", lab(m, v)), x.exec_count.get().to_string()));
+        bucket_rows.push((
+            format!("{},le=\"+Inf\"", lab(m, v)),
+            x.exec_count.get().to_string(),
+        ));
         sum_rows.push((lab(m, v), x.batch_sum.get().to_string()));
         count_rows.push((lab(m, v), x.exec_count.get().to_string()));
     }
-    let _ = writeln!(s, "# HELP preba_batch_size Batch sizes dispatched to slices");
+    let _ = writeln!(
+        s,
+        "# HELP preba_batch_size Batch sizes dispatched to slices"
+    );
     let _ = writeln!(s, "# TYPE preba_batch_size histogram");
     for (l, v) in bucket_rows {
         let _ = writeln!(s, "preba_batch_size_bucket{{{l}}} {v}");
@@ -152,7 +227,11 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
     let mut restarts = Vec::new();
     let mut sfail = Vec::new();
     for (m, v, x) in models {
-        let d = x.queue_depth.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let d = x
+            .queue_depth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for (b, n) in d.iter().enumerate() {
             depth.push((format!("{},bucket=\"{b}\"", lab(m, v)), n.to_string()));
         }
@@ -176,17 +255,62 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
             let _ = writeln!(s, "{name}{{{labels}}} {v}");
         }
     };
-    family("preba_queue_depth", "Requests waiting in the batcher, per length bucket", "gauge", depth);
-    family("preba_slice_busy_seconds_total", "Time each slice spent running batches", "counter", busy);
-    family("preba_slice_restarts_total", "Worker processes restarted after dying", "counter", restarts);
-    family("preba_slice_failed_batches_total", "Batches that failed on a slice", "counter", sfail);
+    family(
+        "preba_queue_depth",
+        "Requests waiting in the batcher, per length bucket",
+        "gauge",
+        depth,
+    );
+    family(
+        "preba_slice_busy_seconds_total",
+        "Time each slice spent running batches",
+        "counter",
+        busy,
+    );
+    family(
+        "preba_slice_restarts_total",
+        "Worker processes restarted after dying",
+        "counter",
+        restarts,
+    );
+    family(
+        "preba_slice_failed_batches_total",
+        "Batches that failed on a slice",
+        "counter",
+        sfail,
+    );
     if let Some(c) = card {
         let l = format!("card=\"{}\"", c.name);
-        family("preba_card_power_watts", "Board power from the card's power monitor (TELEMETRY)", "gauge", vec![(l.clone(), format!("{:.3}", c.power_w))]);
-        family("preba_card_cu_busy_seconds_total", "Compute-unit busy time summed over CUs (TELEMETRY)", "counter", vec![(l.clone(), format!("{:.6}", c.cu_busy_s))]);
-        family("preba_card_compute_units", "Compute units on the card", "gauge", vec![(l.clone(), c.cus.to_string())]);
-        family("preba_card_requests_total", "Requests the card completed (TELEMETRY)", "counter", vec![(l.clone(), c.requests.to_string())]);
-        family("preba_card_errors_total", "Requests the card failed (TELEMETRY)", "counter", vec![(l, c.errors.to_string())]);
+        family(
+            "preba_card_power_watts",
+            "Board power from the card's power monitor (TELEMETRY)",
+            "gauge",
+            vec![(l.clone(), format!("{:.3}", c.power_w))],
+        );
+        family(
+            "preba_card_cu_busy_seconds_total",
+            "Compute-unit busy time summed over CUs (TELEMETRY)",
+            "counter",
+            vec![(l.clone(), format!("{:.6}", c.cu_busy_s))],
+        );
+        family(
+            "preba_card_compute_units",
+            "Compute units on the card",
+            "gauge",
+            vec![(l.clone(), c.cus.to_string())],
+        );
+        family(
+            "preba_card_requests_total",
+            "Requests the card completed (TELEMETRY)",
+            "counter",
+            vec![(l.clone(), c.requests.to_string())],
+        );
+        family(
+            "preba_card_errors_total",
+            "Requests the card failed (TELEMETRY)",
+            "counter",
+            vec![(l, c.errors.to_string())],
+        );
     }
     s
 }
@@ -244,11 +368,26 @@ mod tests {
         m.batch(1, 500);
         *m.queue_depth.lock().unwrap() = vec![2];
         let t = render(&[("sq", "1", &m)], None);
-        assert!(t.contains("nv_inference_request_success{model=\"sq\",version=\"1\"} 3"), "{t}");
-        assert!(t.contains("preba_batch_size_bucket{model=\"sq\",version=\"1\",le=\"2\"} 1"), "{t}");
-        assert!(t.contains("preba_batch_size_bucket{model=\"sq\",version=\"1\",le=\"4\"} 2"), "{t}");
-        assert!(t.contains("preba_batch_size_sum{model=\"sq\",version=\"1\"} 4"), "{t}");
-        assert!(t.contains("preba_queue_depth{model=\"sq\",version=\"1\",bucket=\"0\"} 2"), "{t}");
+        assert!(
+            t.contains("nv_inference_request_success{model=\"sq\",version=\"1\"} 3"),
+            "{t}"
+        );
+        assert!(
+            t.contains("preba_batch_size_bucket{model=\"sq\",version=\"1\",le=\"2\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("preba_batch_size_bucket{model=\"sq\",version=\"1\",le=\"4\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("preba_batch_size_sum{model=\"sq\",version=\"1\"} 4"),
+            "{t}"
+        );
+        assert!(
+            t.contains("preba_queue_depth{model=\"sq\",version=\"1\",bucket=\"0\"} 2"),
+            "{t}"
+        );
         assert!(t.contains("slice=\"cpu0\""), "{t}");
         let j = stats_json("sq", "1", &m);
         assert_eq!(j["execution_count"], 2);

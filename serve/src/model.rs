@@ -184,7 +184,10 @@ impl Model {
                 ..Default::default()
             });
         }
-        *metrics.queue_depth.lock().unwrap_or_else(|e| e.into_inner()) = vec![0; l.batch_max.len()];
+        *metrics
+            .queue_depth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = vec![0; l.batch_max.len()];
         let metrics = Arc::new(metrics);
         let (ctl_tx, ctl_rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -263,7 +266,11 @@ impl Model {
 
     /// Hands a preprocessed item to the batcher; the answer arrives on the
     /// returned channel (exactly once).
-    pub fn submit(&self, item: Item, duration_s: Option<f32>) -> oneshot::Receiver<Result<Answer, Failure>> {
+    pub fn submit(
+        &self,
+        item: Item,
+        duration_s: Option<f32>,
+    ) -> oneshot::Receiver<Result<Answer, Failure>> {
         let (tx, rx) = oneshot::channel();
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let w = Waiting {
@@ -272,7 +279,8 @@ impl Model {
             enq: Instant::now(),
         };
         let ctl = self.ctl.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError(Ctl::Arrive(_, _, w))) = ctl.send(Ctl::Arrive(id, duration_s, w)) {
+        if let Err(mpsc::SendError(Ctl::Arrive(_, _, w))) = ctl.send(Ctl::Arrive(id, duration_s, w))
+        {
             let _ = w.tx.send(Err((503, "the server is shutting down".into())));
         }
         rx
@@ -282,8 +290,17 @@ impl Model {
     /// requests); waits for the threads.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.ctl.lock().unwrap_or_else(|e| e.into_inner()).send(Ctl::Stop);
-        let threads: Vec<_> = self.threads.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        let _ = self
+            .ctl
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Ctl::Stop);
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
         for t in threads {
             let _ = t.join();
         }
@@ -295,13 +312,21 @@ const AUDIO_INPUT_BYTES: usize = 128 << 20;
 
 /// Checks the ONNX model against the preprocessing and finds the tensor
 /// input: (input, item shape, item dtype).
-fn check_model(cfg: &ModelConfig, meta: &ModelMeta) -> Result<(preba_slice::TensorMeta, Vec<i64>, Dtype), String> {
+fn check_model(
+    cfg: &ModelConfig,
+    meta: &ModelMeta,
+) -> Result<(preba_slice::TensorMeta, Vec<i64>, Dtype), String> {
     let name = &cfg.name;
     let input = meta
         .inputs
         .iter()
         .find(|t| matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::U8))
-        .ok_or_else(|| format!("model {name}: no float or u8 input in {}", cfg.onnx.display()))?
+        .ok_or_else(|| {
+            format!(
+                "model {name}: no float or u8 input in {}",
+                cfg.onnx.display()
+            )
+        })?
         .clone();
     match cfg.kind {
         Kind::Image => {
@@ -330,7 +355,11 @@ fn check_model(cfg: &ModelConfig, meta: &ModelMeta) -> Result<(preba_slice::Tens
                     "model {name}: input {} has shape {:?}, preprocessing makes [N, {}] (check crop and layout)",
                     input.name,
                     input.shape,
-                    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                    shape
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             Ok((input, shape, dt))
@@ -417,12 +446,15 @@ impl Dispatcher {
             for a in actions.drain(..) {
                 match a {
                     Action::Dispatch { slice, batch, .. } => {
-                        let items: Vec<Waiting> = batch.iter().filter_map(|id| self.waiting.remove(id)).collect();
-                        if let Some(tx) = self.slices.get(slice) {
-                            if let Err(mpsc::SendError(job)) = tx.send(BatchJob { items }) {
-                                for w in job.items {
-                                    let _ = w.tx.send(Err((500, format!("slice {slice} is gone"))));
-                                }
+                        let items: Vec<Waiting> = batch
+                            .iter()
+                            .filter_map(|id| self.waiting.remove(id))
+                            .collect();
+                        if let Some(tx) = self.slices.get(slice)
+                            && let Err(mpsc::SendError(job)) = tx.send(BatchJob { items })
+                        {
+                            for w in job.items {
+                                let _ = w.tx.send(Err((500, format!("slice {slice} is gone"))));
                             }
                         }
                     }
@@ -435,7 +467,11 @@ impl Dispatcher {
                     }
                 }
             }
-            *self.metrics.queue_depth.lock().unwrap_or_else(|e| e.into_inner()) = self.policy.queue_depths();
+            *self
+                .metrics
+                .queue_depth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = self.policy.queue_depths();
         }
         // Whatever is still queued gets its one answer.
         for (_, w) in self.waiting.drain() {
@@ -539,7 +575,10 @@ impl Supervisor {
                         return fail_all(
                             job,
                             500,
-                            &format!("slice {}: output {} has shape {:?} for a batch of {n}", self.spec.name, o.name, o.shape),
+                            &format!(
+                                "slice {}: output {} has shape {:?} for a batch of {n}",
+                                self.spec.name, o.name, o.shape
+                            ),
                         );
                     }
                     let row = (o.len / n as u64) as usize;
@@ -614,7 +653,9 @@ impl Supervisor {
                 let row = mels * tmax * 4;
                 let total = row * feats.len();
                 if total > AUDIO_INPUT_BYTES {
-                    return Err(format!("padded audio batch of {total} bytes exceeds the slice's {AUDIO_INPUT_BYTES}-byte input region"));
+                    return Err(format!(
+                        "padded audio batch of {total} bytes exceeds the slice's {AUDIO_INPUT_BYTES}-byte input region"
+                    ));
                 }
                 let base = self.in_off.ok_or("no audio input region")?;
                 let mut buf = vec![0u8; total];
@@ -627,7 +668,10 @@ impl Supervisor {
                         }
                     }
                 }
-                self.arena.mem().write(base, &buf).map_err(|e| e.to_string())?;
+                self.arena
+                    .mem()
+                    .write(base, &buf)
+                    .map_err(|e| e.to_string())?;
                 self.metrics.pad_copies.add(1);
                 inputs.push(InputBinding {
                     name: sh.input.name.clone(),
@@ -636,7 +680,10 @@ impl Supervisor {
                     source: Source::Arena(vec![(base as u64, total as u64)]),
                 });
                 if let Some(l) = &sh.lengths_input {
-                    let lens: Vec<u8> = feats.iter().flat_map(|f| (f.0 as i64).to_le_bytes()).collect();
+                    let lens: Vec<u8> = feats
+                        .iter()
+                        .flat_map(|f| (f.0 as i64).to_le_bytes())
+                        .collect();
                     inputs.push(InputBinding {
                         name: l.clone(),
                         dtype: Dtype::I64,

@@ -161,16 +161,27 @@ fn resolve(
     let kind = match raw.kind.as_deref().unwrap_or("image") {
         "image" => Kind::Image,
         "audio" => Kind::Audio,
-        k => return Err(bad(cfg_path, format!("kind = {k:?}: expected \"image\" or \"audio\""))),
+        k => {
+            return Err(bad(
+                cfg_path,
+                format!("kind = {k:?}: expected \"image\" or \"audio\""),
+            ));
+        }
     };
     let p = &raw.preprocess;
     if kind == Kind::Image && (p.sample_rate.is_some() || p.n_mels.is_some()) {
-        return Err(bad(cfg_path, "preprocess.sample_rate/n_mels are audio settings"));
+        return Err(bad(
+            cfg_path,
+            "preprocess.sample_rate/n_mels are audio settings",
+        ));
     }
     if kind == Kind::Audio
         && (p.resize.is_some() || p.crop.is_some() || p.mean.is_some() || p.layout.is_some())
     {
-        return Err(bad(cfg_path, "preprocess.resize/crop/mean/layout are image settings"));
+        return Err(bad(
+            cfg_path,
+            "preprocess.resize/crop/mean/layout are image settings",
+        ));
     }
     let mut image = default_image_profile();
     if let Some(r) = p.resize {
@@ -194,7 +205,12 @@ fn resolve(
             "f16" => Dtype::F16,
             "bf16" => Dtype::Bf16,
             "f32" => Dtype::F32,
-            _ => return Err(bad(cfg_path, format!("preprocess.dtype = {d:?}: u8, f16, bf16 or f32"))),
+            _ => {
+                return Err(bad(
+                    cfg_path,
+                    format!("preprocess.dtype = {d:?}: u8, f16, bf16 or f32"),
+                ));
+            }
         };
         if image.dtype == Dtype::U8 && p.normalize.is_none() {
             image.normalize = false;
@@ -204,7 +220,12 @@ fn resolve(
         image.layout = match l.as_str() {
             "nchw" => Layout::Nchw,
             "nhwc" => Layout::Nhwc,
-            _ => return Err(bad(cfg_path, format!("preprocess.layout = {l:?}: nchw or nhwc"))),
+            _ => {
+                return Err(bad(
+                    cfg_path,
+                    format!("preprocess.layout = {l:?}: nchw or nhwc"),
+                ));
+            }
         };
     }
     if kind == Kind::Image {
@@ -248,15 +269,24 @@ fn resolve(
     if batching.policy != "preba" {
         return Err(bad(
             cfg_path,
-            format!("batching.policy = {:?}: this build serves \"preba\"", batching.policy),
+            format!(
+                "batching.policy = {:?}: this build serves \"preba\"",
+                batching.policy
+            ),
         ));
     }
-    if batching.batch_max.is_some_and(|m| m == 0 || m > max_batch_size) {
-        return Err(bad(cfg_path, "batching.batch_max must be in 1..=max_batch_size"));
+    if batching
+        .batch_max
+        .is_some_and(|m| m == 0 || m > max_batch_size)
+    {
+        return Err(bad(
+            cfg_path,
+            "batching.batch_max must be in 1..=max_batch_size",
+        ));
     }
     if batching
         .time_queue_ms
-        .is_some_and(|t| !(t.is_finite() && t >= 0.0 && t <= 60_000.0))
+        .is_some_and(|t| !(0.0..=60_000.0).contains(&t))
     {
         return Err(bad(cfg_path, "batching.time_queue_ms must be in 0..=60000"));
     }
@@ -317,10 +347,19 @@ pub fn model_shorthand(arg: &str) -> Result<ModelConfig, ServeError> {
     }
     let onnx = PathBuf::from(path);
     if !onnx.is_file() {
-        return Err(ServeError::Usage(format!("--model {arg}: {path}: no such file")));
+        return Err(ServeError::Usage(format!(
+            "--model {arg}: {path}: no such file"
+        )));
     }
     let dir = onnx.parent().unwrap_or(Path::new("."));
-    resolve(name, "1".into(), onnx.clone(), RawConfig::default(), &onnx, dir)
+    resolve(
+        name,
+        "1".into(),
+        onnx.clone(),
+        RawConfig::default(),
+        &onnx,
+        dir,
+    )
 }
 
 /// Names that are safe in URLs and metric labels.
@@ -381,14 +420,23 @@ mod tests {
             ("[preprocess]\ncrop = 300", "preprocess"),
             ("bogus = 1", "unknown field"),
             ("max_batch_size = 0", "max_batch_size"),
-            ("max_batch_size = 4\n[batching]\nbatch_max = 8", "batching.batch_max"),
+            (
+                "max_batch_size = 4\n[batching]\nbatch_max = 8",
+                "batching.batch_max",
+            ),
             ("[batching]\npolicy = \"fifo\"", "batching.policy"),
-            ("kind = \"audio\"\n[preprocess]\nresize = 10", "image settings"),
+            (
+                "kind = \"audio\"\n[preprocess]\nresize = 10",
+                "image settings",
+            ),
             ("labels = \"nope.txt\"", "nope.txt"),
         ] {
             let (_d, r) = repo(cfg);
             let e = r.unwrap_err().to_string();
-            assert!(e.contains("config.toml") || e.contains("nope.txt"), "{cfg}: {e}");
+            assert!(
+                e.contains("config.toml") || e.contains("nope.txt"),
+                "{cfg}: {e}"
+            );
             assert!(e.contains(want), "{cfg}: {e}");
         }
     }
@@ -397,7 +445,12 @@ mod tests {
     fn missing_version_dir_and_shorthand() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("m")).unwrap();
-        assert!(load_model(d.path(), "m").unwrap_err().to_string().contains("version"));
+        assert!(
+            load_model(d.path(), "m")
+                .unwrap_err()
+                .to_string()
+                .contains("version")
+        );
         assert!(model_shorthand("noequals").is_err());
         assert!(model_shorthand("a/b=x.onnx").is_err());
         assert!(model_shorthand("m=/nonexistent.onnx").is_err());

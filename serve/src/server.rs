@@ -98,33 +98,50 @@ pub fn serve(args: &ServeArgs) -> Result<i32, ServeError> {
         configs.push(repo::model_shorthand(m)?);
     }
     if configs.is_empty() {
-        return Err(usage("no models: give --model-repository DIR or --model NAME=PATH.onnx"));
+        return Err(usage(
+            "no models: give --model-repository DIR or --model NAME=PATH.onnx",
+        ));
     }
     for (i, c) in configs.iter().enumerate() {
         if configs[..i].iter().any(|d| d.name == c.name) {
             return Err(usage(format!("model {} is given twice", c.name)));
         }
     }
-    let http: SocketAddr = args.http.parse().map_err(|_| usage(format!("--http {}: expected ADDR:PORT", args.http)))?;
-    let metrics_addr: SocketAddr =
-        args.metrics.parse().map_err(|_| usage(format!("--metrics {}: expected ADDR:PORT", args.metrics)))?;
+    let http: SocketAddr = args
+        .http
+        .parse()
+        .map_err(|_| usage(format!("--http {}: expected ADDR:PORT", args.http)))?;
+    let metrics_addr: SocketAddr = args
+        .metrics
+        .parse()
+        .map_err(|_| usage(format!("--metrics {}: expected ADDR:PORT", args.metrics)))?;
     if args.max_queue == 0 {
         return Err(usage("--max-queue must be at least 1"));
     }
     let table = match &args.profile {
         Some(p) => {
-            let t = std::fs::read_to_string(p).map_err(|e| usage(format!("--profile {}: {e}", p.display())))?;
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| usage(format!("--profile {}: {e}", p.display())))?;
             ProfileTable::parse(&t).map_err(|e| usage(format!("--profile {}: {e}", p.display())))?
         }
         None => ProfileTable::builtin(),
     };
-    let default_slices = preba_slice::parse_slices(&args.slices).map_err(|e| usage(e.to_string()))?;
+    let default_slices =
+        preba_slice::parse_slices(&args.slices).map_err(|e| usage(e.to_string()))?;
     let onnxruntime = match &args.onnxruntime {
-        Some(p) if !p.is_file() => return Err(usage(format!("--onnxruntime {}: no such file", p.display()))),
+        Some(p) if !p.is_file() => {
+            return Err(usage(format!(
+                "--onnxruntime {}: no such file",
+                p.display()
+            )));
+        }
         Some(p) => p.clone(),
         None => preba_slice::find_onnxruntime().map_err(|e| ServeError::Startup(e.to_string()))?,
     };
-    let spec: CardSpec = args.card.parse().map_err(|e: String| usage(format!("--card: {e}")))?;
+    let spec: CardSpec = args
+        .card
+        .parse()
+        .map_err(|e: String| usage(format!("--card: {e}")))?;
     let threads = args
         .cpu_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -140,25 +157,49 @@ pub fn serve(args: &ServeArgs) -> Result<i32, ServeError> {
                 ..Default::default()
             };
             let open = backend::open_card(other, cfg)?;
-            let c = Arc::new(CardBackend::new(open, other.to_string(), backend::REQUEST_TIMEOUT));
+            let c = Arc::new(CardBackend::new(
+                open,
+                other.to_string(),
+                backend::REQUEST_TIMEOUT,
+            ));
             (c.clone(), Some(c))
         }
     };
-    let permits = if card.is_some() { backend.parallelism().max(threads) } else { threads };
-    let arena = Arc::new(Arena::new(backend.clone()).map_err(|e| ServeError::Startup(format!("arena: {e}")))?);
-    let exe = std::env::current_exe().map_err(|e| ServeError::Startup(format!("own executable: {e}")))?;
+    let permits = if card.is_some() {
+        backend.parallelism().max(threads)
+    } else {
+        threads
+    };
+    let arena = Arc::new(
+        Arena::new(backend.clone()).map_err(|e| ServeError::Startup(format!("arena: {e}")))?,
+    );
+    let exe =
+        std::env::current_exe().map_err(|e| ServeError::Startup(format!("own executable: {e}")))?;
     let mut models = Vec::new();
     for cfg in configs {
         let slices = match &cfg.slices {
-            Some(s) => preba_slice::parse_slices(s).map_err(|e| usage(format!("model {}: {e}", cfg.name)))?,
+            Some(s) => preba_slice::parse_slices(s)
+                .map_err(|e| usage(format!("model {}: {e}", cfg.name)))?,
             None => default_slices.clone(),
         };
-        let launch = plan(&cfg, &slices, &table, args.max_queue, exe.clone(), Some(onnxruntime.clone()), arena.clone())?;
+        let launch = plan(
+            &cfg,
+            &slices,
+            &table,
+            args.max_queue,
+            exe.clone(),
+            Some(onnxruntime.clone()),
+            arena.clone(),
+        )?;
         eprintln!(
             "preba serve: model {} on {} slice(s) [{}], policy preba, Batch_max {:?}, Time_queue {:.3} ms",
             cfg.name,
             slices.len(),
-            slices.iter().map(|s| s.slice_type()).collect::<Vec<_>>().join(","),
+            slices
+                .iter()
+                .map(|s| s.slice_type())
+                .collect::<Vec<_>>()
+                .join(","),
             launch.batch_max,
             launch.time_queue.as_secs_f64() * 1e3
         );
@@ -200,7 +241,11 @@ fn plan(
     arena: Arc<Arena>,
 ) -> Result<Launch, ServeError> {
     let n = slices.len();
-    let pname = cfg.batching.profile_model.clone().unwrap_or_else(|| cfg.name.clone());
+    let pname = cfg
+        .batching
+        .profile_model
+        .clone()
+        .unwrap_or_else(|| cfg.name.clone());
     let stype = slices[0].slice_type();
     // Mixed slice types: one Batch_max cannot be right for all (the deadline
     // policy of the science issue handles them); PREBA uses the first type.
@@ -238,14 +283,20 @@ fn plan(
                     cfg.name
                 ))
             })?;
-            modeled.push(e.points().iter().map(|p| (p.batch, (p.p50_ms * 1e6) as u64)).collect());
+            modeled.push(
+                e.points()
+                    .iter()
+                    .map(|p| (p.batch, (p.p50_ms * 1e6) as u64))
+                    .collect(),
+            );
         } else {
             modeled.push(Vec::new());
         }
     }
     let time_queue = Duration::from_nanos(pc.time_queue);
     let batch_max = pc.batch_max.clone();
-    let policy: Box<dyn Policy> = Box::new(Preba::new(pc).map_err(|e| usage(format!("model {}: {e}", cfg.name)))?);
+    let policy: Box<dyn Policy> =
+        Box::new(Preba::new(pc).map_err(|e| usage(format!("model {}: {e}", cfg.name)))?);
     Ok(Launch {
         exe,
         onnxruntime,
@@ -259,12 +310,23 @@ fn plan(
     })
 }
 
-async fn run(state: Arc<State>, http: SocketAddr, metrics_addr: SocketAddr) -> Result<i32, ServeError> {
-    let listener = TcpListener::bind(http).await.map_err(|e| ServeError::Startup(format!("--http {http}: {e}")))?;
-    let mlistener =
-        TcpListener::bind(metrics_addr).await.map_err(|e| ServeError::Startup(format!("--metrics {metrics_addr}: {e}")))?;
-    let local = listener.local_addr().map_err(|e| ServeError::Startup(e.to_string()))?;
-    let mlocal = mlistener.local_addr().map_err(|e| ServeError::Startup(e.to_string()))?;
+async fn run(
+    state: Arc<State>,
+    http: SocketAddr,
+    metrics_addr: SocketAddr,
+) -> Result<i32, ServeError> {
+    let listener = TcpListener::bind(http)
+        .await
+        .map_err(|e| ServeError::Startup(format!("--http {http}: {e}")))?;
+    let mlistener = TcpListener::bind(metrics_addr)
+        .await
+        .map_err(|e| ServeError::Startup(format!("--metrics {metrics_addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Startup(e.to_string()))?;
+    let mlocal = mlistener
+        .local_addr()
+        .map_err(|e| ServeError::Startup(e.to_string()))?;
     tokio::spawn(accept_loop(listener, state.clone(), false));
     tokio::spawn(accept_loop(mlistener, state.clone(), true));
     eprintln!("preba serve: metrics on http://{mlocal}/metrics");
@@ -281,7 +343,12 @@ async fn run(state: Arc<State>, http: SocketAddr, metrics_addr: SocketAddr) -> R
     state.stopping.store(true, Ordering::SeqCst);
     eprintln!("preba serve: shutting down, answering requests in flight");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while state.models.iter().any(|m| m.inflight.load(Ordering::SeqCst) > 0) && tokio::time::Instant::now() < deadline {
+    while state
+        .models
+        .iter()
+        .any(|m| m.inflight.load(Ordering::SeqCst) > 0)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Let the last responses leave their sockets.
@@ -324,11 +391,17 @@ fn respond(status: u16, body: Vec<u8>, content_type: &str, header_len: Option<us
     if let Some(h) = header_len {
         r = r.header("inference-header-content-length", h.to_string());
     }
-    r.body(Full::new(Bytes::from(body))).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    r.body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 fn json_resp(status: u16, v: &Value) -> Resp {
-    respond(status, serde_json::to_vec(v).unwrap_or_default(), "application/json", None)
+    respond(
+        status,
+        serde_json::to_vec(v).unwrap_or_default(),
+        "application/json",
+        None,
+    )
 }
 
 fn err_resp(status: u16, msg: &str) -> Resp {
@@ -340,7 +413,12 @@ async fn route(st: Arc<State>, req: Request<Incoming>, metrics_only: bool) -> Re
     let method = req.method().clone();
     if metrics_only {
         return match (method, path.as_str()) {
-            (Method::GET, "/metrics") => respond(200, metrics_text(&st).into_bytes(), "text/plain; version=0.0.4", None),
+            (Method::GET, "/metrics") => respond(
+                200,
+                metrics_text(&st).into_bytes(),
+                "text/plain; version=0.0.4",
+                None,
+            ),
             _ => err_resp(404, &format!("no route {path} (metrics are at /metrics)")),
         };
     }
@@ -420,13 +498,25 @@ async fn infer_http(st: Arc<State>, m: Arc<Model>, req: Request<Incoming>) -> Re
         .and_then(|s| s.parse::<usize>().ok())
         && len > st.max_body
     {
-        return err_resp(413, &format!("request body of {len} bytes is over the {}-byte limit", st.max_body));
+        return err_resp(
+            413,
+            &format!(
+                "request body of {len} bytes is over the {}-byte limit",
+                st.max_body
+            ),
+        );
     }
     let body = match Limited::new(req.into_body(), st.max_body).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                err_resp(413, &format!("request body is over the {}-byte limit", st.max_body))
+            return if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                err_resp(
+                    413,
+                    &format!("request body is over the {}-byte limit", st.max_body),
+                )
             } else {
                 err_resp(400, &format!("reading the request body: {e}"))
             };
@@ -437,7 +527,11 @@ async fn infer_http(st: Arc<State>, m: Arc<Model>, req: Request<Incoming>) -> Re
         body,
         header_len,
     } = infer::infer(st, m, body, header_len).await;
-    let ct = if header_len.is_some() { "application/octet-stream" } else { "application/json" };
+    let ct = if header_len.is_some() {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
     respond(status, body, ct, header_len)
 }
 
@@ -496,8 +590,11 @@ fn model_config(m: &Model) -> Value {
 }
 
 fn metrics_text(st: &State) -> String {
-    let rows: Vec<(&str, &str, &crate::metrics::ModelMetrics)> =
-        st.models.iter().map(|m| (m.cfg.name.as_str(), m.cfg.version.as_str(), &*m.metrics)).collect();
+    let rows: Vec<(&str, &str, &crate::metrics::ModelMetrics)> = st
+        .models
+        .iter()
+        .map(|m| (m.cfg.name.as_str(), m.cfg.version.as_str(), &*m.metrics))
+        .collect();
     let card = st.card.as_ref().and_then(|c| {
         let card = c.card();
         let id = card.identify();
@@ -506,7 +603,13 @@ fn metrics_text(st: &State) -> String {
         Some(CardGauges {
             name: st.backend_name.clone(),
             power_w: f64::from(t.power_mw) / 1000.0,
-            cu_busy_s: t.cus.iter().take(t.cu_count as usize).map(|c| c.busy_cycles as f64).sum::<f64>() / clock,
+            cu_busy_s: t
+                .cus
+                .iter()
+                .take(t.cu_count as usize)
+                .map(|c| c.busy_cycles as f64)
+                .sum::<f64>()
+                / clock,
             cus: u32::from(id.image_cus) + u32::from(id.audio_cus) + u32::from(id.norm_cus),
             requests: t.requests,
             errors: t.errors,

@@ -25,7 +25,10 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -90,12 +93,26 @@ fn read_csv(p: &Path) -> Result<Vec<Row>> {
     let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let mut lines = t.lines();
     let head: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let col = |n: &str| head.iter().position(|h| *h == n).ok_or(format!("csv lacks {n}"));
-    let (o, a, p95, ok, er) = (col("offered_rps")?, col("achieved_rps")?, col("p95_ms")?, col("ok")?, col("errors")?);
+    let col = |n: &str| {
+        head.iter()
+            .position(|h| *h == n)
+            .ok_or(format!("csv lacks {n}"))
+    };
+    let (o, a, p95, ok, er) = (
+        col("offered_rps")?,
+        col("achieved_rps")?,
+        col("p95_ms")?,
+        col("ok")?,
+        col("errors")?,
+    );
     Ok(lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            let g = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+            let g = |i: usize| {
+                f.get(i)
+                    .and_then(|x| x.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+            };
             Row {
                 offered: g(o),
                 achieved: g(a),
@@ -107,11 +124,34 @@ fn read_csv(p: &Path) -> Result<Vec<Row>> {
         .collect())
 }
 
-fn bench(preba: &Path, url: &str, label: &str, inputs: &[PathBuf], extra: &[&str], rates: &str, dur: &str, dir: &Path) -> Result<Vec<Row>> {
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    preba: &Path,
+    url: &str,
+    label: &str,
+    inputs: &[PathBuf],
+    extra: &[&str],
+    rates: &str,
+    dur: &str,
+    dir: &Path,
+) -> Result<Vec<Row>> {
     let csv = dir.join(format!("{label}.csv"));
     util::run(
         Command::new(preba)
-            .args(["bench", url, "--model", "sq", "--poisson", "--rates", rates, "--duration", dur, "--label", label, "--csv"])
+            .args([
+                "bench",
+                url,
+                "--model",
+                "sq",
+                "--poisson",
+                "--rates",
+                rates,
+                "--duration",
+                dur,
+                "--label",
+                label,
+                "--csv",
+            ])
             .arg(&csv)
             .args(extra)
             .args(inputs),
@@ -134,8 +174,9 @@ fn split_npy(all: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let row = 3 * 224 * 224 * 4;
     let mut out = Vec::new();
     for (i, c) in data.chunks_exact(row).enumerate() {
-        let mut h = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 224, 224), }".to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        let mut h =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 224, 224), }".to_string();
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
@@ -168,15 +209,32 @@ pub fn run(rest: &[&str]) -> Result<()> {
     }
     let fw = crate::setup::build_fw()?;
     let env = crate::setup::serving_env()?;
-    util::run(cargo().args(["build", "--release", "--quiet", "--bin", "preba", "--bin", "preba-card"]))?;
+    util::run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "--bin",
+        "preba",
+        "--bin",
+        "preba-card",
+    ]))?;
     let preba = util::target_dir().join("release").join("preba");
-    let models = PathBuf::from(&env.iter().find(|(k, _)| k == "PREBA_MODELS").ok_or("no models")?.1);
+    let models = PathBuf::from(
+        &env.iter()
+            .find(|(k, _)| k == "PREBA_MODELS")
+            .ok_or("no models")?
+            .1,
+    );
     let dir = util::target_dir().join("bench-serve");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let repo = dir.join("repo");
     let mdir = repo.join("sq").join("1");
     std::fs::create_dir_all(&mdir).map_err(|e| e.to_string())?;
-    std::fs::copy(models.join("squeezenet1_1/1/model.onnx"), mdir.join("model.onnx")).map_err(|e| e.to_string())?;
+    std::fs::copy(
+        models.join("squeezenet1_1/1/model.onnx"),
+        mdir.join("model.onnx"),
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::write(
         repo.join("sq").join("config.toml"),
         format!("sla_ms = {sla}\n[batching]\nprofile_model = \"squeezenet1_1\"\n"),
@@ -185,34 +243,75 @@ pub fn run(rest: &[&str]) -> Result<()> {
     let mut images: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/images"))
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("imagenet_")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("imagenet_"))
+        })
         .collect();
     images.sort();
     let all = dir.join("ideal_all.npy");
     util::run(
         Command::new(&preba)
-            .args(["preprocess", "--card", "cpu", "--dtype", "f32", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "-o"])
+            .args([
+                "preprocess",
+                "--card",
+                "cpu",
+                "--dtype",
+                "f32",
+                "--mean",
+                "0.485,0.456,0.406",
+                "--std",
+                "0.229,0.224,0.225",
+                "-o",
+            ])
             .arg(&all)
             .args(&images),
     )?;
     let ideal = split_npy(&all, &dir)?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
     let repo_s = repo.display().to_string();
     let base = |card: &str| -> Vec<String> {
-        ["--model-repository", &repo_s, "--slices", &slices, "--card", card, "--cpu-threads", &threads]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "--model-repository",
+            &repo_s,
+            "--slices",
+            &slices,
+            "--card",
+            card,
+            "--cpu-threads",
+            &threads,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
-    println!("bench serve: SqueezeNet 1.1 fixture, slices {slices}, Poisson rates {rates} req/s, {dur} s each, SLA p95 <= {sla} ms");
+    println!(
+        "bench serve: SqueezeNet 1.1 fixture, slices {slices}, Poisson rates {rates} req/s, {dur} s each, SLA p95 <= {sla} ms"
+    );
     let mut results = Vec::new();
     let mut cpu_per_req = Vec::new();
-    for (label, card, ideal_in) in [("card-emulated", "emulated", false), ("cpu-preprocessing", "cpu", false), ("ideal", "cpu", true)] {
+    for (label, card, ideal_in) in [
+        ("card-emulated", "emulated", false),
+        ("cpu-preprocessing", "cpu", false),
+        ("ideal", "cpu", true),
+    ] {
         let s = start(&preba, &fw, &base(card))?;
         let pid = s.child.id();
         let c0 = cpu_seconds(pid);
         let rows = if ideal_in {
-            bench(&preba, &s.url, label, &ideal, &["--ideal"], &rates, &dur, &dir)?
+            bench(
+                &preba,
+                &s.url,
+                label,
+                &ideal,
+                &["--ideal"],
+                &rates,
+                &dur,
+                &dir,
+            )?
         } else {
             bench(&preba, &s.url, label, &images, &[], &rates, &dur, &dir)?
         };
@@ -220,14 +319,26 @@ pub fn run(rest: &[&str]) -> Result<()> {
         let reqs: u64 = rows.iter().map(|r| r.ok).sum();
         cpu_per_req.push((label, (c1 - c0) / reqs.max(1) as f64 * 1e6));
         for r in &rows {
-            println!("  {label:18} offered {:7.1}  achieved {:7.1} req/s  p95 {:8.2} ms  ok {:6}  errors {}", r.offered, r.achieved, r.p95, r.ok, r.errors);
+            println!(
+                "  {label:18} offered {:7.1}  achieved {:7.1} req/s  p95 {:8.2} ms  ok {:6}  errors {}",
+                r.offered, r.achieved, r.p95, r.ok, r.errors
+            );
         }
         results.push((label, best(&rows, sla)));
         drop(s);
     }
-    let csvs: Vec<PathBuf> = results.iter().map(|(l, _)| dir.join(format!("{l}.csv"))).collect();
+    let csvs: Vec<PathBuf> = results
+        .iter()
+        .map(|(l, _)| dir.join(format!("{l}.csv")))
+        .collect();
     let plot = dir.join("serve.svg");
-    let _ = util::run(Command::new(&preba).arg("bench").arg("plot").arg(&plot).args(&csvs));
+    let _ = util::run(
+        Command::new(&preba)
+            .arg("bench")
+            .arg("plot")
+            .arg(&plot)
+            .args(&csvs),
+    );
     println!("\nmax throughput with p95 <= {sla} ms:");
     for (l, t) in &results {
         println!("  {l:18} {t:8.1} req/s");
@@ -235,7 +346,11 @@ pub fn run(rest: &[&str]) -> Result<()> {
     let get = |n: &str| results.iter().find(|r| r.0 == n).map_or(0.0, |r| r.1);
     let (card, cpu, ideal_t) = (get("card-emulated"), get("cpu-preprocessing"), get("ideal"));
     println!("  card / cpu        {:8.2}x", card / cpu.max(1e-9));
-    println!("  card / ideal      {:8.2}  ({:.1}% of the ideal)", card / ideal_t.max(1e-9), 100.0 * card / ideal_t.max(1e-9));
+    println!(
+        "  card / ideal      {:8.2}  ({:.1}% of the ideal)",
+        card / ideal_t.max(1e-9),
+        100.0 * card / ideal_t.max(1e-9)
+    );
     println!("\nserver process CPU per request (card and workers are other processes):");
     for (l, us) in &cpu_per_req {
         println!("  {l:18} {us:8.1} us");
@@ -246,23 +361,45 @@ pub fn run(rest: &[&str]) -> Result<()> {
     let mut t = String::from("format = \"preba-profile-1\"\n");
     t.push_str("[[entry]]\nmodel = \"squeezenet1_1\"\nslice = \"zero\"\nbatch_knee = 32\ntime_knee_ms = 1.0\nsource = \"bench: a slice that takes (almost) no time\"\npoints = [");
     for b in [1, 2, 4, 8, 16, 32] {
-        t.push_str(&format!("{{ batch = {b}, p50_ms = 0.001, p95_ms = 0.001, throughput = {} }}, ", b as f64 * 1e6));
+        t.push_str(&format!(
+            "{{ batch = {b}, p50_ms = 0.001, p95_ms = 0.001, throughput = {} }}, ",
+            b as f64 * 1e6
+        ));
     }
     t.push_str("]\n");
     std::fs::write(&prof, t).map_err(|e| e.to_string())?;
     let mut a = base("cpu");
-    a.extend(["--slices".into(), "modeled:zero*1".into(), "--profile".into(), prof.display().to_string(), "--max-queue".into(), "100000".into()]);
+    a.extend([
+        "--slices".into(),
+        "modeled:zero*1".into(),
+        "--profile".into(),
+        prof.display().to_string(),
+        "--max-queue".into(),
+        "100000".into(),
+    ]);
     let s = start(&preba, &fw, &a)?;
     let pid = s.child.id();
     let c0 = cpu_seconds(pid);
     let t0 = Instant::now();
-    let rows = bench(&preba, &s.url, "server-cost", &ideal, &["--ideal", "--concurrency", "512"], "2000:8000:3000", "3", &dir)?;
+    let rows = bench(
+        &preba,
+        &s.url,
+        "server-cost",
+        &ideal,
+        &["--ideal", "--concurrency", "512"],
+        "2000:8000:3000",
+        "3",
+        &dir,
+    )?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds(pid) - c0;
     let reqs: u64 = rows.iter().map(|r| r.ok).sum();
     drop(s);
     for r in &rows {
-        println!("  server-cost        offered {:7.1}  achieved {:7.1} req/s  p95 {:8.2} ms  ok {:6}  errors {}", r.offered, r.achieved, r.p95, r.ok, r.errors);
+        println!(
+            "  server-cost        offered {:7.1}  achieved {:7.1} req/s  p95 {:8.2} ms  ok {:6}  errors {}",
+            r.offered, r.achieved, r.p95, r.ok, r.errors
+        );
     }
     let per_core = reqs as f64 / cpu_s.max(1e-9);
     println!(

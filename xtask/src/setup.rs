@@ -197,15 +197,22 @@ pub fn serving_env() -> Result<Vec<(String, String)>> {
     let models = util::cache_dir().join("models");
     let script = root().join("fixtures").join("gen_models.py");
     let stamp = models.join(".gen_models.py");
-    let want = std::fs::read_to_string(&script).map_err(|e| format!("{}: {e}", script.display()))?;
+    let want =
+        std::fs::read_to_string(&script).map_err(|e| format!("{}: {e}", script.display()))?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
         run(Command::new(&py).arg(&script).arg(&models))?;
         std::fs::write(&stamp, want).map_err(|e| format!("{}: {e}", stamp.display()))?;
     }
     // The generated models as a model repository `preba serve` takes as it is.
     for (m, cfg) in [
-        ("squeezenet1_1", "# SqueezeNet 1.1 (random weights, fixed seed): torchvision ImageNet eval transform, FP32 NCHW.\nkind = \"image\"\nmax_batch_size = 32\nsla_ms = 100\n"),
-        ("tiny_audio", "# A small audio model: log-Mel [B,80,T] + lengths.\nkind = \"audio\"\nmax_batch_size = 16\n"),
+        (
+            "squeezenet1_1",
+            "# SqueezeNet 1.1 (random weights, fixed seed): torchvision ImageNet eval transform, FP32 NCHW.\nkind = \"image\"\nmax_batch_size = 32\nsla_ms = 100\n",
+        ),
+        (
+            "tiny_audio",
+            "# A small audio model: log-Mel [B,80,T] + lengths.\nkind = \"audio\"\nmax_batch_size = 16\n",
+        ),
     ] {
         let p = models.join(m).join("config.toml");
         if std::fs::read_to_string(&p).ok().as_deref() != Some(cfg) {
