@@ -12,7 +12,7 @@ use preba_host::dma::DmaMem;
 use std::sync::{Arc, Mutex};
 
 /// Bytes of a server-owned arena (sparse memfd: only touched pages cost).
-pub const OWN_ARENA_BYTES: usize = 1 << 30;
+pub const OWN_ARENA_BYTES: usize = 2 << 30;
 
 pub struct Arena {
     backend: Arc<dyn Backend + Send + Sync>,

@@ -135,7 +135,7 @@ impl Model {
         let bmax = *l.batch_max.iter().max().unwrap_or(&1) as usize;
         // Results: generous per slice; the worker refuses a batch whose
         // outputs do not fit (a clear per-batch error).
-        let out_cap = 64usize << 20;
+        let out_cap = 16usize << 20;
         let mut clients = Vec::with_capacity(n);
         let mut specs = Vec::with_capacity(n);
         let mut meta: Option<ModelMeta> = None;
@@ -168,8 +168,10 @@ impl Model {
         let slots = if cfg.kind == Kind::Image {
             let len = preba_slice::tensor_bytes(item_dtype, &item_shape)
                 .ok_or("tensor size overflow")? as usize;
-            // Enough for the queue limit plus a full batch on every slice.
-            let count = (l.max_queue + bmax * n).max(16);
+            // Enough for the queue limit (up to MAX_SLOTS: beyond it a full
+            // arena answers 503 like a full queue) plus a full batch on
+            // every slice.
+            let count = (l.max_queue.min(MAX_SLOTS) + bmax * n).max(16);
             let base = arena.reserve(SlotPool::bytes(len, count))?;
             Some(SlotPool::new(base, len, count))
         } else {
@@ -307,8 +309,11 @@ impl Model {
     }
 }
 
+/// Most queued image tensors per model held in the arena.
+const MAX_SLOTS: usize = 512;
+
 /// Bytes of the padded audio batch region per slice.
-const AUDIO_INPUT_BYTES: usize = 128 << 20;
+const AUDIO_INPUT_BYTES: usize = 64 << 20;
 
 /// Checks the ONNX model against the preprocessing and finds the tensor
 /// input: (input, item shape, item dtype).

@@ -153,7 +153,7 @@ pub fn serve(args: &ServeArgs) -> Result<i32, ServeError> {
         CardSpec::Cpu => (Arc::new(CpuBackend), None),
         other => {
             let cfg = preba_host::driver::DriverConfig {
-                arena_bytes: 1 << 30,
+                arena_bytes: 2 << 30,
                 ..Default::default()
             };
             let open = backend::open_card(other, cfg)?;
