@@ -17,6 +17,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The two tests run one after the other: both are timing-sensitive (batches
+/// in flight, perf_analyzer's stability) and the CI machine has 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn preba() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_preba"))
 }
@@ -532,6 +540,8 @@ fn check_script(
     );
     if !o.status.success() {
         eprintln!("--- its stderr:\n{}", String::from_utf8_lossy(&o.stderr));
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", srv.pid())).map(|d| d.count());
+        eprintln!("--- server pid {} open fds {fds:?}, alive {}", srv.pid(), Path::new(&format!("/proc/{}", srv.pid())).exists());
     }
     assert!(
         o.status.success(),
@@ -543,6 +553,7 @@ fn check_script(
 #[test]
 fn cpu_server_kserve_end_to_end() {
     let Some(e) = env() else { return };
+    let _serial = serial();
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
