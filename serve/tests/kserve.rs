@@ -780,6 +780,7 @@ fn emulated_card_server_matches_cpu_and_survives_card_death() {
     std::thread::sleep(Duration::from_millis(200));
     let jpeg = std::fs::read(fixture("images", IMAGES[0])).unwrap();
     let mut ok = 0;
+    let mut wrong_status = Vec::new();
     for i in 0..4 {
         let (st, body) = infer(srv.port, "squeezenet1_1", std::slice::from_ref(&jpeg));
         if st == 200 {
@@ -794,14 +795,40 @@ fn emulated_card_server_matches_cpu_and_survives_card_death() {
                 "request {i} after the card died: {st} with an unclear error {body}"
             );
             assert!((400..600).contains(&st), "{st}");
+            // A dead card is the server's failure, not the client's: 5xx
+            // (500/503), never a 4xx that tells the client its input is bad.
+            if !(500..=503).contains(&st) {
+                wrong_status.push(format!("request {i}: status {st}: {msg}"));
+            }
             eprintln!("after card death: {st} {msg}");
         }
         let (st, _) = http(srv.port, "GET", "/v2/health/live", &[], b"");
         assert_eq!(st, 200, "not live after the card died");
     }
     eprintln!("after card death: {ok}/4 requests succeeded");
-    // The ideal path (no preprocessing) does not need the card at all.
+    // The ideal path (a preprocessed tensor) does not need the card at all.
+    let x = vec![0u8; 3 * 224 * 224 * 4];
+    let head = format!(
+        r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,3,224,224],"parameters":{{"binary_data_size":{}}}}}],"outputs":[{{"name":"output","parameters":{{"classification":1}}}}]}}"#,
+        x.len()
+    );
+    let mut body = head.clone().into_bytes();
+    body.extend_from_slice(&x);
+    let (st, b) = http(
+        srv.port,
+        "POST",
+        "/v2/models/squeezenet1_1/infer",
+        &[("Inference-Header-Content-Length", head.len().to_string())],
+        &body,
+    );
+    assert_eq!(st, 200, "ideal path after the card died: {}", String::from_utf8_lossy(&b));
+    let (st, _) = http(srv.port, "GET", "/v2/health/live", &[], b"");
+    assert_eq!(st, 200, "not live after the card died");
     let (code, took) = srv.terminate(Duration::from_secs(15));
+    assert!(
+        wrong_status.is_empty(),
+        "after the card died, requests must succeed via the CPU fallback or get 500/503 (not 4xx): {wrong_status:#?}"
+    );
     assert_eq!(
         code,
         Some(0),
