@@ -321,7 +321,10 @@ impl Backend for CardBackend {
     ) -> Result<Via, String> {
         let own = std::ptr::eq(arena, self.open.card.arena());
         let whole = Job::Image(*job);
-        if !own || input.is_empty() || !CardBackend::fits(input, &whole) {
+        // A server keeps serving through the CPU path once its card died
+        // (the CLI, by contrast, reports the dead card: see `process`).
+        let dead = self.open.card.fatal().is_some();
+        if dead || !own || input.is_empty() || !CardBackend::fits(input, &whole) {
             let (out, via) = self.process(input, &whole)?;
             return write_image(arena, (off, len), out).map(|()| via);
         }
@@ -347,7 +350,8 @@ impl Backend for CardBackend {
                     Status::UnsupportedFormat | Status::Internal | Status::Timeout | Status::Aborted,
                 ..
             })
-            | Err(CardError::Refused(_)) => fallback(),
+            | Err(CardError::Refused(_))
+            | Err(CardError::Fatal { .. }) => fallback(),
             Err(CardError::Status { status, .. }) => match cpu(input, &whole, Via::CpuFallback) {
                 Err(e) => Err(format!("{e} (card: {})", status.name())),
                 Ok(_) => Err(format!(

@@ -127,9 +127,17 @@ pub(crate) fn build_bodies(
         .map(|o| o.iter().filter_map(|o| o.get("name")?.as_str()).collect())
         .unwrap_or_default();
     let (name, datatype, elem_shape, elems): (String, &str, Vec<usize>, Vec<Vec<u8>>) = if ideal {
+        // preba serve lists only IMAGE/AUDIO as inputs (so perf_analyzer
+        // sends those) and names the preprocessed tensor input in the
+        // metadata's parameters.
         let input = inputs
             .iter()
             .find(|i| i.get("datatype").and_then(Value::as_str) == Some("FP32"))
+            .or_else(|| {
+                meta.get("parameters")
+                    .and_then(|p| p.get("preba_tensor_input"))
+                    .filter(|i| i.get("datatype").and_then(Value::as_str) == Some("FP32"))
+            })
             .ok_or_else(|| {
                 LoadgenError::Usage(format!(
                     "--ideal: {model} has no FP32 input (inputs: {})",

@@ -157,7 +157,14 @@ async fn infer_inner(
         }
     }
     if let Some(e) = first_err {
-        return Err((400, e));
+        // The card or the server failing is not the client's fault.
+        let status =
+            if e.contains(": card ") || e.contains("internal:") || e.contains("task failed") {
+                500
+            } else {
+                400
+            };
+        return Err((status, e));
     }
     let rxs: Vec<_> = items
         .into_iter()

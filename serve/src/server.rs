@@ -427,7 +427,9 @@ async fn route(st: Arc<State>, req: Request<Incoming>, metrics_only: bool) -> Re
     match (&method, segs.as_slice()) {
         (&Method::GET, ["v2", "health", "live"]) => respond(200, Vec::new(), "text/plain", None),
         (&Method::GET, ["v2", "health", "ready"]) => {
-            if ready && st.backend.fatal().is_none() {
+            // A dead card does not make the server unready: images go
+            // through the CPU path then (preba_cpu_fallback_total counts them).
+            if ready {
                 respond(200, Vec::new(), "text/plain", None)
             } else {
                 respond(503, Vec::new(), "text/plain", None)

@@ -541,7 +541,11 @@ fn check_script(
     if !o.status.success() {
         eprintln!("--- its stderr:\n{}", String::from_utf8_lossy(&o.stderr));
         let fds = std::fs::read_dir(format!("/proc/{}/fd", srv.pid())).map(|d| d.count());
-        eprintln!("--- server pid {} open fds {fds:?}, alive {}", srv.pid(), Path::new(&format!("/proc/{}", srv.pid())).exists());
+        eprintln!(
+            "--- server pid {} open fds {fds:?}, alive {}",
+            srv.pid(),
+            Path::new(&format!("/proc/{}", srv.pid())).exists()
+        );
     }
     assert!(
         o.status.success(),
@@ -821,7 +825,12 @@ fn emulated_card_server_matches_cpu_and_survives_card_death() {
         &[("Inference-Header-Content-Length", head.len().to_string())],
         &body,
     );
-    assert_eq!(st, 200, "ideal path after the card died: {}", String::from_utf8_lossy(&b));
+    assert_eq!(
+        st,
+        200,
+        "ideal path after the card died: {}",
+        String::from_utf8_lossy(&b)
+    );
     let (st, _) = http(srv.port, "GET", "/v2/health/live", &[], b"");
     assert_eq!(st, 200, "not live after the card died");
     let (code, took) = srv.terminate(Duration::from_secs(15));

@@ -273,12 +273,12 @@ pub fn run(rest: &[&str]) -> Result<()> {
         .map_or(2, |n| n.get())
         .to_string();
     let repo_s = repo.display().to_string();
-    let base = |card: &str| -> Vec<String> {
+    let base = |card: &str, slices: &str| -> Vec<String> {
         [
             "--model-repository",
             &repo_s,
             "--slices",
-            &slices,
+            slices,
             "--card",
             card,
             "--cpu-threads",
@@ -298,7 +298,7 @@ pub fn run(rest: &[&str]) -> Result<()> {
         ("cpu-preprocessing", "cpu", false),
         ("ideal", "cpu", true),
     ] {
-        let s = start(&preba, &fw, &base(card))?;
+        let s = start(&preba, &fw, &base(card, &slices))?;
         let pid = s.child.id();
         let c0 = cpu_seconds(pid);
         let rows = if ideal_in {
@@ -368,10 +368,8 @@ pub fn run(rest: &[&str]) -> Result<()> {
     }
     t.push_str("]\n");
     std::fs::write(&prof, t).map_err(|e| e.to_string())?;
-    let mut a = base("cpu");
+    let mut a = base("cpu", "modeled:zero*1");
     a.extend([
-        "--slices".into(),
-        "modeled:zero*1".into(),
         "--profile".into(),
         prof.display().to_string(),
         "--max-queue".into(),

@@ -513,7 +513,7 @@ fn build(with_cli: bool) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
             "--target",
             MUSL,
             "-p",
-            "preba-host",
+            "preba-serve",
             "--bin",
             "preba",
         ])
