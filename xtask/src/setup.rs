@@ -170,9 +170,15 @@ pub fn build_fw() -> Result<PathBuf> {
 
 /// Creates (once) and updates the reference venv; returns its python.
 pub fn venv() -> Result<PathBuf> {
-    let dir = util::cache_dir().join("venv");
+    ensure_venv("venv", "requirements.txt")
+}
+
+/// A venv under the cache dir with the packages of `fixtures/<requirements>`,
+/// reinstalled only when that file changes; returns its python.
+fn ensure_venv(name: &str, requirements: &str) -> Result<PathBuf> {
+    let dir = util::cache_dir().join(name);
     let py = dir.join("bin").join("python");
-    let req = root().join("fixtures").join("requirements.txt");
+    let req = root().join("fixtures").join(requirements);
     let stamp = dir.join(".requirements.txt");
     let wanted = std::fs::read_to_string(&req).map_err(|e| format!("{}: {e}", req.display()))?;
     if !py.exists() {
@@ -229,21 +235,7 @@ pub fn serving_env() -> Result<Vec<(String, String)>> {
 
 /// The KServe client venv (~/.cache/preba/venv-client); returns its python.
 pub fn client_venv() -> Result<PathBuf> {
-    let dir = util::cache_dir().join("venv-client");
-    let py = dir.join("bin").join("python");
-    let req = root().join("fixtures").join("requirements-client.txt");
-    let stamp = dir.join(".requirements.txt");
-    let wanted = std::fs::read_to_string(&req).map_err(|e| format!("{}: {e}", req.display()))?;
-    if !py.exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
-    }
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
-        run(Command::new(&py)
-            .args(["-m", "pip", "install", "-q", "-r"])
-            .arg(&req))?;
-        std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
-    }
-    Ok(py)
+    ensure_venv("venv-client", "requirements-client.txt")
 }
 
 /// Regenerates fixtures and goldens.
