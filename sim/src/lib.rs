@@ -1,0 +1,1 @@
+//! preba-sim (work in progress)
