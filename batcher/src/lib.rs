@@ -49,11 +49,15 @@
 //! caller's and must be unique among requests in flight.
 #![forbid(unsafe_code)]
 
+mod deadline;
 mod preba;
 pub mod profile;
+mod triton;
 
+pub use deadline::{Deadline, DeadlineConfig, SliceModel};
 pub use preba::{AUDIO_BUCKET_WIDTH_S, Preba, PrebaConfig};
 pub use profile::{Entry, Point, ProfileTable};
+pub use triton::{Triton, TritonConfig};
 
 /// Nanoseconds on the injected clock.
 pub type Time = u64;
@@ -74,6 +78,10 @@ pub struct Request {
     pub arrival: Time,
     /// Audio length in seconds; `None` for images.
     pub duration_s: Option<f32>,
+    /// Absolute time by which the request should be answered (the request's
+    /// `timeout`); only the `deadline` policy reads it, and uses
+    /// `arrival + default_sla` when it is `None`.
+    pub deadline: Option<Time>,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +115,9 @@ pub enum Action {
 pub enum RejectReason {
     /// `limit` requests were already admitted and waiting.
     QueueFull { limit: usize },
+    /// `deadline` policy: even alone, on the slice that would finish it
+    /// earliest, the request would finish at `predicted`, after `deadline`.
+    DeadlineMiss { deadline: Time, predicted: Time },
 }
 
 impl std::fmt::Display for RejectReason {
@@ -114,6 +125,19 @@ impl std::fmt::Display for RejectReason {
         match self {
             RejectReason::QueueFull { limit } => {
                 write!(f, "batching queue full ({limit} requests waiting)")
+            }
+            RejectReason::DeadlineMiss {
+                deadline,
+                predicted,
+            } => {
+                let late = predicted.saturating_sub(*deadline) as f64 / 1e6;
+                write!(
+                    f,
+                    "deadline cannot be met: even alone on the earliest-finishing slice it \
+                     would finish at {:.3} ms, {late:.3} ms after its deadline ({:.3} ms)",
+                    *predicted as f64 / 1e6,
+                    *deadline as f64 / 1e6
+                )
             }
         }
     }
@@ -126,7 +150,8 @@ pub trait Policy: Send {
     fn handle(&mut self, now: Time, ev: Event, out: &mut Vec<Action>);
     /// Requests admitted and not yet dispatched.
     fn queued(&self) -> usize;
-    /// Queued requests per bucket (length 1 for images).
+    /// Queued requests per bucket (length 1 for images, and for the
+    /// `triton` and `deadline` policies, which do not bucket).
     fn queue_depths(&self) -> Vec<usize>;
     fn name(&self) -> &'static str;
 }

@@ -285,6 +285,7 @@ fn run(cfg: PrebaConfig, ops: Vec<Op>) {
                     id: RequestId(next_id),
                     arrival: now - late,
                     duration_s: cfg.bucket_width_s.map(|_| dur),
+                    deadline: None,
                 })
             }
             Op::Free(s) => Event::SliceFree { slice: s },

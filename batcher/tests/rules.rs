@@ -36,6 +36,7 @@ fn arrive(p: &mut Preba, now: Time, id: u64, duration_s: Option<f32>) -> Vec<Act
             id: RequestId(id),
             arrival: now,
             duration_s,
+            deadline: None,
         }),
         &mut out,
     );
@@ -297,6 +298,7 @@ fn fifo_by_arrival_even_when_admitted_out_of_order() {
                 id: RequestId(id),
                 arrival,
                 duration_s: None,
+                deadline: None,
             }),
             &mut out,
         );
