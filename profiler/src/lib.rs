@@ -180,7 +180,9 @@ pub fn parse_args(args: &[String]) -> Result<ProfileOptions, ProfileError> {
     }
     if let Some(v) = kv.get("--lengths") {
         let l: Vec<f64> = list("--lengths", v)?;
-        if l.iter().any(|x| !(x.is_finite() && *x > 0.0 && *x <= 600.0)) {
+        if l.iter()
+            .any(|x| !(x.is_finite() && *x > 0.0 && *x <= 600.0))
+        {
             return Err(usage("--lengths: lengths are seconds in (0, 600]"));
         }
         let mut buckets: Vec<u32> = l.iter().map(|&x| bucket_of(x)).collect();
@@ -209,7 +211,11 @@ pub fn parse_args(args: &[String]) -> Result<ProfileOptions, ProfileError> {
             .parse()
             .ok()
             .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-            .ok_or_else(|| usage(format!("--time-per-batch: {v:?} is not seconds in (0, 3600]")))?;
+            .ok_or_else(|| {
+                usage(format!(
+                    "--time-per-batch: {v:?} is not seconds in (0, 3600]"
+                ))
+            })?;
         o.time_per_batch = Duration::from_secs_f64(s);
     }
     if let Some(v) = kv.get("--max-latency-ms") {
@@ -375,7 +381,10 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
                 source: e,
             })?;
             ProfileTable::parse(&text).map_err(|e| {
-                ProfileError::Other(format!("{} exists and is not a profile table: {e}", p.display()))
+                ProfileError::Other(format!(
+                    "{} exists and is not a profile table: {e}",
+                    p.display()
+                ))
             })?;
             Some(text)
         }
@@ -429,7 +438,10 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
             } else {
                 Vec::new()
             };
-            if worker.as_ref().is_some_and(|(_, b)| modeled && *b != bucket) {
+            if worker
+                .as_ref()
+                .is_some_and(|(_, b)| modeled && *b != bucket)
+            {
                 worker = None;
             }
             if arena.is_none() {
@@ -437,10 +449,7 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
                 // first spawn only needs a small arena to say hello.
                 let len = match &meta {
                     Some(m) => {
-                        let frames = opts
-                            .lengths
-                            .iter()
-                            .fold(0.0f64, |a, &b| a.max(b));
+                        let frames = opts.lengths.iter().fold(0.0f64, |a, &b| a.max(b));
                         let frames = (frames * FRAMES_PER_S).round() as i64;
                         let s = measure::Shape {
                             batch: max_batch,
@@ -492,7 +501,11 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
                 timeout: Duration::from_secs_f64(opts.max_latency_ms * 10.0 / 1e3 + 60.0),
             };
             let label = match bucket {
-                Some(b) => format!("{} on {stype} bucket {b} ({} s)", info.profile_name, length.unwrap_or(0.0)),
+                Some(b) => format!(
+                    "{} on {stype} bucket {b} ({} s)",
+                    info.profile_name,
+                    length.unwrap_or(0.0)
+                ),
                 None => format!("{} on {stype}", info.profile_name),
             };
             let mut worker_died = false;
@@ -525,7 +538,9 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
                         notes.push(n);
                         worker_died = matches!(
                             e,
-                            ProfileError::Slice(SliceError::Died { .. } | SliceError::Timeout { .. })
+                            ProfileError::Slice(
+                                SliceError::Died { .. } | SliceError::Timeout { .. }
+                            )
                         );
                         break;
                     }
@@ -548,7 +563,9 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
                     "ONNX Runtime CPU EP ({ort_name}), {threads} intra-op thread{}",
                     if *threads == 1 { "" } else { "s" }
                 ),
-                SliceSpec::Cuda { device } => format!("ONNX Runtime CUDA EP ({ort_name}) on {device}"),
+                SliceSpec::Cuda { device } => {
+                    format!("ONNX Runtime CUDA EP ({ort_name}) on {device}")
+                }
                 SliceSpec::Modeled { slice_type } => format!(
                     "modeled slice (sleeps the p50 of the {} entry for {} on {slice_type})",
                     opts.profile
@@ -564,7 +581,9 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
                 opts.iterations,
                 opts.time_per_batch.as_secs_f64(),
                 opts.warmup,
-                length.map(|l| format!(" of {l} s ({} frames)", frames.unwrap_or(0))).unwrap_or_default()
+                length
+                    .map(|l| format!(" of {l} s ({} frames)", frames.unwrap_or(0)))
+                    .unwrap_or_default()
             );
             entries.push(MeasuredEntry {
                 model: info.profile_name.clone(),
@@ -674,12 +693,63 @@ mod tests {
         assert_eq!(o.iterations, 20);
         for bad in [
             vec!["--model", "m", "--slices", "cpu:1"],
-            vec!["--model-repository", "r", "--model", "m", "--slices", "gpu:1"],
-            vec!["--model-repository", "r", "--model", "m", "--slices", "cpu:1", "--batches", "4,2"],
-            vec!["--model-repository", "r", "--model", "m", "--slices", "cpu:1", "--batches", "0"],
-            vec!["--model-repository", "r", "--model", "m", "--slices", "cpu:1", "--lengths", "2,2.4"],
-            vec!["--model-repository", "r", "--model", "m", "--slices", "cpu:1", "--iterations", "0"],
-            vec!["--model-repository", "r", "--model", "m", "--slices", "cpu:1", "--bogus"],
+            vec![
+                "--model-repository",
+                "r",
+                "--model",
+                "m",
+                "--slices",
+                "gpu:1",
+            ],
+            vec![
+                "--model-repository",
+                "r",
+                "--model",
+                "m",
+                "--slices",
+                "cpu:1",
+                "--batches",
+                "4,2",
+            ],
+            vec![
+                "--model-repository",
+                "r",
+                "--model",
+                "m",
+                "--slices",
+                "cpu:1",
+                "--batches",
+                "0",
+            ],
+            vec![
+                "--model-repository",
+                "r",
+                "--model",
+                "m",
+                "--slices",
+                "cpu:1",
+                "--lengths",
+                "2,2.4",
+            ],
+            vec![
+                "--model-repository",
+                "r",
+                "--model",
+                "m",
+                "--slices",
+                "cpu:1",
+                "--iterations",
+                "0",
+            ],
+            vec![
+                "--model-repository",
+                "r",
+                "--model",
+                "m",
+                "--slices",
+                "cpu:1",
+                "--bogus",
+            ],
             vec!["--model-repository", "r", "--model", "m", "--slices"],
         ] {
             assert!(

@@ -140,7 +140,9 @@ pub(crate) fn prepare(
         off += len.next_multiple_of(64);
     }
     if off > out_off {
-        return Err(ProfileError::Other("internal: inputs overlap the output region".into()));
+        return Err(ProfileError::Other(
+            "internal: inputs overlap the output region".into(),
+        ));
     }
     Ok(BatchRequest {
         id: 0,
@@ -186,7 +188,9 @@ pub(crate) fn time_batches(
     }
     let start = Instant::now();
     let mut ms = Vec::new();
-    while ms.len() < budget.iterations.max(1) as usize && (ms.is_empty() || start.elapsed() < budget.time) {
+    while ms.len() < budget.iterations.max(1) as usize
+        && (ms.is_empty() || start.elapsed() < budget.time)
+    {
         ms.push(once(req)?);
     }
     let mean = ms.iter().sum::<f64>() / ms.len() as f64;
@@ -231,7 +235,13 @@ mod tests {
             shape: vec![-1, 3, 224, 224],
         };
         assert_eq!(
-            concrete(&img, Shape { batch: 2, frames: None }),
+            concrete(
+                &img,
+                Shape {
+                    batch: 2,
+                    frames: None
+                }
+            ),
             vec![2, 3, 224, 224]
         );
     }

@@ -68,10 +68,7 @@ pub fn render_svg(entries: &[MeasuredEntry]) -> Result<String, ProfileError> {
                 .iter()
                 .map(|p| (f64::from(p.batch), p.throughput))
                 .collect();
-            let p95: Vec<(f64, f64)> = pts
-                .iter()
-                .map(|p| (f64::from(p.batch), p.p95_ms))
-                .collect();
+            let p95: Vec<(f64, f64)> = pts.iter().map(|p| (f64::from(p.batch), p.p95_ms)).collect();
             chart
                 .draw_series(LineSeries::new(thr.clone(), BLUE.stroke_width(2)))
                 .map_err(|e| perr(&e))?
@@ -103,7 +100,11 @@ pub fn render_svg(entries: &[MeasuredEntry]) -> Result<String, ProfileError> {
                 }))
                 .map_err(|e| perr(&e))?;
             chart
-                .draw_series(std::iter::once(Circle::new((kx, kt), 7, BLACK.stroke_width(2))))
+                .draw_series(std::iter::once(Circle::new(
+                    (kx, kt),
+                    7,
+                    BLACK.stroke_width(2),
+                )))
                 .map_err(|e| perr(&e))?;
             chart
                 .draw_secondary_series(std::iter::once(Circle::new(

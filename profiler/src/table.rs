@@ -72,9 +72,21 @@ pub fn knee(points: &[MeasuredPoint]) -> Result<(u32, f64), ProfileError> {
         return Err(ProfileError::Other("no points to find a knee in".into()));
     }
     let mut text = format!("format = \"{}\"\n", preba_batcher::profile::FORMAT);
-    write_entry(&mut text, "knee", "knee", None, None, None, "knee finder", points);
-    let table = ProfileTable::parse(&text)
-        .map_err(|e| ProfileError::Other(format!("knee: the measured points do not form a profile entry: {e}")))?;
+    write_entry(
+        &mut text,
+        "knee",
+        "knee",
+        None,
+        None,
+        None,
+        "knee finder",
+        points,
+    );
+    let table = ProfileTable::parse(&text).map_err(|e| {
+        ProfileError::Other(format!(
+            "knee: the measured points do not form a profile entry: {e}"
+        ))
+    })?;
     let (b, t_ns) = table.entries()[0].knee();
     Ok((b, t_ns as f64 / 1e6))
 }
@@ -182,7 +194,12 @@ pub fn render(existing: Option<&str>, entries: &[MeasuredEntry]) -> Result<Strin
         )
     };
     if let Some(text) = existing {
-        ProfileTable::parse(text).map_err(|e| ProfileError::Other(format!("not a {} table: {e}", preba_batcher::profile::FORMAT)))?;
+        ProfileTable::parse(text).map_err(|e| {
+            ProfileError::Other(format!(
+                "not a {} table: {e}",
+                preba_batcher::profile::FORMAT
+            ))
+        })?;
         let raw: RawTable = toml::from_str(text).map_err(|e| ProfileError::Other(e.to_string()))?;
         for r in raw.entry {
             let same = pending
@@ -221,8 +238,9 @@ pub fn render(existing: Option<&str>, entries: &[MeasuredEntry]) -> Result<Strin
     for e in pending {
         emit(&mut out, e);
     }
-    ProfileTable::parse(&out)
-        .map_err(|e| ProfileError::Other(format!("internal: the written table does not parse: {e}")))?;
+    ProfileTable::parse(&out).map_err(|e| {
+        ProfileError::Other(format!("internal: the written table does not parse: {e}"))
+    })?;
     Ok(out)
 }
 
@@ -274,7 +292,10 @@ mod tests {
         assert_eq!(t3.entries().len(), 2);
         assert_eq!(t3.entries()[0].model(), "a");
         assert_eq!(t3.entries()[0].points().len(), 2);
-        assert_eq!(t3.find("b", "cpu-1t", Some(1)).unwrap().points()[0].p50_ms, 2.0);
+        assert_eq!(
+            t3.find("b", "cpu-1t", Some(1)).unwrap().points()[0].p50_ms,
+            2.0
+        );
         assert!(render(Some("format = \"x\""), &[a2]).is_err());
     }
 }
