@@ -37,7 +37,7 @@ enum Element {
     /// Encoded JPEG/WAV bytes to preprocess.
     Encoded(Vec<u8>),
     /// An already preprocessed tensor (the "ideal" path).
-    Tensor(Vec<u8>),
+    Tensor(bytes::Bytes),
 }
 
 /// Releases the admission count of a request however it ends.
@@ -128,10 +128,16 @@ async fn infer_inner(
     };
     let mut tasks = Vec::with_capacity(n);
     for (i, el) in elements.into_iter().enumerate() {
+        let lease = leases[i].take();
+        if let Element::Tensor(_) = el {
+            // Already preprocessed: one small copy into the slot, no thread hop.
+            let r = prepare(state, model, el, lease).map_err(|e| format!("{what}[{i}]: {e}"));
+            tasks.push(Prep::Done(r));
+            continue;
+        }
         let st = state.clone();
         let md = model.clone();
-        let lease = leases[i].take();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(Prep::Task(tokio::spawn(async move {
             let permit = st.preprocess_permits.acquire().await;
             let st2 = st.clone();
             let r = tokio::task::spawn_blocking(move || prepare(&st2, &md, el, lease))
@@ -141,12 +147,16 @@ async fn infer_inner(
                 .map_err(|e| format!("{what}[{i}]: {e}"));
             drop(permit);
             r
-        }));
+        })));
     }
     let mut items = Vec::with_capacity(n);
     let mut first_err = None;
     for t in tasks {
-        match t.await {
+        let r = match t {
+            Prep::Done(r) => Ok(r),
+            Prep::Task(h) => h.await,
+        };
+        match r {
             Ok(Ok(it)) => items.push(it),
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
@@ -183,13 +193,19 @@ async fn infer_inner(
     Ok(out)
 }
 
+/// An element being prepared: done inline, or on the blocking pool.
+enum Prep {
+    Done(Result<(Item, Option<f32>), String>),
+    Task(tokio::task::JoinHandle<Result<(Item, Option<f32>), String>>),
+}
+
 type Outputs = Vec<(String, Option<bool>, Option<usize>)>;
 
 /// The client batch as elements, and the outputs asked for.
 fn elements(
     model: &Model,
     req: &InferRequest,
-    body: &[u8],
+    body: &bytes::Bytes,
 ) -> Result<(Vec<Element>, Outputs), (u16, String)> {
     if req.inputs.len() != 1 {
         return Err((
@@ -305,11 +321,12 @@ fn elements(
             ));
         }
         let row = preba_slice::tensor_bytes(model.item_dtype, &want).unwrap_or(0) as usize;
+        // Binary tensors stay views of the body: one copy, into the arena.
         let raw = match &inp.data {
-            TensorData::Binary(r) => body[r.clone()].to_vec(),
-            TensorData::Json(j) if dt == "FP32" => {
-                kserve::json_f32(j, &inp.name, b * row / 4).map_err(|e| (400, e))?
-            }
+            TensorData::Binary(r) => body.slice(r.clone()),
+            TensorData::Json(j) if dt == "FP32" => bytes::Bytes::from(
+                kserve::json_f32(j, &inp.name, b * row / 4).map_err(|e| (400, e))?,
+            ),
             TensorData::Json(_) => {
                 return Err((400, format!("input {}: {dt} data must be binary", inp.name)));
             }
@@ -325,8 +342,8 @@ fn elements(
                 ),
             ));
         }
-        raw.chunks_exact(row)
-            .map(|c| Element::Tensor(c.to_vec()))
+        (0..b)
+            .map(|i| Element::Tensor(raw.slice(i * row..(i + 1) * row)))
             .collect()
     } else {
         return Err((

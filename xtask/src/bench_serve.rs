@@ -129,6 +129,7 @@ fn bench(
     preba: &Path,
     url: &str,
     label: &str,
+    model: &str,
     inputs: &[PathBuf],
     extra: &[&str],
     rates: &str,
@@ -141,8 +142,6 @@ fn bench(
             .args([
                 "bench",
                 url,
-                "--model",
-                "sq",
                 "--poisson",
                 "--rates",
                 rates,
@@ -153,6 +152,7 @@ fn bench(
                 "--csv",
             ])
             .arg(&csv)
+            .args(["--model", model])
             .args(extra)
             .args(inputs),
     )?;
@@ -166,16 +166,15 @@ fn best(rows: &[Row], sla: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Splits `preba preprocess`'s [N,3,224,224] f32 .npy into one file per image.
-fn split_npy(all: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+/// Splits `preba preprocess`'s [N,3,C,C] f32 .npy into one file per image.
+fn split_npy(all: &Path, dir: &Path, c: usize, stem: &str) -> Result<Vec<PathBuf>> {
     let b = std::fs::read(all).map_err(|e| format!("{}: {e}", all.display()))?;
     let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
     let data = &b[10 + hl..];
-    let row = 3 * 224 * 224 * 4;
+    let row = 3 * c * c * 4;
     let mut out = Vec::new();
-    for (i, c) in data.chunks_exact(row).enumerate() {
-        let mut h =
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 224, 224), }".to_string();
+    for (i, t) in data.chunks_exact(row).enumerate() {
+        let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (3, {c}, {c}), }}");
         while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
@@ -183,8 +182,8 @@ fn split_npy(all: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
         let mut f = b"\x93NUMPY\x01\x00".to_vec();
         f.extend_from_slice(&(h.len() as u16).to_le_bytes());
         f.extend_from_slice(h.as_bytes());
-        f.extend_from_slice(c);
-        let p = dir.join(format!("ideal_{i}.npy"));
+        f.extend_from_slice(t);
+        let p = dir.join(format!("{stem}_{i}.npy"));
         std::fs::write(&p, f).map_err(|e| e.to_string())?;
         out.push(p);
     }
@@ -250,25 +249,45 @@ pub fn run(rest: &[&str]) -> Result<()> {
         })
         .collect();
     images.sort();
-    let all = dir.join("ideal_all.npy");
-    util::run(
-        Command::new(&preba)
-            .args([
-                "preprocess",
-                "--card",
-                "cpu",
-                "--dtype",
-                "f32",
-                "--mean",
-                "0.485,0.456,0.406",
-                "--std",
-                "0.229,0.224,0.225",
-                "-o",
-            ])
-            .arg(&all)
-            .args(&images),
-    )?;
-    let ideal = split_npy(&all, &dir)?;
+    // The server-cost model: 16x16 inputs, so HTTP and the server's own
+    // path dominate, not a 602 KB memcpy.
+    let tdir = repo.join("tiny").join("1");
+    std::fs::create_dir_all(&tdir).map_err(|e| e.to_string())?;
+    std::fs::copy(models.join("tiny_image/1/model.onnx"), tdir.join("model.onnx"))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        repo.join("tiny").join("config.toml"),
+        "max_batch_size = 64\n[preprocess]\nresize = 16\ncrop = 16\n[batching]\nprofile_model = \"squeezenet1_1\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let tensors = |c: usize, stem: &str| -> Result<Vec<PathBuf>> {
+        let all = dir.join(format!("{stem}_all.npy"));
+        let cs = c.to_string();
+        util::run(
+            Command::new(&preba)
+                .args([
+                    "preprocess",
+                    "--card",
+                    "cpu",
+                    "--dtype",
+                    "f32",
+                    "--resize",
+                    if c == 224 { "256" } else { &cs },
+                    "--crop",
+                    &cs,
+                    "--mean",
+                    "0.485,0.456,0.406",
+                    "--std",
+                    "0.229,0.224,0.225",
+                    "-o",
+                ])
+                .arg(&all)
+                .args(&images),
+        )?;
+        split_npy(&all, &dir, c, stem)
+    };
+    let ideal = tensors(224, "ideal")?;
+    let tiny_ideal = tensors(16, "tiny")?;
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .to_string();
@@ -306,6 +325,7 @@ pub fn run(rest: &[&str]) -> Result<()> {
                 &preba,
                 &s.url,
                 label,
+                "sq",
                 &ideal,
                 &["--ideal"],
                 &rates,
@@ -313,7 +333,7 @@ pub fn run(rest: &[&str]) -> Result<()> {
                 &dir,
             )?
         } else {
-            bench(&preba, &s.url, label, &images, &[], &rates, &dur, &dir)?
+            bench(&preba, &s.url, label, "sq", &images, &[], &rates, &dur, &dir)?
         };
         let c1 = cpu_seconds(pid);
         let reqs: u64 = rows.iter().map(|r| r.ok).sum();
@@ -383,7 +403,8 @@ pub fn run(rest: &[&str]) -> Result<()> {
         &preba,
         &s.url,
         "server-cost",
-        &ideal,
+        "tiny",
+        &tiny_ideal,
         &["--ideal", "--concurrency", "512"],
         "2000:8000:3000",
         "3",
