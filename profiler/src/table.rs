@@ -285,9 +285,9 @@ mod tests {
         assert_eq!(e.knee().0, a.batch_knee);
         // Merge: replace a, keep the builtin-style entry b, append c.
         let b = entry("b", Some(1), &[(1, 2.0)]);
-        let text2 = render(Some(&text), &[b.clone()]).unwrap();
+        let text2 = render(Some(&text), std::slice::from_ref(&b)).unwrap();
         let a2 = entry("a", None, &[(1, 3.0), (2, 3.1)]);
-        let text3 = render(Some(&text2), &[a2.clone()]).unwrap();
+        let text3 = render(Some(&text2), std::slice::from_ref(&a2)).unwrap();
         let t3 = ProfileTable::parse(&text3).unwrap();
         assert_eq!(t3.entries().len(), 2);
         assert_eq!(t3.entries()[0].model(), "a");
