@@ -13,7 +13,7 @@ use preba_host::backend::{Job, Output, Via};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// An HTTP answer: status, body, JSON header length (binary responses).
 pub struct Reply {
@@ -82,6 +82,7 @@ async fn infer_inner(
     body: &bytes::Bytes,
     header_len: Option<usize>,
 ) -> Result<Reply, (u16, String)> {
+    let t_start = Instant::now();
     let req = kserve::parse_infer(body, header_len).map_err(|e| (400, e))?;
     let (elements, outputs) = elements(model, &req, body)?;
     let n = elements.len();
@@ -176,9 +177,16 @@ async fn infer_inner(
             };
         return Err((status, e));
     }
+    // What is left of the request's budget for batching and inference: the
+    // client's `timeout` parameter (microseconds, as Triton), else the SLA.
+    let budget = req
+        .timeout_us
+        .map(Duration::from_micros)
+        .or(model.cfg.sla_ms.map(|ms| Duration::from_secs_f64(ms / 1e3)))
+        .map(|b| b.saturating_sub(t_start.elapsed()));
     let rxs: Vec<_> = items
         .into_iter()
-        .map(|(item, dur)| model.submit(item, dur))
+        .map(|(item, dur)| model.submit(item, dur, budget))
         .collect();
     let mut answers = Vec::with_capacity(n);
     for rx in rxs {

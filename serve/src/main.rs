@@ -32,6 +32,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure a model's latency and throughput per batch size on each slice type; writes a profile table (`preba profile --help`).
+    #[command(disable_help_flag = true)]
+    Profile {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// One slice's worker process (started by `preba serve`).
     #[command(hide = true, disable_help_flag = true)]
     Worker {
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
         Command::Card(c) => preba_host::cli::card(c).map_err(ServeError::from),
         Command::Serve(a) => preba_serve::server::serve(a),
         Command::Bench { args } => return ExitCode::from(preba_loadgen::main(args) as u8),
+        Command::Profile { args } => return ExitCode::from(preba_profiler::main(args) as u8),
         Command::Worker { args } => return ExitCode::from(preba_slice::worker_main(args) as u8),
     };
     match result {

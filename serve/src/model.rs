@@ -65,7 +65,7 @@ struct Waiting {
 }
 
 enum Ctl {
-    Arrive(RequestId, Option<f32>, Waiting),
+    Arrive(RequestId, Option<f32>, Option<Duration>, Waiting),
     Free(usize),
     Down(usize),
     Stop,
@@ -268,10 +268,13 @@ impl Model {
 
     /// Hands a preprocessed item to the batcher; the answer arrives on the
     /// returned channel (exactly once).
+    /// `budget`: how long the request may take from now (its SLA or the
+    /// client's `timeout`); policies that plan by deadline use it.
     pub fn submit(
         &self,
         item: Item,
         duration_s: Option<f32>,
+        budget: Option<Duration>,
     ) -> oneshot::Receiver<Result<Answer, Failure>> {
         let (tx, rx) = oneshot::channel();
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -281,7 +284,8 @@ impl Model {
             enq: Instant::now(),
         };
         let ctl = self.ctl.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError(Ctl::Arrive(_, _, w))) = ctl.send(Ctl::Arrive(id, duration_s, w))
+        if let Err(mpsc::SendError(Ctl::Arrive(_, _, _, w))) =
+            ctl.send(Ctl::Arrive(id, duration_s, budget, w))
         {
             let _ = w.tx.send(Err((503, "the server is shutting down".into())));
         }
@@ -429,13 +433,14 @@ impl Dispatcher {
                 }
             };
             let ev = match msg {
-                Ok(Ctl::Arrive(id, dur, w)) => {
+                Ok(Ctl::Arrive(id, dur, budget, w)) => {
                     let arrival = self.now();
                     self.waiting.insert(id, w);
                     Event::Arrival(Request {
                         id,
                         arrival,
                         duration_s: dur,
+                        deadline: budget.map(|b| arrival + b.as_nanos() as Time),
                     })
                 }
                 Ok(Ctl::Free(s)) => Event::SliceFree { slice: s },
