@@ -26,9 +26,9 @@ fi
 # 1. The worker on one device: pinned arena, one H2D copy per batch, ORT CUDA EP;
 #    outputs against the CPU runtime.
 PREBA_CUDA_DEVICE="${PREBA_CUDA_DEVICE:-0}" cargo test -q -p preba-slice --test gpu -- --nocapture
-# 2. preba serve on every MIG instance (or the whole GPU), CPU preprocessing,
-#    one request through tritonclient-free curl of the ideal tensor is enough
-#    to prove the path; the full KServe checks run on cpu slices in CI.
+# 2. preba serve on every MIG instance (or the whole GPU) with CPU
+#    preprocessing, under a short load from `preba bench` that must see no
+#    errors; the full KServe checks run on cpu slices in CI.
 cargo build -q --bin preba
 log=$(mktemp)
 target/debug/preba serve --card cpu --slices cuda:all \
