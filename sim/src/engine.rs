@@ -526,7 +526,7 @@ impl<'a> Sim<'a> {
                 self.push(now + self.sc.overhead_ns, Ev::Ready(i));
                 return Ok(());
             }
-            return self.to_batcher(i, now);
+            return self.hand_to_batcher(i, now);
         }
         let st = &mut self.stages[k];
         if st.busy < st.servers {
@@ -555,7 +555,7 @@ impl<'a> Sim<'a> {
         );
     }
 
-    fn to_batcher(&mut self, i: u32, now: Time) -> Result<(), Error> {
+    fn hand_to_batcher(&mut self, i: u32, now: Time) -> Result<(), Error> {
         self.ready[i as usize] = now;
         if self.stages.is_empty() {
             self.pre_start[i as usize] = now;
@@ -664,7 +664,7 @@ impl<'a> Sim<'a> {
                     }
                     self.enter_stage(k + 1, req, now)?;
                 }
-                Ev::Ready(i) => self.to_batcher(i, now)?,
+                Ev::Ready(i) => self.hand_to_batcher(i, now)?,
                 Ev::SliceDone(s) => {
                     let sl = &mut self.slices[s as usize];
                     sl.busy = false;
