@@ -53,6 +53,10 @@ pub struct Batching {
     pub bucket_width_s: f32,
     /// The name under which the profile table knows this model (default: its name).
     pub profile_model: Option<String>,
+    /// `triton` policy: Triton's preferred_batch_size (empty: [max_batch_size]).
+    pub preferred_batch_size: Vec<u32>,
+    /// `triton` policy: Triton's max_queue_delay_microseconds.
+    pub max_queue_delay_us: u64,
 }
 
 impl Default for Batching {
@@ -63,6 +67,8 @@ impl Default for Batching {
             time_queue_ms: None,
             bucket_width_s: 2.5,
             profile_model: None,
+            preferred_batch_size: Vec::new(),
+            max_queue_delay_us: 0,
         }
     }
 }
@@ -105,6 +111,8 @@ struct RawBatching {
     time_queue_ms: Option<f64>,
     bucket_width_s: Option<f32>,
     profile_model: Option<String>,
+    preferred_batch_size: Option<Vec<u32>>,
+    max_queue_delay_us: Option<u64>,
 }
 
 /// The serving default of an image model: the torchvision ImageNet eval
@@ -265,14 +273,32 @@ fn resolve(
         time_queue_ms: b.time_queue_ms,
         bucket_width_s: b.bucket_width_s.unwrap_or(2.5),
         profile_model: b.profile_model,
+        preferred_batch_size: b.preferred_batch_size.unwrap_or_default(),
+        max_queue_delay_us: b.max_queue_delay_us.unwrap_or(0),
     };
-    if batching.policy != "preba" {
+    if !matches!(batching.policy.as_str(), "preba" | "triton" | "deadline") {
         return Err(bad(
             cfg_path,
             format!(
-                "batching.policy = {:?}: this build serves \"preba\"",
+                "batching.policy = {:?}: preba, triton or deadline",
                 batching.policy
             ),
+        ));
+    }
+    if batching
+        .preferred_batch_size
+        .iter()
+        .any(|&b| b == 0 || b > max_batch_size)
+    {
+        return Err(bad(
+            cfg_path,
+            "batching.preferred_batch_size: each must be in 1..=max_batch_size",
+        ));
+    }
+    if kind == Kind::Audio && batching.policy != "preba" {
+        return Err(bad(
+            cfg_path,
+            "batching.policy: audio length buckets are the preba policy's; use \"preba\"",
         ));
     }
     if batching
@@ -425,6 +451,10 @@ mod tests {
                 "batching.batch_max",
             ),
             ("[batching]\npolicy = \"fifo\"", "batching.policy"),
+            (
+                "max_batch_size = 4\n[batching]\npolicy = \"triton\"\npreferred_batch_size = [8]",
+                "preferred_batch_size",
+            ),
             (
                 "kind = \"audio\"\n[preprocess]\nresize = 10",
                 "image settings",

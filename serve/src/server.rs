@@ -13,7 +13,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use preba_batcher::{Policy, Preba, PrebaConfig, ProfileTable};
+use preba_batcher::{
+    Deadline, DeadlineConfig, Policy, Preba, PrebaConfig, ProfileTable, SliceModel, Triton,
+    TritonConfig,
+};
 use preba_host::backend::{self, Backend, CardBackend, CardSpec, CpuBackend};
 use preba_slice::SliceSpec;
 use serde_json::{Value, json};
@@ -192,7 +195,7 @@ pub fn serve(args: &ServeArgs) -> Result<i32, ServeError> {
             arena.clone(),
         )?;
         eprintln!(
-            "preba serve: model {} on {} slice(s) [{}], policy preba, Batch_max {:?}, Time_queue {:.3} ms",
+            "preba serve: model {} on {} slice(s) [{}], policy {}, Batch_max {:?}, Time_queue {:.3} ms",
             cfg.name,
             slices.len(),
             slices
@@ -200,6 +203,7 @@ pub fn serve(args: &ServeArgs) -> Result<i32, ServeError> {
                 .map(|s| s.slice_type())
                 .collect::<Vec<_>>()
                 .join(","),
+            cfg.batching.policy,
             launch.batch_max,
             launch.time_queue.as_secs_f64() * 1e3
         );
@@ -293,10 +297,61 @@ fn plan(
             modeled.push(Vec::new());
         }
     }
-    let time_queue = Duration::from_nanos(pc.time_queue);
-    let batch_max = pc.batch_max.clone();
-    let policy: Box<dyn Policy> =
-        Box::new(Preba::new(pc).map_err(|e| usage(format!("model {}: {e}", cfg.name)))?);
+    let bad = |e: preba_batcher::Error| usage(format!("model {}: {e}", cfg.name));
+    let (policy, batch_max, time_queue): (Box<dyn Policy>, Vec<u32>, Duration) =
+        match cfg.batching.policy.as_str() {
+            // Triton's dynamic batcher per slice behind a round-robin balancer:
+            // what users get today (not MIG-aware).
+            "triton" => {
+                let tc = TritonConfig {
+                    slices: n,
+                    max_batch_size: cfg.max_batch_size,
+                    preferred: cfg.batching.preferred_batch_size.clone(),
+                    max_queue_delay: cfg.batching.max_queue_delay_us * 1000,
+                    max_queue: max_queue.div_ceil(n),
+                };
+                let pref = if tc.preferred.is_empty() {
+                    vec![cfg.max_batch_size]
+                } else {
+                    tc.preferred.clone()
+                };
+                let tq = Duration::from_micros(cfg.batching.max_queue_delay_us);
+                (Box::new(Triton::new(tc).map_err(bad)?), pref, tq)
+            }
+            // Deadline-aware: per-slice latency models (mixed slice sizes),
+            // batches grown only while the oldest request still makes it.
+            "deadline" => {
+                let mut models = Vec::with_capacity(n);
+                for s in slices {
+                    let t = s.slice_type();
+                    let e = table.find(&pname, &t, None).ok_or_else(|| {
+                        usage(format!(
+                            "model {}: the deadline policy needs a profile of {pname} on {t} (run `preba profile`, give --profile)",
+                            cfg.name
+                        ))
+                    })?;
+                    models.push(SliceModel::from_entry(e));
+                }
+                let sla = cfg.sla_ms.unwrap_or(100.0);
+                let dc = DeadlineConfig {
+                    slices: models,
+                    max_batch: *pc.batch_max.iter().max().unwrap_or(&1),
+                    default_sla: (sla * 1e6) as u64,
+                    max_queue,
+                };
+                let bm = vec![dc.max_batch];
+                (
+                    Box::new(Deadline::new(dc).map_err(bad)?),
+                    bm,
+                    Duration::from_secs_f64(sla / 1e3),
+                )
+            }
+            _ => {
+                let tq = Duration::from_nanos(pc.time_queue);
+                let bm = pc.batch_max.clone();
+                (Box::new(Preba::new(pc).map_err(bad)?), bm, tq)
+            }
+        };
     Ok(Launch {
         exe,
         onnxruntime,
@@ -584,7 +639,7 @@ fn model_config(m: &Model) -> Value {
         },
         "instance_group": kinds,
         "parameters": {
-            "preba_policy": {"string_value": "preba"},
+            "preba_policy": {"string_value": m.cfg.batching.policy},
             "preba_time_queue_us": {"string_value": m.time_queue.as_micros().to_string()},
             "preba_sla_ms": {"string_value": m.cfg.sla_ms.map(|s| s.to_string()).unwrap_or_default()}
         }
