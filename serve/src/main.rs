@@ -38,6 +38,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Discrete-event simulation of a serving set-up with the server's own batching code (`preba sim --help`).
+    #[command(disable_help_flag = true)]
+    Sim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// One slice's worker process (started by `preba serve`).
     #[command(hide = true, disable_help_flag = true)]
     Worker {
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => preba_serve::server::serve(a),
         Command::Bench { args } => return ExitCode::from(preba_loadgen::main(args) as u8),
         Command::Profile { args } => return ExitCode::from(preba_profiler::main(args) as u8),
+        Command::Sim { args } => return ExitCode::from(preba_sim::main(args) as u8),
         Command::Worker { args } => return ExitCode::from(preba_slice::worker_main(args) as u8),
     };
     match result {

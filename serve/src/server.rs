@@ -298,60 +298,63 @@ fn plan(
         }
     }
     let bad = |e: preba_batcher::Error| usage(format!("model {}: {e}", cfg.name));
-    let (policy, batch_max, time_queue): (Box<dyn Policy>, Vec<u32>, Duration) =
-        match cfg.batching.policy.as_str() {
-            // Triton's dynamic batcher per slice behind a round-robin balancer:
-            // what users get today (not MIG-aware).
-            "triton" => {
-                let tc = TritonConfig {
-                    slices: n,
-                    max_batch_size: cfg.max_batch_size,
-                    preferred: cfg.batching.preferred_batch_size.clone(),
-                    max_queue_delay: cfg.batching.max_queue_delay_us * 1000,
-                    max_queue: max_queue.div_ceil(n),
-                };
-                let pref = if tc.preferred.is_empty() {
-                    vec![cfg.max_batch_size]
-                } else {
-                    tc.preferred.clone()
-                };
-                let tq = Duration::from_micros(cfg.batching.max_queue_delay_us);
-                (Box::new(Triton::new(tc).map_err(bad)?), pref, tq)
-            }
-            // Deadline-aware: per-slice latency models (mixed slice sizes),
-            // batches grown only while the oldest request still makes it.
-            "deadline" => {
-                let mut models = Vec::with_capacity(n);
-                for s in slices {
-                    let t = s.slice_type();
-                    let e = table.find(&pname, &t, None).ok_or_else(|| {
+    let (policy, batch_max, time_queue): (Box<dyn Policy>, Vec<u32>, Duration) = match cfg
+        .batching
+        .policy
+        .as_str()
+    {
+        // Triton's dynamic batcher per slice behind a round-robin balancer:
+        // what users get today (not MIG-aware).
+        "triton" => {
+            let tc = TritonConfig {
+                slices: n,
+                max_batch_size: cfg.max_batch_size,
+                preferred: cfg.batching.preferred_batch_size.clone(),
+                max_queue_delay: cfg.batching.max_queue_delay_us * 1000,
+                max_queue: max_queue.div_ceil(n),
+            };
+            let pref = if tc.preferred.is_empty() {
+                vec![cfg.max_batch_size]
+            } else {
+                tc.preferred.clone()
+            };
+            let tq = Duration::from_micros(cfg.batching.max_queue_delay_us);
+            (Box::new(Triton::new(tc).map_err(bad)?), pref, tq)
+        }
+        // Deadline-aware: per-slice latency models (mixed slice sizes),
+        // batches grown only while the oldest request still makes it.
+        "deadline" => {
+            let mut models = Vec::with_capacity(n);
+            for s in slices {
+                let t = s.slice_type();
+                let e = table.find(&pname, &t, None).ok_or_else(|| {
                         usage(format!(
                             "model {}: the deadline policy needs a profile of {pname} on {t} (run `preba profile`, give --profile)",
                             cfg.name
                         ))
                     })?;
-                    models.push(SliceModel::from_entry(e));
-                }
-                let sla = cfg.sla_ms.unwrap_or(100.0);
-                let dc = DeadlineConfig {
-                    slices: models,
-                    max_batch: *pc.batch_max.iter().max().unwrap_or(&1),
-                    default_sla: (sla * 1e6) as u64,
-                    max_queue,
-                };
-                let bm = vec![dc.max_batch];
-                (
-                    Box::new(Deadline::new(dc).map_err(bad)?),
-                    bm,
-                    Duration::from_secs_f64(sla / 1e3),
-                )
+                models.push(SliceModel::from_entry(e));
             }
-            _ => {
-                let tq = Duration::from_nanos(pc.time_queue);
-                let bm = pc.batch_max.clone();
-                (Box::new(Preba::new(pc).map_err(bad)?), bm, tq)
-            }
-        };
+            let sla = cfg.sla_ms.unwrap_or(100.0);
+            let dc = DeadlineConfig {
+                slices: models,
+                max_batch: *pc.batch_max.iter().max().unwrap_or(&1),
+                default_sla: (sla * 1e6) as u64,
+                max_queue,
+            };
+            let bm = vec![dc.max_batch];
+            (
+                Box::new(Deadline::new(dc).map_err(bad)?),
+                bm,
+                Duration::from_secs_f64(sla / 1e3),
+            )
+        }
+        _ => {
+            let tq = Duration::from_nanos(pc.time_queue);
+            let bm = pc.batch_max.clone();
+            (Box::new(Preba::new(pc).map_err(bad)?), bm, tq)
+        }
+    };
     Ok(Launch {
         exe,
         onnxruntime,

@@ -253,8 +253,11 @@ pub fn run(rest: &[&str]) -> Result<()> {
     // path dominate, not a 602 KB memcpy.
     let tdir = repo.join("tiny").join("1");
     std::fs::create_dir_all(&tdir).map_err(|e| e.to_string())?;
-    std::fs::copy(models.join("tiny_image/1/model.onnx"), tdir.join("model.onnx"))
-        .map_err(|e| e.to_string())?;
+    std::fs::copy(
+        models.join("tiny_image/1/model.onnx"),
+        tdir.join("model.onnx"),
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::write(
         repo.join("tiny").join("config.toml"),
         "max_batch_size = 64\n[preprocess]\nresize = 16\ncrop = 16\n[batching]\nprofile_model = \"squeezenet1_1\"\n",
@@ -333,7 +336,17 @@ pub fn run(rest: &[&str]) -> Result<()> {
                 &dir,
             )?
         } else {
-            bench(&preba, &s.url, label, "sq", &images, &[], &rates, &dur, &dir)?
+            bench(
+                &preba,
+                &s.url,
+                label,
+                "sq",
+                &images,
+                &[],
+                &rates,
+                &dur,
+                &dir,
+            )?
         };
         let c1 = cpu_seconds(pid);
         let reqs: u64 = rows.iter().map(|r| r.ok).sum();
@@ -397,34 +410,41 @@ pub fn run(rest: &[&str]) -> Result<()> {
     ]);
     let s = start(&preba, &fw, &a)?;
     let pid = s.child.id();
-    let c0 = cpu_seconds(pid);
-    let t0 = Instant::now();
-    let rows = bench(
-        &preba,
-        &s.url,
-        "server-cost",
-        "tiny",
-        &tiny_ideal,
-        &["--ideal", "--concurrency", "512"],
-        "2000:8000:3000",
-        "3",
-        &dir,
-    )?;
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu_s = cpu_seconds(pid) - c0;
-    let reqs: u64 = rows.iter().map(|r| r.ok).sum();
-    drop(s);
-    for r in &rows {
+    // One rate at a time, so the CPU of each is the server's at that load:
+    // per-request cost falls as batches fill, so the rate is part of the number.
+    let mut best_per_core = 0.0f64;
+    println!(
+        "\nserver cost (tiny 16x16 model, zero-latency modeled slice, ideal input, HTTP included):"
+    );
+    for rate in ["4000", "10000", "16000"] {
+        let c0 = cpu_seconds(pid);
+        let rows = bench(
+            &preba,
+            &s.url,
+            &format!("server-cost-{rate}"),
+            "tiny",
+            &tiny_ideal,
+            &["--ideal", "--concurrency", "1024"],
+            &format!("{rate}:{rate}:1"),
+            "4",
+            &dir,
+        )?;
+        let cpu_s = cpu_seconds(pid) - c0;
+        let reqs: u64 = rows.iter().map(|r| r.ok).sum();
+        let errors: u64 = rows.iter().map(|r| r.errors).sum();
+        let per_core = reqs as f64 / cpu_s.max(1e-9);
+        if errors == 0 {
+            best_per_core = best_per_core.max(per_core);
+        }
         println!(
-            "  server-cost        offered {:7.1}  achieved {:7.1} req/s  p95 {:8.2} ms  ok {:6}  errors {}",
-            r.offered, r.achieved, r.p95, r.ok, r.errors
+            "  offered {rate:>6} req/s: {reqs} ok, {errors} errors, {cpu_s:.2} CPU-s of the server process = {per_core:.0} req/s per core, {:.1} us per request",
+            cpu_s / reqs.max(1) as f64 * 1e6
         );
     }
-    let per_core = reqs as f64 / cpu_s.max(1e-9);
+    drop(s);
     println!(
-        "\nserver cost: {reqs} requests in {wall:.1} s using {cpu_s:.2} CPU-s of the server process = {per_core:.0} req/s per core (target 20,000; {:.2}x), {:.1} us per request",
-        per_core / 20_000.0,
-        cpu_s / reqs.max(1) as f64 * 1e6
+        "server cost: {best_per_core:.0} req/s per core at the best error-free rate (target 20,000; {:.2}x)",
+        best_per_core / 20_000.0
     );
     println!("plot: {}", plot.display());
     Ok(())
