@@ -67,13 +67,21 @@ fn slice_model_interpolates_like_the_profile_entry() {
         let m = SliceModel::from_entry(e);
         for b in 1..=300 {
             let (x, y) = (m.latency(b), e.latency_ns(b));
-            assert!(x.abs_diff(y) <= 1, "{} {} b={b}: {x} vs {y}", e.model(), e.slice());
+            assert!(
+                x.abs_diff(y) <= 1,
+                "{} {} b={b}: {x} vs {y}",
+                e.model(),
+                e.slice()
+            );
         }
     }
     let one = SliceModel {
         latency_ns: vec![(2, 4 * MS)],
     };
-    assert_eq!((one.latency(1), one.latency(2), one.latency(6)), (4 * MS, 4 * MS, 12 * MS));
+    assert_eq!(
+        (one.latency(1), one.latency(2), one.latency(6)),
+        (4 * MS, 4 * MS, 12 * MS)
+    );
 }
 
 #[test]
@@ -90,8 +98,14 @@ fn the_batch_goes_to_the_slice_that_finishes_it_earliest() {
     assert_eq!(work(arrive(&mut p, 8 * MS, 2, Some(20 * MS))), vec![]);
     assert_eq!(work(ev(&mut p, 9 * MS, Event::Timer)), vec![]);
     // Fast slice back at 10: latest start there 20 - 3 = 17.
-    assert_eq!(work(ev(&mut p, 10 * MS, Event::SliceFree { slice: 1 })), vec![]);
-    assert_eq!(work(ev(&mut p, 17 * MS, Event::Timer)), vec![dispatch(1, &[2])]);
+    assert_eq!(
+        work(ev(&mut p, 10 * MS, Event::SliceFree { slice: 1 })),
+        vec![]
+    );
+    assert_eq!(
+        work(ev(&mut p, 17 * MS, Event::Timer)),
+        vec![dispatch(1, &[2])]
+    );
     // A request due 25 while the fast slice is busy until 20: fast finishes
     // it at 23, the free slow one at 17 + 8 = 25: reserved for the fast one.
     assert_eq!(work(arrive(&mut p, 17 * MS, 3, Some(25 * MS))), vec![]);
@@ -100,7 +114,10 @@ fn the_batch_goes_to_the_slice_that_finishes_it_earliest() {
         vec![],
         "latest start 25 - 3 = 22"
     );
-    assert_eq!(work(ev(&mut p, 22 * MS, Event::Timer)), vec![dispatch(1, &[3])]);
+    assert_eq!(
+        work(ev(&mut p, 22 * MS, Event::Timer)),
+        vec![dispatch(1, &[3])]
+    );
 }
 
 #[test]
@@ -236,13 +253,19 @@ fn a_queued_request_that_becomes_hopeless_is_rejected_by_the_timer() {
 #[test]
 fn requests_without_a_deadline_get_the_default_sla_and_edf_orders_them() {
     let mut p = policy(vec![linear(2, 1)], 3, 50);
-    assert_eq!(arrive(&mut p, 0, 1, None), vec![Action::ArmTimer { at: 47 * MS }]);
+    assert_eq!(
+        arrive(&mut p, 0, 1, None),
+        vec![Action::ArmTimer { at: 47 * MS }]
+    );
     // Due 20: it goes first, and bounds the batch: latest start 20 - 4 = 16.
     assert_eq!(
         arrive(&mut p, 0, 2, Some(20 * MS)),
         vec![Action::ArmTimer { at: 16 * MS }]
     );
-    assert_eq!(ev(&mut p, 16 * MS, Event::Timer), vec![dispatch(0, &[2, 1])]);
+    assert_eq!(
+        ev(&mut p, 16 * MS, Event::Timer),
+        vec![dispatch(0, &[2, 1])]
+    );
 }
 
 #[test]
@@ -251,7 +274,10 @@ fn down_slices_get_nothing_and_with_none_up_requests_wait() {
     ev(&mut p, 0, Event::SliceDown { slice: 1 });
     // The fast slice is down: the slow one takes it.
     arrive(&mut p, 0, 1, None);
-    assert_eq!(work(ev(&mut p, 7 * MS, Event::Timer)), vec![dispatch(0, &[1])]);
+    assert_eq!(
+        work(ev(&mut p, 7 * MS, Event::Timer)),
+        vec![dispatch(0, &[1])]
+    );
     ev(&mut p, 7 * MS, Event::SliceDown { slice: 0 });
     // Nothing up: no prediction, no reject, no dispatch.
     assert_eq!(work(arrive(&mut p, 8 * MS, 2, None)), vec![]);
@@ -352,10 +378,20 @@ fn bad_configs_are_refused() {
 #[test]
 fn hand_computed_trace_on_mixed_slices() {
     let mut p = policy(vec![linear(2, 1), linear(4, 2)], 4, 10);
-    let mut arrivals: Vec<(Time, u64, Option<Time>)> = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7), (7, 8), (10, 9)]
-        .iter()
-        .map(|&(t, id)| (t * MS, id, None))
-        .collect();
+    let mut arrivals: Vec<(Time, u64, Option<Time>)> = [
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 4),
+        (4, 5),
+        (5, 6),
+        (6, 7),
+        (7, 8),
+        (10, 9),
+    ]
+    .iter()
+    .map(|&(t, id)| (t * MS, id, None))
+    .collect();
     arrivals.push((12 * MS, 10, Some(14 * MS)));
     arrivals.push((14 * MS, 11, None));
     let model = p.config().slices.clone();

@@ -56,7 +56,11 @@ fn arrivals_go_round_robin_to_per_slice_queues() {
     assert_eq!(p.queue_depths(), vec![6]);
     assert_eq!(
         ev(&mut p, 10 * MS + 6, Event::Timer),
-        vec![dispatch(0, &[1, 4]), dispatch(1, &[2, 5]), dispatch(2, &[3, 6])]
+        vec![
+            dispatch(0, &[1, 4]),
+            dispatch(1, &[2, 5]),
+            dispatch(2, &[3, 6])
+        ]
     );
 }
 

@@ -10,8 +10,16 @@ pub const MS: Time = 1_000_000;
 /// What came out, in order: dispatches and rejections with their time.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Out {
-    Dispatch { at: Time, slice: usize, batch: Vec<u64> },
-    Reject { at: Time, id: u64, reason: RejectReason },
+    Dispatch {
+        at: Time,
+        slice: usize,
+        batch: Vec<u64>,
+    },
+    Reject {
+        at: Time,
+        id: u64,
+        reason: RejectReason,
+    },
 }
 
 /// `arrivals`: (time, id, deadline); ties at one instant: slice frees first,
