@@ -1,8 +1,9 @@
 //! preba-batcher: the batching policy of the preba inference server as a pure
 //! state machine, and the profile table format it is configured from.
 //!
-//! Owns: the PREBA dynamic-batching rules ([`Preba`], behind the [`Policy`]
-//! trait), the profile table (`preba-profile-1` TOML, [`profile`]) and the
+//! Owns: the batching policies behind the [`Policy`] trait (PREBA's rules,
+//! [`Preba`]; Triton's dynamic batcher per slice, [`Triton`]; deadline-aware
+//! batching, [`Deadline`]), each with its own config type, the profile table (`preba-profile-1` TOML, [`profile`]) and the
 //! shipped default A100 MIG table ([`ProfileTable::builtin`]).
 //!
 //! Must not: do I/O, spawn threads, or read a clock. Time comes in with every
@@ -45,6 +46,67 @@
 //!   time (early or spurious) re-emits the same `ArmTimer`, so a driver whose
 //!   clock woke it a little early never loses its wake-up.
 //!
+//! # The `triton` rules ([`Triton`], [`TritonConfig`])
+//!
+//! What users get today: one Triton server per slice (one model instance,
+//! dynamic batcher) behind a round-robin load balancer; not MIG-aware. Modeled
+//! on Triton core's `DynamicBatchScheduler::GetDynamicBatch` and its docs:
+//!
+//! - Each arrival goes, at arrival, to the next slice in round-robin order,
+//!   skipping slices that are down (the balancer's health check) unless all
+//!   are. Each slice has its own queue (by `arrival`, ties admission order);
+//!   requests never move between queues, so a request queued on a busy slice
+//!   waits even while another slice is free.
+//! - `preferred` empty means `[max_batch_size]` (Triton's config default).
+//! - After every event, each free slice with a non-empty queue, `n = min(len,
+//!   max_batch_size)`: if `max_queue_delay > 0` and its oldest request has
+//!   waited `>= max_queue_delay`, it sends `n`; else if some preferred size is
+//!   `<= n`, it sends the largest such at once (Triton sends any preferred size
+//!   it can form without waiting, not only the largest); else with
+//!   `max_queue_delay == 0` it sends `n`; else it waits for the oldest's delay.
+//! - `max_queue` is per slice (each server's `max_queue_size`): an arrival
+//!   whose slice already holds that many waiting is rejected (`QueueFull`).
+//! - `ArmTimer` at the earliest delay expiry among free, waiting slices (same
+//!   one-timer protocol as PREBA). Not modeled: a payload growing after it was
+//!   formed (here a free slice starts its batch at once), priorities, queue
+//!   timeouts, ragged/shape checks, `preserve_ordering`.
+//!
+//! # The `deadline` rules ([`Deadline`], [`DeadlineConfig`])
+//!
+//! Beyond the paper, ELSA-like. Each slice has a latency model
+//! `lat_s(b)` ([`SliceModel`], e.g. the p50 curve of its profile entry), so
+//! mixed slice sizes work.
+//!
+//! - A request's deadline is `Request::deadline`, else `arrival + default_sla`.
+//!   The queue is earliest-deadline-first (ties: arrival, admission order).
+//! - A slice that is up can start at `a_s`: now if free; if busy, its
+//!   predicted finish `dispatch time + lat_s(b)` of the batch it runs (now if
+//!   that has passed); down slices are out.
+//! - Hopeless: after every event (and again after each dispatch), every queued
+//!   request whose deadline is before `min_s(a_s + lat_s(1))` (alone, on the
+//!   earliest-finishing slice) is rejected with `DeadlineMiss { deadline,
+//!   predicted }`, arrivals included (that is the early reject). With no slice
+//!   up nothing is rejected: requests wait.
+//! - Planning, from the head of the queue, over the slices up: with `d` the
+//!   head's deadline and `rest` the requests from the head on, each slice's
+//!   `cap_s` is the largest `k <= max_batch` with `a_s + lat_s(j) <= d` for
+//!   all `j <= k`. Among slices with `cap_s >= 1`, the one that would finish
+//!   `min(rest, max_batch)` earliest (`a_s + lat_s(..)`; ties: a free slice,
+//!   then the lower index) gets the batch of the next `min(rest, cap_s)`.
+//!   If it is busy, those requests are reserved for it and planning goes on
+//!   with the next request and the other slices (so a free slice can still
+//!   take later requests). If it is free, the batch is sent now when it is
+//!   full (`rest >= cap_s`: adding one more request would break `d` or
+//!   `max_batch`) or when `now >= d - lat_s(rest)` (waiting longer would make
+//!   the head late); otherwise it waits until that latest start.
+//! - So every dispatched request is predicted to finish by its deadline:
+//!   `now + lat_s(batch) <= d <=` every deadline in the batch.
+//! - `ArmTimer` at the earliest of that latest start and the moment the head
+//!   becomes hopeless (`max_s(d - lat_s(1)) + 1` over slices that can still
+//!   make it), so rejections come before the deadline, not after it.
+//! - `max_queue` admitted and waiting: `QueueFull`. `Dispatch.bucket` is
+//!   `None` (no length buckets in `triton` or `deadline`).
+//!
 //! Events naming a slice that does not exist are ignored; request ids are the
 //! caller's and must be unique among requests in flight.
 #![forbid(unsafe_code)]
@@ -66,7 +128,7 @@ pub type Time = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
-/// Index into the slices serving this model (`0..PrebaConfig::slices`).
+/// Index into the slices serving this model (`0..` the config's slice count).
 pub type SliceId = usize;
 
 /// A preprocessed request, ready to batch.
