@@ -97,6 +97,8 @@ pub struct Deadline {
     queue: Vec<Queued>,
     slices: Vec<SliceState>,
     armed: Option<Time>,
+    /// A waiting batch leaves this long before its latest start.
+    slack: Time,
 }
 
 impl Deadline {
@@ -118,8 +120,18 @@ impl Deadline {
             queue: Vec::new(),
             slices: vec![SliceState::Free; cfg.slices.len()],
             armed: None,
+            slack: 0,
             cfg,
         })
+    }
+
+    /// Leave `slack` before the latest start when waiting to grow a batch. A
+    /// real-time driver needs it: its timer fires a little late, and a batch
+    /// started at exactly the latest start would then miss by that much (the
+    /// request is rejected instead of served). Virtual time needs none.
+    pub fn with_slack(mut self, slack: Time) -> Deadline {
+        self.slack = slack;
+        self
     }
 
     pub fn config(&self) -> &DeadlineConfig {
@@ -215,7 +227,9 @@ impl Deadline {
             let take = if rest >= cap {
                 cap
             } else {
-                let latest_start = d.saturating_sub(self.lat(s, rest));
+                let latest_start = d
+                    .saturating_sub(self.lat(s, rest))
+                    .saturating_sub(self.slack);
                 if now < latest_start {
                     wake = Some(latest_start);
                     break;

@@ -412,3 +412,39 @@ fn hand_computed_trace_on_mixed_slices() {
     ];
     assert_eq!(log, want);
 }
+
+/// With slack, a batch that waits to grow leaves `slack` before its latest
+/// start (a real-time timer that fires late then still makes the deadline).
+#[test]
+fn slack_moves_the_latest_start_earlier() {
+    let mk = |slack| {
+        Deadline::new(DeadlineConfig {
+            slices: vec![SliceModel {
+                latency_ns: vec![(1, 2 * MS), (8, 9 * MS)],
+            }],
+            max_batch: 8,
+            default_sla: 20 * MS,
+            max_queue: 100,
+        })
+        .unwrap()
+        .with_slack(slack)
+    };
+    for (slack, want) in [(0, 18 * MS), (3 * MS, 15 * MS)] {
+        let mut p = mk(slack);
+        let mut out = Vec::new();
+        p.handle(
+            0,
+            Event::Arrival(Request {
+                id: RequestId(1),
+                arrival: 0,
+                duration_s: None,
+                deadline: None,
+            }),
+            &mut out,
+        );
+        assert!(
+            out.contains(&Action::ArmTimer { at: want }),
+            "slack {slack}: {out:?}"
+        );
+    }
+}

@@ -452,7 +452,11 @@ impl Dispatcher {
                 }
             };
             let now = self.now();
+            let dbg_ev = format!("{ev:?}");
             self.policy.handle(now, ev, &mut actions);
+            if std::env::var_os("PREBA_DEBUG_BATCHER").is_some() {
+                eprintln!("batcher {} ms: {dbg_ev} -> {actions:?}", now as f64 / 1e6);
+            }
             for a in actions.drain(..) {
                 match a {
                     Action::Dispatch { slice, batch, .. } => {

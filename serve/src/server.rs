@@ -343,8 +343,11 @@ fn plan(
                 max_queue,
             };
             let bm = vec![dc.max_batch];
+            // Real clocks wake late (thread hand-offs, a busy machine):
+            // batches leave 2 ms or 5% of the SLA before their latest start.
+            let slack = ((sla * 0.05).max(2.0) * 1e6) as u64;
             (
-                Box::new(Deadline::new(dc).map_err(bad)?),
+                Box::new(Deadline::new(dc).map_err(bad)?.with_slack(slack)),
                 bm,
                 Duration::from_secs_f64(sla / 1e3),
             )
