@@ -9,10 +9,13 @@ use crate::scenario::Scenario;
 
 const USAGE: &str = "\
 usage: preba sim --scenario FILE [-o results.json] [--seed N] [--requests N]
+       preba sim --eval DIR [--quick] [--config FILE]
 
 Simulates the scenario (TOML; see sim/README.md) at each of its offered rates
 and prints one row per rate. -o writes the results as JSON. --seed and
---requests override the scenario's. Exit 0 ok, 1 failure, 2 usage.
+--requests override the scenario's. --eval runs the PREBA paper's evaluation
+(sim/eval/paper.toml, or --config FILE) and writes DIR/report.md and SVG plots.
+Exit 0 ok, 1 failure, 2 usage.
 ";
 
 struct Args {
@@ -62,6 +65,9 @@ fn parse(args: &[String]) -> Result<Option<Args>, Error> {
 /// `preba sim ARGS...` (the arguments after `sim`): prints a table per rate,
 /// writes JSON with `-o`; returns the exit code (0, 1 failure, 2 usage).
 pub fn main(args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "--eval") {
+        return crate::eval::cli(args);
+    }
     match main_inner(args) {
         Ok(()) => 0,
         Err(e @ Error::Usage(_)) => {

@@ -21,6 +21,8 @@
 pub mod card;
 mod cli;
 pub mod engine;
+pub mod eval;
+mod plot;
 pub mod rng;
 pub mod scenario;
 

@@ -9,6 +9,7 @@ mod bench_card;
 mod bench_preprocess;
 mod bench_serve;
 mod bench_softcore;
+mod eval;
 mod qemu;
 mod setup;
 mod util;
@@ -29,6 +30,9 @@ commands:
   bench softcore       soft-core interpreter speed; last line is `N MIPS`
   bench card           card model (firmware on the soft core) vs the golden model alone
   bench serve          preba serve: emulated card vs CPU preprocessing vs ideal, Poisson sweep; server cost
+  eval [--quick] [--validate]
+                       the PREBA paper's evaluation in preba sim: eval/report.md + SVGs;
+                       --validate also checks preba sim against preba serve + bench here
   qemu setup           QEMU guest testbed (trixie root, QEMU 10.1+, guest kernel), cached
   qemu test            boot a guest with preba-card over vfio-user-pci; run the guest checks
 ";
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         ["bench", "softcore", rest @ ..] => bench_softcore::run(rest),
         ["bench", "card", rest @ ..] => bench_card::run(rest),
         ["bench", "serve", rest @ ..] => bench_serve::run(rest),
+        ["eval", rest @ ..] => eval::run(rest),
         ["qemu", rest @ ..] => qemu::main(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

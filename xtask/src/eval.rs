@@ -1,0 +1,410 @@
+//! `cargo xtask eval [--quick] [--validate] [--out DIR]`: the PREBA paper's
+//! evaluation reproduced by `preba sim --eval` (sim/src/eval.rs, config
+//! sim/eval/paper.toml), written to eval/report.md with SVG plots. The last
+//! line is `eval: report at PATH; PREBA share of ideal: min X% over N models`.
+//!
+//! `--validate` (after the report) checks the simulator against the real
+//! server on this machine: `preba serve --card cpu --slices
+//! modeled:a100-1g.5gb*7` with the SqueezeNet 1.1 fixture, `preba bench` at a
+//! sweep of Poisson rates, and `preba sim` of the same configuration (same
+//! profile table, this machine's CPU preprocessing time per image measured
+//! with `preba preprocess --card cpu --threads 1`, as many cores as the server
+//! has preprocessing threads). Prints both side by side; its last line is
+//! `validate: throughput error X%, p95 error Y%` (the worst over the rates the
+//! simulation puts below saturation, CPU < 80% busy). Exits non-zero when the
+//! bounds (throughput 5%, p95 15%) are not met: the numbers are printed
+//! either way.
+
+use crate::util::{self, Result, cargo, root};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `preba serve`, stopped with SIGTERM on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(preba: &Path, env: &[(String, String)], args: &[String]) -> Result<Server> {
+    let mut child = Command::new(preba)
+        .arg("serve")
+        .args(args)
+        .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("preba serve: {e}"))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if !sent && let Some(u) = line.strip_prefix("preba serve: listening on ") {
+                let _ = tx.send(u.trim().to_string());
+                sent = true;
+            } else if !line.starts_with("preba serve:") {
+                eprintln!("  {line}");
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| format!("preba serve {args:?} did not start"))?;
+    Ok(Server { child, url })
+}
+
+const USAGE: &str = "usage: cargo xtask eval [--quick] [--validate] [--out DIR] [--rates A:B:S] [--duration S]";
+
+pub fn run(rest: &[&str]) -> Result<()> {
+    let mut quick = false;
+    let mut validate = false;
+    let mut out = root().join("eval");
+    let mut rates = "40:440:80".to_string();
+    let mut dur = "6".to_string();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--quick" => quick = true,
+            "--validate" => validate = true,
+            "--out" => out = PathBuf::from(it.next().ok_or(USAGE)?),
+            "--rates" => rates = it.next().ok_or(USAGE)?.to_string(),
+            "--duration" => dur = it.next().ok_or(USAGE)?.to_string(),
+            _ => return Err(format!("unknown option {a}\n{USAGE}")),
+        }
+    }
+    util::run(cargo().args(["build", "--release", "--quiet", "--bin", "preba"]))?;
+    let preba = util::target_dir().join("release").join("preba");
+    let mut cmd = Command::new(&preba);
+    cmd.args(["sim", "--eval"]).arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let text = util::output(&mut cmd)?;
+    let last = text.lines().last().unwrap_or("").to_string();
+    if !last.starts_with("eval: report at ") {
+        return Err(format!("preba sim --eval ended with {last:?}"));
+    }
+    if validate {
+        let (ok, line) = validate_run(&preba, &out.join("validate"), &rates, &dur)?;
+        println!("{line}");
+        if !ok {
+            println!("{last}");
+            return Err("validate: the bounds (throughput 5%, p95 15%) are not met".into());
+        }
+    }
+    println!("{last}");
+    Ok(())
+}
+
+struct Real {
+    offered: f64,
+    achieved: f64,
+    p95: f64,
+    errors: u64,
+}
+
+fn read_csv(p: &Path) -> Result<Vec<Real>> {
+    let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut lines = t.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |n: &str| {
+        head.iter()
+            .position(|h| *h == n)
+            .ok_or(format!("{} lacks {n}", p.display()))
+    };
+    let (o, a, p95, e) = (
+        col("offered_rps")?,
+        col("achieved_rps")?,
+        col("p95_ms")?,
+        col("errors")?,
+    );
+    Ok(lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let g = |i: usize| {
+                f.get(i)
+                    .and_then(|x| x.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            Real {
+                offered: g(o),
+                achieved: g(a),
+                p95: g(p95),
+                errors: g(e) as u64,
+            }
+        })
+        .collect())
+}
+
+/// Seconds per image of `preba preprocess --card cpu --threads 1` (f32,
+/// resize 256, crop 224, ImageNet mean/std: the server's path), from the
+/// difference of a long and a short run so start-up cancels.
+fn preprocess_seconds(preba: &Path, images: &[PathBuf], dir: &Path) -> Result<f64> {
+    let time = |n: usize| -> Result<f64> {
+        let inputs: Vec<&PathBuf> = images.iter().cycle().take(n).collect();
+        let t = Instant::now();
+        util::output(
+            Command::new(preba)
+                .args([
+                    "preprocess",
+                    "--card",
+                    "cpu",
+                    "--threads",
+                    "1",
+                    "--dtype",
+                    "f32",
+                    "--resize",
+                    "256",
+                    "--crop",
+                    "224",
+                    "--mean",
+                    "0.485,0.456,0.406",
+                    "--std",
+                    "0.229,0.224,0.225",
+                    "-o",
+                ])
+                .arg(dir.join("pre.npy"))
+                .args(inputs),
+        )?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let (short, long) = (images.len(), images.len() * 40);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let d = time(long)? - time(short)?;
+        best = best.min(d / (long - short) as f64);
+    }
+    Ok(best)
+}
+
+fn validate_run(preba: &Path, dir: &Path, rates: &str, dur: &str) -> Result<(bool, String)> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let env = crate::setup::serving_env()?;
+    let models = std::env::var("PREBA_MODELS")
+        .ok()
+        .or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "PREBA_MODELS")
+                .map(|x| x.1.clone())
+        })
+        .map(PathBuf::from)
+        .ok_or("no model directory (PREBA_MODELS)")?;
+    let repo = dir.join("repo");
+    let mdir = repo.join("sq").join("1");
+    std::fs::create_dir_all(&mdir).map_err(|e| e.to_string())?;
+    std::fs::copy(
+        models.join("squeezenet1_1/1/model.onnx"),
+        mdir.join("model.onnx"),
+    )
+    .map_err(|e| format!("{}: {e}", models.display()))?;
+    std::fs::write(
+        repo.join("sq").join("config.toml"),
+        "sla_ms = 100\n[batching]\npolicy = \"preba\"\nprofile_model = \"squeezenet1_1\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut images: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures/images"))
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("imagenet_"))
+        })
+        .collect();
+    images.sort();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_image = preprocess_seconds(preba, &images, dir)?;
+    println!(
+        "validate: CPU preprocessing of this machine: {:.2} ms per 500x375 image per core ({:.0} img/s per core, preba preprocess --card cpu --threads 1, f32 out); server --cpu-threads {threads}",
+        per_image * 1e3,
+        1.0 / per_image
+    );
+
+    // The real server.
+    let repo_s = repo.display().to_string();
+    let t = threads.to_string();
+    let server = start(
+        preba,
+        &env,
+        &[
+            "--model-repository",
+            &repo_s,
+            "--slices",
+            "modeled:a100-1g.5gb*7",
+            "--card",
+            "cpu",
+            "--cpu-threads",
+            &t,
+        ]
+        .map(String::from),
+    )?;
+    let csv = dir.join("real.csv");
+    util::run(
+        Command::new(preba)
+            .args([
+                "bench",
+                &server.url,
+                "--poisson",
+                "--rates",
+                rates,
+                "--duration",
+                dur,
+                "--label",
+                "real",
+                "--csv",
+            ])
+            .arg(&csv)
+            .args(["--model", "sq"])
+            .args(&images),
+    )?;
+    drop(server);
+    let real = read_csv(&csv)?;
+
+    // The simulation of the same configuration.
+    let rate_list: Vec<String> = real.iter().map(|r| format!("{:.1}", r.offered)).collect();
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"# Written by `cargo xtask eval --validate`: what `preba serve` ran, in the simulator.
+name = "validate: squeezenet1_1, modeled a100-1g.5gb x7, {threads} CPU threads, preba"
+source = "cargo xtask eval --validate on this machine"
+seed = 1
+requests = 40000
+warmup = 4000
+
+[arrivals]
+process = "poisson"
+rates = [{rates}]
+source = "the rates preba bench offered (Poisson)"
+
+[workload]
+kind = "image"
+model = "squeezenet1_1"
+samples_per_px = 1.5
+crop = 224
+source = "fixtures/images/imagenet_*.jpg: six 500x375 (or 375x500) JPEGs"
+[workload.pixels]
+distribution = "fixed"
+value = 187500.0
+
+[preprocess]
+kind = "cpu"
+cores = {threads}
+per_core_rate = {rate:.3}
+reference = 187500.0
+service = "deterministic"
+overhead_us = 0.0
+source = "[M] preba preprocess --card cpu --threads 1 on this machine: {ms:.3} ms per image; cores = the server's --cpu-threads"
+
+[policy]
+kind = "preba"
+max_queue = 1024
+source = "preba serve's default policy and --max-queue"
+
+[slices]
+latency = "p50"
+source = "modeled slices sleep lat(b) = p50 of the builtin profile table"
+[[slices.group]]
+type = "a100-1g.5gb"
+count = 7
+idle_w = 5.0
+busy_w = 35.7
+
+[power]
+cpu_idle_w = 55.0
+cpu_core_busy_w = 3.9
+"#,
+            rates = rate_list.join(", "),
+            rate = 1.0 / per_image,
+            ms = per_image * 1e3,
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = util::output(Command::new(preba).args(["sim", "--scenario"]).arg(&scenario))?;
+    // Rows: offered thru p50 p95 p99 wait prewait batch slice% cpu% card% W mJ rejected.
+    let sim: Vec<Vec<f64>> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("offered/s"))
+        .skip(1)
+        .map(|l| {
+            l.split_whitespace()
+                .map(|x| x.parse::<f64>().unwrap_or(f64::NAN))
+                .collect::<Vec<f64>>()
+        })
+        .filter(|v| v.len() >= 14 && v[0].is_finite())
+        .collect();
+    if sim.len() != real.len() {
+        return Err(format!(
+            "preba sim gave {} rows for {} rates:\n{out}",
+            sim.len(),
+            real.len()
+        ));
+    }
+    println!(
+        "\n{:>9} | {:>10} {:>10} {:>7} | {:>9} {:>9} {:>7} | {:>6} | below saturation",
+        "offered/s", "real thr", "sim thr", "err %", "real p95", "sim p95", "err %", "cpu%"
+    );
+    let (mut wt, mut wp) = (0.0f64, 0.0f64);
+    let mut n = 0;
+    for (r, s) in real.iter().zip(&sim) {
+        let et = 100.0 * (s[1] - r.achieved) / r.achieved;
+        let ep = 100.0 * (s[3] - r.p95) / r.p95;
+        let below = s[9] < 80.0;
+        if below {
+            wt = wt.max(et.abs());
+            wp = wp.max(ep.abs());
+            n += 1;
+        }
+        println!(
+            "{:>9.1} | {:>10.1} {:>10.1} {:>7.1} | {:>9.2} {:>9.2} {:>7.1} | {:>6.1} | {}{}",
+            r.offered,
+            r.achieved,
+            s[1],
+            et,
+            r.p95,
+            s[3],
+            ep,
+            s[9],
+            if below { "yes" } else { "no" },
+            if r.errors > 0 {
+                format!(" ({} errors)", r.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!(
+        "\n(real = preba serve + preba bench on this machine, {dur} s per rate; sim = preba sim of {}; error = (sim - real) / real; rates with the simulated CPU < 80% busy count)",
+        scenario.display()
+    );
+    if n == 0 {
+        return Ok((false, "validate: no rate below saturation; throughput error n/a, p95 error n/a".into()));
+    }
+    let ok = wt <= 5.0 && wp <= 15.0;
+    Ok((
+        ok,
+        format!("validate: throughput error {wt:.1}%, p95 error {wp:.1}%"),
+    ))
+}
