@@ -384,6 +384,8 @@ pub fn run(rest: &[&str]) -> Result<()> {
         card / ideal_t.max(1e-9),
         100.0 * card / ideal_t.max(1e-9)
     );
+    println!("  (the emulated card's CUs are threads on this machine's cores: its throughput here");
+    println!("   cannot show a real card's; the host CPU per request below is what a card saves)");
     println!("\nserver process CPU per request (card and workers are other processes):");
     for (l, us) in &cpu_per_req {
         println!("  {l:18} {us:8.1} us");
