@@ -38,6 +38,8 @@ enum Element {
     Encoded(Vec<u8>),
     /// An already preprocessed tensor (the "ideal" path).
     Tensor(bytes::Bytes),
+    /// Already computed log-Mel features `[n_mels, frames]` of an audio model.
+    Features { frames: usize, data: Vec<f32> },
 }
 
 /// Releases the admission count of a request however it ends.
@@ -130,7 +132,7 @@ async fn infer_inner(
     let mut tasks = Vec::with_capacity(n);
     for (i, el) in elements.into_iter().enumerate() {
         let lease = leases[i].take();
-        if let Element::Tensor(_) = el {
+        if matches!(el, Element::Tensor(_) | Element::Features { .. }) {
             // Already preprocessed: one small copy into the slot, no thread hop.
             let r = prepare(state, model, el, lease).map_err(|e| format!("{what}[{i}]: {e}"));
             tasks.push(Prep::Done(r));
@@ -292,6 +294,64 @@ fn elements(
             ));
         }
         v.into_iter().map(Element::Encoded).collect()
+    } else if inp.name == model.tensor_input.name && kind == Kind::Audio {
+        // Features computed by the client: [B, n_mels, T], FP32, binary.
+        let mels = model.cfg.audio.n_mels as i64;
+        if inp.datatype != "FP32" {
+            return Err((
+                400,
+                format!(
+                    "input {}: datatype {} (expected FP32)",
+                    inp.name, inp.datatype
+                ),
+            ));
+        }
+        let (b, t) = match inp.shape.as_slice() {
+            [b, m, t] if *m == mels && *b > 0 && *t > 0 => (*b as usize, *t as usize),
+            s => {
+                return Err((
+                    400,
+                    format!("input {}: shape {s:?} (expected [B, {mels}, T])", inp.name),
+                ));
+            }
+        };
+        if b > model.cfg.max_batch_size as usize {
+            return Err((
+                400,
+                format!(
+                    "input {}: batch of {b} is over max_batch_size {}",
+                    inp.name, model.cfg.max_batch_size
+                ),
+            ));
+        }
+        let TensorData::Binary(r) = &inp.data else {
+            return Err((
+                400,
+                format!("input {}: FP32 features must be binary", inp.name),
+            ));
+        };
+        let raw = &body[r.clone()];
+        let row = mels as usize * t * 4;
+        if raw.len() != b * row {
+            return Err((
+                400,
+                format!(
+                    "input {}: {} bytes of data, shape needs {}",
+                    inp.name,
+                    raw.len(),
+                    b * row
+                ),
+            ));
+        }
+        raw.chunks_exact(row)
+            .map(|c| Element::Features {
+                frames: t,
+                data: c
+                    .chunks_exact(4)
+                    .map(|f| f32::from_le_bytes([f[0], f[1], f[2], f[3]]))
+                    .collect(),
+            })
+            .collect()
     } else if inp.name == model.tensor_input.name && kind == Kind::Image {
         let dt = model.item_dtype.triton_name();
         if inp.datatype != dt {
@@ -357,15 +417,11 @@ fn elements(
         return Err((
             400,
             format!(
-                "unknown input {} for model {} (it takes {} BYTES [-1,1]{})",
+                "unknown input {} for model {} (it takes {} BYTES [-1,1] or the preprocessed {})",
                 inp.name,
                 model.cfg.name,
                 kind.input_name(),
-                if kind == Kind::Image {
-                    format!(" or the preprocessed {}", model.tensor_input.name)
-                } else {
-                    String::new()
-                }
+                model.tensor_input.name
             ),
         ));
     };
@@ -409,6 +465,7 @@ fn prepare(
             let arena = state.arena.mem();
             match el {
                 Element::Tensor(t) => arena.write(region.0, &t).map_err(|e| e.to_string())?,
+                Element::Features { .. } => return Err("image models take IMAGE".into()),
                 Element::Encoded(bytes) => {
                     let via = state.backend.process_into(
                         &bytes,
@@ -442,6 +499,12 @@ fn prepare(
                 },
                 Some(dur),
             ))
+        }
+        (Kind::Audio, Element::Features { frames, data }) => {
+            // 10 ms hop: the bucket follows the features' length.
+            let dur =
+                frames as f32 * f32::from(model.cfg.audio.hop) / model.cfg.audio.sample_rate as f32;
+            Ok((Item::Features { frames, data }, Some(dur)))
         }
         (Kind::Audio, Element::Tensor(_)) => Err("audio models take AUDIO".into()),
     };

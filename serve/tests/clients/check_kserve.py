@@ -601,6 +601,23 @@ def group_audio(c: Ctx):
 
     _()
 
+    @check("audio: features sent directly under `features` (the ideal path) equal the WAV path")
+    def _():
+        f = c.feats[0].astype(np.float32)[None]  # [1, 80, T]
+        inp = httpclient.InferInput("features", list(f.shape), "FP32")
+        inp.set_data_from_numpy(f, binary_data=True)
+        r = c.client.infer(AUDIO_MODEL, [inp], outputs=[httpclient.InferRequestedOutput("logits", binary_data=True)])
+        close_to(r.as_numpy("logits"), c.aud_ref([0]), "features input")
+        bad = httpclient.InferInput("features", [1, 79, f.shape[2]], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 79, f.shape[2]), np.float32), binary_data=True)
+        try:
+            c.client.infer(AUDIO_MODEL, [bad])
+            expect(False, "79 mel bands accepted")
+        except InferenceServerException as e:
+            expect(e.status() == "400" and "features" in e.message(), f"{e.status()} {e.message()}")
+
+    _()
+
     @check("audio: a broken WAV in a batch -> 400 naming AUDIO[1]")
     def _():
         bad = open(c.a.corrupt_wav, "rb").read()
