@@ -141,8 +141,19 @@ pub struct JpegProbe {
     pub header: JpegHeader,
     /// Sampling factors of components 2 and 3 (zero when absent).
     pub chroma: [(u8, u8); 2],
-    /// An Adobe APP14 segment says transform 0 on a 3-component image (RGB).
+    /// The colour components are RGB, not YCbCr: an Adobe APP14 segment
+    /// says transform 0, or the component ids are 'R', 'G', 'B' (3
+    /// components only).
     pub adobe_rgb: bool,
+    /// Sampling factors (h, v) of each component (the first `components`,
+    /// at most 4, are valid).
+    pub sampling: [(u8, u8); 4],
+    /// Component identifiers (the first `components`, at most 4).
+    pub ids: [u8; 4],
+    /// Transform flag of an Adobe APP14 segment, if one was seen.
+    pub adobe_transform: Option<u8>,
+    /// What the walk skipped before the first scan (see [`JpegWalker`]).
+    pub skipped: JpegSkipped,
 }
 
 impl JpegProbe {
@@ -151,72 +162,199 @@ impl JpegProbe {
     }
 }
 
-/// Most marker segments walked before giving up: bounds the walk on hostile
-/// files made of millions of empty segments.
-const MAX_SEGMENTS: u32 = 1024;
+/// Most marker segments (SOI not counted) walked before the first scan:
+/// bounds the walk on hostile files made of millions of empty segments.
+/// Past it: INPUT_TOO_LARGE.
+pub const MAX_JPEG_SEGMENTS: u32 = 1024;
 
-/// Walks the markers of a JPEG up to its first SOS, reading only the segments
-/// that matter. Checks dimensions against the limits.
-pub fn probe_jpeg<S: ByteSource>(src: &mut S) -> Result<JpegProbe, MediaError> {
-    let len = src.len();
-    if len > limits::MAX_INPUT_BYTES {
-        return Err(MediaError::TooLarge("input bytes"));
+/// Most bytes the walk skips before the first scan (extraneous bytes, 0xFF
+/// fill bytes and standalone RST/TEM markers together): bounds the soft
+/// core's work on a file of garbage. Past it: INPUT_TOO_LARGE.
+pub const MAX_JPEG_SKIPPED_BYTES: u64 = 64 * 1024;
+
+/// One marker segment: its code (the byte after 0xFF) and its body (after
+/// the two length bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JpegSegment {
+    pub marker: u8,
+    /// Offset of the body in the input.
+    pub body: u64,
+    /// Body length (the segment's length field minus 2).
+    pub len: u64,
+}
+
+impl JpegSegment {
+    /// Offset just past the segment (for SOS: the first entropy-coded byte).
+    pub const fn end(&self) -> u64 {
+        self.body + self.len
     }
-    let mut two = [0u8; 2];
-    if !src.read(0, &mut two) || two != [0xFF, 0xD8] {
-        return Err(MediaError::Corrupt("not a JPEG (no SOI marker)"));
+}
+
+/// What a walk skipped, as libjpeg's `next_marker` does (it warns
+/// "Corrupt JPEG data: N extraneous bytes before marker 0xXX" and goes on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JpegSkipped {
+    /// Extraneous bytes: anything but 0xFF where a marker should start, and
+    /// 0xFF 0x00 pairs (2 each), libjpeg's `discarded_bytes`.
+    pub junk: u64,
+    /// 0xFF fill bytes before a marker code (beyond the one 0xFF).
+    pub fill: u64,
+    /// Standalone markers skipped before the first scan: RST0..RST7 and TEM.
+    pub standalone: u32,
+}
+
+impl JpegSkipped {
+    const fn total(&self) -> u64 {
+        self.junk + self.fill + 2 * self.standalone as u64
     }
-    let mut pos: u64 = 2;
-    let mut frame: Option<(JpegHeader, [(u8, u8); 2])> = None;
-    let mut restart_interval = 0u16;
-    let mut adobe_transform: Option<u8> = None;
-    for _ in 0..MAX_SEGMENTS {
-        // Markers may be preceded by any number of 0xFF fill bytes.
+}
+
+/// The one JPEG marker walker: from SOI up to the first SOS, with libjpeg's
+/// tolerance (`jdmarker.c`: `first_marker`, `next_marker`, `read_markers`).
+/// The firmware's probe, the golden model's probe and its baseline decoder
+/// all walk with it, so they route every input the same way.
+///
+/// - The input starts with 0xFF 0xD8 (SOI), else CORRUPT_INPUT.
+/// - Before each marker: any bytes other than 0xFF are skipped (counted as
+///   junk); any number of 0xFF fill bytes are skipped; 0xFF 0x00 is skipped
+///   as junk (2 bytes) and the search goes on.
+/// - RST0..RST7 (0xFFD0..D7) and TEM (0xFF01) carry no length and are skipped.
+/// - SOI again (0xFFD8), EOI (0xFFD9) and markers libjpeg does not know
+///   (0xFF02..0xFFBF reserved, JPGn 0xFFF0..FD, DHP 0xFFDE, EXP 0xFFDF) are
+///   CORRUPT_INPUT.
+/// - SOF5..7, SOF13..15 (hierarchical) and JPG (0xFFC8) are
+///   UNSUPPORTED_FORMAT (libjpeg: "Unsupported marker type").
+/// - Every other marker has a length of at least 2 that stays inside the
+///   input, else CORRUPT_INPUT; it is returned to the caller, who stops at SOS.
+/// - Limits: [`MAX_JPEG_SEGMENTS`], [`MAX_JPEG_SKIPPED_BYTES`] (INPUT_TOO_LARGE).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JpegWalker {
+    pos: u64,
+    segments: u32,
+    pub skipped: JpegSkipped,
+}
+
+impl JpegWalker {
+    pub const fn new() -> Self {
+        JpegWalker {
+            pos: 0,
+            segments: 0,
+            skipped: JpegSkipped {
+                junk: 0,
+                fill: 0,
+                standalone: 0,
+            },
+        }
+    }
+
+    fn budget(&self) -> Result<(), MediaError> {
+        if self.skipped.total() > MAX_JPEG_SKIPPED_BYTES {
+            return Err(MediaError::TooLarge("bytes skipped between JPEG markers"));
+        }
+        Ok(())
+    }
+
+    fn byte<S: ByteSource>(&self, src: &mut S) -> Result<u8, MediaError> {
         let mut b = [0u8; 1];
-        if !src.read(pos, &mut b) {
+        if !src.read(self.pos, &mut b) {
             return Err(MediaError::Corrupt("truncated before the first scan"));
         }
-        if b[0] != 0xFF {
-            return Err(MediaError::Corrupt("expected a marker"));
+        Ok(b[0])
+    }
+
+    /// The next marker segment. Call again after anything but SOS (0xDA);
+    /// after SOS the entropy-coded data starts at [`JpegSegment::end`].
+    pub fn next_segment<S: ByteSource>(&mut self, src: &mut S) -> Result<JpegSegment, MediaError> {
+        let len = src.len();
+        if self.pos == 0 {
+            if len > limits::MAX_INPUT_BYTES {
+                return Err(MediaError::TooLarge("input bytes"));
+            }
+            let mut two = [0u8; 2];
+            if !src.read(0, &mut two) || two != [0xFF, 0xD8] {
+                return Err(MediaError::Corrupt("not a JPEG (no SOI marker)"));
+            }
+            self.pos = 2;
         }
-        let mut fills = 0u32;
         let marker = loop {
-            pos += 1;
-            if !src.read(pos, &mut b) {
-                return Err(MediaError::Corrupt("truncated before the first scan"));
+            // libjpeg's next_marker: skip non-FF bytes, swallow fill bytes;
+            // FF 00 is stuffed data out of place: skip it too.
+            while self.byte(src)? != 0xFF {
+                self.skipped.junk += 1;
+                self.pos += 1;
+                self.budget()?;
             }
-            if b[0] != 0xFF {
-                break b[0];
+            self.pos += 1;
+            let mut code = self.byte(src)?;
+            while code == 0xFF {
+                self.skipped.fill += 1;
+                self.budget()?;
+                self.pos += 1;
+                code = self.byte(src)?;
             }
-            fills += 1;
-            if fills > 64 {
-                return Err(MediaError::Corrupt("run of fill bytes"));
+            self.pos += 1;
+            match code {
+                0x00 => self.skipped.junk += 2,
+                0x01 | 0xD0..=0xD7 => self.skipped.standalone += 1,
+                _ => break code,
             }
+            self.budget()?;
         };
-        pos += 1;
         match marker {
-            0xD8 | 0x01 | 0xD0..=0xD7 => {
-                return Err(MediaError::Corrupt(
-                    "unexpected marker before the first scan",
+            0xD8 => return Err(MediaError::Corrupt("second SOI marker")),
+            0xD9 => return Err(MediaError::Corrupt("EOI before the first scan")),
+            0xC5..=0xC8 | 0xCD..=0xCF => {
+                return Err(MediaError::Unsupported(
+                    "hierarchical JPEG (SOF5-7, SOF13-15) or JPG marker",
                 ));
             }
-            0xD9 => return Err(MediaError::Corrupt("end of image before any scan")),
-            _ => {}
+            0xC0..=0xC4 | 0xC9..=0xCC | 0xDA..=0xDD | 0xE0..=0xEF | 0xFE => {}
+            _ => {
+                return Err(MediaError::Corrupt(
+                    "unknown JPEG marker (reserved, JPGn, DHP or EXP)",
+                ));
+            }
         }
-        if !src.read(pos, &mut two) {
+        self.segments += 1;
+        if self.segments > MAX_JPEG_SEGMENTS {
+            return Err(MediaError::TooLarge("marker segments before the first scan"));
+        }
+        let mut two = [0u8; 2];
+        if !src.read(self.pos, &mut two) {
             return Err(MediaError::Corrupt("truncated segment length"));
         }
         let seg_len = u16::from_be_bytes(two) as u64;
         if seg_len < 2 {
             return Err(MediaError::Corrupt("segment length below 2"));
         }
-        let body = pos + 2;
+        let body = self.pos + 2;
         let body_len = seg_len - 2;
         if body + body_len > len {
             return Err(MediaError::Corrupt("segment past the end of the file"));
         }
-        match marker {
-            0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
+        self.pos = body + body_len;
+        Ok(JpegSegment {
+            marker,
+            body,
+            len: body_len,
+        })
+    }
+}
+
+/// Walks the markers of a JPEG up to its first SOS with [`JpegWalker`],
+/// reading only the segments that matter (SOF, DRI, Adobe APP14, SOS).
+/// Checks dimensions against the limits. Does not judge card support
+/// ([`JpegProbe::card_check`] does).
+pub fn probe_jpeg<S: ByteSource>(src: &mut S) -> Result<JpegProbe, MediaError> {
+    let mut walker = JpegWalker::new();
+    let mut frame: Option<Frame> = None;
+    let mut restart_interval = 0u16;
+    let mut adobe_transform: Option<u8> = None;
+    loop {
+        let seg = walker.next_segment(src)?;
+        let (body, body_len) = (seg.body, seg.len);
+        match seg.marker {
+            0xC0..=0xC3 | 0xC9..=0xCB => {
                 if frame.is_some() {
                     return Err(MediaError::Corrupt("second frame header"));
                 }
@@ -225,7 +363,7 @@ pub fn probe_jpeg<S: ByteSource>(src: &mut S) -> Result<JpegProbe, MediaError> {
                 if body_len < 6 || !src.read(body, &mut buf[..n]) {
                     return Err(MediaError::Corrupt("short frame header"));
                 }
-                frame = Some(parse_sof(marker - 0xC0, &buf[..n], body_len)?);
+                frame = Some(parse_sof(seg.marker - 0xC0, &buf[..n], body_len)?);
             }
             0xDD => {
                 let mut buf = [0u8; 2];
@@ -242,7 +380,7 @@ pub fn probe_jpeg<S: ByteSource>(src: &mut S) -> Result<JpegProbe, MediaError> {
                 }
             }
             0xDA => {
-                let Some((mut header, chroma)) = frame else {
+                let Some(f) = frame else {
                     return Err(MediaError::Corrupt("scan before frame header"));
                 };
                 let mut ns = [0u8; 1];
@@ -252,27 +390,34 @@ pub fn probe_jpeg<S: ByteSource>(src: &mut S) -> Result<JpegProbe, MediaError> {
                 if body_len != 4 + 2 * ns[0] as u64 {
                     return Err(MediaError::Corrupt("bad scan header length"));
                 }
+                let mut header = f.header;
                 header.restart_interval = restart_interval;
-                header.scan_offset = body + body_len;
-                let adobe_rgb = header.components == 3 && adobe_transform == Some(0);
+                header.scan_offset = seg.end();
+                let rgb = header.components == 3
+                    && (adobe_transform == Some(0) || f.ids[..3] == *b"RGB");
                 return Ok(JpegProbe {
                     header,
-                    chroma,
-                    adobe_rgb,
+                    chroma: [f.sampling[1], f.sampling[2]],
+                    adobe_rgb: rgb,
+                    sampling: f.sampling,
+                    ids: f.ids,
+                    adobe_transform,
+                    skipped: walker.skipped,
                 });
             }
             _ => {}
         }
-        pos = body + body_len;
     }
-    Err(MediaError::Corrupt("too many marker segments"))
 }
 
-fn parse_sof(
-    sof: u8,
-    buf: &[u8],
-    body_len: u64,
-) -> Result<(JpegHeader, [(u8, u8); 2]), MediaError> {
+#[derive(Clone, Copy)]
+struct Frame {
+    header: JpegHeader,
+    sampling: [(u8, u8); 4],
+    ids: [u8; 4],
+}
+
+fn parse_sof(sof: u8, buf: &[u8], body_len: u64) -> Result<Frame, MediaError> {
     let r: nom::IResult<&[u8], (u8, u16, u16, u8)> = (be_u8, be_u16, be_u16, be_u8).parse(buf);
     let Ok((rest, (precision, height, width, ncomp))) = r else {
         return Err(MediaError::Corrupt("short frame header"));
@@ -290,7 +435,7 @@ fn parse_sof(
     }
     if !(precision == 8
         || precision == 12
-        || (sof == 3 || sof == 7) && (2..=16).contains(&precision))
+        || (sof == 3 || sof == 11) && (2..=16).contains(&precision))
     {
         return Err(MediaError::Corrupt("sample precision"));
     }
@@ -301,13 +446,18 @@ fn parse_sof(
     {
         return Err(MediaError::TooLarge("image dimensions"));
     }
-    let mut samp = [(0u8, 0u8); 4];
-    for (i, c) in rest.chunks_exact(3).take(ncomp.min(4) as usize).enumerate() {
+    if ncomp > 4 {
+        return Err(MediaError::Unsupported("component count"));
+    }
+    let mut sampling = [(0u8, 0u8); 4];
+    let mut ids = [0u8; 4];
+    for (i, c) in rest.chunks_exact(3).take(ncomp as usize).enumerate() {
         let (hs, vs) = (c[1] >> 4, c[1] & 0x0F);
         if !(1..=4).contains(&hs) || !(1..=4).contains(&vs) || c[2] > 3 {
             return Err(MediaError::Corrupt("component sampling or table"));
         }
-        samp[i] = (hs, vs);
+        sampling[i] = (hs, vs);
+        ids[i] = c[0];
     }
     let header = JpegHeader {
         width: w,
@@ -315,12 +465,16 @@ fn parse_sof(
         components: ncomp,
         precision,
         sof,
-        h_samp: if ncomp == 1 { 1 } else { samp[0].0 },
-        v_samp: if ncomp == 1 { 1 } else { samp[0].1 },
+        h_samp: if ncomp == 1 { 1 } else { sampling[0].0 },
+        v_samp: if ncomp == 1 { 1 } else { sampling[0].1 },
         restart_interval: 0,
         scan_offset: 0,
     };
-    Ok((header, [samp[1], samp[2]]))
+    Ok(Frame {
+        header,
+        sampling,
+        ids,
+    })
 }
 
 /// Sample encodings a WAV file may carry.
@@ -354,6 +508,9 @@ const GUID_TAIL: [u8; 14] = [
     0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71,
 ];
 
+/// Most RIFF chunks walked before `data`: bounds the walk on hostile files.
+const MAX_WAV_CHUNKS: u32 = 1024;
+
 /// Parses RIFF/WAVE chunks up to `data`. A data chunk that claims more bytes
 /// than the file holds is clipped to what is there (as most readers do).
 pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
@@ -374,7 +531,7 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
     }
     let mut pos = 12u64;
     let mut fmt: Option<(WavEncoding, u16, u32, u16)> = None;
-    for _ in 0..MAX_SEGMENTS {
+    for _ in 0..MAX_WAV_CHUNKS {
         let mut ch = [0u8; 8];
         if !src.read(pos, &mut ch) {
             return Err(MediaError::Corrupt(if fmt.is_some() {

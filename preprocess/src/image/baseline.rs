@@ -21,6 +21,7 @@
 
 use super::idct::idct_islow;
 use crate::Error;
+use preba_protocol::media;
 use std::rc::Rc;
 
 /// Zigzag position -> natural (row-major) index; the extra entries clamp a
@@ -40,6 +41,56 @@ const NATURAL: [u8; 128] = {
     }
     t
 };
+
+/// The example Huffman tables of ITU T.81 Annex K.3 (libjpeg's
+/// `std_huff_tables`), as (BITS, HUFFVAL) per class and slot. Motion-JPEG
+/// frames (AVI1) leave them out; like libjpeg, a scan that names slot 0 or 1
+/// of a class no DHT defined gets them (luminance in slot 0, chrominance
+/// in slot 1).
+const STD_DC: [([u8; 16], [u8; 12]); 2] = [
+    (
+        [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0],
+        [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B],
+    ),
+    (
+        [0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B],
+    ),
+];
+const STD_AC: [([u8; 16], [u8; 162]); 2] = [
+    (
+        [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 125],
+        [
+            0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07,
+            0x22, 0x71, 0x14, 0x32, 0x81, 0x91, 0xA1, 0x08, 0x23, 0x42, 0xB1, 0xC1, 0x15, 0x52, 0xD1, 0xF0,
+            0x24, 0x33, 0x62, 0x72, 0x82, 0x09, 0x0A, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x25, 0x26, 0x27, 0x28,
+            0x29, 0x2A, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49,
+            0x4A, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69,
+            0x6A, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7A, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89,
+            0x8A, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7,
+            0xA8, 0xA9, 0xAA, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xC2, 0xC3, 0xC4, 0xC5,
+            0xC6, 0xC7, 0xC8, 0xC9, 0xCA, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA, 0xE1, 0xE2,
+            0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA, 0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8,
+            0xF9, 0xFA,
+        ],
+    ),
+    (
+        [0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 119],
+        [
+            0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71,
+            0x13, 0x22, 0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xA1, 0xB1, 0xC1, 0x09, 0x23, 0x33, 0x52, 0xF0,
+            0x15, 0x62, 0x72, 0xD1, 0x0A, 0x16, 0x24, 0x34, 0xE1, 0x25, 0xF1, 0x17, 0x18, 0x19, 0x1A, 0x26,
+            0x27, 0x28, 0x29, 0x2A, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48,
+            0x49, 0x4A, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68,
+            0x69, 0x6A, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7A, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87,
+            0x88, 0x89, 0x8A, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0xA2, 0xA3, 0xA4, 0xA5,
+            0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xC2, 0xC3,
+            0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xCA, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA,
+            0xE2, 0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8,
+            0xF9, 0xFA,
+        ],
+    ),
+];
 
 const LUT_BITS: u32 = 10;
 const LUT_SIZE: usize = 1 << LUT_BITS;
@@ -317,8 +368,11 @@ impl HuffCache {
     }
 }
 
+/// Reads the tables and headers up to the first scan. Walks the markers
+/// with the shared walker ([`media::JpegWalker`], the one the probes use),
+/// so whatever the walk skips or refuses, it does here too.
 fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Declined> {
-    let mut pos = 2usize;
+    let mut walker = media::JpegWalker::new();
     let mut qt = [[0u16; 64]; 4];
     let mut qt_seen = [false; 4];
     let mut tables = Tables {
@@ -328,26 +382,13 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
     let mut frame: Option<Frame> = None;
     let mut restart_interval = 0usize;
     loop {
-        while matches!(input.get(pos), Some(&b) if b != 0xFF) {
-            pos += 1;
-        }
-        while input.get(pos) == Some(&0xFF) {
-            pos += 1;
-        }
-        let code = *input
-            .get(pos)
-            .ok_or_else(|| corrupt("truncated before the scan"))?;
-        pos += 1;
-        if matches!(code, 0x00 | 0x01 | 0xD0..=0xD7) {
-            continue;
-        }
-        let len = be16(input, pos).ok_or_else(|| corrupt("truncated marker length"))?;
-        if len < 2 || pos + len > input.len() {
-            return Err(corrupt("marker segment runs past the end of the input").into());
-        }
-        let body = &input[pos + 2..pos + len];
-        let next = pos + len;
-        match code {
+        let seg = walker
+            .next_segment(&mut &input[..])
+            .map_err(|e| Declined::Err(e.into()))?;
+        // The walker checked the segment lies inside the input.
+        let (start, next) = (seg.body as usize, seg.end() as usize);
+        let body = &input[start..next];
+        match seg.marker {
             0xDB => {
                 let mut b = body;
                 while !b.is_empty() {
@@ -394,6 +435,9 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                 }
             }
             0xC0 => {
+                if frame.is_some() {
+                    return Err(corrupt("second frame header").into());
+                }
                 if body.len() < 6 {
                     return Err(corrupt("short frame header").into());
                 }
@@ -448,7 +492,7 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                     scan_start: 0,
                 });
             }
-            0xC1..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+            0xC1..=0xC3 | 0xC9..=0xCB => {
                 return Err(Declined::NotForUs);
             }
             0xDD => {
@@ -478,6 +522,16 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                     if c.td > 3 || c.ta > 3 {
                         return Err(corrupt("scan names a Huffman table index > 3").into());
                     }
+                    // Motion JPEG: no DHT; libjpeg fills the empty slots 0
+                    // and 1 with the standard tables when decoding starts.
+                    if tables.dc[c.td].is_none() && c.td < 2 {
+                        let (bits, vals) = &STD_DC[c.td];
+                        tables.dc[c.td] = Some(cache.get(0x00, bits, vals)?);
+                    }
+                    if tables.ac[c.ta].is_none() && c.ta < 2 {
+                        let (bits, vals) = &STD_AC[c.ta];
+                        tables.ac[c.ta] = Some(cache.get(0x10, bits, vals)?);
+                    }
                     if tables.dc[c.td].is_none() || tables.ac[c.ta].is_none() {
                         return Err(corrupt("scan uses an undefined Huffman table").into());
                     }
@@ -492,12 +546,8 @@ fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Decline
                 f.scan_start = next;
                 return Ok((f, tables));
             }
-            0xD8 => return Err(corrupt("second SOI marker").into()),
-            0xD9 => return Err(corrupt("EOI before the scan").into()),
-            0x02..=0xBF => return Err(corrupt(format!("reserved marker 0xFF{code:02X}")).into()),
             _ => {}
         }
-        pos = next;
     }
 }
 

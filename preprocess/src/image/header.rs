@@ -1,10 +1,10 @@
-//! JPEG marker walk up to the first scan: frame header (SOF), restart
-//! interval (DRI) and Adobe APP14 colour transform. Cheap, allocation-free,
-//! bounds-checked on every byte: this is what routing and the size limits
-//! look at before any pixel memory exists.
+//! JPEG header probe: the card's own ([`preba_protocol::media::probe_jpeg`],
+//! the one marker walker with libjpeg's tolerance) plus what the CPU path
+//! takes. Cheap, allocation-free, bounds-checked on every byte: this is what
+//! routing and the size limits look at before any pixel memory exists.
 
 use crate::Error;
-use preba_protocol::limits::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_INPUT_BYTES};
+use preba_protocol::media;
 
 /// What the frame header says, as the card's decoder sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,159 +31,44 @@ pub(crate) struct Probe {
     pub header: JpegHeader,
     /// SOF marker code (0xC0..=0xCF without C4, C8, CC).
     pub sof: u8,
-    /// Sampling factors (h, v) of each component (first `components` valid).
-    pub sampling: [(u8, u8); 4],
-    /// Component identifiers.
-    pub ids: [u8; 4],
     /// Adobe APP14 transform flag, if the marker is present.
     pub adobe_transform: Option<u8>,
+    /// The shared probe's answer (what the firmware sees).
+    pub media: media::JpegProbe,
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+impl From<media::MediaError> for Error {
+    fn from(e: media::MediaError) -> Self {
+        let m = e.reason().to_string();
+        match e {
+            media::MediaError::Corrupt(_) => Error::CorruptInput(m),
+            media::MediaError::Unsupported(_) => Error::UnsupportedFormat(m),
+            media::MediaError::TooLarge(_) => Error::InputTooLarge(m),
+        }
+    }
 }
 
-fn corrupt(m: &str) -> Error {
-    Error::CorruptInput(m.to_string())
-}
-
-/// Walks the markers of `input` up to the first SOS and checks the limits.
+/// Walks the markers of `input` up to the first SOS and checks the limits:
+/// exactly the firmware's probe ([`media::probe_jpeg`], one walker with
+/// libjpeg's tolerance), so the card and the CPU path route alike.
 /// Refuses what no path of ours decodes; does not judge card support.
 pub(crate) fn probe(input: &[u8]) -> Result<Probe, Error> {
-    if input.is_empty() {
-        return Err(corrupt("empty input"));
-    }
-    if input.len() as u64 > MAX_INPUT_BYTES {
-        return Err(Error::InputTooLarge(format!(
-            "{} bytes > limit {MAX_INPUT_BYTES}",
-            input.len()
-        )));
-    }
-    if input.len() < 2 || input[0] != 0xFF || input[1] != 0xD8 {
-        return Err(corrupt("not a JPEG (no SOI marker)"));
-    }
-    let mut pos = 2usize;
-    let mut frame: Option<Probe> = None;
-    let mut restart_interval = 0u16;
-    let mut adobe_transform = None;
-    loop {
-        // Find the next marker: 0xFF, any number of 0xFF fill bytes, a code.
-        // Like libjpeg, skip extraneous bytes before a marker.
-        while matches!(input.get(pos), Some(&b) if b != 0xFF) {
-            pos += 1;
-        }
-        while input.get(pos) == Some(&0xFF) {
-            pos += 1;
-        }
-        let Some(&code) = input.get(pos) else {
-            return Err(corrupt("truncated before the first scan"));
-        };
-        pos += 1;
-        match code {
-            0x01 | 0xD0..=0xD7 => continue, // standalone markers
-            // FF 00 outside a scan is garbage that libjpeg skips too.
-            0x00 => continue,
-            0x02..=0xBF => return Err(corrupt(&format!("reserved marker 0xFF{code:02X}"))),
-            0xD8 => return Err(corrupt("second SOI marker")),
-            0xD9 => return Err(corrupt("EOI before the first scan")),
-            _ => {}
-        }
-        let len = be16(input, pos).ok_or_else(|| corrupt("truncated marker length"))? as usize;
-        if len < 2 {
-            return Err(corrupt("marker segment length < 2"));
-        }
-        let body_start = pos + 2;
-        let end = pos + len;
-        if end > input.len() {
-            return Err(corrupt("marker segment runs past the end of the input"));
-        }
-        let body = &input[body_start..end];
-        match code {
-            0xDA => {
-                let Some(mut p) = frame else {
-                    return Err(corrupt("scan before the frame header"));
-                };
-                p.header.restart_interval = restart_interval;
-                p.adobe_transform = adobe_transform;
-                return Ok(p);
-            }
-            0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
-                if frame.is_some() {
-                    return Err(corrupt("more than one frame header"));
-                }
-                frame = Some(parse_sof(code, body)?);
-            }
-            0xDD => {
-                restart_interval = be16(body, 0).ok_or_else(|| corrupt("short DRI segment"))?;
-            }
-            0xEE if body.len() >= 12 && body.starts_with(b"Adobe") => {
-                adobe_transform = Some(body[11]);
-            }
-            _ => {}
-        }
-        pos = end;
-    }
-}
-
-fn parse_sof(code: u8, body: &[u8]) -> Result<Probe, Error> {
-    if body.len() < 6 {
-        return Err(corrupt("short frame header"));
-    }
-    let precision = body[0];
-    let height = u32::from(be16(body, 1).unwrap_or(0));
-    let width = u32::from(be16(body, 3).unwrap_or(0));
-    let n = body[5];
-    if n == 0 || n > 4 {
-        return Err(corrupt(&format!("{n} components in the frame header")));
-    }
-    if body.len() != 6 + 3 * n as usize {
-        return Err(corrupt("frame header length does not match its components"));
-    }
-    let mut sampling = [(0u8, 0u8); 4];
-    let mut ids = [0u8; 4];
-    for i in 0..n as usize {
-        let c = &body[6 + 3 * i..9 + 3 * i];
-        let (h, v) = (c[1] >> 4, c[1] & 15);
-        if !(1..=4).contains(&h) || !(1..=4).contains(&v) {
-            return Err(corrupt("sampling factor outside 1..=4"));
-        }
-        if c[2] > 3 {
-            return Err(corrupt("quantisation table index > 3"));
-        }
-        sampling[i] = (h, v);
-        ids[i] = c[0];
-    }
-    if width == 0 {
-        return Err(corrupt("zero image width"));
-    }
-    if height == 0 {
-        return Err(Error::UnsupportedFormat(
-            "height defined by a DNL marker".to_string(),
-        ));
-    }
-    if width > MAX_IMAGE_SIDE
-        || height > MAX_IMAGE_SIDE
-        || u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS
-    {
-        return Err(Error::InputTooLarge(format!(
-            "{width}x{height} past the limits (side {MAX_IMAGE_SIDE}, {MAX_IMAGE_PIXELS} pixels)"
-        )));
-    }
+    let p = media::probe_jpeg(&mut &input[..])?;
+    let h = &p.header;
     Ok(Probe {
         header: JpegHeader {
-            width,
-            height,
-            components: n,
-            progressive: matches!(code, 0xC2 | 0xC6 | 0xCA | 0xCE),
-            precision,
-            h_samp: sampling[0].0,
-            v_samp: sampling[0].1,
-            restart_interval: 0,
+            width: h.width,
+            height: h.height,
+            components: h.components,
+            progressive: matches!(h.sof, 2 | 10),
+            precision: h.precision,
+            h_samp: h.h_samp,
+            v_samp: h.v_samp,
+            restart_interval: h.restart_interval,
         },
-        sof: code,
-        sampling,
-        ids,
-        adobe_transform: None,
+        sof: 0xC0 + h.sof,
+        adobe_transform: p.adobe_transform,
+        media: p,
     })
 }
 
@@ -212,34 +97,8 @@ impl Probe {
     /// with 1x1 chroma; restart markers allowed.
     pub(crate) fn card_check(&self) -> Result<(), Error> {
         self.cpu_check()?;
-        let h = &self.header;
-        match self.sof {
-            0xC0 => {}
-            0xC1 => {
-                return Err(unsupported(
-                    "extended sequential JPEG (card takes baseline only)",
-                ));
-            }
-            _ => return Err(unsupported("progressive JPEG (card takes baseline only)")),
-        }
-        match h.components {
-            1 => {}
-            3 => {
-                if self.adobe_transform == Some(0) || self.ids[..3] == *b"RGB" {
-                    return Err(unsupported("RGB-coded JPEG (card takes YCbCr)"));
-                }
-                let chroma_ok = self.sampling[1] == (1, 1) && self.sampling[2] == (1, 1);
-                let luma_ok = matches!(self.sampling[0], (1, 1) | (2, 1) | (2, 2) | (1, 2));
-                if !chroma_ok || !luma_ok {
-                    return Err(unsupported(&format!(
-                        "sampling {:?} (card takes 4:4:4, 4:2:2, 4:2:0, 4:4:0)",
-                        &self.sampling[..3]
-                    )));
-                }
-            }
-            n => return Err(unsupported(&format!("{n}-component JPEG (CMYK/YCCK)"))),
-        }
-        Ok(())
+        // The firmware's decision, word for word.
+        Ok(self.media.card_check()?)
     }
 }
 
