@@ -37,9 +37,10 @@ pub fn lines(
     series: &[Series],
     log_y: bool,
 ) -> Result<(), Error> {
-    let pts = series.iter().flat_map(|s| s.points.iter()).filter(|p| {
-        p.0.is_finite() && p.1.is_finite() && (!log_y || p.1 > 0.0)
-    });
+    let pts = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.0.is_finite() && p.1.is_finite() && (!log_y || p.1 > 0.0));
     let (mut x1, mut y0, mut y1) = (1e-9f64, f64::INFINITY, 1e-9f64);
     for p in pts {
         x1 = x1.max(p.0);
