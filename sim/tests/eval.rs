@@ -39,10 +39,21 @@ fn quick_eval_report_has_its_structure() {
     // The last line, exactly as the contract words it.
     let last = text.lines().last().unwrap();
     assert_eq!(last, s.last_line);
-    let want = format!("eval: report at {}; PREBA share of ideal: min ", s.report.display());
+    let want = format!(
+        "eval: report at {}; PREBA share of ideal: min ",
+        s.report.display()
+    );
     assert!(last.starts_with(&want), "{last}");
-    assert!(last.ends_with(&format!("% over {} models", cfg.model.len())), "{last}");
-    let x: f64 = last[want.len()..].split('%').next().unwrap().parse().unwrap();
+    assert!(
+        last.ends_with(&format!("% over {} models", cfg.model.len())),
+        "{last}"
+    );
+    let x: f64 = last[want.len()..]
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(x.is_finite() && x > 0.0 && x <= 150.0, "{x}");
     assert_eq!(s.models, 6);
 

@@ -74,7 +74,8 @@ fn start(preba: &Path, env: &[(String, String)], args: &[String]) -> Result<Serv
     Ok(Server { child, url })
 }
 
-const USAGE: &str = "usage: cargo xtask eval [--quick] [--validate] [--out DIR] [--rates A:B:S] [--duration S]";
+const USAGE: &str =
+    "usage: cargo xtask eval [--quick] [--validate] [--out DIR] [--rates A:B:S] [--duration S]";
 
 pub fn run(rest: &[&str]) -> Result<()> {
     let mut quick = false;
@@ -342,7 +343,11 @@ cpu_core_busy_w = 3.9
         ),
     )
     .map_err(|e| e.to_string())?;
-    let out = util::output(Command::new(preba).args(["sim", "--scenario"]).arg(&scenario))?;
+    let out = util::output(
+        Command::new(preba)
+            .args(["sim", "--scenario"])
+            .arg(&scenario),
+    )?;
     // Rows: offered thru p50 p95 p99 wait prewait batch slice% cpu% card% W mJ rejected.
     let sim: Vec<Vec<f64>> = out
         .lines()
@@ -400,7 +405,10 @@ cpu_core_busy_w = 3.9
         scenario.display()
     );
     if n == 0 {
-        return Ok((false, "validate: no rate below saturation; throughput error n/a, p95 error n/a".into()));
+        return Ok((
+            false,
+            "validate: no rate below saturation; throughput error n/a, p95 error n/a".into(),
+        ));
     }
     let ok = wt <= 5.0 && wp <= 15.0;
     Ok((
