@@ -130,6 +130,15 @@ pub fn decode_only(input: &[u8]) -> Result<(Vec<u8>, usize, DecoderUsed), Error>
     Ok((px, ch, DecoderUsed::General))
 }
 
+/// The baseline decoder's header parse alone (markers with the shared
+/// walker, tables, frame and scan headers): `Some(Ok(offset of the first
+/// entropy-coded byte))`, `Some(Err(_))` when it refuses the input, `None`
+/// when it leaves it to the general decoder. For the routing-agreement tests.
+#[doc(hidden)]
+pub fn baseline_parse(input: &[u8]) -> Option<Result<usize, Error>> {
+    baseline::parse_outcome(input)
+}
+
 fn check_profile(p: &ImageProfile) -> Result<(), Error> {
     p.validate().map_err(|e| {
         Error::InvalidProfile(

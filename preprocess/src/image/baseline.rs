@@ -368,10 +368,14 @@ impl HuffCache {
     }
 }
 
-/// Reads the tables and headers up to the first scan. Walks the markers
-/// with the shared walker ([`media::JpegWalker`], the one the probes use),
-/// so whatever the walk skips or refuses, it does here too.
+/// Reads the tables and headers up to the first scan. Runs the shared probe
+/// and walks the markers with the shared walker ([`media::JpegWalker`]), so
+/// whatever the probes skip or refuse, it skips or refuses too.
 fn parse(input: &[u8], cache: &mut HuffCache) -> Result<(Frame, Tables), Declined> {
+    // The card's probe first: whatever it refuses (walk, SOF, DRI, SOS
+    // header), this refuses the same way, by construction. A few hundred
+    // header bytes: nothing against the decode.
+    media::probe_jpeg(&mut &input[..]).map_err(|e| Declined::Err(e.into()))?;
     let mut walker = media::JpegWalker::new();
     let mut qt = [[0u16; 64]; 4];
     let mut qt_seen = [false; 4];
@@ -630,6 +634,18 @@ pub(crate) struct Decoded {
 
 /// Decodes the blocks the full-resolution window `[x0, x1) x [y0, y1)`
 /// needs (plus the chroma context fancy upsampling reads).
+/// What the decoder's header parse makes of `input`: `Some(Ok(offset of
+/// the first entropy-coded byte))`, `Some(Err(_))` when it refuses it, `None`
+/// when it declines it (structure for the general decoder). For the
+/// routing-agreement tests.
+pub(crate) fn parse_outcome(input: &[u8]) -> Option<Result<usize, Error>> {
+    match parse(input, &mut HuffCache::default()) {
+        Ok((f, _)) => Some(Ok(f.scan_start)),
+        Err(Declined::Err(e)) => Some(Err(e)),
+        Err(Declined::NotForUs) => None,
+    }
+}
+
 pub(crate) fn decode(
     input: &[u8],
     x0: usize,
