@@ -232,3 +232,66 @@ proptest! {
         let _ = media::probe_wav(&mut &w[..]);
     }
 }
+
+/// The walker's tolerance (libjpeg's next_marker / read_markers): what it
+/// skips, what is corrupt, what is unsupported, what is past its limits.
+#[test]
+fn jpeg_walker_tolerance() {
+    let base = jpeg(0, 8, 64, 48, &[(2, 2), (1, 1), (1, 1)], None, None);
+    let sof = base.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    let with = |at: usize, ins: &[u8]| {
+        let mut v = base[..at].to_vec();
+        v.extend_from_slice(ins);
+        v.extend_from_slice(&base[at..]);
+        v
+    };
+    // Skipped: junk, FF 00, fill bytes, RST and TEM before the first scan.
+    let p = probe(&with(sof, b"junk\xFF\x00\xFF\xFF\xFF\xD3\xFF\x01")).unwrap();
+    assert_eq!(p.skipped.junk, 6);
+    assert_eq!(p.skipped.fill, 2);
+    assert_eq!(p.skipped.standalone, 2);
+    assert_eq!(p.card_check(), Ok(()));
+    // The scan starts where it did, shifted by what was inserted.
+    let plain = probe(&base).unwrap().header.scan_offset;
+    assert_eq!(p.header.scan_offset, plain + 12);
+    for (ins, why) in [
+        (&b"\xFF\xD8"[..], "second SOI marker"),
+        (b"\xFF\xD9", "EOI before the first scan"),
+        (b"\xFF\xF3\x00\x02", "unknown JPEG marker (reserved, JPGn, DHP or EXP)"),
+        (b"\xFF\xDE\x00\x02", "unknown JPEG marker (reserved, JPGn, DHP or EXP)"),
+        (b"\xFF\xFE\x00\x01", "segment length below 2"),
+    ] {
+        assert_eq!(probe(&with(sof, ins)), Err(MediaError::Corrupt(why)));
+    }
+    assert_eq!(
+        probe(&with(sof, b"\xFF\xC6\x00\x02")),
+        Err(MediaError::Unsupported(
+            "hierarchical JPEG (SOF5-7, SOF13-15) or JPG marker"
+        ))
+    );
+    let junk = vec![0u8; media::MAX_JPEG_SKIPPED_BYTES as usize + 1];
+    assert_eq!(
+        probe(&with(sof, &junk)),
+        Err(MediaError::TooLarge("bytes skipped between JPEG markers"))
+    );
+    let ok_junk = vec![0u8; media::MAX_JPEG_SKIPPED_BYTES as usize];
+    assert!(probe(&with(sof, &ok_junk)).is_ok());
+    let coms = b"\xFF\xFE\x00\x02".repeat(media::MAX_JPEG_SEGMENTS as usize);
+    assert_eq!(
+        probe(&with(sof, &coms)),
+        Err(MediaError::TooLarge("marker segments before the first scan"))
+    );
+    // Component ids 'R' 'G' 'B' without an Adobe segment: RGB, not for the card.
+    let mut rgb = base.clone();
+    for (k, id) in b"RGB".iter().enumerate() {
+        rgb[sof + 10 + 3 * k] = *id;
+    }
+    let sos = rgb.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    for (k, id) in b"RGB".iter().enumerate() {
+        rgb[sos + 5 + 2 * k] = *id;
+    }
+    assert_eq!(
+        probe(&rgb).and_then(|p| p.card_check()),
+        Err(MediaError::Unsupported("RGB (not YCbCr) JPEG"))
+    );
+}
