@@ -109,7 +109,10 @@ fn named_mutations(b: &[u8]) -> Vec<(String, Vec<u8>)> {
     out.push(("junk-before-sos".into(), insert(b, sos, b"abc\x00\xFF\x00")));
     out.push(("fill-bytes".into(), insert(b, second, &[0xFF; 40])));
     out.push(("rst-before-sos".into(), insert(b, sos, b"\xFF\xD0")));
-    out.push(("rst-tem-after-soi".into(), insert(b, 2, b"\xFF\xD7\xFF\x01")));
+    out.push((
+        "rst-tem-after-soi".into(),
+        insert(b, 2, b"\xFF\xD7\xFF\x01"),
+    ));
     out.push(("junk-64k".into(), insert(b, sos, &vec![0x55; 65 * 1024])));
     let com = b"\xFF\xFE\x00\x02".repeat(1100);
     out.push(("1100-com".into(), insert(b, second, &com)));
@@ -217,13 +220,26 @@ fn tolerance_rules() {
 #[derive(Debug, Clone)]
 enum Mutation {
     /// Flip bits of a byte in the headers (before the first scan's data).
-    Flip { at: usize, xor: u8 },
+    Flip {
+        at: usize,
+        xor: u8,
+    },
     /// Insert bytes at the start of a segment (junk, fill, RST, TEM, markers).
-    Insert { seg: usize, bytes: Vec<u8> },
+    Insert {
+        seg: usize,
+        bytes: Vec<u8>,
+    },
     /// Duplicate or remove a segment.
-    Dup { seg: usize, to: usize },
-    Remove { seg: usize },
-    Truncate { at: usize },
+    Dup {
+        seg: usize,
+        to: usize,
+    },
+    Remove {
+        seg: usize,
+    },
+    Truncate {
+        at: usize,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {

@@ -317,7 +317,9 @@ impl JpegWalker {
         }
         self.segments += 1;
         if self.segments > MAX_JPEG_SEGMENTS {
-            return Err(MediaError::TooLarge("marker segments before the first scan"));
+            return Err(MediaError::TooLarge(
+                "marker segments before the first scan",
+            ));
         }
         let mut two = [0u8; 2];
         if !src.read(self.pos, &mut two) {
@@ -393,8 +395,8 @@ pub fn probe_jpeg<S: ByteSource>(src: &mut S) -> Result<JpegProbe, MediaError> {
                 let mut header = f.header;
                 header.restart_interval = restart_interval;
                 header.scan_offset = seg.end();
-                let rgb = header.components == 3
-                    && (adobe_transform == Some(0) || f.ids[..3] == *b"RGB");
+                let rgb =
+                    header.components == 3 && (adobe_transform == Some(0) || f.ids[..3] == *b"RGB");
                 return Ok(JpegProbe {
                     header,
                     chroma: [f.sampling[1], f.sampling[2]],

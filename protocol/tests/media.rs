@@ -257,8 +257,14 @@ fn jpeg_walker_tolerance() {
     for (ins, why) in [
         (&b"\xFF\xD8"[..], "second SOI marker"),
         (b"\xFF\xD9", "EOI before the first scan"),
-        (b"\xFF\xF3\x00\x02", "unknown JPEG marker (reserved, JPGn, DHP or EXP)"),
-        (b"\xFF\xDE\x00\x02", "unknown JPEG marker (reserved, JPGn, DHP or EXP)"),
+        (
+            b"\xFF\xF3\x00\x02",
+            "unknown JPEG marker (reserved, JPGn, DHP or EXP)",
+        ),
+        (
+            b"\xFF\xDE\x00\x02",
+            "unknown JPEG marker (reserved, JPGn, DHP or EXP)",
+        ),
         (b"\xFF\xFE\x00\x01", "segment length below 2"),
     ] {
         assert_eq!(probe(&with(sof, ins)), Err(MediaError::Corrupt(why)));
@@ -279,7 +285,9 @@ fn jpeg_walker_tolerance() {
     let coms = b"\xFF\xFE\x00\x02".repeat(media::MAX_JPEG_SEGMENTS as usize);
     assert_eq!(
         probe(&with(sof, &coms)),
-        Err(MediaError::TooLarge("marker segments before the first scan"))
+        Err(MediaError::TooLarge(
+            "marker segments before the first scan"
+        ))
     );
     // Component ids 'R' 'G' 'B' without an Adobe segment: RGB, not for the card.
     let mut rgb = base.clone();

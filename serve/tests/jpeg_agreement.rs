@@ -21,13 +21,15 @@ fn parts() -> Option<(PathBuf, PathBuf)> {
     let card = std::env::var_os("PREBA_CARD_BIN")
         .map(PathBuf::from)
         .or_else(|| Some(preba().with_file_name("preba-card")).filter(|p| p.is_file()));
-    let fw = std::env::var_os("PREBA_FIRMWARE").map(PathBuf::from).or_else(|| {
-        Some(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware"),
-        )
-        .filter(|p| p.is_file())
-    });
+    let fw = std::env::var_os("PREBA_FIRMWARE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Some(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware"),
+            )
+            .filter(|p| p.is_file())
+        });
     match (card, fw) {
         (Some(c), Some(f)) => Some((c, f)),
         (c, f) => {
@@ -77,7 +79,10 @@ fn mutations(b: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("rst-before-sos", insert(b, sos, b"\xFF\xD0")),
         ("rst-tem-after-soi", insert(b, 2, b"\xFF\xD7\xFF\x01")),
         ("junk-64k", insert(b, sos, &vec![0x55; 65 * 1024])),
-        ("1100-com", insert(b, second, &b"\xFF\xFE\x00\x02".repeat(1100))),
+        (
+            "1100-com",
+            insert(b, second, &b"\xFF\xFE\x00\x02".repeat(1100)),
+        ),
         ("unknown-marker", insert(b, sos, b"\xFF\xF0\x00\x02")),
         ("sof5", insert(b, sos, b"\xFF\xC5\x00\x02")),
         ("eoi-before-sos", insert(b, sos, b"\xFF\xD9")),
@@ -120,7 +125,10 @@ fn mutations(b: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn run(card: &str, bin: &Path, fw: &Path, dir: &Path, inputs: &[PathBuf]) -> (i32, Vec<u8>, Value) {
-    let (out, man) = (dir.join(format!("{card}.npy")), dir.join(format!("{card}.json")));
+    let (out, man) = (
+        dir.join(format!("{card}.npy")),
+        dir.join(format!("{card}.json")),
+    );
     let o = Command::new(preba())
         .env("PREBA_CARD_BIN", bin)
         .env("PREBA_FIRMWARE", fw)
@@ -197,12 +205,20 @@ fn jpeg_fixtures_and_mutations_agree_between_card_and_cpu() {
                 _ => "?",
             };
             if s != want {
-                diffs.push(format!("{}: card status {s} vs cpu {}", c["path"], c["error"]));
+                diffs.push(format!(
+                    "{}: card status {s} vs cpu {}",
+                    c["path"], c["error"]
+                ));
             }
         }
         on_card += usize::from(e["via"] == "card");
     }
-    assert!(diffs.is_empty(), "{} differ:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} differ:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
     assert_eq!(rc_cpu, rc_card);
     assert!(out_cpu == out_card, "tensor bytes differ");
     assert!(on_card > 100, "only {on_card} inputs on the card");
