@@ -12,63 +12,10 @@
 //! Default slices are modeled A100 1g.5gb x7 (the paper's set-up; their outputs are
 //! marked modeled), so the GPU side is not the bottleneck on a machine without one.
 
+use crate::served::start;
 use crate::util::{self, Result, cargo, root};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(preba: &Path, fw: &Path, args: &[String]) -> Result<Server> {
-    let mut child = Command::new(preba)
-        .arg("serve")
-        .args(args)
-        .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .env("PREBA_FIRMWARE", fw)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("preba serve: {e}"))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-            if !sent && let Some(u) = line.strip_prefix("preba serve: listening on ") {
-                let _ = tx.send(u.trim().to_string());
-                sent = true;
-            } else if !line.starts_with("preba serve:") {
-                eprintln!("  {line}");
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(120))
-        .map_err(|_| format!("preba serve {args:?} did not start"))?;
-    Ok(Server { child, url })
-}
+use std::process::Command;
 
 /// utime + stime of one process (not its children), seconds.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -207,6 +154,7 @@ pub fn run(rest: &[&str]) -> Result<()> {
         }
     }
     let fw = crate::setup::build_fw()?;
+    let fw_env = [("PREBA_FIRMWARE".to_string(), fw.display().to_string())];
     let env = crate::setup::serving_env()?;
     util::run(cargo().args([
         "build",
@@ -320,7 +268,7 @@ pub fn run(rest: &[&str]) -> Result<()> {
         ("cpu-preprocessing", "cpu", false),
         ("ideal", "cpu", true),
     ] {
-        let s = start(&preba, &fw, &base(card, &slices))?;
+        let s = start(&preba, &fw_env, &base(card, &slices))?;
         let pid = s.child.id();
         let c0 = cpu_seconds(pid);
         let rows = if ideal_in {
@@ -410,7 +358,7 @@ pub fn run(rest: &[&str]) -> Result<()> {
         "--max-queue".into(),
         "100000".into(),
     ]);
-    let s = start(&preba, &fw, &a)?;
+    let s = start(&preba, &fw_env, &a)?;
     let pid = s.child.id();
     // One rate at a time, so the CPU of each is the server's at that load:
     // per-request cost falls as batches fill, so the rate is part of the number.

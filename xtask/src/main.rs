@@ -11,6 +11,7 @@ mod bench_serve;
 mod bench_softcore;
 mod eval;
 mod qemu;
+mod served;
 mod setup;
 mod util;
 
