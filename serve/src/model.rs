@@ -1,13 +1,13 @@
-//! One served model at run time: its batcher driven in real time by a
-//! dispatcher thread, and one supervisor thread per slice that owns the
-//! worker process, runs the batches it is given and restarts the worker
-//! when it dies.
+//! One served model at run time: its batching policy driven in real time,
+//! and one supervisor thread per slice that owns the worker process, runs
+//! the batches it is given and restarts the worker when it dies.
 //!
-//! The dispatcher is the only owner of the policy (`preba_batcher::Policy`):
-//! arrivals, slice-free and slice-down events reach it over a channel, its
-//! timer is the channel's receive timeout, and its actions go out as
-//! batches to slice threads or as rejections. The same policy code runs in
-//! virtual time in the simulator.
+//! The policy (`preba_batcher::Policy`) sits behind one lock and is run in
+//! place by whoever has an event: the HTTP task that submits an arrival, the
+//! supervisor whose slice became free or died, and a timer thread that sleeps
+//! until the time the policy armed. Its actions go out as batches to slice
+//! threads or as rejections. The same policy code runs in virtual time in
+//! the simulator.
 #![forbid(unsafe_code)]
 
 use crate::arena::{Arena, SlotLease, SlotPool, runs};
@@ -19,8 +19,8 @@ use preba_slice::{Dtype, ModelMeta, SliceError, SliceSpec, WorkerClient, WorkerS
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -64,13 +64,6 @@ struct Waiting {
     enq: Instant,
 }
 
-enum Ctl {
-    Arrive(RequestId, Option<f32>, Option<Duration>, Waiting),
-    Free(usize),
-    Down(usize),
-    Stop,
-}
-
 struct BatchJob {
     items: Vec<Waiting>,
 }
@@ -93,7 +86,7 @@ pub struct Model {
     /// Elements admitted and not yet answered.
     pub inflight: AtomicUsize,
     next_id: AtomicU64,
-    ctl: Mutex<Sender<Ctl>>,
+    batcher: Arc<Batcher>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
 }
@@ -125,7 +118,7 @@ fn dtype_of(d: preba_protocol::profile::Dtype) -> Dtype {
 impl Model {
     /// Spawns one worker per slice (the first reports the model's metadata),
     /// checks the model against its preprocessing, reserves arena regions and
-    /// starts the dispatcher and slice threads.
+    /// starts the timer and slice threads.
     pub fn start(cfg: ModelConfig, l: Launch) -> Result<Arc<Model>, String> {
         let n = l.slices.len();
         if n == 0 {
@@ -191,7 +184,6 @@ impl Model {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = vec![0; l.batch_max.len()];
         let metrics = Arc::new(metrics);
-        let (ctl_tx, ctl_rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut slice_txs = Vec::new();
@@ -207,9 +199,29 @@ impl Model {
                 .map(|t| t.name.clone()),
             n_mels: cfg.audio.n_mels as usize,
         });
-        for (i, (client, (spec, out_off, in_off))) in clients.into_iter().zip(specs).enumerate() {
+        let mut slice_rxs = Vec::new();
+        for _ in 0..n {
             let (tx, rx) = mpsc::channel::<BatchJob>();
             slice_txs.push(tx);
+            slice_rxs.push(rx);
+        }
+        let batcher = Arc::new(Batcher {
+            core: Mutex::new(Core {
+                policy: l.policy,
+                waiting: HashMap::new(),
+                slices: slice_txs,
+                timer: None,
+                stopped: false,
+                actions: Vec::new(),
+            }),
+            timer_cv: Condvar::new(),
+            start: Instant::now(),
+            metrics: metrics.clone(),
+            debug: std::env::var_os("PREBA_DEBUG_BATCHER").is_some(),
+        });
+        for (i, ((client, (spec, out_off, in_off)), rx)) in
+            clients.into_iter().zip(specs).zip(slice_rxs).enumerate()
+        {
             let sup = Supervisor {
                 idx: i,
                 spec,
@@ -219,7 +231,7 @@ impl Model {
                 out_cap: out_cap as u64,
                 in_off,
                 arena: arena.clone(),
-                ctl: ctl_tx.clone(),
+                batcher: batcher.clone(),
                 metrics: metrics.clone(),
                 shape: model_info.clone(),
                 stopping: stopping.clone(),
@@ -232,18 +244,11 @@ impl Model {
                     .map_err(|e| e.to_string())?,
             );
         }
-        let disp = Dispatcher {
-            policy: l.policy,
-            rx: ctl_rx,
-            slices: slice_txs,
-            waiting: HashMap::new(),
-            start: Instant::now(),
-            metrics: metrics.clone(),
-        };
+        let b = batcher.clone();
         threads.push(
             std::thread::Builder::new()
-                .name(format!("batcher-{}", cfg.name))
-                .spawn(move || disp.run())
+                .name(format!("timer-{}", cfg.name))
+                .spawn(move || b.timer_loop())
                 .map_err(|e| e.to_string())?,
         );
         Ok(Arc::new(Model {
@@ -260,7 +265,7 @@ impl Model {
             max_queue: l.max_queue,
             inflight: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
-            ctl: Mutex::new(ctl_tx),
+            batcher,
             threads: Mutex::new(threads),
             stopping,
         }))
@@ -283,24 +288,15 @@ impl Model {
             tx,
             enq: Instant::now(),
         };
-        let ctl = self.ctl.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError(Ctl::Arrive(_, _, _, w))) =
-            ctl.send(Ctl::Arrive(id, duration_s, budget, w))
-        {
-            let _ = w.tx.send(Err((503, "the server is shutting down".into())));
-        }
+        self.batcher.event(Input::Arrive(id, duration_s, budget, w));
         rx
     }
 
-    /// Stops the dispatcher and the workers (after the caller has drained
+    /// Stops the policy and the workers (after the caller has drained
     /// requests); waits for the threads.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let _ = self
-            .ctl
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Ctl::Stop);
+        self.batcher.stop();
         let threads: Vec<_> = self
             .threads
             .lock()
@@ -403,94 +399,150 @@ struct BatchShape {
     n_mels: usize,
 }
 
-struct Dispatcher {
-    policy: Box<dyn Policy>,
-    rx: Receiver<Ctl>,
-    slices: Vec<Sender<BatchJob>>,
-    waiting: HashMap<RequestId, Waiting>,
+/// The policy and what waits on it, driven in place: callers (HTTP tasks
+/// submitting, slice supervisors reporting free/down) run the policy under
+/// the lock themselves, so an arrival costs no thread hand-off; only the
+/// armed timer has a thread of its own, which sleeps until the earliest
+/// deadline the policy asked for.
+struct Batcher {
+    core: Mutex<Core>,
+    /// Wakes the timer thread when the armed time moves or on stop.
+    timer_cv: Condvar,
     start: Instant,
     metrics: Arc<ModelMetrics>,
+    debug: bool,
 }
 
-impl Dispatcher {
+struct Core {
+    policy: Box<dyn Policy>,
+    waiting: HashMap<RequestId, Waiting>,
+    slices: Vec<Sender<BatchJob>>,
+    timer: Option<Time>,
+    stopped: bool,
+    actions: Vec<Action>,
+}
+
+enum Input {
+    Arrive(RequestId, Option<f32>, Option<Duration>, Waiting),
+    Free(usize),
+    Down(usize),
+}
+
+impl Batcher {
     fn now(&self) -> Time {
         self.start.elapsed().as_nanos() as Time
     }
 
-    fn run(mut self) {
-        let mut timer: Option<Time> = None;
-        let mut actions = Vec::new();
-        loop {
-            let msg = match timer {
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(at) => {
-                    let now = self.now();
-                    if at <= now {
-                        Err(RecvTimeoutError::Timeout)
-                    } else {
-                        self.rx.recv_timeout(Duration::from_nanos(at - now))
-                    }
-                }
-            };
-            let ev = match msg {
-                Ok(Ctl::Arrive(id, dur, budget, w)) => {
-                    let arrival = self.now();
-                    self.waiting.insert(id, w);
-                    Event::Arrival(Request {
-                        id,
-                        arrival,
-                        duration_s: dur,
-                        deadline: budget.map(|b| arrival + b.as_nanos() as Time),
-                    })
-                }
-                Ok(Ctl::Free(s)) => Event::SliceFree { slice: s },
-                Ok(Ctl::Down(s)) => Event::SliceDown { slice: s },
-                Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    timer = None;
-                    Event::Timer
-                }
-            };
-            let now = self.now();
-            let dbg_ev = format!("{ev:?}");
-            self.policy.handle(now, ev, &mut actions);
-            if std::env::var_os("PREBA_DEBUG_BATCHER").is_some() {
-                eprintln!("batcher {} ms: {dbg_ev} -> {actions:?}", now as f64 / 1e6);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One event into the policy, its actions carried out.
+    fn event(&self, input: Input) {
+        let mut c = self.lock();
+        if c.stopped {
+            if let Input::Arrive(_, _, _, w) = input {
+                let _ = w.tx.send(Err((503, "the server is shutting down".into())));
             }
-            for a in actions.drain(..) {
-                match a {
-                    Action::Dispatch { slice, batch, .. } => {
-                        let items: Vec<Waiting> = batch
-                            .iter()
-                            .filter_map(|id| self.waiting.remove(id))
-                            .collect();
-                        if let Some(tx) = self.slices.get(slice)
-                            && let Err(mpsc::SendError(job)) = tx.send(BatchJob { items })
-                        {
-                            for w in job.items {
-                                let _ = w.tx.send(Err((500, format!("slice {slice} is gone"))));
-                            }
-                        }
-                    }
-                    Action::ArmTimer { at } => timer = Some(at),
-                    Action::Reject { id, reason } => {
-                        if let Some(w) = self.waiting.remove(&id) {
-                            self.metrics.rejected_queue_full.add(1);
-                            let _ = w.tx.send(Err((503, reason.to_string())));
-                        }
-                    }
-                }
-            }
-            *self
-                .metrics
-                .queue_depth
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = self.policy.queue_depths();
+            return;
         }
-        // Whatever is still queued gets its one answer.
-        for (_, w) in self.waiting.drain() {
+        let now = self.now();
+        let ev = match input {
+            Input::Arrive(id, dur, budget, w) => {
+                c.waiting.insert(id, w);
+                Event::Arrival(Request {
+                    id,
+                    arrival: now,
+                    duration_s: dur,
+                    deadline: budget.map(|b| now + b.as_nanos() as Time),
+                })
+            }
+            Input::Free(s) => Event::SliceFree { slice: s },
+            Input::Down(s) => Event::SliceDown { slice: s },
+        };
+        self.run_policy(&mut c, now, ev);
+    }
+
+    fn run_policy(&self, c: &mut Core, now: Time, ev: Event) {
+        let dbg = self.debug.then(|| format!("{ev:?}"));
+        let mut actions = std::mem::take(&mut c.actions);
+        c.policy.handle(now, ev, &mut actions);
+        if let Some(d) = dbg {
+            eprintln!("batcher {} ms: {d} -> {actions:?}", now as f64 / 1e6);
+        }
+        for a in actions.drain(..) {
+            match a {
+                Action::Dispatch { slice, batch, .. } => {
+                    let items: Vec<Waiting> =
+                        batch.iter().filter_map(|id| c.waiting.remove(id)).collect();
+                    if let Some(tx) = c.slices.get(slice)
+                        && let Err(mpsc::SendError(job)) = tx.send(BatchJob { items })
+                    {
+                        for w in job.items {
+                            let _ = w.tx.send(Err((500, format!("slice {slice} is gone"))));
+                        }
+                    }
+                }
+                Action::ArmTimer { at } => {
+                    if c.timer.is_none_or(|t| at < t) {
+                        self.timer_cv.notify_one();
+                    }
+                    c.timer = Some(at);
+                }
+                Action::Reject { id, reason } => {
+                    if let Some(w) = c.waiting.remove(&id) {
+                        self.metrics.rejected_queue_full.add(1);
+                        let _ = w.tx.send(Err((503, reason.to_string())));
+                    }
+                }
+            }
+        }
+        c.actions = actions;
+        *self
+            .metrics
+            .queue_depth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = c.policy.queue_depths();
+    }
+
+    /// The timer thread: fires `Timer` at the armed time.
+    fn timer_loop(&self) {
+        let mut c = self.lock();
+        loop {
+            if c.stopped {
+                return;
+            }
+            let now = self.now();
+            match c.timer {
+                None => {
+                    c = self.timer_cv.wait(c).unwrap_or_else(|e| e.into_inner());
+                }
+                Some(at) if at <= now => {
+                    c.timer = None;
+                    self.run_policy(&mut c, now, Event::Timer);
+                }
+                Some(at) => {
+                    c = self
+                        .timer_cv
+                        .wait_timeout(c, Duration::from_nanos(at - now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Stops dispatching: what is queued gets its one answer, slice
+    /// threads see their channels close.
+    fn stop(&self) {
+        let mut c = self.lock();
+        c.stopped = true;
+        c.slices.clear();
+        for (_, w) in c.waiting.drain() {
             let _ = w.tx.send(Err((503, "the server is shutting down".into())));
         }
+        drop(c);
+        self.timer_cv.notify_all();
     }
 }
 
@@ -503,7 +555,7 @@ struct Supervisor {
     out_cap: u64,
     in_off: Option<usize>,
     arena: Arc<Arena>,
-    ctl: Sender<Ctl>,
+    batcher: Arc<Batcher>,
     metrics: Arc<ModelMetrics>,
     shape: Arc<BatchShape>,
     stopping: Arc<AtomicBool>,
@@ -515,12 +567,12 @@ impl Supervisor {
         while let Ok(job) = rx.recv() {
             self.batch(job);
             if self.client.is_none() {
-                let _ = self.ctl.send(Ctl::Down(self.idx));
+                self.batcher.event(Input::Down(self.idx));
                 if !self.respawn() {
                     return;
                 }
             }
-            let _ = self.ctl.send(Ctl::Free(self.idx));
+            self.batcher.event(Input::Free(self.idx));
         }
         if let Some(mut c) = self.client.take() {
             c.kill();
