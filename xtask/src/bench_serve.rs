@@ -12,21 +12,10 @@
 //! Default slices are modeled A100 1g.5gb x7 (the paper's set-up; their outputs are
 //! marked modeled), so the GPU side is not the bottleneck on a machine without one.
 
-use crate::served::start;
+use crate::served::{cpu_seconds, start};
 use crate::util::{self, Result, cargo, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// utime + stime of one process (not its children), seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let tick = 100.0;
-    let u: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    (u + st) / tick
-}
 
 struct Row {
     offered: f64,

@@ -32,7 +32,26 @@ impl Drop for Server {
 }
 
 pub fn start(preba: &Path, env: &[(String, String)], args: &[String]) -> Result<Server> {
-    let mut child = Command::new(preba)
+    start_on(preba, env, args, None)
+}
+
+/// `start`, with the server (and the workers it spawns) pinned to `cpus`
+/// (a taskset list) when given.
+pub fn start_on(
+    preba: &Path,
+    env: &[(String, String)],
+    args: &[String],
+    cpus: Option<&str>,
+) -> Result<Server> {
+    let mut cmd = match cpus {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", c]).arg(preba);
+            t
+        }
+        None => Command::new(preba),
+    };
+    let mut child = cmd
         .arg("serve")
         .args(args)
         .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
@@ -58,4 +77,32 @@ pub fn start(preba: &Path, env: &[(String, String)], args: &[String]) -> Result<
         .recv_timeout(Duration::from_secs(120))
         .map_err(|_| format!("preba serve {args:?} did not start"))?;
     Ok(Server { child, url })
+}
+
+/// utime + stime of one process (not its children), seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = 100.0;
+    let u: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (u + st) / tick
+}
+
+/// CPU seconds of a process and its live children (a server and its workers).
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let mut total = cpu_seconds(pid);
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.filter_map(|e| e.ok()) {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in kids
+                .split_whitespace()
+                .filter_map(|k| k.parse::<u32>().ok())
+            {
+                total += cpu_seconds(k);
+            }
+        }
+    }
+    total
 }
