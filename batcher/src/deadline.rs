@@ -3,7 +3,7 @@
 //! urgent request still makes its deadline, early rejection of requests that
 //! cannot. The rules are in the crate doc.
 
-use crate::{Action, Entry, Error, Event, Policy, RejectReason, RequestId, SliceId, Time};
+use crate::{Action, Armed, Entry, Error, Event, Policy, RejectReason, RequestId, SliceId, Time};
 
 /// Latency of one slice as a function of batch size: `(batch, ns)` points,
 /// strictly increasing in batch, interpolated like [`Entry::latency_ns`].
@@ -96,7 +96,7 @@ pub struct Deadline {
     /// Earliest deadline first (ties: arrival, then admission order).
     queue: Vec<Queued>,
     slices: Vec<SliceState>,
-    armed: Option<Time>,
+    armed: Armed,
     /// A waiting batch leaves this long before its latest start.
     slack: Time,
 }
@@ -119,7 +119,7 @@ impl Deadline {
         Ok(Deadline {
             queue: Vec::new(),
             slices: vec![SliceState::Free; cfg.slices.len()],
-            armed: None,
+            armed: Armed::default(),
             slack: 0,
             cfg,
         })
@@ -262,17 +262,6 @@ impl Deadline {
             .map(|s| d - self.lat(s, 1) + 1)
             .max()
     }
-
-    fn rearm(&mut self, wake: Option<Time>, out: &mut Vec<Action>) {
-        match wake {
-            Some(at) if self.armed != Some(at) => {
-                self.armed = Some(at);
-                out.push(Action::ArmTimer { at });
-            }
-            Some(_) => {}
-            None => self.armed = None,
-        }
-    }
 }
 
 impl Policy for Deadline {
@@ -315,9 +304,7 @@ impl Policy for Deadline {
                 }
             }
             Event::Timer => {
-                if self.armed.is_some_and(|at| at > now) {
-                    self.armed = None;
-                }
+                self.armed.fired(now);
             }
         }
         let wake = loop {
@@ -331,7 +318,7 @@ impl Policy for Deadline {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.rearm(wake, out);
+        self.armed.rearm(wake, out);
     }
 
     fn queued(&self) -> usize {

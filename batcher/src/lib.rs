@@ -116,6 +116,33 @@ mod preba;
 pub mod profile;
 mod triton;
 
+/// The one timer a policy holds, as the driver sees it: `ArmTimer` goes
+/// out only when the wake-up time changes, and a `Timer` that fires early
+/// (before the armed time) forgets it so the same time is armed again.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Armed(Option<Time>);
+
+impl Armed {
+    /// After a `Timer` event at `now`.
+    pub(crate) fn fired(&mut self, now: Time) {
+        if self.0.is_some_and(|at| at > now) {
+            self.0 = None;
+        }
+    }
+
+    /// Arms `wake` (or disarms) and emits `ArmTimer` when it changed.
+    pub(crate) fn rearm(&mut self, wake: Option<Time>, out: &mut Vec<Action>) {
+        match wake {
+            Some(at) if self.0 != Some(at) => {
+                self.0 = Some(at);
+                out.push(Action::ArmTimer { at });
+            }
+            Some(_) => {}
+            None => self.0 = None,
+        }
+    }
+}
+
 pub use deadline::{Deadline, DeadlineConfig, SliceModel};
 pub use preba::{AUDIO_BUCKET_WIDTH_S, Preba, PrebaConfig};
 pub use profile::{Entry, Point, ProfileTable};

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use crate::profile::ProfileTable;
-use crate::{Action, Entry, Error, Event, Policy, RejectReason, Request, RequestId, Time};
+use crate::{Action, Armed, Entry, Error, Event, Policy, RejectReason, Request, RequestId, Time};
 
 /// The paper's audio bucket width.
 pub const AUDIO_BUCKET_WIDTH_S: f32 = 2.5;
@@ -124,7 +124,7 @@ pub struct Preba {
     slices: Vec<SliceState>,
     queued: usize,
     /// The `at` of the last ArmTimer emitted while something was queued.
-    armed: Option<Time>,
+    armed: Armed,
 }
 
 impl Preba {
@@ -155,7 +155,7 @@ impl Preba {
             buckets: vec![VecDeque::new(); cfg.batch_max.len()],
             slices: vec![SliceState::Free; cfg.slices],
             queued: 0,
-            armed: None,
+            armed: Armed::default(),
             cfg,
         })
     }
@@ -242,15 +242,8 @@ impl Preba {
             .filter_map(|b| b.front())
             .map(|q| self.deadline(q))
             .min();
-        match earliest {
-            Some(at) if self.armed != Some(at) => {
-                self.armed = Some(at);
-                out.push(Action::ArmTimer { at });
-            }
-            Some(_) => {}
-            // The stale timer may still fire; a Timer with nothing due is harmless.
-            None => self.armed = None,
-        }
+        // A stale timer may still fire; a Timer with nothing due is harmless.
+        self.armed.rearm(earliest, out);
     }
 }
 
@@ -292,9 +285,7 @@ impl Policy for Preba {
             Event::Timer => {
                 // Fired before the armed time: the driver's timer is spent but
                 // the deadline is still ahead, so it must be armed again.
-                if self.armed.is_some_and(|at| at > now) {
-                    self.armed = None;
-                }
+                self.armed.fired(now);
             }
         }
         self.dispatch(now, out);

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::{Action, Error, Event, Policy, RejectReason, RequestId, SliceId, Time};
+use crate::{Action, Armed, Error, Event, Policy, RejectReason, RequestId, SliceId, Time};
 
 #[derive(Clone, Debug)]
 pub struct TritonConfig {
@@ -45,7 +45,7 @@ pub struct Triton {
     /// The slice the load balancer tries next.
     next: SliceId,
     queued: usize,
-    armed: Option<Time>,
+    armed: Armed,
 }
 
 impl Triton {
@@ -79,7 +79,7 @@ impl Triton {
             slices: vec![SliceState::Free; cfg.slices],
             next: 0,
             queued: 0,
-            armed: None,
+            armed: Armed::default(),
             cfg,
         })
     }
@@ -142,17 +142,6 @@ impl Triton {
         }
         wake
     }
-
-    fn rearm(&mut self, wake: Option<Time>, out: &mut Vec<Action>) {
-        match wake {
-            Some(at) if self.armed != Some(at) => {
-                self.armed = Some(at);
-                out.push(Action::ArmTimer { at });
-            }
-            Some(_) => {}
-            None => self.armed = None,
-        }
-    }
 }
 
 impl Policy for Triton {
@@ -191,13 +180,11 @@ impl Policy for Triton {
                 }
             }
             Event::Timer => {
-                if self.armed.is_some_and(|at| at > now) {
-                    self.armed = None;
-                }
+                self.armed.fired(now);
             }
         }
         let wake = self.dispatch(now, out);
-        self.rearm(wake, out);
+        self.armed.rearm(wake, out);
     }
 
     fn queued(&self) -> usize {

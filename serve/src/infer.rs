@@ -10,7 +10,7 @@ use crate::model::{Answer, Item, Model, Row};
 use crate::repo::Kind;
 use crate::server::State;
 use preba_host::backend::{Job, Output, Via};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -34,8 +34,8 @@ impl Reply {
 
 /// What the client sent, per element.
 enum Element {
-    /// Encoded JPEG/WAV bytes to preprocess.
-    Encoded(Vec<u8>),
+    /// Encoded JPEG/WAV bytes to preprocess (a view of the body when binary).
+    Encoded(bytes::Bytes),
     /// An already preprocessed tensor (the "ideal" path).
     Tensor(bytes::Bytes),
     /// Already computed log-Mel features `[n_mels, frames]` of an audio model.
@@ -261,16 +261,20 @@ fn elements(
                 ),
             ));
         }
-        let v: Vec<Vec<u8>> = match &inp.data {
+        let v: Vec<bytes::Bytes> = match &inp.data {
             TensorData::Binary(r) => {
-                let buf = &body[r.clone()];
-                kserve::split_bytes(buf, &inp.name)
+                let buf = body.slice(r.clone());
+                kserve::split_bytes(&buf, &inp.name)
                     .map_err(|e| (400, e))?
                     .into_iter()
-                    .map(|e| buf[e].to_vec())
+                    .map(|e| buf.slice(e))
                     .collect()
             }
-            TensorData::Json(j) => kserve::json_bytes(j, &inp.name).map_err(|e| (400, e))?,
+            TensorData::Json(j) => kserve::json_bytes(j, &inp.name)
+                .map_err(|e| (400, e))?
+                .into_iter()
+                .map(bytes::Bytes::from)
+                .collect(),
         };
         if v.len() != b {
             return Err((
@@ -593,7 +597,6 @@ fn assemble(
         &tensors,
         params,
     );
-    let _ = Value::Null;
     Ok(Reply {
         status: 200,
         body,

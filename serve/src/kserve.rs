@@ -106,12 +106,12 @@ pub fn parse_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReques
             .map(|d| d.as_i64().filter(|&d| d >= 0))
             .collect::<Option<_>>()
             .ok_or_else(|| format!("input {name}: `shape` must be non-negative integers"))?;
-        let elements = shape
+        // Element count bounded before anything is sized by it.
+        shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
             .filter(|&n| n <= MAX_ELEMENTS)
             .ok_or_else(|| format!("input {name}: shape {shape:?} is too large"))?;
-        let _ = elements;
         let bin = o
             .get("parameters")
             .and_then(Value::as_object)

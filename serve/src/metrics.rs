@@ -88,16 +88,18 @@ pub struct CardGauges {
     pub errors: u64,
 }
 
+/// One metric family: HELP, TYPE and a line per (labels, value).
+fn family(s: &mut String, name: &str, help: &str, ty: &str, rows: Vec<(String, String)>) {
+    let _ = writeln!(s, "# HELP {name} {help}");
+    let _ = writeln!(s, "# TYPE {name} {ty}");
+    for (labels, v) in rows {
+        let _ = writeln!(s, "{name}{{{labels}}} {v}");
+    }
+}
+
 /// Prometheus text exposition of every model.
 pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>) -> String {
     let mut s = String::new();
-    let mut family = |name: &str, help: &str, ty: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(s, "# HELP {name} {help}");
-        let _ = writeln!(s, "# TYPE {name} {ty}");
-        for (labels, v) in rows {
-            let _ = writeln!(s, "{name}{{{labels}}} {v}");
-        }
-    };
     let lab = |m: &str, v: &str| format!("model=\"{m}\",version=\"{v}\"");
     let per = |f: &dyn Fn(&ModelMetrics) -> u64| {
         models
@@ -106,91 +108,89 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
             .collect::<Vec<_>>()
     };
     family(
+        &mut s,
         "nv_inference_request_success",
         "Number of successful inference requests",
         "counter",
         per(&|m| m.request_success.get()),
     );
     family(
+        &mut s,
         "nv_inference_request_failure",
         "Number of failed inference requests",
         "counter",
         per(&|m| m.request_failure.get()),
     );
     family(
+        &mut s,
         "nv_inference_count",
         "Number of inferences performed (a client batch of B counts B)",
         "counter",
         per(&|m| m.inference_count.get()),
     );
     family(
+        &mut s,
         "nv_inference_exec_count",
         "Number of model executions (batches)",
         "counter",
         per(&|m| m.exec_count.get()),
     );
     family(
+        &mut s,
         "nv_inference_request_duration_us",
         "Cumulative request duration in microseconds",
         "counter",
         per(&|m| m.request_ns.get() / 1000),
     );
     family(
+        &mut s,
         "nv_inference_queue_duration_us",
         "Cumulative time requests spent in the batching queue in microseconds",
         "counter",
         per(&|m| m.queue_ns.get() / 1000),
     );
     family(
+        &mut s,
         "nv_inference_compute_infer_duration_us",
         "Cumulative model execution time in microseconds",
         "counter",
         per(&|m| m.infer_ns.get() / 1000),
     );
     family(
+        &mut s,
         "preba_preprocess_duration_us",
         "Cumulative preprocessing time (card or CPU) in microseconds",
         "counter",
         per(&|m| m.preprocess_ns.get() / 1000),
     );
     family(
+        &mut s,
         "preba_cpu_fallback_total",
         "Inputs the card did not take, preprocessed on the CPU",
         "counter",
         per(&|m| m.cpu_fallback.get()),
     );
     family(
+        &mut s,
         "preba_gather_copies_total",
         "Batches whose slots were not contiguous, gathered by a copy",
         "counter",
         per(&|m| m.gather_copies.get()),
     );
     family(
+        &mut s,
         "preba_pad_copies_total",
         "Audio batches copied to pad to their longest input",
         "counter",
         per(&|m| m.pad_copies.get()),
     );
     family(
+        &mut s,
         "preba_rejected_queue_full_total",
         "Requests answered 503 because the queue was full",
         "counter",
         per(&|m| m.rejected_queue_full.get()),
     );
-    let mut hist = Vec::new();
-    for (m, v, x) in models {
-        for (i, b) in BATCH_BUCKETS.iter().enumerate() {
-            hist.push((
-                format!("{},le=\"{b}\"", lab(m, v)),
-                x.batch_hist[i].get().to_string(),
-            ));
-        }
-        hist.push((
-            format!("{},le=\"+Inf\"", lab(m, v)),
-            x.exec_count.get().to_string(),
-        ));
-    }
-    let _ = hist;
     let mut bucket_rows = Vec::new();
     let mut sum_rows = Vec::new();
     let mut count_rows = Vec::new();
@@ -248,32 +248,29 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
             sfail.push((l, sm.failures.get().to_string()));
         }
     }
-    let mut family = |name: &str, help: &str, ty: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(s, "# HELP {name} {help}");
-        let _ = writeln!(s, "# TYPE {name} {ty}");
-        for (labels, v) in rows {
-            let _ = writeln!(s, "{name}{{{labels}}} {v}");
-        }
-    };
     family(
+        &mut s,
         "preba_queue_depth",
         "Requests waiting in the batcher, per length bucket",
         "gauge",
         depth,
     );
     family(
+        &mut s,
         "preba_slice_busy_seconds_total",
         "Time each slice spent running batches",
         "counter",
         busy,
     );
     family(
+        &mut s,
         "preba_slice_restarts_total",
         "Worker processes restarted after dying",
         "counter",
         restarts,
     );
     family(
+        &mut s,
         "preba_slice_failed_batches_total",
         "Batches that failed on a slice",
         "counter",
@@ -282,30 +279,35 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
     if let Some(c) = card {
         let l = format!("card=\"{}\"", c.name);
         family(
+            &mut s,
             "preba_card_power_watts",
             "Board power from the card's power monitor (TELEMETRY)",
             "gauge",
             vec![(l.clone(), format!("{:.3}", c.power_w))],
         );
         family(
+            &mut s,
             "preba_card_cu_busy_seconds_total",
             "Compute-unit busy time summed over CUs (TELEMETRY)",
             "counter",
             vec![(l.clone(), format!("{:.6}", c.cu_busy_s))],
         );
         family(
+            &mut s,
             "preba_card_compute_units",
             "Compute units on the card",
             "gauge",
             vec![(l.clone(), c.cus.to_string())],
         );
         family(
+            &mut s,
             "preba_card_requests_total",
             "Requests the card completed (TELEMETRY)",
             "counter",
             vec![(l.clone(), c.requests.to_string())],
         );
         family(
+            &mut s,
             "preba_card_errors_total",
             "Requests the card failed (TELEMETRY)",
             "counter",

@@ -12,53 +12,10 @@
 //! Default slices are modeled A100 1g.5gb x7 (the paper's set-up; their outputs are
 //! marked modeled), so the GPU side is not the bottleneck on a machine without one.
 
-use crate::served::{cpu_seconds, start};
+use crate::served::{Rate, cpu_seconds, read_csv, start};
 use crate::util::{self, Result, cargo, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-struct Row {
-    offered: f64,
-    achieved: f64,
-    p95: f64,
-    ok: u64,
-    errors: u64,
-}
-
-fn read_csv(p: &Path) -> Result<Vec<Row>> {
-    let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let mut lines = t.lines();
-    let head: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let col = |n: &str| {
-        head.iter()
-            .position(|h| *h == n)
-            .ok_or(format!("csv lacks {n}"))
-    };
-    let (o, a, p95, ok, er) = (
-        col("offered_rps")?,
-        col("achieved_rps")?,
-        col("p95_ms")?,
-        col("ok")?,
-        col("errors")?,
-    );
-    Ok(lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let g = |i: usize| {
-                f.get(i)
-                    .and_then(|x| x.parse::<f64>().ok())
-                    .unwrap_or(f64::NAN)
-            };
-            Row {
-                offered: g(o),
-                achieved: g(a),
-                p95: g(p95),
-                ok: g(ok) as u64,
-                errors: g(er) as u64,
-            }
-        })
-        .collect())
-}
 
 #[allow(clippy::too_many_arguments)]
 fn bench(
@@ -71,7 +28,7 @@ fn bench(
     rates: &str,
     dur: &str,
     dir: &Path,
-) -> Result<Vec<Row>> {
+) -> Result<Vec<Rate>> {
     let csv = dir.join(format!("{label}.csv"));
     util::run(
         Command::new(preba)
@@ -95,7 +52,7 @@ fn bench(
     read_csv(&csv)
 }
 
-fn best(rows: &[Row], sla: f64) -> f64 {
+fn best(rows: &[Rate], sla: f64) -> f64 {
     rows.iter()
         .filter(|r| r.p95 <= sla && r.errors == 0 && r.ok > 0)
         .map(|r| r.achieved)

@@ -15,7 +15,7 @@
 //! bounds (throughput 5%, p95 15%) are not met: the numbers are printed
 //! either way.
 
-use crate::served::{start_on, tree_cpu_seconds};
+use crate::served::{Rate, read_csv, start_on, tree_cpu_seconds};
 use crate::util::{self, Result, cargo, root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,52 +63,6 @@ pub fn run(rest: &[&str]) -> Result<()> {
     }
     println!("{last}");
     Ok(())
-}
-
-struct Real {
-    offered: f64,
-    achieved: f64,
-    p50: f64,
-    p95: f64,
-    ok: u64,
-    errors: u64,
-}
-
-fn read_csv(p: &Path) -> Result<Vec<Real>> {
-    let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let mut lines = t.lines();
-    let head: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    let col = |n: &str| {
-        head.iter()
-            .position(|h| *h == n)
-            .ok_or(format!("{} lacks {n}", p.display()))
-    };
-    let (o, a, p50, p95, ok, e) = (
-        col("offered_rps")?,
-        col("achieved_rps")?,
-        col("p50_ms")?,
-        col("p95_ms")?,
-        col("ok")?,
-        col("errors")?,
-    );
-    Ok(lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let g = |i: usize| {
-                f.get(i)
-                    .and_then(|x| x.parse::<f64>().ok())
-                    .unwrap_or(f64::NAN)
-            };
-            Real {
-                offered: g(o),
-                achieved: g(a),
-                p50: g(p50),
-                p95: g(p95),
-                ok: g(ok) as u64,
-                errors: g(e) as u64,
-            }
-        })
-        .collect())
 }
 
 /// Seconds per image of `preba preprocess --card cpu --threads 1` (f32,
@@ -237,7 +191,7 @@ fn validate_run(preba: &Path, dir: &Path, rates: &str, dur: &str) -> Result<(boo
         server_cpus.as_deref(),
     )?;
     let spid = server.child.id();
-    let bench = |label: &str, rates: &str, dur: &str| -> Result<Vec<Real>> {
+    let bench = |label: &str, rates: &str, dur: &str| -> Result<Vec<Rate>> {
         let csv = dir.join(format!("{label}.csv"));
         let mut cmd = match &bench_cpu {
             Some(c) => {

@@ -106,3 +106,50 @@ pub fn tree_cpu_seconds(pid: u32) -> f64 {
     }
     total
 }
+
+/// One rate of a `preba bench --csv` file.
+pub struct Rate {
+    pub offered: f64,
+    pub achieved: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub ok: u64,
+    pub errors: u64,
+}
+
+pub fn read_csv(p: &Path) -> Result<Vec<Rate>> {
+    let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut lines = t.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |n: &str| {
+        head.iter()
+            .position(|h| *h == n)
+            .ok_or(format!("{} lacks {n}", p.display()))
+    };
+    let (o, a, p50, p95, ok, e) = (
+        col("offered_rps")?,
+        col("achieved_rps")?,
+        col("p50_ms")?,
+        col("p95_ms")?,
+        col("ok")?,
+        col("errors")?,
+    );
+    Ok(lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let g = |i: usize| {
+                f.get(i)
+                    .and_then(|x| x.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            Rate {
+                offered: g(o),
+                achieved: g(a),
+                p50: g(p50),
+                p95: g(p95),
+                ok: g(ok) as u64,
+                errors: g(e) as u64,
+            }
+        })
+        .collect())
+}
