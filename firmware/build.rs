@@ -1,6 +1,7 @@
 //! Puts memory.x where the linker finds it, and stamps a build id: FNV-1a 64
 //! over the firmware and protocol sources (paths and contents, sorted), so
-//! identical sources give identical ids on every machine.
+//! identical sources give identical ids on every machine. `PREBA_FW_BUILD_SALT`,
+//! when set, is hashed in too (a variant image for the flashing tests).
 use std::{env, fs, path::Path, path::PathBuf};
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -60,6 +61,13 @@ fn main() {
         feed(&fs::read(p).unwrap_or_default());
         feed(&[0]);
         println!("cargo:rerun-if-changed={}", p.display());
+    }
+    // A salt gives a second image with the same code and another id: what
+    // the flashing tests need to tell "the new image runs" from "the old one".
+    println!("cargo:rerun-if-env-changed=PREBA_FW_BUILD_SALT");
+    if let Some(salt) = env::var_os("PREBA_FW_BUILD_SALT") {
+        feed(&[0xff]);
+        feed(salt.to_string_lossy().as_bytes());
     }
     println!("cargo:rustc-env=PREBA_FW_BUILD_ID={h}");
 }

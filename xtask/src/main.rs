@@ -24,7 +24,8 @@ commands:
   run ARGS...          build firmware, preba and preba-card (release), then run `preba ARGS...`
                        (`run serve ...` also sets up the model fixtures and onnxruntime)
   test                 everything CI runs: fmt, clippy, firmware, host tests, QEMU guest test
-  build-fw             build the firmware ELF (release) and print its path
+  build-fw [--salt S]  build the firmware ELF (release) and print its path
+                       (--salt: same code, another build id, for flashing tests)
   venv                 create/update the Python venvs (reference, clients) and the model fixtures
   fixtures             regenerate fixtures and golden tensors with the venv
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
@@ -45,6 +46,9 @@ fn main() -> ExitCode {
         ["run", rest @ ..] => setup::run_preba(rest),
         ["test", rest @ ..] => setup::test(rest),
         ["build-fw"] => setup::build_fw().map(|p| println!("{}", p.display())),
+        ["build-fw", "--salt", salt] => {
+            setup::build_fw_variant(salt).map(|p| println!("{}", p.display()))
+        }
         ["venv"] => setup::venv()
             .and_then(|_| setup::serving_env())
             .map(|env| env.iter().for_each(|(k, v)| println!("{k}={v}"))),

@@ -168,6 +168,29 @@ pub fn build_fw() -> Result<PathBuf> {
         .join("preba-firmware"))
 }
 
+/// Builds a variant of the firmware ELF whose build id is salted with `salt`
+/// (same code, another id), in its own target dir so the main ELF stays; returns its path.
+pub fn build_fw_variant(salt: &str) -> Result<PathBuf> {
+    ensure_targets()?;
+    let dir = util::target_dir().join("fw-variant").join(salt);
+    run(cargo()
+        .args([
+            "build",
+            "--package",
+            "preba-firmware",
+            "--bin",
+            "preba-firmware",
+            "--profile",
+            "firmware",
+            "--target",
+            FW_TARGET,
+            "--target-dir",
+        ])
+        .arg(&dir)
+        .env("PREBA_FW_BUILD_SALT", salt))?;
+    Ok(dir.join(FW_TARGET).join("firmware").join("preba-firmware"))
+}
+
 /// Creates (once) and updates the reference venv; returns its python.
 pub fn venv() -> Result<PathBuf> {
     ensure_venv("venv", "requirements.txt")
