@@ -466,6 +466,12 @@ impl<'a> Sim<'a> {
         match service {
             Service::Deterministic => mean_ns.round() as Time,
             Service::Exponential => self.svc.exp(mean_ns).round() as Time,
+            Service::Gamma { cv } if cv > 0.0 => {
+                // Shape k = 1/CV^2, scale = mean / k: mean kept, spread CV.
+                let k = 1.0 / (cv * cv);
+                (self.svc.gamma(k) * mean_ns / k).round() as Time
+            }
+            Service::Gamma { .. } => mean_ns.round() as Time,
         }
     }
 

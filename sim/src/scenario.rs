@@ -100,12 +100,16 @@ impl Workload {
     }
 }
 
-/// Deterministic service times, or exponential ones with the same mean (for
-/// queueing-theory checks).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Deterministic service times, exponential ones with the same mean (for
+/// queueing-theory checks), or gamma ones with the same mean and a given
+/// coefficient of variation (`"gamma:CV"`): a real core's service times
+/// spread (preemption by the server's other threads, cache state), and the
+/// spread, not the mean, is what makes p95 grow with load.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Service {
     Deterministic,
     Exponential,
+    Gamma { cv: f64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,9 +348,18 @@ impl Ctx<'_> {
         match v.as_deref() {
             None | Some("deterministic") | Some("p50") => Ok(Service::Deterministic),
             Some("exponential") => Ok(Service::Exponential),
+            Some(o) if o.starts_with("gamma:") => match o["gamma:".len()..].parse::<f64>() {
+                Ok(cv) if cv.is_finite() && (0.0..=10.0).contains(&cv) => Ok(Service::Gamma { cv }),
+                _ => Err(self.err(
+                    field,
+                    format!("{o:?}: expected \"gamma:CV\" with 0 <= CV <= 10"),
+                )),
+            },
             Some(o) => Err(self.err(
                 field,
-                format!("{o:?}: expected \"deterministic\" (\"p50\") or \"exponential\""),
+                format!(
+                    "{o:?}: expected \"deterministic\" (\"p50\"), \"exponential\" or \"gamma:CV\""
+                ),
             )),
         }
     }

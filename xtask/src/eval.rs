@@ -250,7 +250,7 @@ fn validate_run(preba: &Path, dir: &Path, rates: &str, dur: &str) -> Result<(boo
 
     // The simulation of the same configuration.
     let rate_list: Vec<String> = real.iter().map(|r| format!("{:.1}", r.offered)).collect();
-    let write_scenario = |path: &Path, rates: &[String], overhead_us: f64| {
+    let write_scenario = |path: &Path, rates: &[String], overhead_us: f64, service: &str| {
         std::fs::write(
         path,
         format!(
@@ -283,9 +283,9 @@ kind = "cpu"
 cores = {threads}
 per_core_rate = {rate:.3}
 reference = 187500.0
-service = "deterministic"
+service = "{service}"
 overhead_us = {overhead_us:.1}
-source = "[M] the server's CPU per request at ~40% load on this machine (preprocessing + HTTP + batcher + worker pipes): {ms:.3} ms; cores = the server's --cpu-threads, pinned, with preba bench on another core; overhead_us = real p50 - simulated p50 at 10 req/s (waits that take no CPU)"
+source = "[M] the server's CPU per request at ~40% load on this machine (preprocessing + HTTP + batcher + worker pipes): {ms:.3} ms; cores = the server's --cpu-threads, pinned, with preba bench on another core; overhead_us = real p50 - simulated p50 at 10 req/s (waits that take no CPU); service = the spread of service times (gamma CV) fitted to the real p95 of the ~40% load run, a run apart from the sweep below"
 
 [policy]
 kind = "preba"
@@ -329,17 +329,47 @@ cpu_core_busy_w = 3.9
             .filter(|v| v.len() >= 14 && v[0].is_finite())
             .collect())
     };
+    // Two things the simulator cannot know are fitted on runs apart from the
+    // sweep it is judged on: the fixed wait per request that costs no CPU
+    // (HTTP, hand-offs, the worker round trip; at 10 req/s) and the spread
+    // of the core's service times (preemption by the server's own threads
+    // and the workers; at ~40% load). The spread is what makes p95 grow with
+    // load: with a constant service time the simulator is ~12-26% optimistic.
     let cal_path = dir.join("calibrate.toml");
-    write_scenario(&cal_path, &["10.0".to_string()], 0.0)?;
-    let sim_cal = sim_rows(&cal_path)?;
     let real_p50 = calib.first().map_or(f64::NAN, |r| r.p50);
-    let sim_p50 = sim_cal.first().map_or(f64::NAN, |r| r[2]);
-    let overhead_us = ((real_p50 - sim_p50) * 1e3).max(0.0);
-    println!(
-        "validate: calibration at 10 req/s: real p50 {real_p50:.2} ms, simulated p50 {sim_p50:.2} ms -> overhead_us = {overhead_us:.0}"
-    );
+    let real_mid_p95 = load.first().map_or(f64::NAN, |r| r.p95);
+    let mut service = "deterministic".to_string();
+    let mut overhead_us = 0.0;
+    for _ in 0..2 {
+        write_scenario(&cal_path, &["10.0".to_string()], 0.0, &service)?;
+        let sim_p50 = sim_rows(&cal_path)?.first().map_or(f64::NAN, |r| r[2]);
+        overhead_us = ((real_p50 - sim_p50) * 1e3).max(0.0);
+        println!(
+            "validate: calibration at 10 req/s: real p50 {real_p50:.2} ms, simulated p50 {sim_p50:.2} ms -> overhead_us = {overhead_us:.0}"
+        );
+        let mut best = (f64::INFINITY, 0.0, f64::NAN);
+        for step in 0..=15 {
+            let cv = f64::from(step) * 0.1;
+            write_scenario(
+                &cal_path,
+                &[format!("{mid:.1}")],
+                overhead_us,
+                &format!("gamma:{cv:.1}"),
+            )?;
+            let p95 = sim_rows(&cal_path)?.first().map_or(f64::NAN, |r| r[3]);
+            let err = (p95 - real_mid_p95).abs();
+            if err < best.0 {
+                best = (err, cv, p95);
+            }
+        }
+        service = format!("gamma:{:.1}", best.1);
+        println!(
+            "validate: service-time spread at {mid} req/s: real p95 {real_mid_p95:.2} ms, simulated {:.2} ms with CV {:.1}",
+            best.2, best.1
+        );
+    }
     let scenario = dir.join("scenario.toml");
-    write_scenario(&scenario, &rate_list, overhead_us)?;
+    write_scenario(&scenario, &rate_list, overhead_us, &service)?;
     let sim = sim_rows(&scenario)?;
     if sim.len() != real.len() {
         return Err(format!(
