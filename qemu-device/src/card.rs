@@ -529,6 +529,10 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>) {
                     sh.set_state(CoreState::Halted(h));
                 }
             }
+            Exit::Debug => {
+                // Halted for the debugger: nothing to run until it resumes or resets the hart.
+                sh.wake.wait(seen, None);
+            }
             Exit::Wfi => {
                 let bus = cpu.bus();
                 let deadline = if bus.mtimecmp == u64::MAX {

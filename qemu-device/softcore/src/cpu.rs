@@ -58,6 +58,40 @@ pub mod csr {
     pub const MIMPID: u16 = 0xF13;
     pub const MHARTID: u16 = 0xF14;
     pub const MCONFIGPTR: u16 = 0xF15;
+    /// Debug-mode only (not reachable from machine-mode software).
+    pub const DCSR: u16 = 0x7B0;
+    /// Debug-mode only (not reachable from machine-mode software).
+    pub const DPC: u16 = 0x7B1;
+}
+
+/// Why the hart entered debug mode: `dcsr.cause` (RISC-V Debug Spec 0.13.2, 4.8.1).
+pub mod debug_cause {
+    /// An `ebreak` with `dcsr.ebreakm` set.
+    pub const EBREAK: u32 = 1;
+    /// A halt request from the debugger.
+    pub const HALTREQ: u32 = 3;
+    /// One instruction stepped (`dcsr.step`).
+    pub const STEP: u32 = 4;
+}
+
+/// `dcsr` bits (Debug Spec 0.13.2, 4.8.1).
+pub mod dcsr {
+    /// Debug support as in the 0.13 spec.
+    pub const XDEBUGVER_013: u32 = 4 << 28;
+    /// `ebreak` in M-mode enters debug mode.
+    pub const EBREAKM: u32 = 1 << 15;
+    /// Counters do not run in debug mode (true here: nothing executes while halted).
+    pub const STOPCOUNT: u32 = 1 << 10;
+    /// `dcsr.cause` field shift.
+    pub const CAUSE_SHIFT: u32 = 6;
+    /// Single step on resume.
+    pub const STEP: u32 = 1 << 2;
+    /// The privilege level the hart resumes in: always machine mode here.
+    pub const PRV_M: u32 = 3;
+    /// Bits a debugger may change; the rest are fixed (WARL): no S/U modes, so ebreaks/ebreaku
+    /// read 0, `stepie` is 0 (no interrupts while stepping), `stoptime` is 0 (the card's timer
+    /// is wall-clock time and keeps running), `prv` stays M.
+    pub const WRITABLE: u32 = EBREAKM | STEP;
 }
 
 const MSTATUS_MIE: u32 = 1 << 3;
@@ -65,6 +99,8 @@ const MSTATUS_MPIE: u32 = 1 << 7;
 const MSTATUS_MPP: u32 = 3 << 11;
 /// misa: MXL=1 (RV32), extensions A, C, I, M.
 pub const MISA: u32 = (1 << 30) | (1 << 0) | (1 << 2) | (1 << 8) | (1 << 12);
+
+const DCSR_RESET: u32 = dcsr::XDEBUGVER_013 | dcsr::STOPCOUNT | dcsr::PRV_M;
 
 /// One RAM region the core reaches without going through the [`Bus`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +176,9 @@ pub enum Exit {
     /// The hart waits in `wfi` with no interrupt pending and no deadline from the bus: call
     /// `run` again once something may have raised an interrupt line.
     Wfi,
+    /// The hart is in debug mode (halted for the debugger, see [`Cpu::request_halt`]); it runs
+    /// again after [`Cpu::resume`] or [`Cpu::reset`].
+    Debug,
 }
 
 pub(crate) struct Ram {
@@ -253,6 +292,12 @@ pub struct Cpu<B> {
     next_poll: u64,
     poll_now: bool,
     halt: Option<Halt>,
+    // Debug mode (Debug Spec 0.13.2 chapter 4).
+    debug_mode: bool,
+    halt_req: bool,
+    stepping: bool,
+    dcsr: u32,
+    dpc: u32,
     // Configuration.
     hart_id: u32,
     reset_pc: u32,
@@ -315,6 +360,11 @@ impl<B: Bus> Cpu<B> {
             next_poll: 0,
             poll_now: true,
             halt: None,
+            debug_mode: false,
+            halt_req: false,
+            stepping: false,
+            dcsr: DCSR_RESET,
+            dpc: 0,
             hart_id: config.hart_id,
             reset_pc: config.reset_pc & !1,
             time_divisor: config.time_divisor.max(1),
@@ -344,6 +394,11 @@ impl<B: Bus> Cpu<B> {
         self.waiting = false;
         self.poll_now = true;
         self.halt = None;
+        self.debug_mode = false;
+        self.halt_req = false;
+        self.stepping = false;
+        self.dcsr = DCSR_RESET;
+        self.dpc = 0;
     }
 
     /// Parses `bytes` as an ELF32 RISC-V executable, copies its `PT_LOAD` segments to their
@@ -484,11 +539,31 @@ impl<B: Bus> Cpu<B> {
     pub fn run(&mut self, max_instructions: u64) -> Exit {
         self.budget_end = self.retired.saturating_add(max_instructions);
         loop {
+            if self.debug_mode {
+                return Exit::Debug;
+            }
             if self.poll_now || self.now() >= self.next_poll {
                 self.poll();
             }
             if let Some(h) = self.halt.take() {
                 return Exit::Halt(h);
+            }
+            if self.halt_req {
+                self.enter_debug(debug_cause::HALTREQ);
+                return Exit::Debug;
+            }
+            if self.stepping {
+                // One instruction (or one trap: the step then ends on the handler's first
+                // instruction) with interrupts held off (`dcsr.stepie` is 0). A `wfi` stepped
+                // over is a `nop`.
+                self.stepping = false;
+                self.budget_end = self.retired.saturating_add(1);
+                self.limit = self.budget_end;
+                self.exec_block();
+                if !self.debug_mode {
+                    self.enter_debug(debug_cause::STEP);
+                }
+                return Exit::Debug;
             }
             let pending = self.mip & self.mie;
             if pending != 0 {
@@ -528,6 +603,124 @@ impl<B: Bus> Cpu<B> {
             self.limit = self.budget_end.min(self.retired.saturating_add(until_poll));
             self.exec_block();
         }
+    }
+
+    /// Asks the hart to enter debug mode at the next instruction boundary (a `wfi` wait ends:
+    /// `dpc` is the instruction after it). [`Cpu::run`] then returns [`Exit::Debug`].
+    pub fn request_halt(&mut self) {
+        if !self.debug_mode {
+            self.halt_req = true;
+            self.limit = 0;
+        }
+    }
+
+    /// Whether the hart is in debug mode.
+    pub fn is_halted(&self) -> bool {
+        self.debug_mode
+    }
+
+    /// Leaves debug mode at `dpc`. With `dcsr.step` set the hart runs one instruction and halts
+    /// again (cause "step"). No effect when the hart is running.
+    pub fn resume(&mut self) {
+        if !self.debug_mode {
+            return;
+        }
+        self.debug_mode = false;
+        self.halt_req = false;
+        self.pc = self.dpc;
+        self.reservation = None;
+        self.stepping = self.dcsr & dcsr::STEP != 0;
+        self.poll_now = true;
+    }
+
+    fn enter_debug(&mut self, cause: u32) {
+        self.dpc = self.pc;
+        self.dcsr = (self.dcsr & !(7 << dcsr::CAUSE_SHIFT)) | cause << dcsr::CAUSE_SHIFT;
+        self.debug_mode = true;
+        self.halt_req = false;
+        self.stepping = false;
+        self.waiting = false;
+        self.limit = 0;
+    }
+
+    /// Reads a register as the Debug Module's Access Register command numbers them (Debug Spec
+    /// 0.13.2, 3.6.1.1): 0x0000-0x0fff CSRs (including `dcsr` and `dpc`), 0x1000-0x101f GPRs.
+    /// `None` for registers that do not exist (the command then fails with an exception).
+    pub fn debug_reg_read(&self, regno: u16) -> Option<u32> {
+        match regno {
+            0x1000..=0x101f => Some(self.reg(usize::from(regno - 0x1000))),
+            csr::DCSR => Some(self.dcsr),
+            csr::DPC => Some(self.dpc),
+            0..=0x0fff => self.csr_read(u32::from(regno)),
+            _ => None,
+        }
+    }
+
+    /// Writes a register numbered as in [`Cpu::debug_reg_read`]; `None` when it does not exist
+    /// or is read-only. `dcsr` keeps its fixed fields (see [`dcsr::WRITABLE`]).
+    pub fn debug_reg_write(&mut self, regno: u16, v: u32) -> Option<()> {
+        match regno {
+            0x1000..=0x101f => {
+                self.set_reg(usize::from(regno - 0x1000), v);
+                Some(())
+            }
+            csr::DCSR => {
+                self.dcsr = (self.dcsr & !dcsr::WRITABLE) | (v & dcsr::WRITABLE);
+                Some(())
+            }
+            csr::DPC => {
+                self.dpc = v & !1;
+                Some(())
+            }
+            0..=0x0fff => {
+                self.csr_read(u32::from(regno))?;
+                self.csr_write(u32::from(regno), v)
+            }
+            _ => None,
+        }
+    }
+
+    /// A System Bus Access read (the debugger's view of memory): `size` of 1, 2 or 4 bytes at
+    /// a naturally aligned `addr`, from RAM or the bus. Does not disturb the hart.
+    pub fn sys_read(&mut self, addr: u32, size: u8) -> Result<u32, Fault> {
+        let size32 = u32::from(size);
+        if !matches!(size, 1 | 2 | 4) || addr & (size32 - 1) != 0 {
+            return Err(Fault);
+        }
+        for r in &self.ram {
+            let off = addr.wrapping_sub(r.base);
+            if off < r.len && size32 <= r.len - off {
+                return Ok(r.read(off as usize, size32));
+            }
+        }
+        let now = self.now();
+        let v = self.bus.load(addr, size, now)?;
+        self.request_poll();
+        Ok(match size {
+            1 => v & 0xff,
+            2 => v & 0xffff,
+            _ => v,
+        })
+    }
+
+    /// A System Bus Access write, as [`Cpu::sys_read`]; RAM writes invalidate decoded
+    /// instructions.
+    pub fn sys_write(&mut self, addr: u32, size: u8, v: u32) -> Result<(), Fault> {
+        let size32 = u32::from(size);
+        if !matches!(size, 1 | 2 | 4) || addr & (size32 - 1) != 0 {
+            return Err(Fault);
+        }
+        for r in &mut self.ram {
+            let off = addr.wrapping_sub(r.base);
+            if off < r.len && size32 <= r.len - off {
+                r.write(off as usize, size32, v);
+                return Ok(());
+            }
+        }
+        let now = self.now();
+        self.bus.store(addr, size, v, now)?;
+        self.request_poll();
+        Ok(())
     }
 
     fn poll(&mut self) {
@@ -1044,6 +1237,11 @@ impl<B: Bus> Cpu<B> {
                 }
                 Op::Ebreak => {
                     sync!();
+                    if self.dcsr & dcsr::EBREAKM != 0 {
+                        // Debug entry: dpc is the ebreak itself, which does not retire.
+                        self.enter_debug(debug_cause::EBREAK);
+                        resync!();
+                    }
                     self.exception(cause::BREAKPOINT, pc);
                     self.count_trapping();
                     resync!();

@@ -51,5 +51,5 @@ pub mod progs;
 pub mod virt;
 
 pub use bus::{Bus, Fault, Halt, IRQ_ALL, IRQ_MEI, IRQ_MSI, IRQ_MTI, NoBus, Poll};
-pub use cpu::{Config, Cpu, DMEM, Exit, IMEM, Mem, RamRegion, cause, csr};
+pub use cpu::{Config, Cpu, DMEM, Exit, IMEM, Mem, RamRegion, cause, csr, dcsr, debug_cause};
 pub use error::Error;
