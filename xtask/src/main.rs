@@ -10,6 +10,7 @@ mod bench_preprocess;
 mod bench_serve;
 mod bench_softcore;
 mod eval;
+mod fuzz;
 mod qemu;
 mod served;
 mod setup;
@@ -35,6 +36,9 @@ commands:
   eval [--quick] [--validate]
                        the PREBA paper's evaluation in preba sim: eval/report.md + SVGs;
                        --validate also checks preba sim against preba serve + bench here
+  fuzz [TARGET...] [--seconds N] [--sanitizer address|none]
+                       libFuzzer targets of fuzz/ (default: all, 20 s each), corpora
+                       seeded from the fixtures; fails on a crash naming the artifact
   qemu setup           QEMU guest testbed (trixie root, QEMU 10.1+, guest kernel), cached
   qemu test            boot a guest with preba-card over vfio-user-pci; run the guest checks
 ";
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         ["bench", "card", rest @ ..] => bench_card::run(rest),
         ["bench", "serve", rest @ ..] => bench_serve::run(rest),
         ["eval", rest @ ..] => eval::run(rest),
+        ["fuzz", rest @ ..] => fuzz::run_cli(rest),
         ["qemu", rest @ ..] => qemu::main(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

@@ -110,6 +110,8 @@ pub fn test(_rest: &[&str]) -> Result<()> {
         .env("PREBA_FIRMWARE", &fw)
         .env("PREBA_REQUIRE_QEMU", "1"))?;
     crate::qemu::test(&[])?;
+    // Every fuzz target for a short time (long runs: `cargo xtask fuzz`).
+    crate::fuzz::ci()?;
     Ok(())
 }
 
