@@ -58,6 +58,28 @@ pub trait Backend: Sync {
     /// Preprocesses one input; the error is the request's own failure (a
     /// failed card fails every request with a message naming the card).
     fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String>;
+    /// Preprocesses an image into `out` (exactly `profile.output_len()`
+    /// bytes, reused by the caller); returns the source width and height.
+    /// The CPU path makes the tensor there; a card's answer is copied in.
+    fn process_image_into(
+        &self,
+        input: &[u8],
+        profile: &ImageProfile,
+        out: &mut [u8],
+    ) -> Result<((u32, u32), Via), String> {
+        match self.process(input, &Job::Image(*profile))? {
+            (Output::Image(img), via) if img.data.len() == out.len() => {
+                out.copy_from_slice(&img.data);
+                Ok(((img.width, img.height), via))
+            }
+            (Output::Image(img), _) => Err(format!(
+                "internal: {} bytes of tensor for a {}-byte buffer",
+                img.data.len(),
+                out.len()
+            )),
+            (Output::Audio(_), _) => Err("internal: audio output for an image job".into()),
+        }
+    }
     /// Why the backend failed as a whole, once it has.
     fn fatal(&self) -> Option<String> {
         None
@@ -129,6 +151,16 @@ impl Backend for CpuBackend {
     }
     fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String> {
         cpu(input, job, Via::Cpu).map_err(|e| e.to_string())
+    }
+    fn process_image_into(
+        &self,
+        input: &[u8],
+        profile: &ImageProfile,
+        out: &mut [u8],
+    ) -> Result<((u32, u32), Via), String> {
+        image::preprocess_image_into(input, profile, out)
+            .map(|wh| (wh, Via::Cpu))
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -215,10 +215,30 @@ fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
     Ok(out)
 }
 
-/// The outcome of one input.
-struct Outcome {
-    result: Result<(Output, Via), String>,
+/// What one input produced: an image tensor sits in the worker's buffer
+/// that travels with it, audio features in the output.
+enum Made {
+    Image { width: u32, height: u32 },
+    Audio(preba_preprocess::audio::AudioOutput),
 }
+
+/// The outcome of input `pos`, with the buffer its tensor was made in.
+struct Done {
+    pos: usize,
+    result: Result<(Made, Via), String>,
+    buf: Vec<u8>,
+}
+
+/// A worker's reusable memory: the input file's bytes; the tensor buffer
+/// travels with each [`Done`] to the writer and back.
+#[derive(Default)]
+struct Scratch {
+    input: Vec<u8>,
+}
+
+/// Buffers above this are dropped after use (one huge input must not pin
+/// its memory in every worker).
+const KEEP_MAX: usize = 8 << 20;
 
 /// Runs `preba preprocess`; returns the exit status (0 all ok, 1 some failed).
 pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
@@ -238,49 +258,69 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
         })
         .clamp(1, 256);
     let mut sink = Sink::create(&args.output, &job)?;
+    let mut manifest = match &args.manifest {
+        Some(m) => Some(Manifest::create(m, backend.name(), kind, args, &job)?),
+        None => None,
+    };
     let progress = Progress::new(args.inputs.len());
-    let mut manifest = Vec::with_capacity(args.inputs.len());
     let mut failed = 0usize;
-    // Chunks bound the memory held for reordering to a few outputs per thread.
-    for (chunk_no, chunk) in args.inputs.chunks(threads * 4).enumerate() {
-        let base = chunk_no * threads * 4;
-        let outcomes = run_chunk(chunk, &job, kind, backend.as_ref(), threads, &progress);
-        for (i, (path, out)) in chunk.iter().zip(outcomes).enumerate() {
-            let pos = base + i;
-            let entry = match out.result {
-                Ok((output, via)) => {
-                    let index = sink.add(pos, &output)?;
-                    entry_ok(path, &output, via, index)
-                }
-                Err(reason) => {
-                    failed += 1;
-                    eprintln!("{}: {reason}", path.display());
-                    json!({"path": path.display().to_string(), "status": "error", "error": reason,
-                           "index": Value::Null, "via": Value::Null})
-                }
-            };
-            manifest.push(entry);
+    // Results are written in input order as they complete; the manifest is
+    // streamed too, so memory stays flat however many inputs there are.
+    let mut take = |d: Done| -> Result<Vec<u8>, Error> {
+        let path = &args.inputs[d.pos];
+        let entry = match d.result {
+            Ok((made, via)) => {
+                let index = sink.add(d.pos, &made, &d.buf)?;
+                entry_ok(path, &made, via, index)
+            }
+            Err(reason) => {
+                failed += 1;
+                eprintln!("{}: {reason}", path.display());
+                json!({"path": path.display().to_string(), "status": "error", "error": reason,
+                       "index": Value::Null, "via": Value::Null})
+            }
+        };
+        if let Some(m) = &mut manifest {
+            m.add(&entry)?;
         }
+        let mut buf = d.buf;
+        if buf.capacity() > KEEP_MAX {
+            buf = Vec::new();
+        }
+        Ok(buf)
+    };
+    if threads == 1 || args.inputs.len() == 1 {
+        // One thread: all on this one, no hand-offs.
+        let mut scratch = Scratch::default();
+        let mut buf = Vec::new();
+        for pos in 0..args.inputs.len() {
+            let d = work(
+                pos,
+                &args.inputs[pos],
+                &job,
+                kind,
+                backend.as_ref(),
+                &mut scratch,
+                buf,
+            );
+            progress.tick();
+            buf = take(d)?;
+        }
+    } else {
+        run_pool(
+            args,
+            &job,
+            kind,
+            backend.as_ref(),
+            threads,
+            &progress,
+            &mut take,
+        )?;
     }
     sink.finish()?;
     let fatal = backend.fatal();
-    if let Some(m) = &args.manifest {
-        let doc = json!({
-            "card": backend.name(),
-            "kind": if kind == Kind::Jpeg { "image" } else { "audio" },
-            "output": args.output.display().to_string(),
-            "dtype": match job { Job::Image(p) => p.dtype.name(), Job::Audio(_) => "f32" },
-            "dtype_note": if matches!(job, Job::Image(p) if p.dtype == Dtype::Bf16) { "bf16 stored as uint16 bits" } else { "" },
-            "inputs": manifest,
-        });
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Output {
-            path: m.clone(),
-            source: e.into(),
-        })?;
-        std::fs::write(m, text + "\n").map_err(|e| Error::Output {
-            path: m.clone(),
-            source: e,
-        })?;
+    if let Some(m) = manifest {
+        m.finish()?;
     }
     if let Some(reason) = fatal {
         return Err(Error::Card {
@@ -294,15 +334,217 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
-fn entry_ok(path: &Path, output: &Output, via: Via, index: usize) -> Value {
+/// `threads` long-lived workers take inputs in order and hand each result,
+/// with the buffer it was made in, to this thread, which writes them in
+/// input order and hands the buffers back. A worker takes a free buffer
+/// before it takes an input, so the input the writer waits for always has
+/// one: `2 * threads` buffers bound the results held out of order.
+fn run_pool(
+    args: &PreprocessArgs,
+    job: &Job,
+    kind: Kind,
+    backend: &dyn Backend,
+    threads: usize,
+    progress: &Progress,
+    take: &mut dyn FnMut(Done) -> Result<Vec<u8>, Error>,
+) -> Result<(), Error> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Mutex, mpsc};
+    let inputs = &args.inputs;
+    let threads = threads.min(inputs.len());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 * threads {
+        let _ = free_tx.send(Vec::new());
+    }
+    let free_rx = Mutex::new(free_rx);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let (next, stop, free_rx) = (&next, &stop, &free_rx);
+            s.spawn(move || {
+                let mut scratch = Scratch::default();
+                loop {
+                    let buf = {
+                        let Ok(rx) = free_rx.lock() else { return };
+                        match rx.recv() {
+                            Ok(b) => b,
+                            Err(_) => return,
+                        }
+                    };
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let pos = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = inputs.get(pos) else { return };
+                    let d = work(pos, path, job, kind, backend, &mut scratch, buf);
+                    progress.tick();
+                    if done_tx.send(d).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut held: std::collections::BTreeMap<usize, Done> = Default::default();
+        let mut want = 0usize;
+        let mut result = Ok(());
+        while want < inputs.len() {
+            let d = match held.remove(&want) {
+                Some(d) => d,
+                None => match done_rx.recv() {
+                    Ok(d) if d.pos == want => d,
+                    Ok(d) => {
+                        held.insert(d.pos, d);
+                        continue;
+                    }
+                    // Every worker ended without this input: only after a
+                    // panic in one of them.
+                    Err(_) => {
+                        result = Err(Error::Usage(format!(
+                            "internal error: worker lost input {}",
+                            inputs[want].display()
+                        )));
+                        break;
+                    }
+                },
+            };
+            want += 1;
+            match take(d) {
+                Ok(buf) => {
+                    let _ = free_tx.send(buf);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        // Wake and end the workers (on an error, before they finish).
+        stop.store(true, Ordering::Relaxed);
+        drop(free_tx);
+        result
+    })
+}
+
+/// Reads and preprocesses input `pos` into `buf` (images) or a new output
+/// (audio).
+fn work(
+    pos: usize,
+    path: &Path,
+    job: &Job,
+    kind: Kind,
+    backend: &dyn Backend,
+    scratch: &mut Scratch,
+    mut buf: Vec<u8>,
+) -> Done {
+    let result = one(path, job, kind, backend, scratch, &mut buf);
+    if scratch.input.capacity() > KEEP_MAX {
+        scratch.input = Vec::new();
+    }
+    Done { pos, result, buf }
+}
+
+/// The streamed `--manifest` JSON: the run's fields first, then one entry
+/// per input as it is written.
+struct Manifest {
+    file: BufWriter<File>,
+    path: PathBuf,
+    entries: usize,
+}
+
+impl Manifest {
+    fn create(
+        path: &Path,
+        card: String,
+        kind: Kind,
+        args: &PreprocessArgs,
+        job: &Job,
+    ) -> Result<Manifest, Error> {
+        let io = |e| Error::Output {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let file = File::create(path).map_err(io)?;
+        let mut m = Manifest {
+            file: BufWriter::new(file),
+            path: path.to_path_buf(),
+            entries: 0,
+        };
+        let head = [
+            ("card", json!(card)),
+            (
+                "kind",
+                json!(if kind == Kind::Jpeg { "image" } else { "audio" }),
+            ),
+            ("output", json!(args.output.display().to_string())),
+            (
+                "dtype",
+                json!(match job {
+                    Job::Image(p) => p.dtype.name(),
+                    Job::Audio(_) => "f32",
+                }),
+            ),
+            (
+                "dtype_note",
+                json!(if matches!(job, Job::Image(p) if p.dtype == Dtype::Bf16) {
+                    "bf16 stored as uint16 bits"
+                } else {
+                    ""
+                }),
+            ),
+        ];
+        let mut text = String::from("{\n");
+        for (k, v) in head {
+            text += &format!("  {}: {v},\n", json!(k));
+        }
+        text += "  \"inputs\": [";
+        m.file.write_all(text.as_bytes()).map_err(io)?;
+        Ok(m)
+    }
+
+    fn add(&mut self, entry: &Value) -> Result<(), Error> {
+        let sep = if self.entries == 0 {
+            "\n    "
+        } else {
+            ",\n    "
+        };
+        self.entries += 1;
+        let text = format!("{sep}{entry}");
+        self.file
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::Output {
+                path: self.path.clone(),
+                source: e,
+            })
+    }
+
+    fn finish(mut self) -> Result<(), Error> {
+        let tail = if self.entries == 0 {
+            "]\n}\n"
+        } else {
+            "\n  ]\n}\n"
+        };
+        let io = |e| Error::Output {
+            path: self.path.clone(),
+            source: e,
+        };
+        self.file.write_all(tail.as_bytes()).map_err(io)?;
+        self.file.flush().map_err(io)
+    }
+}
+
+fn entry_ok(path: &Path, made: &Made, via: Via, index: usize) -> Value {
     let mut e = json!({"path": path.display().to_string(), "status": "ok", "error": Value::Null,
                        "index": index, "via": via.name()});
-    match output {
-        Output::Image(o) => {
-            e["width"] = json!(o.width);
-            e["height"] = json!(o.height);
+    match made {
+        Made::Image { width, height } => {
+            e["width"] = json!(width);
+            e["height"] = json!(height);
         }
-        Output::Audio(o) => {
+        Made::Audio(o) => {
             e["sample_rate"] = json!(o.info.sample_rate);
             e["samples"] = json!(o.info.frames);
             e["frames"] = json!(o.features.frames);
@@ -430,47 +672,17 @@ fn build_job(args: &PreprocessArgs, kind: Kind) -> Result<Job, Error> {
     }
 }
 
-fn run_chunk(
-    chunk: &[PathBuf],
+fn one(
+    path: &Path,
     job: &Job,
     kind: Kind,
     backend: &dyn Backend,
-    threads: usize,
-    progress: &Progress,
-) -> Vec<Outcome> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Outcome>>> =
-        chunk.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(chunk.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(path) = chunk.get(i) else { break };
-                    let out = Outcome {
-                        result: one(path, job, kind, backend),
-                    };
-                    if let Ok(mut g) = slots[i].lock() {
-                        *g = Some(out);
-                    }
-                    progress.tick();
-                }
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .map(|m| {
-            m.into_inner().ok().flatten().unwrap_or(Outcome {
-                result: Err("internal error: worker lost this input".into()),
-            })
-        })
-        .collect()
-}
-
-fn one(path: &Path, job: &Job, kind: Kind, backend: &dyn Backend) -> Result<(Output, Via), String> {
-    let bytes = read_bounded(path)?;
-    match media::sniff(&bytes) {
+    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+) -> Result<(Made, Via), String> {
+    read_bounded(path, &mut scratch.input)?;
+    let bytes = &scratch.input;
+    match media::sniff(bytes) {
         Some(k) if k != kind => {
             let (is, run) = if k == Kind::Jpeg {
                 ("a JPEG image", "audio")
@@ -482,11 +694,23 @@ fn one(path: &Path, job: &Job, kind: Kind, backend: &dyn Backend) -> Result<(Out
         _ => {}
     }
     // The backend reports unrecognised bytes as corrupt input of the run's kind.
-    backend.process(&bytes, job)
+    match job {
+        Job::Image(p) => {
+            // Every byte is overwritten: no zero-fill needed after the first use.
+            buf.resize(p.output_len(), 0);
+            let ((width, height), via) = backend.process_image_into(bytes, p, buf)?;
+            Ok((Made::Image { width, height }, via))
+        }
+        Job::Audio(_) => match backend.process(bytes, job)? {
+            (Output::Audio(o), via) => Ok((Made::Audio(o), via)),
+            (Output::Image(_), _) => Err("internal error: image output for audio".into()),
+        },
+    }
 }
 
-/// Reads a file, refusing it before reading when it is past the input limit.
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+/// Reads a file into `bytes` (reused), refusing it before reading when it
+/// is past the input limit.
+fn read_bounded(path: &Path, bytes: &mut Vec<u8>) -> Result<(), String> {
     let f = File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let len = f.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
     if len > MAX_INPUT_BYTES {
@@ -495,9 +719,10 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
             MAX_INPUT_BYTES >> 20
         ));
     }
-    let mut bytes = Vec::with_capacity(len as usize);
+    bytes.clear();
+    bytes.reserve(len as usize + 1);
     f.take(MAX_INPUT_BYTES + 1)
-        .read_to_end(&mut bytes)
+        .read_to_end(bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > MAX_INPUT_BYTES {
         return Err(format!(
@@ -505,7 +730,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
             MAX_INPUT_BYTES >> 20
         ));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// The output file, written as results arrive (in input order).
@@ -570,23 +795,26 @@ impl Sink {
         }
     }
 
-    /// Appends one result; returns its index in the output.
-    fn add(&mut self, pos: usize, out: &Output) -> Result<usize, Error> {
-        match (self, out) {
+    /// Appends one result (an image's tensor is `buf`); returns its index
+    /// in the output.
+    fn add(&mut self, pos: usize, made: &Made, buf: &[u8]) -> Result<usize, Error> {
+        match (self, made) {
             (
                 Sink::Npy {
                     file, path, rows, ..
                 },
-                Output::Image(o),
+                Made::Image { .. },
             ) => {
-                file.write_all(&o.data).map_err(|e| Error::Output {
+                // Straight from the buffer it was made in (BufWriter passes
+                // writes this large through).
+                file.write_all(buf).map_err(|e| Error::Output {
                     path: path.clone(),
                     source: e,
                 })?;
                 *rows += 1;
                 Ok(*rows - 1)
             }
-            (Sink::Npz { zip, path }, Output::Audio(o)) => {
+            (Sink::Npz { zip, path }, Made::Audio(o)) => {
                 let f = &o.features;
                 let mut bytes = Vec::with_capacity(f.data.len() * 4);
                 for v in &f.data {

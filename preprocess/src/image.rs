@@ -56,6 +56,29 @@ pub fn preprocess_image(input: &[u8], profile: &ImageProfile) -> Result<ImageOut
     run(input, &probe, profile)
 }
 
+/// [`preprocess_image`] into `out`, which must be exactly
+/// `profile.output_len()` bytes (a reused buffer, a slot of a batch, a
+/// mapped file): the tensor is written once, where it is made. Returns the
+/// source width and height. `out` holds garbage after an error.
+pub fn preprocess_image_into(
+    input: &[u8],
+    profile: &ImageProfile,
+    out: &mut [u8],
+) -> Result<(u32, u32), Error> {
+    check_profile(profile)?;
+    if out.len() != profile.output_len() {
+        return Err(Error::InvalidProfile(format!(
+            "output buffer of {} bytes for a {}-byte tensor",
+            out.len(),
+            profile.output_len()
+        )));
+    }
+    let probe = header::probe(input)?;
+    probe.cpu_check()?;
+    run_into(input, &probe, profile, out)?;
+    Ok((probe.header.width, probe.header.height))
+}
+
 /// What the card's image CU does: refuses (UnsupportedFormat) anything but
 /// baseline sequential Huffman, 8 bit, 1 or 3 components with 4:4:4, 4:2:2,
 /// 4:2:0 or 4:4:0 sampling; otherwise the same bytes as [`preprocess_image`].
@@ -154,31 +177,41 @@ fn check_profile(p: &ImageProfile) -> Result<(), Error> {
 }
 
 fn run(input: &[u8], probe: &header::Probe, profile: &ImageProfile) -> Result<ImageOutput, Error> {
+    let mut data = vec![0u8; profile.output_len()];
+    run_into(input, probe, profile, &mut data)?;
+    Ok(ImageOutput {
+        width: probe.header.width,
+        height: probe.header.height,
+        data,
+    })
+}
+
+/// The transform into `out` (`profile.output_len()` bytes).
+fn run_into(
+    input: &[u8],
+    probe: &header::Probe,
+    profile: &ImageProfile,
+    out: &mut [u8],
+) -> Result<(), Error> {
     let (w, h) = (probe.header.width, probe.header.height);
+    let emit = Emit::new(profile);
     // What the card takes goes through our decoder, fused with the resize;
     // the general decoder only sees the rest, so both paths agree on
     // everything the card takes.
     if probe.card_check().is_ok() {
-        match fused::resize_crop(input, w, h, profile) {
-            Ok((crop, ch)) => {
-                let data = finish(&crop, usize::from(profile.crop), ch, profile);
-                fused::recycle(crop);
-                return Ok(ImageOutput {
-                    width: w,
-                    height: h,
-                    data,
-                });
-            }
+        match fused::resize_crop_into(input, w, h, profile, &emit, out) {
+            Ok(()) => return Ok(()),
             Err(baseline::Declined::Err(e)) => return Err(e),
             Err(baseline::Declined::NotForUs) => {}
         }
     }
-    let (pixels, channels) = decode(input, probe)?;
-    Ok(ImageOutput {
-        width: w,
-        height: h,
-        data: transform(&pixels, w, h, channels, profile),
-    })
+    let (pixels, ch) = decode(input, probe)?;
+    let g = Geometry::new(w, h, ch, profile);
+    let crop = resize_crop(&pixels, &g, PassOrder::HorizontalFirst);
+    for (i, row) in crop.chunks_exact(g.c as usize * ch).enumerate() {
+        emit.row(i, row, ch, out);
+    }
+    Ok(())
 }
 
 /// Decodes to interleaved 8-bit RGB (3 channels) or grayscale (1 channel).
@@ -265,12 +298,6 @@ fn crop_start(size: u32, crop: u32) -> u32 {
     let d = size - crop;
     let q = d / 2;
     if d % 2 == 1 && q % 2 == 1 { q + 1 } else { q }
-}
-
-fn transform(px: &[u8], w: u32, h: u32, ch: usize, profile: &ImageProfile) -> Vec<u8> {
-    let g = Geometry::new(w, h, ch, profile);
-    let crop = resize_crop(px, &g, PassOrder::HorizontalFirst);
-    finish(&crop, g.c as usize, ch, profile)
 }
 
 /// Order of the two resampling passes. Pillow up to 12.x always runs the
@@ -463,79 +490,122 @@ fn horizontal(
     }
 }
 
-/// Row-planar `c` x `c` x `ch` crop (see [`resize_crop`]) to the output
+/// Row-planar `c` x `c` x `ch` crop (see [`resize_crop`]) to a new output
 /// tensor.
 fn finish(crop: &[u8], c: usize, ch: usize, p: &ImageProfile) -> Vec<u8> {
-    let size = p.dtype.size();
-    let n = c * c;
-    // Row i, channel k of the crop (grayscale: channel 0 for all three).
-    let row = |i: usize, k: usize| {
-        let k = if ch == 1 { 0 } else { k };
-        &crop[(i * ch + k) * c..(i * ch + k + 1) * c]
-    };
-    if p.dtype == Dtype::U8 && p.layout == Layout::Nchw {
-        // The default profile: plain row copies, no zero-fill first.
-        let mut out = Vec::with_capacity(3 * n);
-        for k in 0..3 {
-            for i in 0..c {
-                out.extend_from_slice(row(i, k));
-            }
-        }
-        return out;
+    let mut out = vec![0u8; p.output_len()];
+    let emit = Emit::new(p);
+    for (i, row) in crop.chunks_exact(c * ch).enumerate() {
+        emit.row(i, row, ch, &mut out);
     }
-    let mut out = vec![0u8; 3 * n * size];
-    if p.dtype == Dtype::U8 {
-        match p.layout {
-            Layout::Nchw => {
-                for k in 0..3 {
-                    for i in 0..c {
-                        out[k * n + i * c..k * n + (i + 1) * c].copy_from_slice(row(i, k));
-                    }
-                }
-            }
-            Layout::Nhwc => {
-                for i in 0..c {
-                    let o = &mut out[i * c * 3..(i + 1) * c * 3];
-                    for k in 0..3 {
-                        for (j, &v) in row(i, k).iter().enumerate() {
-                            o[j * 3 + k] = v;
-                        }
-                    }
-                }
-            }
-        }
-        return out;
-    }
-    // Per-channel lookup table: value byte -> output element bytes.
-    let mut lut = [[[0u8; 4]; 256]; 3];
-    for (k, table) in lut.iter_mut().enumerate() {
-        for (v, e) in table.iter_mut().enumerate() {
-            let x = if p.normalize {
+    out
+}
+
+/// Element bytes of one value per channel: value byte -> output element,
+/// `S` bytes little-endian.
+type Lut<const S: usize> = [[[u8; S]; 256]; 3];
+
+/// The last step of the transform, applied one resampled row at a time
+/// while the row is still in L1 (the fused path calls it from its vertical
+/// pass): ToTensor + Normalize, dtype and layout, written straight into the
+/// output tensor. Per-channel lookup tables keep it exact: each value is
+/// computed once per byte value in f32, as torch does.
+pub(crate) struct Emit {
+    c: usize,
+    layout: Layout,
+    kind: EmitKind,
+}
+
+enum EmitKind {
+    U8,
+    B2(Box<Lut<2>>),
+    B4(Box<Lut<4>>),
+}
+
+impl Emit {
+    /// For `profile`'s crop, dtype and layout.
+    pub(crate) fn new(p: &ImageProfile) -> Emit {
+        let value = |k: usize, v: usize| {
+            if p.normalize {
                 // ToTensor then Normalize, in f32 as torch does.
                 (v as f32 / 255.0 - p.mean[k]) / p.std[k]
             } else {
                 v as f32
-            };
-            match p.dtype {
-                Dtype::U8 => e[0] = v as u8,
-                Dtype::F16 => e[..2].copy_from_slice(&f16::from_f32(x).to_le_bytes()),
-                Dtype::Bf16 => e[..2].copy_from_slice(&bf16::from_f32(x).to_le_bytes()),
-                Dtype::F32 => e.copy_from_slice(&x.to_le_bytes()),
+            }
+        };
+        fn table<const S: usize>(f: impl Fn(usize, usize) -> [u8; S]) -> Box<Lut<S>> {
+            let mut t = Box::new([[[0u8; S]; 256]; 3]);
+            for (k, chan) in t.iter_mut().enumerate() {
+                for (v, e) in chan.iter_mut().enumerate() {
+                    *e = f(k, v);
+                }
+            }
+            t
+        }
+        let kind = match p.dtype {
+            Dtype::U8 => EmitKind::U8,
+            Dtype::F16 => EmitKind::B2(table(|k, v| f16::from_f32(value(k, v)).to_le_bytes())),
+            Dtype::Bf16 => EmitKind::B2(table(|k, v| bf16::from_f32(value(k, v)).to_le_bytes())),
+            Dtype::F32 => EmitKind::B4(table(|k, v| value(k, v).to_le_bytes())),
+        };
+        Emit {
+            c: usize::from(p.crop),
+            layout: p.layout,
+            kind,
+        }
+    }
+
+    /// Writes crop row `i` (row-planar: `c` samples of channel 0, then 1,
+    /// then 2; `ch` is 3, or 1 for grayscale, replicated) into `out`, the
+    /// whole output tensor.
+    #[inline(always)]
+    pub(crate) fn row(&self, i: usize, row: &[u8], ch: usize, out: &mut [u8]) {
+        match &self.kind {
+            EmitKind::U8 => self.row_lut::<1>(i, row, ch, out, |_, v| [v]),
+            EmitKind::B2(t) => self.row_lut::<2>(i, row, ch, out, |k, v| t[k][usize::from(v)]),
+            EmitKind::B4(t) => self.row_lut::<4>(i, row, ch, out, |k, v| t[k][usize::from(v)]),
+        }
+    }
+
+    #[inline(always)]
+    fn row_lut<const S: usize>(
+        &self,
+        i: usize,
+        row: &[u8],
+        ch: usize,
+        out: &mut [u8],
+        f: impl Fn(usize, u8) -> [u8; S],
+    ) {
+        let c = self.c;
+        let chan = |k: usize| {
+            let k = if ch == 1 { 0 } else { k };
+            &row[k * c..(k + 1) * c]
+        };
+        match self.layout {
+            Layout::Nchw => {
+                let plane = c * c * S;
+                for k in 0..3 {
+                    let o = &mut out[k * plane + i * c * S..][..c * S];
+                    if S == 1 {
+                        o.copy_from_slice(chan(k));
+                        continue;
+                    }
+                    for (e, &v) in o.chunks_exact_mut(S).zip(chan(k)) {
+                        e.copy_from_slice(&f(k, v));
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                let o = &mut out[i * c * 3 * S..][..c * 3 * S];
+                let (r, g, b) = (chan(0), chan(1), chan(2));
+                for (j, px) in o.chunks_exact_mut(3 * S).enumerate() {
+                    px[..S].copy_from_slice(&f(0, r[j]));
+                    px[S..2 * S].copy_from_slice(&f(1, g[j]));
+                    px[2 * S..].copy_from_slice(&f(2, b[j]));
+                }
             }
         }
     }
-    for i in 0..c {
-        for (k, table) in lut.iter().enumerate() {
-            for (j, &v) in row(i, k).iter().enumerate() {
-                let at = match p.layout {
-                    Layout::Nchw => k * n + i * c + j,
-                    Layout::Nhwc => (i * c + j) * 3 + k,
-                } * size;
-                out[at..at + size].copy_from_slice(&table[usize::from(v)][..size]);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

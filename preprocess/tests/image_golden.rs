@@ -3,8 +3,8 @@
 
 use preba_preprocess::Error;
 use preba_preprocess::image::{
-    PassOrder, card_preprocess_image, card_supports, preprocess_image, transform_pixels,
-    transform_pixels_with_order,
+    PassOrder, card_preprocess_image, card_supports, preprocess_image, preprocess_image_into,
+    transform_pixels, transform_pixels_with_order,
 };
 use preba_protocol::profile::{Dtype, ImageProfile, Layout};
 use serde_json::Value;
@@ -369,6 +369,45 @@ fn other_geometries_match_pillow_shape() {
             }
             let out = preprocess_image(&read_fixture(&name), &p).unwrap();
             assert_eq!(out.data.len(), p.output_len(), "{name}");
+        }
+    }
+}
+
+/// The tensor written in place (what the CLI does, into a reused buffer
+/// holding the previous image's bytes) equals the allocated one, for every
+/// dtype and layout, on both decoders (ours and zune-jpeg) and grayscale.
+#[test]
+fn into_a_reused_buffer_matches() {
+    let names = [
+        "imagenet_coffee.jpg",
+        "gray_camera.jpg",
+        "progressive_chelsea.jpg",
+        "cmyk_coffee.jpg",
+        "size_17x17.jpg",
+    ];
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for dtype in [Dtype::U8, Dtype::F16, Dtype::Bf16, Dtype::F32] {
+            let p = ImageProfile {
+                normalize: dtype != Dtype::U8,
+                mean: [0.485, 0.456, 0.406],
+                std: [0.229, 0.224, 0.225],
+                dtype,
+                layout,
+                ..ImageProfile::default()
+            };
+            // Stale bytes that must all be overwritten.
+            let mut buf = vec![0xA5u8; p.output_len()];
+            for name in names {
+                let data = read_fixture(name);
+                let want = preprocess_image(&data, &p).unwrap();
+                let wh = preprocess_image_into(&data, &p, &mut buf).unwrap();
+                assert_eq!(wh, (want.width, want.height), "{name}");
+                assert!(buf == want.data, "{name} {dtype:?} {layout:?}");
+            }
+            let mut short = vec![0u8; p.output_len() - 1];
+            let e = preprocess_image_into(&read_fixture(names[0]), &p, &mut short).unwrap_err();
+            assert!(matches!(e, Error::InvalidProfile(_)), "{e}");
+            assert!(e.to_string().contains("bytes"), "{e}");
         }
     }
 }

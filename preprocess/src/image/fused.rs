@@ -1,39 +1,47 @@
 //! The fused pipeline for what our baseline decoder takes: decode only the
 //! blocks the resize window reads, then per source row: upsample + colour
 //! convert into planar R/G/B rows and run the horizontal pass at once (the
-//! rows stay in L1), then the vertical pass over the kept rows.
+//! rows stay in L1), then the vertical pass over the kept rows, each output
+//! row handed at once to [`Emit`] (normalize, dtype, layout) while in L1, so
+//! the tensor is written once, into the caller's buffer.
 //!
 //! Same arithmetic as [`super::resize_crop`] with the horizontal pass first
 //! (Pillow <= 12's order), so the output equals decoding the whole image
 //! and resizing it.
 
-use super::Geometry;
 use super::baseline::{self, Declined};
 use super::color::{self, Rows};
 use super::resample::{self, HKernel};
+use super::{Emit, Geometry};
 use preba_protocol::profile::ImageProfile;
 use std::cell::Cell;
 
-/// Row-planar `c` x `c` crop (each row: `c` samples of channel 0, then 1,
-/// then 2; one channel for grayscale) and the channel count.
-pub(crate) fn resize_crop(
+/// The `c` x `c` crop of the resized image through `emit` into `out` (the
+/// whole output tensor).
+pub(crate) fn resize_crop_into(
     input: &[u8],
     w: u32,
     h: u32,
     p: &ImageProfile,
-) -> Result<(Vec<u8>, usize), Declined> {
+    emit: &Emit,
+    out: &mut [u8],
+) -> Result<(), Declined> {
     struct Job<'a> {
         input: &'a [u8],
         w: u32,
         h: u32,
         p: &'a ImageProfile,
         s: &'a mut Scratch,
+        emit: &'a Emit,
+        out: &'a mut [u8],
     }
     impl pulp::WithSimd for Job<'_> {
-        type Output = Result<(Vec<u8>, usize), Declined>;
+        type Output = Result<(), Declined>;
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _simd: S) -> Self::Output {
-            inner(self.input, self.w, self.h, self.p, self.s)
+            inner(
+                self.input, self.w, self.h, self.p, self.s, self.emit, self.out,
+            )
         }
     }
     // Taken out of the thread-local around the dispatch: a closure inside
@@ -45,19 +53,11 @@ pub(crate) fn resize_crop(
         h,
         p,
         s: &mut scratch,
+        emit,
+        out,
     });
     SCRATCH.with(|c| c.set(Some(scratch)));
     out
-}
-
-/// Returns a crop buffer from [`resize_crop`] for the next image.
-pub(crate) fn recycle(crop: Vec<u8>) {
-    SCRATCH.with(|c| {
-        let mut s = c.take().unwrap_or_default();
-        s.crop = crop;
-        baseline::trim(&mut s.crop);
-        c.set(Some(s));
-    });
 }
 
 /// Resampling weights of one (source size, resize, crop): computing them
@@ -94,8 +94,8 @@ impl Weights {
 #[derive(Default)]
 struct Scratch {
     weights: Vec<Weights>,
-    /// The crop buffer handed out by [`resize_crop`], back via [`recycle`].
-    crop: Vec<u8>,
+    /// One output row of the vertical pass, on its way to [`Emit`].
+    row: Vec<u8>,
     decode: baseline::Buffers,
     rows: [Vec<u8>; 3],
     tmp: Vec<u8>,
@@ -113,7 +113,9 @@ fn inner(
     h: u32,
     p: &ImageProfile,
     s: &mut Scratch,
-) -> Result<(Vec<u8>, usize), Declined> {
+    emit: &Emit,
+    out: &mut [u8],
+) -> Result<(), Declined> {
     // A few recent geometries (e.g. landscape and portrait of one size).
     let key = (w, h, p.resize, p.crop);
     let at = match s.weights.iter().position(|g| g.key == key) {
@@ -153,19 +155,20 @@ fn inner(
             hk.apply(b, &mut t[2 * cs..]);
         }
     }
-    let mut out = std::mem::take(&mut s.crop);
-    out.resize(cs * row_len, 0);
+    let o = &mut s.row;
+    o.resize(row_len, 0);
     let k = cy.k;
     let mut rows: Vec<&[u8]> = Vec::with_capacity(k);
-    for (i, o) in out.chunks_exact_mut(row_len).enumerate() {
+    for i in 0..cs {
         let s0 = cy.start[i] as usize - y0;
         rows.clear();
         rows.extend((0..k).map(|t| &tmp[(s0 + t) * row_len..(s0 + t + 1) * row_len]));
-        resample::vertical_row(&rows, &cy.w[i * k..(i + 1) * k], o);
+        resample::vertical_row(&rows, &cy.w[i * k..(i + 1) * k], &mut o[..row_len]);
+        emit.row(i, &o[..row_len], ch, out);
     }
     d.recycle(&mut s.decode);
     baseline::trim(&mut s.tmp);
-    Ok((out, ch))
+    Ok(())
 }
 
 /// Whole image as interleaved RGB (or grayscale): what Pillow's decode
