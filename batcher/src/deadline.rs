@@ -3,7 +3,10 @@
 //! urgent request still makes its deadline, early rejection of requests that
 //! cannot. The rules are in the crate doc.
 
-use crate::{Action, Armed, Entry, Error, Event, Policy, RejectReason, RequestId, SliceId, Time};
+use crate::{
+    AUDIO_BUCKET_WIDTH_S, Action, Armed, Entry, Error, Event, Policy, RejectReason, Request,
+    RequestId, SliceId, Time,
+};
 
 /// Latency of one slice as a function of batch size: `(batch, ns)` points,
 /// strictly increasing in batch, interpolated like [`Entry::latency_ns`].
@@ -64,8 +67,14 @@ impl SliceModel {
 
 #[derive(Clone, Debug)]
 pub struct DeadlineConfig {
-    /// One latency model per slice (mixed slice sizes welcome).
+    /// One latency model per slice (mixed slice sizes welcome): images, and
+    /// audio when `by_length` is empty.
     pub slices: Vec<SliceModel>,
+    /// Audio: per slice, one model per length bucket
+    /// ([`AUDIO_BUCKET_WIDTH_S`] wide, the last taking everything longer), so
+    /// a batch is predicted at the length it is padded to (its longest
+    /// input). Empty: `slices` for every request.
+    pub by_length: Vec<Vec<SliceModel>>,
     /// No batch is larger.
     pub max_batch: u32,
     /// Deadline of a request that carries none: `arrival + default_sla`.
@@ -89,6 +98,8 @@ struct Queued {
     id: RequestId,
     arrival: Time,
     deadline: Time,
+    /// Length bucket (0 for images and without `by_length`).
+    bucket: usize,
 }
 
 pub struct Deadline {
@@ -109,6 +120,23 @@ impl Deadline {
         }
         for (i, m) in cfg.slices.iter().enumerate() {
             m.check(i)?;
+        }
+        if !cfg.by_length.is_empty() {
+            if cfg.by_length.len() != cfg.slices.len() {
+                return Err(Error::Config(format!(
+                    "by_length has models for {} slices, slices has {}",
+                    cfg.by_length.len(),
+                    cfg.slices.len()
+                )));
+            }
+            for (i, ms) in cfg.by_length.iter().enumerate() {
+                if ms.is_empty() {
+                    return bad("by_length needs at least one bucket per slice");
+                }
+                for m in ms {
+                    m.check(i)?;
+                }
+            }
         }
         if cfg.max_batch == 0 {
             return bad("max_batch must be at least 1");
@@ -138,8 +166,33 @@ impl Deadline {
         &self.cfg
     }
 
-    fn lat(&self, s: SliceId, b: usize) -> Time {
-        self.cfg.slices[s].latency(b as u32)
+    /// Predicted latency on slice `s` of a batch of `b` padded to bucket
+    /// `bucket`.
+    fn lat(&self, s: SliceId, b: usize, bucket: usize) -> Time {
+        match self.cfg.by_length.get(s) {
+            Some(ms) => ms[bucket.min(ms.len() - 1)].latency(b as u32),
+            None => self.cfg.slices[s].latency(b as u32),
+        }
+    }
+
+    fn bucket_of(&self, r: &Request) -> usize {
+        match r.duration_s {
+            Some(d) if !self.cfg.by_length.is_empty() && d.is_finite() && d > 0.0 => {
+                let last = self.cfg.by_length.iter().map(Vec::len).max().unwrap_or(1) - 1;
+                // `as` saturates: absurd lengths land in the last bucket.
+                ((d / AUDIO_BUCKET_WIDTH_S).floor() as usize).min(last)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The bucket a batch of the queued requests `i..i + k` pads to.
+    fn pad(&self, i: usize, k: usize) -> usize {
+        self.queue[i..i + k]
+            .iter()
+            .map(|q| q.bucket)
+            .max()
+            .unwrap_or(0)
     }
 
     /// When slice `s` could start a batch: now if free, at its predicted
@@ -152,42 +205,74 @@ impl Deadline {
         }
     }
 
-    /// The largest batch (<= max_batch) that, started on `s` at `start`,
-    /// finishes by `deadline`, growing from 1 and stopping at the first size
-    /// that would not.
-    fn cap(&self, s: SliceId, start: Time, deadline: Time) -> usize {
+    /// The largest batch (<= max_batch) of the queued requests from `i` on
+    /// that, started on `s` at `start`, finishes by `deadline`, growing from
+    /// 1 and stopping at the first size that would not.
+    fn cap(&self, s: SliceId, start: Time, deadline: Time, i: usize) -> usize {
+        let limit = (self.cfg.max_batch as usize).min(self.queue.len() - i);
         let mut k = 0;
+        let mut pad = 0;
+        while k < limit {
+            pad = pad.max(self.queue[i + k].bucket);
+            if start.saturating_add(self.lat(s, k + 1, pad)) > deadline {
+                break;
+            }
+            k += 1;
+        }
+        // Past the queue, more requests of the batch's own length.
         while k < self.cfg.max_batch as usize
-            && start.saturating_add(self.lat(s, k + 1)) <= deadline
+            && k >= limit
+            && start.saturating_add(self.lat(s, k + 1, pad)) <= deadline
         {
             k += 1;
         }
         k
     }
 
-    /// Earliest predicted finish of a batch of one over the slices that are
-    /// up, with the slice where that is.
-    fn best_single(&self, now: Time) -> Option<Time> {
+    /// Earliest predicted finish of a batch of one request of `bucket` over
+    /// the slices that are up.
+    fn best_single(&self, now: Time, bucket: usize) -> Option<Time> {
         (0..self.slices.len())
-            .filter_map(|s| Some(self.avail(s, now)?.saturating_add(self.lat(s, 1))))
+            .filter_map(|s| Some(self.avail(s, now)?.saturating_add(self.lat(s, 1, bucket))))
             .min()
     }
 
     /// Rejects every queued request that even alone on the earliest-finishing
-    /// slice would finish after its deadline (an EDF prefix of the queue).
+    /// slice would finish after its deadline (without length buckets an EDF
+    /// prefix of the queue).
     fn reject_hopeless(&mut self, now: Time, out: &mut Vec<Action>) {
-        let Some(predicted) = self.best_single(now) else {
-            return;
-        };
-        let n = self.queue.partition_point(|q| q.deadline < predicted);
-        for q in self.queue.drain(..n) {
-            out.push(Action::Reject {
-                id: q.id,
-                reason: RejectReason::DeadlineMiss {
-                    deadline: q.deadline,
-                    predicted,
-                },
-            });
+        let mut predicted: Vec<Option<Option<Time>>> = Vec::new();
+        let mut k = 0;
+        while k < self.queue.len() {
+            let (deadline, bucket) = (self.queue[k].deadline, self.queue[k].bucket);
+            if predicted.len() <= bucket {
+                predicted.resize(bucket + 1, None);
+            }
+            let p = match predicted[bucket] {
+                Some(p) => p,
+                None => {
+                    let p = self.best_single(now, bucket);
+                    predicted[bucket] = Some(p);
+                    p
+                }
+            };
+            let Some(p) = p else {
+                return; // no slice up: requests wait
+            };
+            if deadline < p {
+                let q = self.queue.remove(k);
+                out.push(Action::Reject {
+                    id: q.id,
+                    reason: RejectReason::DeadlineMiss {
+                        deadline: q.deadline,
+                        predicted: p,
+                    },
+                });
+            } else if self.cfg.by_length.is_empty() {
+                return; // EDF: every later deadline is later still
+            } else {
+                k += 1;
+            }
         }
     }
 
@@ -207,12 +292,13 @@ impl Deadline {
             let d = self.queue[i].deadline;
             let rest = self.queue.len() - i;
             let b = rest.min(self.cfg.max_batch as usize);
+            let pad_b = self.pad(i, b);
             let best = open
                 .iter()
                 .enumerate()
                 .filter_map(|(k, &(s, a, free))| {
-                    let cap = self.cap(s, a, d);
-                    (cap > 0).then(|| ((a.saturating_add(self.lat(s, b)), !free, s), k, cap))
+                    let cap = self.cap(s, a, d, i);
+                    (cap > 0).then(|| ((a.saturating_add(self.lat(s, b, pad_b)), !free, s), k, cap))
                 })
                 .min();
             let Some(((_, busy, s), k, cap)) = best else {
@@ -228,7 +314,7 @@ impl Deadline {
                 cap
             } else {
                 let latest_start = d
-                    .saturating_sub(self.lat(s, rest))
+                    .saturating_sub(self.lat(s, rest, self.pad(i, rest)))
                     .saturating_sub(self.slack);
                 if now < latest_start {
                     wake = Some(latest_start);
@@ -236,31 +322,51 @@ impl Deadline {
                 }
                 rest
             };
+            let pad = self.pad(i, take);
             let batch: Vec<RequestId> = self.queue.drain(i..i + take).map(|q| q.id).collect();
             self.slices[s] = SliceState::Busy {
-                until: now.saturating_add(self.lat(s, take)),
+                until: now.saturating_add(self.lat(s, take, pad)),
             };
             out.push(Action::Dispatch {
                 slice: s,
                 batch,
-                bucket: None,
+                bucket: (!self.cfg.by_length.is_empty()).then_some(pad),
             });
             dispatched = true;
         }
         (dispatched, wake)
     }
 
-    /// The first moment the queue's most urgent request becomes hopeless
-    /// (None when nothing is queued or no slice is up).
+    /// The first moment a queued request becomes hopeless (None when nothing
+    /// is queued or no slice is up): per length bucket, only its most urgent
+    /// request can be first.
     fn hopeless_at(&self, now: Time) -> Option<Time> {
-        let d = self.queue.first()?.deadline;
-        (0..self.slices.len())
-            .filter(|&s| {
-                self.avail(s, now)
-                    .is_some_and(|a| a.saturating_add(self.lat(s, 1)) <= d)
-            })
-            .map(|s| d - self.lat(s, 1) + 1)
-            .max()
+        let mut seen: Vec<bool> = Vec::new();
+        let mut first = None;
+        for q in &self.queue {
+            if seen.len() <= q.bucket {
+                seen.resize(q.bucket + 1, false);
+            }
+            if std::mem::replace(&mut seen[q.bucket], true) {
+                continue;
+            }
+            let d = q.deadline;
+            let at = (0..self.slices.len())
+                .filter(|&s| {
+                    self.avail(s, now)
+                        .is_some_and(|a| a.saturating_add(self.lat(s, 1, q.bucket)) <= d)
+                })
+                .map(|s| d - self.lat(s, 1, q.bucket) + 1)
+                .max();
+            first = match (first, at) {
+                (Some(x), Some(y)) => Some(Time::min(x, y)),
+                (x, y) => x.or(y),
+            };
+            if self.cfg.by_length.is_empty() {
+                break;
+            }
+        }
+        first
     }
 }
 
@@ -279,6 +385,7 @@ impl Policy for Deadline {
                     let deadline = r
                         .deadline
                         .unwrap_or_else(|| r.arrival.saturating_add(self.cfg.default_sla));
+                    let bucket = self.bucket_of(&r);
                     let key = (deadline, r.arrival);
                     let pos = self
                         .queue
@@ -289,6 +396,7 @@ impl Policy for Deadline {
                             id: r.id,
                             arrival: r.arrival,
                             deadline,
+                            bucket,
                         },
                     );
                 }

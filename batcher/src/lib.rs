@@ -104,8 +104,14 @@
 //! - `ArmTimer` at the earliest of that latest start and the moment the head
 //!   becomes hopeless (`max_s(d - lat_s(1)) + 1` over slices that can still
 //!   make it), so rejections come before the deadline, not after it.
-//! - `max_queue` admitted and waiting: `QueueFull`. `Dispatch.bucket` is
-//!   `None` (no length buckets in `triton` or `deadline`).
+//! - Audio with `by_length` (per slice, one model per 2.5 s length bucket,
+//!   the last taking everything longer): a request's bucket is its length's
+//!   (images and lengths that are not finite and positive: 0), and every
+//!   `lat_s(k)` above is taken at the bucket the batch pads to (the largest
+//!   bucket among its requests), hopelessness per request at its own bucket.
+//!   `Dispatch.bucket` is then that padded-to bucket.
+//! - `max_queue` admitted and waiting: `QueueFull`. Without `by_length`,
+//!   `Dispatch.bucket` is `None` (`triton` never buckets).
 //!
 //! Events naming a slice that does not exist are ignored; request ids are the
 //! caller's and must be unique among requests in flight.

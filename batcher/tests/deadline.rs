@@ -19,6 +19,7 @@ fn linear(a: Time, c: Time) -> SliceModel {
 fn policy(slices: Vec<SliceModel>, max_batch: u32, sla_ms: Time) -> Deadline {
     Deadline::new(DeadlineConfig {
         slices,
+        by_length: Vec::new(),
         max_batch,
         default_sla: sla_ms * MS,
         max_queue: 100,
@@ -297,6 +298,7 @@ fn down_slices_get_nothing_and_with_none_up_requests_wait() {
 fn queue_full_rejects_with_the_limit() {
     let mut p = Deadline::new(DeadlineConfig {
         slices: vec![linear(2, 1)],
+        by_length: Vec::new(),
         max_batch: 8,
         default_sla: 100 * MS,
         max_queue: 2,
@@ -317,6 +319,7 @@ fn queue_full_rejects_with_the_limit() {
 fn bad_configs_are_refused() {
     let cfg = DeadlineConfig {
         slices: vec![linear(2, 1)],
+        by_length: Vec::new(),
         max_batch: 4,
         default_sla: MS,
         max_queue: 1,
@@ -326,18 +329,22 @@ fn bad_configs_are_refused() {
     for bad in [
         DeadlineConfig {
             slices: vec![],
+            by_length: Vec::new(),
             ..cfg.clone()
         },
         DeadlineConfig {
             slices: model(vec![]),
+            by_length: Vec::new(),
             ..cfg.clone()
         },
         DeadlineConfig {
             slices: model(vec![(0, 1)]),
+            by_length: Vec::new(),
             ..cfg.clone()
         },
         DeadlineConfig {
             slices: model(vec![(2, 1), (2, 3)]),
+            by_length: Vec::new(),
             ..cfg.clone()
         },
         DeadlineConfig {
@@ -422,6 +429,7 @@ fn slack_moves_the_latest_start_earlier() {
             slices: vec![SliceModel {
                 latency_ns: vec![(1, 2 * MS), (8, 9 * MS)],
             }],
+            by_length: Vec::new(),
             max_batch: 8,
             default_sla: 20 * MS,
             max_queue: 100,
@@ -447,4 +455,60 @@ fn slack_moves_the_latest_start_earlier() {
             "slack {slack}: {out:?}"
         );
     }
+}
+
+/// Audio with length buckets: a batch is predicted at the length it pads to
+/// (its longest input), and a long request is judged hopeless by the long
+/// model while a short one with the same room still waits.
+#[test]
+fn audio_batches_are_predicted_at_their_longest_input() {
+    let m = |l1: Time, l2: Time| SliceModel {
+        latency_ns: vec![(1, l1 * MS), (2, l2 * MS)],
+    };
+    let mut p = Deadline::new(DeadlineConfig {
+        slices: vec![m(2, 3)],
+        by_length: vec![vec![m(2, 3), m(10, 15)]],
+        max_batch: 2,
+        default_sla: 20 * MS,
+        max_queue: 100,
+    })
+    .unwrap();
+    let audio = |p: &mut Deadline, now: Time, id: u64, secs: f32, deadline: Option<Time>| {
+        work(ev(
+            p,
+            now,
+            Event::Arrival(Request {
+                id: RequestId(id),
+                arrival: now,
+                duration_s: Some(secs),
+                deadline,
+            }),
+        ))
+    };
+    // Short (bucket 0) waits to grow: alone it has room until 20 - 2 ms.
+    assert_eq!(audio(&mut p, 0, 1, 1.0, None), vec![]);
+    // Long (6 s: bucket 2, past the last, so the last): the pair pads to
+    // bucket 1 and takes 15 ms <= 20: full at max_batch, sent at once.
+    assert_eq!(
+        audio(&mut p, 0, 2, 6.0, None),
+        vec![Action::Dispatch {
+            slice: 0,
+            batch: vec![RequestId(1), RequestId(2)],
+            bucket: Some(1),
+        }]
+    );
+    // Busy until 15 ms. A long request due at 1 + 12 ms: 15 + 10 > 13,
+    // hopeless; a short one due at 1 + 17 ms: 15 + 2 <= 18, waits.
+    assert_eq!(
+        audio(&mut p, MS, 3, 4.0, Some(13 * MS)),
+        vec![Action::Reject {
+            id: RequestId(3),
+            reason: RejectReason::DeadlineMiss {
+                deadline: 13 * MS,
+                predicted: 25 * MS,
+            },
+        }]
+    );
+    assert_eq!(audio(&mut p, MS, 4, 2.0, Some(18 * MS)), vec![]);
+    assert_eq!(p.queued(), 1);
 }

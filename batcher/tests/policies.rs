@@ -16,6 +16,8 @@ enum Op {
         dt: Time,
         late: Time,
         due: Option<Time>,
+        /// Audio length in seconds (read only with length buckets).
+        secs: f32,
     },
     /// SliceFree at a random moment (the prediction is off).
     Free(usize),
@@ -33,8 +35,13 @@ enum Op {
 
 fn op(slices: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..4u64, prop_oneof![3 => Just(0u64), 1 => 0..8u64], prop::option::of(0..40u64))
-            .prop_map(|(dt, late, due)| Op::Arrive { dt, late, due }),
+        6 => (
+            0..4u64,
+            prop_oneof![3 => Just(0u64), 1 => 0..8u64],
+            prop::option::of(0..40u64),
+            prop_oneof![4 => 0.0f32..12.0, 1 => Just(1e30f32), 1 => Just(f32::NAN)],
+        )
+            .prop_map(|(dt, late, due, secs)| Op::Arrive { dt, late, due, secs }),
         2 => (0..slices).prop_map(Op::Free),
         3 => Just(Op::FinishNext),
         1 => (0..slices).prop_map(Op::Down),
@@ -57,10 +64,26 @@ impl Cfg {
             Cfg::Deadline(c) => c.slices.len(),
         }
     }
-    fn lat(&self, s: usize, b: usize) -> Time {
+    /// Latency of a batch of `b` on slice `s`, padded to length `bucket`.
+    fn lat(&self, s: usize, b: usize, bucket: usize) -> Time {
         match self {
             Cfg::Triton(_) => 1 + b as Time,
-            Cfg::Deadline(c) => c.slices[s].latency(b as u32),
+            Cfg::Deadline(c) if c.by_length.is_empty() => c.slices[s].latency(b as u32),
+            Cfg::Deadline(c) => {
+                let ms = &c.by_length[s];
+                ms[bucket.min(ms.len() - 1)].latency(b as u32)
+            }
+        }
+    }
+    /// The checker's own bucket rule: 2.5 s wide, the last one (over all
+    /// slices) taking everything longer, images and bad lengths in 0.
+    fn bucket(&self, secs: Option<f32>) -> usize {
+        match (self, secs) {
+            (Cfg::Deadline(c), Some(d)) if !c.by_length.is_empty() && d.is_finite() && d > 0.0 => {
+                let last = c.by_length.iter().map(Vec::len).max().unwrap() - 1;
+                ((d / 2.5).floor() as usize).min(last)
+            }
+            _ => 0,
         }
     }
 }
@@ -106,9 +129,25 @@ fn deadline_cfg() -> impl Strategy<Value = Cfg> {
         0..30u64,
         1..25usize,
     )
-        .prop_map(|(slices, max_batch, default_sla, max_queue)| {
+        .prop_flat_map(|(slices, max_batch, default_sla, max_queue)| {
+            let n = slices.len();
+            // Half the configs have per-slice length-bucket models (audio).
+            let by_length = prop_oneof![
+                Just(Vec::new()),
+                prop::collection::vec(prop::collection::vec(slice_model(), 1..4), n..=n),
+            ];
+            (
+                Just(slices),
+                by_length,
+                Just(max_batch),
+                Just(default_sla),
+                Just(max_queue),
+            )
+        })
+        .prop_map(|(slices, by_length, max_batch, default_sla, max_queue)| {
             Cfg::Deadline(DeadlineConfig {
                 slices,
+                by_length,
                 max_batch,
                 default_sla,
                 max_queue,
@@ -127,6 +166,7 @@ struct W {
     arrival: Time,
     deadline: Time,
     slice: usize,
+    bucket: usize,
 }
 
 struct Checker {
@@ -140,12 +180,13 @@ struct Checker {
 }
 
 impl Checker {
-    /// Deadline policy: earliest finish of a batch of one over the slices up.
-    fn best_single(&self, now: Time) -> Option<Time> {
+    /// Deadline policy: earliest finish of a batch of one request of
+    /// `bucket` over the slices up.
+    fn best_single(&self, now: Time, bucket: usize) -> Option<Time> {
         (0..self.slices.len())
             .filter_map(|s| match self.slices[s] {
-                S::Free => Some(now + self.cfg.lat(s, 1)),
-                S::Busy { until } => Some(until.max(now) + self.cfg.lat(s, 1)),
+                S::Free => Some(now + self.cfg.lat(s, 1, bucket)),
+                S::Busy { until } => Some(until.max(now) + self.cfg.lat(s, 1, bucket)),
                 S::Down => None,
             })
             .min()
@@ -186,6 +227,7 @@ impl Checker {
                             arrival: r.arrival,
                             deadline,
                             slice,
+                            bucket: self.cfg.bucket(r.duration_s),
                         },
                     );
                 }
@@ -201,7 +243,6 @@ impl Checker {
                     batch,
                     bucket,
                 } => {
-                    assert_eq!(*bucket, None);
                     assert_eq!(
                         self.slices[*slice],
                         S::Free,
@@ -215,7 +256,14 @@ impl Checker {
                             self.waiting.remove(id).expect("dispatched unknown id")
                         })
                         .collect();
-                    let until = now + self.cfg.lat(*slice, batch.len());
+                    let pad = ws.iter().map(|w| w.bucket).max().unwrap();
+                    let bucketed = matches!(&self.cfg, Cfg::Deadline(c) if !c.by_length.is_empty());
+                    assert_eq!(
+                        *bucket,
+                        bucketed.then_some(pad),
+                        "the bucket a batch pads to"
+                    );
+                    let until = now + self.cfg.lat(*slice, batch.len(), pad);
                     match &self.cfg {
                         Cfg::Triton(c) => {
                             assert!(batch.len() <= c.max_batch_size as usize);
@@ -261,7 +309,7 @@ impl Checker {
                     let w = self.waiting.remove(id).expect("rejected unknown id");
                     assert!(self.rejected.insert(*id));
                     assert_eq!(*deadline, w.deadline);
-                    assert_eq!(Some(*predicted), self.best_single(now));
+                    assert_eq!(Some(*predicted), self.best_single(now, w.bucket));
                     assert!(predicted > deadline, "rejected though it could make it");
                 }
                 Action::Reject { .. } => {}
@@ -295,11 +343,9 @@ impl Checker {
                 }
             }
             Cfg::Deadline(_) => {
-                if let Some(best) = self.best_single(now) {
-                    for w in self.waiting.values() {
+                for w in self.waiting.values() {
+                    if let Some(best) = self.best_single(now, w.bucket) {
                         assert!(best <= w.deadline, "a hopeless request still waits");
-                    }
-                    if !self.waiting.is_empty() {
                         assert!(self.timer.is_some_and(|t| t > now), "no wake-up armed");
                     }
                 }
@@ -334,13 +380,18 @@ fn run(cfg: Cfg, ops: Vec<Op>) {
     };
     for o in ops {
         let ev = match o {
-            Op::Arrive { dt, late, due } => {
+            Op::Arrive {
+                dt,
+                late,
+                due,
+                secs,
+            } => {
                 now += dt;
                 next_id += 1;
                 Event::Arrival(Request {
                     id: RequestId(next_id),
                     arrival: now - late,
-                    duration_s: None,
+                    duration_s: Some(secs).filter(|_| next_id % 4 != 0),
                     deadline: due.map(|d| now - late + d),
                 })
             }

@@ -53,6 +53,8 @@ pub struct ModelMetrics {
     pub gather_copies: Counter,
     pub pad_copies: Counter,
     pub rejected_queue_full: Counter,
+    /// `deadline` policy: answered 429 because the request cannot make its deadline.
+    pub rejected_deadline: Counter,
     pub batch_hist: [Counter; BATCH_BUCKETS.len()],
     pub batch_sum: Counter,
     /// Per batch size: (count, infer ns).
@@ -190,6 +192,13 @@ pub fn render(models: &[(&str, &str, &ModelMetrics)], card: Option<&CardGauges>)
         "Requests answered 503 because the queue was full",
         "counter",
         per(&|m| m.rejected_queue_full.get()),
+    );
+    family(
+        &mut s,
+        "preba_rejected_deadline_total",
+        "Requests answered 429 early because they could not make their deadline (deadline policy)",
+        "counter",
+        per(&|m| m.rejected_deadline.get()),
     );
     let mut bucket_rows = Vec::new();
     let mut sum_rows = Vec::new();

@@ -13,7 +13,7 @@
 use crate::arena::{Arena, SlotLease, SlotPool, runs};
 use crate::metrics::{ModelMetrics, SliceMetrics};
 use crate::repo::{Kind, ModelConfig};
-use preba_batcher::{Action, Event, Policy, Request, RequestId, Time};
+use preba_batcher::{Action, Event, Policy, RejectReason, Request, RequestId, Time};
 use preba_slice::wire::{BatchRequest, InputBinding, Source};
 use preba_slice::{Dtype, ModelMeta, SliceError, SliceSpec, WorkerClient, WorkerSpec};
 use std::collections::HashMap;
@@ -491,8 +491,20 @@ impl Batcher {
                 }
                 Action::Reject { id, reason } => {
                     if let Some(w) = c.waiting.remove(&id) {
-                        self.metrics.rejected_queue_full.add(1);
-                        let _ = w.tx.send(Err((503, reason.to_string())));
+                        // A full queue is the server's state (503, as Triton);
+                        // a missed deadline is this request's (429: ask for
+                        // less, or later).
+                        let status = match reason {
+                            RejectReason::QueueFull { .. } => {
+                                self.metrics.rejected_queue_full.add(1);
+                                503
+                            }
+                            RejectReason::DeadlineMiss { .. } => {
+                                self.metrics.rejected_deadline.add(1);
+                                429
+                            }
+                        };
+                        let _ = w.tx.send(Err((status, reason.to_string())));
                     }
                 }
             }

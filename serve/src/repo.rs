@@ -295,12 +295,6 @@ fn resolve(
             "batching.preferred_batch_size: each must be in 1..=max_batch_size",
         ));
     }
-    if kind == Kind::Audio && batching.policy != "preba" {
-        return Err(bad(
-            cfg_path,
-            "batching.policy: audio length buckets are the preba policy's; use \"preba\"",
-        ));
-    }
     if batching
         .batch_max
         .is_some_and(|m| m == 0 || m > max_batch_size)

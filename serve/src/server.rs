@@ -325,19 +325,33 @@ fn plan(
         // batches grown only while the oldest request still makes it.
         "deadline" => {
             let mut models = Vec::with_capacity(n);
+            let mut by_length = Vec::new();
             for s in slices {
                 let t = s.slice_type();
-                let e = table.find(&pname, &t, None).ok_or_else(|| {
+                // Audio profiles are per length bucket: the policy then
+                // predicts each batch at the length it pads to.
+                let buckets: Vec<SliceModel> = (0u32..)
+                    .map_while(|b| table.find(&pname, &t, Some(b)))
+                    .map(SliceModel::from_entry)
+                    .collect();
+                let e = table.find(&pname, &t, None).or_else(|| table.find(&pname, &t, Some(0))).ok_or_else(|| {
                         usage(format!(
                             "model {}: the deadline policy needs a profile of {pname} on {t} (run `preba profile`, give --profile)",
                             cfg.name
                         ))
                     })?;
                 models.push(SliceModel::from_entry(e));
+                if cfg.kind == crate::repo::Kind::Audio && !buckets.is_empty() {
+                    by_length.push(buckets);
+                }
+            }
+            if by_length.len() != models.len() {
+                by_length.clear();
             }
             let sla = cfg.sla_ms.unwrap_or(100.0);
             let dc = DeadlineConfig {
                 slices: models,
+                by_length,
                 max_batch: *pc.batch_max.iter().max().unwrap_or(&1),
                 default_sla: (sla * 1e6) as u64,
                 max_queue,

@@ -846,3 +846,136 @@ fn emulated_card_server_matches_cpu_and_survives_card_death() {
     );
     eprintln!("emulated_card_server: {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// The policy is chosen per model: `deadline` on mixed slices (images) and
+/// on length buckets (audio), `triton` round-robin, side by side in one
+/// server. A request that cannot make its deadline is answered 429 at once,
+/// judged by the latency of its own length: a long utterance is hopeless
+/// where a short one with the same timeout is served.
+#[test]
+fn policies_per_model_and_deadline_rejects() {
+    let Some(e) = env() else { return };
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let sq = e.models.join("squeezenet1_1/1/model.onnx");
+    let au = e.models.join("tiny_audio/1/model.onnx");
+    link(&sq, &repo.join("img_deadline/1/model.onnx"));
+    std::fs::write(
+        repo.join("img_deadline/config.toml"),
+        "sla_ms = 1000\nslices = \"modeled:a100-3g.20gb*1,a100-2g.10gb*2\"\n[batching]\npolicy = \"deadline\"\nprofile_model = \"img\"\n",
+    )
+    .unwrap();
+    link(&sq, &repo.join("img_triton/1/model.onnx"));
+    std::fs::write(
+        repo.join("img_triton/config.toml"),
+        "slices = \"modeled:a100-1g.5gb*2\"\n[batching]\npolicy = \"triton\"\nprofile_model = \"img\"\npreferred_batch_size = [2]\nmax_queue_delay_us = 2000\n",
+    )
+    .unwrap();
+    link(&au, &repo.join("audio_deadline/1/model.onnx"));
+    std::fs::write(
+        repo.join("audio_deadline/config.toml"),
+        "kind = \"audio\"\nsla_ms = 40\nslices = \"modeled:a100-1g.5gb*1\"\n[batching]\npolicy = \"deadline\"\nprofile_model = \"speech\"\n",
+    )
+    .unwrap();
+    let point = |b: u32, ms: f64| {
+        format!(
+            "  {{ batch = {b}, p50_ms = {ms}, p95_ms = {ms}, throughput = {} }},\n",
+            f64::from(b) * 1e3 / ms
+        )
+    };
+    let entry = |model: &str, slice: &str, bucket: Option<u32>, pts: &[(u32, f64)]| {
+        let mut s =
+            format!("[[entry]]\nmodel = \"{model}\"\nslice = \"{slice}\"\nsource = \"test\"\n");
+        if let Some(b) = bucket {
+            s += &format!("bucket = {b}\n");
+        }
+        s += "points = [\n";
+        for &(b, ms) in pts {
+            s += &point(b, ms);
+        }
+        s + "]\n"
+    };
+    let mut table = "format = \"preba-profile-1\"\n".to_string();
+    table += &entry("img", "a100-3g.20gb", None, &[(1, 2.0), (2, 3.0), (4, 5.0)]);
+    table += &entry("img", "a100-2g.10gb", None, &[(1, 3.0), (2, 5.0), (4, 9.0)]);
+    table += &entry("img", "a100-1g.5gb", None, &[(1, 4.0), (2, 7.0), (4, 13.0)]);
+    // Bucket 0 (< 2.5 s) is fast, bucket 1 (2.5-5 s) slow.
+    table += &entry("speech", "a100-1g.5gb", Some(0), &[(1, 2.0), (4, 5.0)]);
+    table += &entry("speech", "a100-1g.5gb", Some(1), &[(1, 300.0), (4, 600.0)]);
+    let profile = tmp.path().join("profile.toml");
+    std::fs::write(&profile, table).unwrap();
+    let srv = Server::start("cpu", &repo, &profile, &[]);
+
+    let jpeg = std::fs::read(fixture("images", IMAGES[0])).unwrap();
+    let hs: Vec<_> = (0..6)
+        .map(|_| {
+            let (port, j) = (srv.port, jpeg.clone());
+            std::thread::spawn(move || {
+                (
+                    infer(port, "img_deadline", std::slice::from_ref(&j)),
+                    infer(port, "img_triton", std::slice::from_ref(&j)),
+                )
+            })
+        })
+        .collect();
+    for h in hs {
+        let ((a, ab), (b, bb)) = h.join().unwrap();
+        assert_eq!(a, 200, "img_deadline: {ab}");
+        assert_eq!(b, 200, "img_triton: {bb}");
+    }
+
+    // One element per request, the request-level `timeout` in microseconds.
+    let send = |model: &str, input: &str, bytes: &[u8], timeout_us: u64| {
+        let head = format!(
+            r#"{{"parameters":{{"timeout":{timeout_us}}},"inputs":[{{"name":"{input}","datatype":"BYTES","shape":[1,1],"parameters":{{"binary_data_size":{}}}}}]}}"#,
+            bytes.len() + 4
+        );
+        let mut body = head.clone().into_bytes();
+        body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        body.extend_from_slice(bytes);
+        let h = [("Inference-Header-Content-Length", head.len().to_string())];
+        let (st, b) = http(
+            srv.port,
+            "POST",
+            &format!("/v2/models/{model}/infer"),
+            &h,
+            &body,
+        );
+        (st, String::from_utf8_lossy(&b).into_owned())
+    };
+    // 1 us: nothing can make it, on any slice.
+    let (st, body) = send("img_deadline", "IMAGE", &jpeg, 1);
+    assert_eq!(st, 429, "{body}");
+    assert!(body.contains("deadline"), "429 without the reason: {body}");
+    // 150 ms: a 1.2 s utterance (bucket 0, 2 ms) makes it; a 3.1 s one
+    // (bucket 1, 300 ms) cannot and is told so at once, not after 150 ms.
+    let short = std::fs::read(fixture("audio", WAVS[2])).unwrap();
+    let long = std::fs::read(fixture("audio", WAVS[0])).unwrap();
+    let (st, body) = send("audio_deadline", "AUDIO", &short, 150_000);
+    assert_eq!(st, 200, "short utterance: {body}");
+    let t0 = Instant::now();
+    let (st, body) = send("audio_deadline", "AUDIO", &long, 150_000);
+    assert_eq!(st, 429, "long utterance: {body}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(150),
+        "the hopeless request was answered after its deadline ({:?})",
+        t0.elapsed()
+    );
+    let m = srv.metrics();
+    for (model, n) in [
+        ("img_deadline", 1.0),
+        ("audio_deadline", 1.0),
+        ("img_triton", 0.0),
+    ] {
+        assert_eq!(
+            metric(
+                &m,
+                "preba_rejected_deadline_total",
+                &[&format!("model=\"{model}\"")]
+            ),
+            Some(n),
+            "{model}:\n{m}"
+        );
+    }
+}

@@ -239,8 +239,9 @@ pub fn build_policy(sc: &Scenario) -> Result<Box<dyn Policy>, Error> {
                     "missing (the deadline policy needs it)".into(),
                 )
             })?;
-            // Audio: each slice's latency model is the entry of the bucket
-            // holding the mean utterance (the policy does not bucket).
+            // Audio: each slice's latency model per length bucket (a batch is
+            // predicted at the length it pads to); `slices` (the bucket of
+            // the mean utterance) is then only the fallback.
             let mean_bucket = match &sc.workload {
                 Workload::Audio { duration, .. } => {
                     (mean_of(duration) / f64::from(AUDIO_BUCKET_WIDTH_S)) as usize
@@ -261,8 +262,21 @@ pub fn build_policy(sc: &Scenario) -> Result<Box<dyn Policy>, Error> {
                 .flat_map(|e| e.iter().flat_map(|x| x.points().last().map(|p| p.batch)))
                 .max()
                 .unwrap_or(1);
+            let by_length: Vec<Vec<SliceModel>> = if sc.workload.is_audio() {
+                sc.slices
+                    .iter()
+                    .zip(&es)
+                    .flat_map(|(g, e)| {
+                        let m: Vec<SliceModel> = e.iter().map(SliceModel::from_entry).collect();
+                        std::iter::repeat_n(m, g.count)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let cfg = DeadlineConfig {
                 slices: models,
+                by_length,
                 max_batch: p.max_batch_size.unwrap_or(largest),
                 default_sla: (default_sla * 1e6).round() as Time,
                 max_queue: p.max_queue,
