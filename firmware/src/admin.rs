@@ -12,6 +12,7 @@ use preba_protocol::admin::{
     self, AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify, PROFILE_SIZE, TELEMETRY_SIZE, Telemetry,
 };
 use preba_protocol::card;
+use preba_protocol::fwimage::{self, BootRecord, SlotHeader, SlotState};
 use preba_protocol::io::{Cqe, SQE_SIZE};
 use preba_protocol::limits;
 use preba_protocol::regs::{self, QueueFault};
@@ -20,11 +21,6 @@ use preba_protocol::status::Status;
 
 /// Most admin commands run per poll.
 const ADMIN_PER_POLL: usize = 4;
-/// SPI flash layout: a 16-byte header in sector 0, the image from 0x1000.
-pub const FLASH_HEADER: u32 = 0;
-pub const FLASH_IMAGE: u32 = 0x1000;
-/// Header magic "PFW1" (little-endian u32), then length, CRC-32, !CRC-32.
-pub const FLASH_MAGIC: u32 = u32::from_le_bytes(*b"PFW1");
 
 /// What an admin command answers.
 struct Answer {
@@ -108,6 +104,7 @@ impl<P: Platform> Firmware<P> {
             AdminOpcode::FirmwareDownload => self.fw_download(s),
             AdminOpcode::FirmwareCommit => self.fw_commit(s),
             AdminOpcode::GetTelemetry => self.telemetry(s),
+            AdminOpcode::FirmwareActivate => self.fw_activate(s),
         }
     }
 
@@ -141,11 +138,28 @@ impl<P: Platform> Firmware<P> {
             card_mem_bytes: self.info.mem_size as u64,
             clock_mhz: self.info.core_hz / 1_000_000,
             fw_version: v,
+            ..Identify::default()
         }
     }
 
     fn identify(&mut self, s: &AdminSqe) -> Result<Answer, Status> {
-        let b: [u8; IDENTIFY_SIZE] = self.identify_data().encode();
+        let mut id = self.identify_data();
+        let boot = self.p.read32(card::INFO_BOOT);
+        id.running_slot = boot as u8;
+        id.boot_outcome = (boot >> 8) as u8;
+        id.failed_slot = (boot >> 16) as u8;
+        id.active_slot = self.boot_record().map_or(fwimage::SLOT_A, |r| r.active);
+        for slot in [fwimage::SLOT_A, fwimage::SLOT_B] {
+            let i = usize::from(slot);
+            match self.slot_header(slot) {
+                Ok(h) => {
+                    id.slot_state[i] = h.state() as u8;
+                    id.slot_build_id[i] = h.build_id;
+                }
+                Err(state) => id.slot_state[i] = state as u8,
+            }
+        }
+        let b: [u8; IDENTIFY_SIZE] = id.encode();
         self.send_data(s, &b)?;
         ok(0, 0)
     }
@@ -316,8 +330,9 @@ impl<P: Platform> Firmware<P> {
         }
     }
 
-    /// Checks the staged image's CRC-32, then writes header and image to the
-    /// SPI flash (erase, program, verify). result0: the CRC computed.
+    /// Checks the staged image's CRC-32, then writes it into the slot that is not running
+    /// (image first, header last, so a torn write leaves an empty slot, never a half image
+    /// with a valid header). result0: the CRC-32 read back from flash, result1: the slot.
     fn fw_commit(&mut self, s: &AdminSqe) -> Result<Answer, Status> {
         let len = s.cdw[0];
         if len == 0 || len > self.fw_staged {
@@ -346,16 +361,39 @@ impl<P: Platform> Firmware<P> {
                 result1: 0,
             });
         }
-        let r = self.flash_image(len, crc);
-        match r {
-            Ok(()) => {
+        let running = (self.p.read32(card::INFO_BOOT) & 0xff) as u8;
+        let slot = if running == fwimage::SLOT_A {
+            fwimage::SLOT_B
+        } else {
+            fwimage::SLOT_A
+        };
+        let build_id = u64::from(s.cdw[2]) | u64::from(s.cdw[3]) << 32;
+        let version = u32::from(regs::VERSION_MAJOR) << 16 | u32::from(regs::VERSION_MINOR);
+        let header = SlotHeader::new(len, crc, build_id, version);
+        match self.write_slot(slot, &header) {
+            Ok(back) if back == crc => {
                 fw_log!(
                     info,
-                    "firmware image committed: {=u32} B crc {=u32:x}",
+                    "firmware image committed to slot {=str}: {=u32} B crc {=u32:x} build {=u64:x}",
+                    fwimage::slot_name(slot),
                     len,
-                    crc
+                    crc,
+                    build_id
                 );
-                ok(crc, 0)
+                ok(back, u32::from(slot))
+            }
+            Ok(back) => {
+                fw_log!(
+                    error,
+                    "firmware commit: slot {=str} reads back CRC {=u32:x}",
+                    fwimage::slot_name(slot),
+                    back
+                );
+                Ok(Answer {
+                    status: Status::Internal,
+                    result0: back,
+                    result1: u32::from(slot),
+                })
             }
             Err(()) => {
                 fw_log!(error, "firmware commit: flash write failed");
@@ -364,39 +402,124 @@ impl<P: Platform> Firmware<P> {
         }
     }
 
-    fn flash_image(&mut self, len: u32, crc: u32) -> Result<(), ()> {
+    fn flash(&mut self) -> Result<SpiNor<PlatSpi<'_, P>>, ()> {
         let mut flash = SpiNor::new(PlatSpi(&mut self.p));
         flash.probe().map_err(|_| ())?;
-        let end = FLASH_IMAGE.checked_add(len).ok_or(())?;
-        if end > flash.capacity {
+        if flash.capacity < fwimage::FLASH_MIN {
             return Err(());
         }
-        let mut a = 0;
+        Ok(flash)
+    }
+
+    /// Erases `slot`, programs the staged image and then its header; returns the CRC-32 of
+    /// the image as read back from flash.
+    fn write_slot(&mut self, slot: u8, h: &SlotHeader) -> Result<u32, ()> {
+        let base = fwimage::SLOT_BASE[usize::from(slot)];
+        let image = base + fwimage::IMAGE_OFFSET;
+        let end = image.checked_add(h.len).ok_or(())?;
+        let mut a = base;
         while a < end {
-            flash.erase_sector(a).map_err(|_| ())?;
+            self.flash()?.erase_sector(a).map_err(|_| ())?;
             a += spi_nor::SECTOR;
         }
-        let cap = flash.capacity;
+        let mut buf = [0u8; spi_nor::PAGE as usize];
+        let mut off = 0;
+        while off < h.len {
+            let n = (h.len - off).min(spi_nor::PAGE);
+            hw::read_card(&mut self.p, FW_STAGING + off, &mut buf[..n as usize]);
+            self.flash()?
+                .program(image + off, &buf[..n as usize])
+                .map_err(|_| ())?;
+            off += n;
+        }
+        let back = self.flash_crc(image, h.len)?;
+        if back == h.crc {
+            self.flash()?.program(base, &h.encode()).map_err(|_| ())?;
+        }
+        Ok(back)
+    }
+
+    /// CRC-32 of `len` flash bytes at `addr`.
+    fn flash_crc(&mut self, addr: u32, len: u32) -> Result<u32, ()> {
+        let mut crc = Crc32::default();
         let mut buf = [0u8; spi_nor::PAGE as usize];
         let mut off = 0;
         while off < len {
             let n = (len - off).min(spi_nor::PAGE);
-            hw::read_card(&mut self.p, FW_STAGING + off, &mut buf[..n as usize]);
-            let mut flash = SpiNor::new(PlatSpi(&mut self.p));
-            flash.capacity = cap;
-            flash
-                .program(FLASH_IMAGE + off, &buf[..n as usize])
+            self.flash()?
+                .read(addr + off, &mut buf[..n as usize])
                 .map_err(|_| ())?;
+            crc.update(&buf[..n as usize]);
             off += n;
         }
-        let mut hdr = [0u8; 16];
-        hdr[0..4].copy_from_slice(&FLASH_MAGIC.to_le_bytes());
-        hdr[4..8].copy_from_slice(&len.to_le_bytes());
-        hdr[8..12].copy_from_slice(&crc.to_le_bytes());
-        hdr[12..16].copy_from_slice(&(!crc).to_le_bytes());
-        let mut flash = SpiNor::new(PlatSpi(&mut self.p));
-        flash.capacity = cap;
-        flash.program(FLASH_HEADER, &hdr).map_err(|_| ())
+        Ok(crc.finish())
+    }
+
+    /// A slot's header, or the state that says why it has none.
+    fn slot_header(&mut self, slot: u8) -> Result<SlotHeader, SlotState> {
+        let mut b = [0u8; fwimage::HEADER_SIZE];
+        let base = fwimage::SLOT_BASE[usize::from(slot & 1)];
+        let mut f = self.flash().map_err(|_| SlotState::Empty)?;
+        f.read(base, &mut b).map_err(|_| SlotState::Empty)?;
+        SlotHeader::parse(&b)
+    }
+
+    fn boot_record(&mut self) -> Option<BootRecord> {
+        let mut b = [0u8; fwimage::RECORD_SIZE];
+        let mut f = self.flash().ok()?;
+        f.read(fwimage::BOOT_RECORD, &mut b).ok()?;
+        BootRecord::parse(&b)
+    }
+
+    /// Names `slot` in the boot record when its header and CRC are valid and the boot ROM has
+    /// not marked it bad. result0: the slot; on refusal result1: its `SlotState`.
+    fn fw_activate(&mut self, s: &AdminSqe) -> Result<Answer, Status> {
+        let slot = s.cdw[0];
+        if slot > 1 {
+            return Err(Status::InvalidField);
+        }
+        let slot = slot as u8;
+        let refuse = |state: SlotState| {
+            Ok(Answer {
+                status: Status::InvalidField,
+                result0: u32::from(slot),
+                result1: state as u32,
+            })
+        };
+        let h = match self.slot_header(slot) {
+            Ok(h) => h,
+            Err(state) => return refuse(state),
+        };
+        if h.state() == SlotState::Bad {
+            return refuse(SlotState::Bad);
+        }
+        let image = fwimage::SLOT_BASE[usize::from(slot)] + fwimage::IMAGE_OFFSET;
+        match self.flash_crc(image, h.len) {
+            Ok(c) if c == h.crc => {}
+            Ok(_) => return refuse(SlotState::Invalid),
+            Err(()) => return Err(Status::Internal),
+        }
+        let seq = self.boot_record().map_or(0, |r| r.seq.wrapping_add(1));
+        let rec = BootRecord { active: slot, seq };
+        let r = self
+            .flash()
+            .and_then(|mut f| f.erase_sector(fwimage::BOOT_RECORD).map_err(|_| ()))
+            .and_then(|()| {
+                self.flash()?
+                    .program(fwimage::BOOT_RECORD, &rec.encode())
+                    .map_err(|_| ())
+            });
+        if r.is_err() {
+            fw_log!(error, "firmware activate: boot record write failed");
+            return Err(Status::Internal);
+        }
+        fw_log!(
+            info,
+            "slot {=str} (build {=u64:x}) active after the next reset",
+            fwimage::slot_name(slot),
+            h.build_id
+        );
+        ok(u32::from(slot), 0)
     }
 
     fn telemetry(&mut self, s: &AdminSqe) -> Result<Answer, Status> {

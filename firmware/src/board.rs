@@ -142,10 +142,32 @@ fn power_off(code: u32) -> ! {
     }
 }
 
+/// The build id behind its magic (`fwimage::BUILD_ID_MAGIC`), so the host reads an ELF's or
+/// a packed image's build id without symbols.
+static BUILD_ID_TAG: [u8; 24] = {
+    let mut t = [0u8; 24];
+    let m = preba_protocol::fwimage::BUILD_ID_MAGIC;
+    let id = preba_firmware::BUILD_ID.to_le_bytes();
+    let mut i = 0;
+    while i < 16 {
+        t[i] = m[i];
+        i += 1;
+    }
+    while i < 24 {
+        t[i] = id[i - 16];
+        i += 1;
+    }
+    t
+};
+
 #[riscv_rt::entry]
 fn main() -> ! {
     use core::fmt::Write;
-    let id = preba_firmware::BUILD_ID;
+    // Read through black_box so the tag stays in the image.
+    let tag = core::hint::black_box(&BUILD_ID_TAG);
+    let mut idb = [0u8; 8];
+    idb.copy_from_slice(&tag[16..24]);
+    let id = u64::from_le_bytes(idb);
     let _ = writeln!(
         Uart,
         "{} build {:016x}",
@@ -163,6 +185,10 @@ fn main() -> ! {
         preba_firmware::FW_VERSION_STRING,
         id
     );
+    // A broken image for the rollback tests: valid header and CRC, dies in init.
+    if cfg!(feature = "test-crash-in-init") {
+        panic!("test-crash-in-init");
+    }
     // The loop sleeps with wfi: wake on the machine external line (CUs, DMA,
     // host interface) and on the timer; mstatus.MIE stays 0, so nothing traps.
     // SAFETY: enabling MEIE/MTIE in mie only changes what wakes wfi.

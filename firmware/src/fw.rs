@@ -34,7 +34,7 @@ pub const CQE_BOUNCE: u32 = card::CARD_MEM_BASE + 0xC00;
 pub const ADMIN_BOUNCE: u32 = card::CARD_MEM_BASE + 0x1000;
 /// Staging area of FIRMWARE_DOWNLOAD.
 pub const FW_STAGING: u32 = card::CARD_MEM_BASE + 0x1_0000;
-pub const FW_MAX: u32 = 0x4_0000;
+pub const FW_MAX: u32 = preba_protocol::fwimage::IMAGE_MAX;
 /// Input/output staging heap: from here to the end of card memory.
 pub const HEAP_OFFSET: u32 = 0x8_0000;
 

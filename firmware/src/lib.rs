@@ -34,7 +34,6 @@ mod jobs;
 pub mod platform;
 pub mod selftest;
 
-pub use admin::{FLASH_HEADER, FLASH_IMAGE, FLASH_MAGIC};
 pub use fw::Firmware;
 pub use platform::Platform;
 

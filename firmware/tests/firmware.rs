@@ -5,6 +5,7 @@ use common::*;
 use preba_firmware::selftest::{JPEG_BASELINE, JPEG_PROGRESSIVE, WAV_HEADER};
 use preba_protocol::admin::{AdminOpcode, AdminSqe, Identify, TELEMETRY_SIZE, Telemetry};
 use preba_protocol::card::*;
+use preba_protocol::fwimage::{self, BootRecord, SlotHeader, SlotState};
 use preba_protocol::io::{Cqe, IoOpcode, SQE_FLAG_SG_INDIRECT, SQE_FLAG_URGENT, SgEntry, Sqe};
 use preba_protocol::profile::{AudioNorm, AudioProfile, ImageProfile, Profile};
 use preba_protocol::regs::QueueFault;
@@ -733,20 +734,68 @@ fn firmware_download_and_commit() {
     let commit = |h: &mut Host, crc: u32| {
         h.admin_cmd(AdminSqe {
             opcode: AdminOpcode::FirmwareCommit as u8,
-            cdw: [5000, crc, 0, 0, 0, 0],
+            cdw: [5000, crc, 0x5566_7788, 0x1122_3344, 0, 0],
+            ..AdminSqe::default()
+        })
+    };
+    let activate = |h: &mut Host, slot: u32| {
+        h.admin_cmd(AdminSqe {
+            opcode: AdminOpcode::FirmwareActivate as u8,
+            cdw: [slot, 0, 0, 0, 0, 0],
             ..AdminSqe::default()
         })
     };
     let c = commit(&mut h, crc ^ 1);
     assert_eq!((st(&c), c.result0), (Status::InvalidField, crc));
+    // Slot B is empty: nothing to activate.
+    let c = activate(&mut h, 1);
+    assert_eq!(
+        (st(&c), c.result1),
+        (Status::InvalidField, SlotState::Empty as u32)
+    );
+    // The card runs slot A (INFO_BOOT 0): the image goes to slot B.
     let c = commit(&mut h, crc);
-    assert_eq!(st(&c), Status::Success);
-    let f = &h.card().flash;
-    let img = preba_firmware::FLASH_IMAGE as usize;
+    assert_eq!((st(&c), c.result0, c.result1), (Status::Success, crc, 1));
+    let f = h.card().flash.clone();
+    let base = fwimage::SLOT_BASE[1] as usize;
+    let img = base + fwimage::IMAGE_OFFSET as usize;
     assert_eq!(&f[img..img + 5000], &image[..]);
-    assert_eq!(&f[0..4], b"PFW1");
-    assert_eq!(u32::from_le_bytes(f[4..8].try_into().unwrap()), 5000);
-    assert_eq!(u32::from_le_bytes(f[8..12].try_into().unwrap()), crc);
+    let hdr = SlotHeader::parse(&f[base..base + fwimage::HEADER_SIZE].try_into().unwrap())
+        .expect("valid header");
+    assert_eq!(
+        (hdr.len, hdr.crc, hdr.build_id, hdr.state()),
+        (5000, crc, 0x1122_3344_5566_7788, SlotState::New)
+    );
+    assert!(f[..16].iter().all(|&b| b == 0xFF), "not active yet");
+    let c = activate(&mut h, 1);
+    assert_eq!((st(&c), c.result0), (Status::Success, 1));
+    let rec = BootRecord::parse(&h.card().flash[..16].try_into().unwrap()).expect("record");
+    assert_eq!(rec.active, 1);
+    let c = activate(&mut h, 2);
+    assert_eq!(st(&c), Status::InvalidField);
+    // A flipped image byte fails activation's CRC check.
+    h.card().flash[img + 100] ^= 0x40;
+    let c = activate(&mut h, 1);
+    assert_eq!(
+        (st(&c), c.result1),
+        (Status::InvalidField, SlotState::Invalid as u32)
+    );
+    // Running slot B: the next image goes to slot A.
+    h.card().regs.insert(INFO_BOOT, 1);
+    let c = commit(&mut h, crc);
+    assert_eq!((st(&c), c.result1), (Status::Success, 0));
+    let c = h.admin_cmd(AdminSqe {
+        opcode: AdminOpcode::Identify as u8,
+        data_iova: ADMIN_DATA,
+        data_len: 128,
+        ..AdminSqe::default()
+    });
+    assert_eq!(st(&c), Status::Success);
+    let b: [u8; 128] = h.card().host_read(ADMIN_DATA, 128).try_into().unwrap();
+    let id = Identify::parse(&b);
+    assert_eq!((id.running_slot, id.active_slot), (1, 1));
+    assert_eq!(id.slot_state, [SlotState::New as u8, SlotState::New as u8]);
+    assert_eq!(id.slot_build_id[0], 0x1122_3344_5566_7788);
     // Out of the staging area.
     let c = h.admin_cmd(AdminSqe {
         opcode: AdminOpcode::FirmwareDownload as u8,

@@ -405,6 +405,9 @@ impl Backend for CardBackend {
 pub enum CardSpec {
     /// Start `preba-card` with the built firmware on a private socket.
     Emulated,
+    /// The same, with the card's SPI flash kept in this file (created when missing), so a
+    /// flashed image survives to the next start: `emulated:PATH`.
+    EmulatedFlash(PathBuf),
     /// A running `preba-card` (or other vfio-user server) at this socket.
     VfioUser(PathBuf),
     /// A card bound to vfio-pci at this PCI address.
@@ -419,6 +422,11 @@ impl std::str::FromStr for CardSpec {
             Ok(CardSpec::Emulated)
         } else if s == "cpu" {
             Ok(CardSpec::Cpu)
+        } else if let Some(p) = s.strip_prefix("emulated:") {
+            if p.is_empty() {
+                return Err("emulated:PATH needs a flash file path".into());
+            }
+            Ok(CardSpec::EmulatedFlash(PathBuf::from(p)))
         } else if let Some(p) = s.strip_prefix("vfio-user:") {
             if p.is_empty() {
                 return Err("vfio-user:PATH needs a socket path".into());
@@ -431,7 +439,8 @@ impl std::str::FromStr for CardSpec {
             Ok(CardSpec::Vfio(bdf.to_string()))
         } else {
             Err(format!(
-                "unknown card `{s}` (expected emulated, vfio-user:PATH, vfio:BDF or cpu)"
+                "unknown card `{s}` (expected emulated, emulated:FLASH_FILE, vfio-user:PATH, \
+                 vfio:BDF or cpu)"
             ))
         }
     }
@@ -441,6 +450,7 @@ impl std::fmt::Display for CardSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CardSpec::Emulated => write!(f, "emulated"),
+            CardSpec::EmulatedFlash(p) => write!(f, "emulated:{}", p.display()),
             CardSpec::VfioUser(p) => write!(f, "vfio-user:{}", p.display()),
             CardSpec::Vfio(b) => write!(f, "vfio:{b}"),
             CardSpec::Cpu => write!(f, "cpu"),
@@ -500,8 +510,12 @@ pub fn open_card(spec: &CardSpec, mut cfg: DriverConfig) -> Result<OpenCard, cra
                 emulated: None,
             })
         }
-        CardSpec::Emulated => {
-            let em = Emulated::start().map_err(&fail)?;
+        CardSpec::Emulated | CardSpec::EmulatedFlash(_) => {
+            let flash = match spec {
+                CardSpec::EmulatedFlash(p) => Some(p.as_path()),
+                _ => None,
+            };
+            let em = Emulated::start_with(flash).map_err(&fail)?;
             let t = connect_retry(
                 em.socket(),
                 name.clone(),

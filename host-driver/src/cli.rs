@@ -36,21 +36,64 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum CardCommand {
-    /// Print IDENTIFY and telemetry (CU counts, busy time, energy, firmware build id).
+    /// Print IDENTIFY and telemetry (CU counts, busy time, energy), the running firmware's
+    /// build id and slot, the last boot's outcome and the A/B slots.
     Info {
-        /// emulated, vfio-user:PATH or vfio:BDF.
-        spec: String,
+        /// emulated, emulated:FLASH_FILE, vfio-user:PATH or vfio:BDF.
+        spec: Option<String>,
+        /// The same as the positional SPEC.
+        #[arg(long = "card")]
+        card: Option<String>,
     },
+    /// Flash a firmware ELF over PCIe into the slot that is not running, activate it, reset
+    /// the card and check it runs the new build; on failure the card stays on its old image.
+    Flash {
+        /// emulated:FLASH_FILE, vfio-user:PATH or vfio:BDF.
+        #[arg(long = "card")]
+        card: String,
+        /// Switch back to the other slot (the image before the last flash) instead.
+        #[arg(long)]
+        rollback: bool,
+        /// The firmware ELF (default: $PREBA_FIRMWARE, else this workspace's build-fw output).
+        elf: Option<PathBuf>,
+    },
+}
+
+fn card_spec(s: &str) -> Result<CardSpec, Error> {
+    let spec: CardSpec = s.parse().map_err(Error::Usage)?;
+    if spec == CardSpec::Cpu {
+        return Err(Error::Usage("cpu is not a card".into()));
+    }
+    Ok(spec)
+}
+
+/// Download progress and steps on stderr.
+struct FlashReport {
+    bar: Option<Progress>,
+}
+
+impl crate::firmware::Report for FlashReport {
+    fn download(&mut self, _done: usize, total: usize) {
+        // One tick per chunk: the bar counts FIRMWARE_DOWNLOAD commands.
+        let bar = self.bar.get_or_insert_with(|| {
+            eprintln!("downloading {total} bytes");
+            Progress::new(total.div_ceil(preba_protocol::admin::MAX_ADMIN_DATA as usize))
+        });
+        bar.tick();
+    }
+    fn step(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
 }
 
 /// Runs `preba card ...`.
 pub fn card(cmd: &CardCommand) -> Result<i32, Error> {
     match cmd {
-        CardCommand::Info { spec } => {
-            let spec: CardSpec = spec.parse().map_err(Error::Usage)?;
-            if spec == CardSpec::Cpu {
-                return Err(Error::Usage("cpu is not a card".into()));
-            }
+        CardCommand::Info { spec, card } => {
+            let s = card.as_ref().or(spec.as_ref()).ok_or_else(|| {
+                Error::Usage("preba card info needs a card: SPEC or --card SPEC".into())
+            })?;
+            let spec = card_spec(s)?;
             let open = backend::open_card(&spec, crate::driver::DriverConfig::default())?;
             let card = &open.card;
             let tel = card.telemetry().map_err(|e| Error::Card {
@@ -61,6 +104,72 @@ pub fn card(cmd: &CardCommand) -> Result<i32, Error> {
                 "{}",
                 card_info_text(&spec.to_string(), card.identify(), &tel)
             );
+            for l in crate::firmware::describe(card.identify()) {
+                println!("{l}");
+            }
+            let mut head = [0u8; 4];
+            if card
+                .transport()
+                .bar2_read(preba_protocol::card::BAR2_LOG_HEAD, &mut head)
+                .is_ok()
+            {
+                println!(
+                    "log                {} bytes of defmt frames since reset (decoded: cargo xtask logs --card {spec})",
+                    u32::from_le_bytes(head)
+                );
+            }
+            Ok(0)
+        }
+        CardCommand::Flash {
+            card,
+            rollback,
+            elf,
+        } => {
+            let spec = card_spec(card)?;
+            let fail = |reason: String| Error::Card {
+                card: spec.to_string(),
+                reason,
+            };
+            let image = if *rollback {
+                None
+            } else {
+                let path = match elf {
+                    Some(p) => p.clone(),
+                    None => crate::vfio_user::Emulated::firmware().map_err(Error::Usage)?,
+                };
+                Some(crate::firmware::Image::load(&path).map_err(Error::Usage)?)
+            };
+            let cfg = crate::driver::DriverConfig {
+                admin_timeout: std::time::Duration::from_secs(30),
+                arena_bytes: 16 << 20,
+                ..crate::driver::DriverConfig::default()
+            };
+            let open = backend::open_card(&spec, cfg.clone())?;
+            let t = open.card.transport();
+            match image {
+                None => {
+                    let id = crate::firmware::rollback(open.card, &t, &cfg).map_err(fail)?;
+                    println!(
+                        "rolled back: slot {} runs build {:016x}",
+                        preba_protocol::fwimage::slot_name(id.running_slot),
+                        id.fw_build_id
+                    );
+                }
+                Some(image) => {
+                    let mut r = FlashReport { bar: None };
+                    let f = crate::firmware::flash(open.card, &t, &cfg, &image, &mut r)
+                        .map_err(fail)?;
+                    println!(
+                        "flashed build {:016x} ({} bytes) to slot {} in {:.2} s; it runs (was build {:016x})",
+                        f.new.fw_build_id,
+                        image.bytes.len(),
+                        preba_protocol::fwimage::slot_name(f.slot),
+                        f.elapsed.as_secs_f64(),
+                        f.old_build_id
+                    );
+                }
+            }
+            drop(open.emulated);
             Ok(0)
         }
     }

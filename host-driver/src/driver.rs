@@ -184,14 +184,7 @@ impl Card {
         }
         let cap = t.read64(regs::CAP).map_err(te)?;
         let vs = t.read32(regs::VS).map_err(te)?;
-        if (vs >> 16) as u16 != regs::VERSION_MAJOR {
-            return Err(fatal(format!(
-                "protocol version {}.{} (this driver speaks {}.x)",
-                vs >> 16,
-                vs & 0xffff,
-                regs::VERSION_MAJOR
-            )));
-        }
+        crate::firmware::version_ok(vs).map_err(fatal)?;
         let to = Duration::from_millis(100 * ((cap >> 24) & 0xff).max(10))
             .clamp(Duration::from_secs(10), Duration::from_secs(60));
         // Reset whatever state a previous user left.
@@ -247,12 +240,10 @@ impl Card {
         let mut id = [0u8; IDENTIFY_SIZE];
         inner.admin_cmd(AdminOpcode::Identify, [0; 6], Some(&[]), Some(&mut id))?;
         let identify = Identify::parse(&id);
-        if identify.version_major != regs::VERSION_MAJOR {
-            return Err(fatal(format!(
-                "IDENTIFY says version {}.{}",
-                identify.version_major, identify.version_minor
-            )));
-        }
+        crate::firmware::version_ok(
+            u32::from(identify.version_major) << 16 | u32::from(identify.version_minor),
+        )
+        .map_err(|e| fatal(format!("IDENTIFY: {e}")))?;
         let sq_iova = arena.iova() + io_sq_off as u64;
         let cq_iova = arena.iova() + io_cq_off as u64;
         let cdw10 = u32::from(IO_QID) | (u32::from(io_size - 1) << 16);
@@ -294,6 +285,26 @@ impl Card {
     /// The fatal error, once the card failed.
     pub fn fatal(&self) -> Option<String> {
         self.inner.dead_reason()
+    }
+
+    /// One admin command with up to 4 KiB of data to the card; a status other than SUCCESS
+    /// comes back as [`CardError::Status`] with the completion.
+    pub fn admin(
+        &self,
+        op: AdminOpcode,
+        cdw: [u32; 6],
+        data_in: Option<&[u8]>,
+    ) -> Result<Cqe, CardError> {
+        let cqe = self.inner.admin_cmd_any(op, cdw, data_in, None)?;
+        match cqe.status() {
+            Status::Success => Ok(cqe),
+            status => Err(CardError::Status { status, cqe }),
+        }
+    }
+
+    /// The transport the card is opened on (for a function reset and reopening).
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.inner.t.clone()
     }
 
     pub fn telemetry(&self) -> Result<Telemetry, CardError> {
@@ -939,6 +950,24 @@ impl Inner {
         data_in: Option<&[u8]>,
         data_out: Option<&mut [u8]>,
     ) -> Result<Cqe, CardError> {
+        let cqe = self.admin_cmd_any(op, cdw, data_in, data_out)?;
+        match cqe.status() {
+            Status::Success => Ok(cqe),
+            st => Err(CardError::Fatal {
+                card: self.name.clone(),
+                reason: format!("{}: status {}", op.name(), st.name()),
+            }),
+        }
+    }
+
+    /// An admin command whose completion comes back whatever its status.
+    fn admin_cmd_any(
+        &self,
+        op: AdminOpcode,
+        cdw: [u32; 6],
+        data_in: Option<&[u8]>,
+        data_out: Option<&mut [u8]>,
+    ) -> Result<Cqe, CardError> {
         let arena = self.t.arena();
         let len = match (&data_in, &data_out) {
             (_, Some(o)) => o.len(),
@@ -959,7 +988,7 @@ impl Inner {
         } else {
             (0, 0)
         };
-        let cqe = self.admin_cmd_iova(op, cdw, iova, l)?;
+        let cqe = self.admin_submit(op, cdw, iova, l)?;
         if let Some(o) = data_out {
             arena
                 .read(ADMIN_DATA, o)
@@ -968,8 +997,26 @@ impl Inner {
         Ok(cqe)
     }
 
-    /// One admin command, polled to completion.
+    /// One admin command, polled to completion; a status other than SUCCESS is an error.
     fn admin_cmd_iova(
+        &self,
+        op: AdminOpcode,
+        cdw: [u32; 6],
+        data_iova: u64,
+        data_len: u32,
+    ) -> Result<Cqe, CardError> {
+        let cqe = self.admin_submit(op, cdw, data_iova, data_len)?;
+        match cqe.status() {
+            Status::Success => Ok(cqe),
+            st => Err(CardError::Fatal {
+                card: self.name.clone(),
+                reason: format!("{}: status {}", op.name(), st.name()),
+            }),
+        }
+    }
+
+    /// One admin command, polled to completion, whatever its status.
+    fn admin_submit(
         &self,
         op: AdminOpcode,
         cdw: [u32; 6],
@@ -1027,10 +1074,7 @@ impl Inner {
                 self.t
                     .write32(regs::cq_doorbell(0), u32::from(head))
                     .map_err(|e| fatal(e.0))?;
-                return match cqe.status() {
-                    Status::Success => Ok(cqe),
-                    st => Err(fatal(format!("status {}", st.name()))),
-                };
+                return Ok(cqe);
             }
             if Instant::now() >= deadline {
                 let csts = self.t.read32(regs::CSTS).unwrap_or(0);

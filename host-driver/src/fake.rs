@@ -36,6 +36,8 @@ pub enum Behaviour {
     BadSqHead,
     /// Every BAR access fails after this many I/O requests (a dead card).
     DieAfter(u64),
+    /// Otherwise normal, but speaks this protocol version (major, minor) in VS and IDENTIFY.
+    Version(u16, u16),
 }
 
 pub const FAKE_BUILD_ID: u64 = 0x0fa4_e000_0000_0001;
@@ -141,7 +143,10 @@ impl Transport for FakeCard {
         let st = self.s.state.lock().map_err(|_| gone())?;
         let v: u64 = match off {
             regs::CAP => 4095 | (8 << 16) | (20 << 24) | (16u64 << 32),
-            regs::VS => 0x0001_0000,
+            regs::VS => match self.s.behaviour {
+                Behaviour::Version(major, minor) => u64::from(major) << 16 | u64::from(minor),
+                _ => u64::from(regs::VERSION_MAJOR) << 16 | u64::from(regs::VERSION_MINOR),
+            },
             regs::CC => st.cc.into(),
             regs::CSTS => st.csts.into(),
             regs::AQA => st.aqa.into(),

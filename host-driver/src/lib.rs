@@ -16,6 +16,7 @@ pub mod dma;
 pub mod driver;
 pub mod error;
 pub mod fake;
+pub mod firmware;
 pub mod npy;
 pub mod progress;
 pub mod transport;

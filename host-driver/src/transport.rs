@@ -38,6 +38,14 @@ pub trait Transport: Send + Sync {
     /// Waits up to `timeout` for MSI-X `vector`. Ok(false) on timeout; a
     /// transport without interrupts just sleeps (the driver polls anyway).
     fn wait_irq(&self, vector: u16, timeout: Duration) -> TResult<bool>;
+    /// A function-level reset of the card (it reboots and picks its firmware image again);
+    /// the transport stays usable (DMA map, bus mastering, interrupts set up again).
+    fn reset(&self) -> TResult<()> {
+        Err(TransportError(format!(
+            "{}: this transport cannot reset the card",
+            self.name()
+        )))
+    }
 }
 
 /// Register helpers over any transport.

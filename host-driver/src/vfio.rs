@@ -107,6 +107,12 @@ impl Transport for Vfio {
     fn arena(&self) -> &DmaMem {
         &self.arena
     }
+    fn reset(&self) -> TResult<()> {
+        // VFIO_DEVICE_RESET (the card has FLR); the kernel restores config space, so bus
+        // mastering and MSI-X stay as they were.
+        self.device.reset();
+        Ok(())
+    }
     fn wait_irq(&self, vector: u16, timeout: Duration) -> TResult<bool> {
         match self.irqs.get(vector as usize) {
             Some(e) => {

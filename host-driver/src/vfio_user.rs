@@ -53,36 +53,15 @@ impl VfioUser {
         client
             .dma_map(0, arena.iova(), arena.len() as u64, arena.fd())
             .map_err(|e| err("DMA_MAP", e))?;
-        let mut cmd = [0u8; 2];
-        client
-            .region_read(CONFIG_REGION, PCI_COMMAND, &mut cmd)
-            .map_err(|e| err("config read", e))?;
-        let c = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
-        client
-            .region_write(CONFIG_REGION, PCI_COMMAND, &c.to_le_bytes())
-            .map_err(|e| err("config write", e))?;
         let mut irqs = Vec::new();
         let info = client.get_irq_info(MSIX_IRQ_INDEX).ok();
         if let Some(info) = info.filter(|i| i.count > 0) {
-            let n = info.count.min(u32::from(MSIX_VECTORS));
-            for _ in 0..n {
+            for _ in 0..info.count.min(u32::from(MSIX_VECTORS)) {
                 irqs.push(EventFd::new().map_err(|e| err("eventfd", e))?);
             }
-            let fds: Vec<_> = irqs.iter().map(|e| e.raw()).collect();
-            if client
-                .set_irqs(
-                    MSIX_IRQ_INDEX,
-                    IRQ_SET_DATA_EVENTFD | IRQ_SET_ACTION_TRIGGER,
-                    0,
-                    n,
-                    &fds,
-                )
-                .is_err()
-            {
-                irqs.clear();
-            } else {
-                enable_msix(&mut client);
-            }
+        }
+        if !setup(&mut client, &irqs)? {
+            irqs.clear();
         }
         Ok(VfioUser {
             name,
@@ -102,6 +81,37 @@ impl VfioUser {
             .lock()
             .map_err(|_| TransportError("vfio-user client poisoned".into()))
     }
+}
+
+/// Memory and bus mastering on, MSI-X routed to `irqs` and enabled: after connecting and
+/// again after a device reset (which clears config space). False when the server took no
+/// eventfds (the driver then polls).
+fn setup(client: &mut vfio_user::Client, irqs: &[EventFd]) -> TResult<bool> {
+    let mut cmd = [0u8; 2];
+    client
+        .region_read(CONFIG_REGION, PCI_COMMAND, &mut cmd)
+        .map_err(|e| err("config read", e))?;
+    let c = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+    client
+        .region_write(CONFIG_REGION, PCI_COMMAND, &c.to_le_bytes())
+        .map_err(|e| err("config write", e))?;
+    if irqs.is_empty() {
+        return Ok(false);
+    }
+    let fds: Vec<_> = irqs.iter().map(|e| e.raw()).collect();
+    let routed = client
+        .set_irqs(
+            MSIX_IRQ_INDEX,
+            IRQ_SET_DATA_EVENTFD | IRQ_SET_ACTION_TRIGGER,
+            0,
+            fds.len() as u32,
+            &fds,
+        )
+        .is_ok();
+    if routed {
+        enable_msix(client);
+    }
+    Ok(routed)
 }
 
 /// Sets MSI-X enable in the capability's message control, if there is one.
@@ -161,6 +171,12 @@ impl Transport for VfioUser {
                 Ok(false)
             }
         }
+    }
+    fn reset(&self) -> TResult<()> {
+        let mut c = self.client()?;
+        c.reset().map_err(|e| err("DEVICE_RESET", e))?;
+        setup(&mut c, &self.irqs)?;
+        Ok(())
     }
 }
 
@@ -225,8 +241,18 @@ impl Emulated {
 
     /// Starts the card and waits until its socket accepts.
     pub fn start() -> Result<Emulated, String> {
-        let bin = Emulated::card_bin()?;
-        let fw = Emulated::firmware()?;
+        Emulated::start_with(None)
+    }
+
+    /// Starts the card, with its SPI flash kept in `flash` when given, and waits until its
+    /// socket accepts.
+    pub fn start_with(flash: Option<&Path>) -> Result<Emulated, String> {
+        Emulated::spawn(&Emulated::card_bin()?, &Emulated::firmware()?, flash)
+    }
+
+    /// Starts `bin` (a `preba-card`) with firmware `fw`, its SPI flash in `flash` when given,
+    /// and waits until its socket accepts.
+    pub fn spawn(bin: &Path, fw: &Path, flash: Option<&Path>) -> Result<Emulated, String> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -239,11 +265,12 @@ impl Emulated {
         let socket = dir.join("card.sock");
         let log = std::fs::File::create(dir.join("card.log"))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let child = Command::new(&bin)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--firmware")
-            .arg(&fw)
+        let mut cmd = Command::new(bin);
+        cmd.arg("--socket").arg(&socket).arg("--firmware").arg(fw);
+        if let Some(f) = flash {
+            cmd.arg("--flash").arg(f);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

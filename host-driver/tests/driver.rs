@@ -436,3 +436,30 @@ fn pools_shrink_to_the_arena_left() {
         Err(CardError::Refused(_))
     ));
 }
+
+/// Version handshake: a card whose major protocol version differs is refused with one line
+/// naming both versions; a newer minor version is accepted.
+#[test]
+fn refuses_a_card_of_another_major_version() {
+    let f = Arc::new(FakeCard::new(cfg().arena_bytes, Behaviour::Version(2, 0)).unwrap());
+    let e = match Card::open(f, cfg()) {
+        Ok(_) => panic!("a 2.0 card was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let ours = format!(
+        "{}.{}",
+        preba_protocol::regs::VERSION_MAJOR,
+        preba_protocol::regs::VERSION_MINOR
+    );
+    assert!(e.contains("protocol 2.0") && e.contains(&ours), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+    let minor = preba_protocol::regs::VERSION_MINOR + 7;
+    let f = Arc::new(
+        FakeCard::new(
+            cfg().arena_bytes,
+            Behaviour::Version(preba_protocol::regs::VERSION_MAJOR, minor),
+        )
+        .unwrap(),
+    );
+    assert!(Card::open(f, cfg()).is_ok(), "same major, newer minor");
+}

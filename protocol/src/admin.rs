@@ -30,15 +30,21 @@ pub enum AdminOpcode {
     Abort = 0x07,
     /// cdw10: byte offset; data: chunk (<= 4 KiB) of the new firmware image.
     FirmwareDownload = 0x08,
-    /// cdw10: total image length; cdw11: CRC-32 (IEEE) of the image. Writes the
-    /// staged image to SPI flash; it runs after the next reset.
+    /// cdw10: total image length; cdw11: CRC-32 (IEEE) of the image; cdw12/cdw13: its build
+    /// id low/high. Writes the staged image into the slot that is not running
+    /// ([`crate::fwimage`]), reads it back: result0 the CRC-32 read back from flash, result1
+    /// the slot written. It runs once activated and the card reset.
     FirmwareCommit = 0x09,
     /// data: host buffer of >= [`TELEMETRY_SIZE`] bytes that receives [`Telemetry`].
     GetTelemetry = 0x0A,
+    /// cdw10: slot (0 A, 1 B). Checks the slot's header and CRC, then names it in the boot
+    /// record: it boots after the next reset. INVALID_FIELD with result1 the slot's state
+    /// ([`crate::fwimage::SlotState`]) when it cannot boot.
+    FirmwareActivate = 0x0B,
 }
 
 impl AdminOpcode {
-    pub const ALL: [AdminOpcode; 10] = [
+    pub const ALL: [AdminOpcode; 11] = [
         AdminOpcode::Identify,
         AdminOpcode::CreateIoQueuePair,
         AdminOpcode::DeleteIoQueuePair,
@@ -49,6 +55,7 @@ impl AdminOpcode {
         AdminOpcode::FirmwareDownload,
         AdminOpcode::FirmwareCommit,
         AdminOpcode::GetTelemetry,
+        AdminOpcode::FirmwareActivate,
     ];
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
@@ -62,6 +69,7 @@ impl AdminOpcode {
             0x08 => Some(AdminOpcode::FirmwareDownload),
             0x09 => Some(AdminOpcode::FirmwareCommit),
             0x0A => Some(AdminOpcode::GetTelemetry),
+            0x0B => Some(AdminOpcode::FirmwareActivate),
             _ => None,
         }
     }
@@ -77,6 +85,7 @@ impl AdminOpcode {
             AdminOpcode::FirmwareDownload => "FIRMWARE_DOWNLOAD",
             AdminOpcode::FirmwareCommit => "FIRMWARE_COMMIT",
             AdminOpcode::GetTelemetry => "GET_TELEMETRY",
+            AdminOpcode::FirmwareActivate => "FIRMWARE_ACTIVATE",
         }
     }
     /// Whether the command moves data through `data_iova`/`data_len`.
@@ -87,6 +96,7 @@ impl AdminOpcode {
                 | AdminOpcode::SetInterruptCoalescing
                 | AdminOpcode::Abort
                 | AdminOpcode::FirmwareCommit
+                | AdminOpcode::FirmwareActivate
         )
     }
 }
@@ -197,6 +207,16 @@ pub struct Identify {
     pub clock_mhz: u32,
     /// NUL-padded ASCII firmware version string.
     pub fw_version: [u8; 32],
+    /// Boot: the slot running (`fwimage::SLOT_*`), how the boot ROM chose it
+    /// (`fwimage::BootOutcome`), the slot that failed (`SLOT_NONE`: none), the slot the boot
+    /// record names now.
+    pub running_slot: u8,
+    pub boot_outcome: u8,
+    pub failed_slot: u8,
+    pub active_slot: u8,
+    /// Per slot (A, B): `fwimage::SlotState` and the build id its header names (0: none).
+    pub slot_state: [u8; 2],
+    pub slot_build_id: [u64; 2],
 }
 
 impl Identify {
@@ -218,6 +238,14 @@ impl Identify {
         b[40..48].copy_from_slice(&self.card_mem_bytes.to_le_bytes());
         b[48..52].copy_from_slice(&self.clock_mhz.to_le_bytes());
         b[64..96].copy_from_slice(&self.fw_version);
+        b[96] = self.running_slot;
+        b[97] = self.boot_outcome;
+        b[98] = self.failed_slot;
+        b[99] = self.active_slot;
+        b[100] = self.slot_state[0];
+        b[101] = self.slot_state[1];
+        b[104..112].copy_from_slice(&self.slot_build_id[0].to_le_bytes());
+        b[112..120].copy_from_slice(&self.slot_build_id[1].to_le_bytes());
         b
     }
 
@@ -244,6 +272,12 @@ impl Identify {
             card_mem_bytes: u64at(40),
             clock_mhz: u32at(48),
             fw_version,
+            running_slot: b[96],
+            boot_outcome: b[97],
+            failed_slot: b[98],
+            active_slot: b[99],
+            slot_state: [b[100], b[101]],
+            slot_build_id: [u64at(104), u64at(112)],
         }
     }
 

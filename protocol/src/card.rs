@@ -152,6 +152,8 @@ pub const INFO_CARD_MEM_SIZE: u32 = INFO_BASE + 0x0C;
 pub const INFO_CORE_HZ: u32 = INFO_BASE + 0x10;
 /// Engine clock, Hz (CU cycle counts are in this clock).
 pub const INFO_CU_HZ: u32 = INFO_BASE + 0x14;
+/// The boot ROM's report (`fwimage::info_boot`): running slot, outcome, failed slot, active slot.
+pub const INFO_BOOT: u32 = INFO_BASE + 0x18;
 
 /// Compute units: CU `i` has its registers at `CU_BASE + i * CU_STRIDE`.
 /// Global index order: image CUs, then audio Mel CUs, then normalize CUs.
@@ -246,6 +248,7 @@ pub const REGISTERS: &[(&str, u32)] = &[
     ("INFO_CARD_MEM_SIZE", INFO_CARD_MEM_SIZE),
     ("INFO_CORE_HZ", INFO_CORE_HZ),
     ("INFO_CU_HZ", INFO_CU_HZ),
+    ("INFO_BOOT", INFO_BOOT),
 ];
 
 /// Per-CU register offsets, for the spec check.

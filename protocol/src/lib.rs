@@ -4,7 +4,8 @@
 //!
 //! Owns: the BAR0 register map ([`regs`]), the soft core's memory map and
 //! peripheral registers ([`card`]), queue entry formats ([`io`], [`admin`]),
-//! status codes ([`status`]), preprocessing profiles ([`profile`]), input
+//! status codes ([`status`]), firmware images and A/B flash slots ([`fwimage`]),
+//! preprocessing profiles ([`profile`]), input
 //! limits ([`limits`]), ring index algebra ([`ring`]) and media header probes
 //! ([`media`]).
 //!
@@ -30,6 +31,7 @@
 
 pub mod admin;
 pub mod card;
+pub mod fwimage;
 pub mod io;
 pub mod limits;
 pub mod media;

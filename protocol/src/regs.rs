@@ -60,7 +60,7 @@ pub const CSTS_SHST: u32 = 1 << 2;
 pub const QFAULT_VALID: u32 = 1 << 31;
 
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// SQ tail doorbell offset of queue `qid`.
 pub const fn sq_doorbell(qid: u16) -> u64 {

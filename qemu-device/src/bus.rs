@@ -128,6 +128,7 @@ impl CardBus {
             c::INFO_CARD_MEM_SIZE => sh.cfg.card_mem_bytes,
             c::INFO_CORE_HZ => sh.cfg.core_hz,
             c::INFO_CU_HZ => sh.cfg.cu_hz,
+            c::INFO_BOOT => sh.boot_info.load(Ordering::Acquire),
             _ if a >= c::CU_BASE => {
                 let i = ((a - c::CU_BASE) / c::CU_STRIDE) as usize;
                 let cu = sh.cus.get(i)?.lock().expect("cu lock");
@@ -204,7 +205,7 @@ impl CardBus {
             }
             c::SPI_STATUS | c::GPIO_IN => {}
             c::GPIO_OUT => sh.gpio_out.store(v, Ordering::Relaxed),
-            _ if (c::INFO_BASE..c::INFO_BASE + 0x18).contains(&a) => {}
+            _ if (c::INFO_BASE..c::INFO_BASE + 0x1C).contains(&a) => {}
             _ if a >= c::CU_BASE => {
                 let i = ((a - c::CU_BASE) / c::CU_STRIDE) as usize;
                 let off = (a - c::CU_BASE) % c::CU_STRIDE;

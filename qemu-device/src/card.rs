@@ -11,6 +11,7 @@ use preba_protocol::card::{self as c, CuStatus};
 use preba_protocol::regs;
 use preba_softcore::{Config, Cpu, Exit, Halt};
 
+use crate::boot::{self, Failure};
 use crate::bus::CardBus;
 use crate::config::CardConfig;
 use crate::cu::{self, CuState};
@@ -100,6 +101,8 @@ pub(crate) struct Shared {
     pub cus: Vec<Mutex<CuState>>,
     pub jobs: Mutex<Option<mpsc::Sender<cu::Job>>>,
     pub flash: Mutex<Flash>,
+    /// INFO_BOOT: what the boot ROM chose at the last (re)boot.
+    pub boot_info: AtomicU32,
     pub epoch: Instant,
     pub stop: AtomicBool,
     reset_req: AtomicU64,
@@ -168,6 +171,33 @@ impl Shared {
         self.gpio_out.store(0, Ordering::Relaxed);
     }
 
+    /// Before a reboot by the boot ROM's watch (not a function reset): the core and the CUs
+    /// restart, the PCIe function does not, so what the host programmed (CC, admin queue
+    /// addresses, MSI-X table) stays and the next image finds CC.EN as the host left it. The
+    /// log ring stays too: it tells what the failed image said.
+    fn reset_for_reboot(&self) {
+        {
+            let mut h = self.hostif.lock().expect("hostif lock");
+            let old = h.clone();
+            *h = HostIf::new(self.cfg.cap.encode());
+            h.cc = old.cc;
+            h.aqa = old.aqa;
+            h.asq = old.asq;
+            h.acq = old.acq;
+            h.msix_table = old.msix_table;
+            h.intx_mode = old.intx_mode;
+            h.scratch = old.scratch;
+            if old.intx_level {
+                self.sink.intx(false);
+            }
+        }
+        for i in 0..self.cus.len() {
+            cu::reset(self, i);
+        }
+        self.irq_pending.store(0, Ordering::Release);
+        self.gpio_out.store(0, Ordering::Relaxed);
+    }
+
     fn set_state(&self, s: CoreState) {
         *self.state.lock().expect("state lock") = s;
         self.wake.kick();
@@ -206,8 +236,11 @@ fn build_cpu(sh: &Arc<Shared>, elf: &[u8]) -> Result<Cpu<CardBus>, Error> {
 }
 
 impl Card {
-    /// Builds a card running `firmware` (an ELF for the soft core; it is also programmed into
-    /// the SPI flash: header at 0, image at 0x1000, see [`crate::flash`]), doing DMA through `host` and signalling through `irq`.
+    /// Builds a card with `firmware` (an ELF for the soft core), doing DMA through `host` and
+    /// signalling through `irq`. A flash without image slots (a new one, or a new
+    /// `config.flash_file`) is factory-programmed with `firmware` in slot A; the boot ROM
+    /// ([`crate::boot`]) then picks the image, and `firmware` itself runs only as the recovery
+    /// image when no slot can boot.
     pub fn new(
         config: CardConfig,
         firmware: &[u8],
@@ -233,8 +266,19 @@ impl Card {
                 cus.push(Mutex::new(CuState::new(kind)));
             }
         }
-        let mut flash = Flash::new(config.flash_bytes as usize);
-        flash.program_image(firmware);
+        if (config.flash_bytes as usize) < preba_protocol::fwimage::FLASH_MIN as usize {
+            return Err(Error::Config(
+                "flash must be at least 1 MiB (two image slots)",
+            ));
+        }
+        let mut flash = match &config.flash_file {
+            Some(p) => Flash::open(p, config.flash_bytes as usize)?.0,
+            None => Flash::new(config.flash_bytes as usize),
+        };
+        if !boot::has_slots(&flash) && !boot::factory_program(&mut flash, firmware) {
+            log::warn!("the firmware ELF does not fit a flash slot: it runs as the recovery image");
+        }
+        let first = boot::select(&mut flash, None);
         let nworkers = match config.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -264,6 +308,7 @@ impl Card {
             cus,
             jobs: Mutex::new(Some(tx)),
             flash: Mutex::new(flash),
+            boot_info: AtomicU32::new(first.info()),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             reset_req: AtomicU64::new(0),
@@ -271,7 +316,11 @@ impl Card {
             state: Mutex::new(CoreState::Running),
             elf: firmware.to_vec(),
         });
-        let cpu = build_cpu(&sh, firmware)?;
+        let cpu = match &first.image {
+            Some(img) => build_cpu(&sh, img)?,
+            None => build_cpu(&sh, firmware)?,
+        };
+        let watch = first.watch.then(|| Watch::new(first.slot));
         let mut card = Card {
             sh: sh.clone(),
             core: None,
@@ -288,7 +337,7 @@ impl Card {
         }
         let h = std::thread::Builder::new()
             .name("preba-core".into())
-            .spawn(move || core_thread(sh, cpu))
+            .spawn(move || core_thread(sh, cpu, watch))
             .map_err(Error::Spawn)?;
         card.core = Some(h);
         Ok(card)
@@ -367,9 +416,9 @@ impl Card {
         self.bar0_write(offset, &v.to_le_bytes());
     }
 
-    /// A function reset of the whole card: every register, CU and the log back to reset, the
-    /// core restarted at the ELF entry (the image in SPI flash when it holds an ELF, else the
-    /// one the card was built with). Card memory keeps its contents. Waits up to `timeout`.
+    /// A function reset of the whole card: every register, CU and the log back to reset, and
+    /// the boot ROM picks the image again ([`crate::boot::select`]). Card memory keeps its
+    /// contents. Waits up to `timeout`.
     pub fn reset(&self, timeout: Duration) -> Result<(), Error> {
         let want = self.sh.reset_req.fetch_add(1, Ordering::AcqRel) + 1;
         self.sh.wake.kick();
@@ -435,6 +484,17 @@ impl Card {
             .to_vec()
     }
 
+    /// What the boot ROM chose at the last (re)boot: (running slot, outcome, failed slot),
+    /// as INFO_BOOT and IDENTIFY report it.
+    pub fn boot(&self) -> (u8, Option<preba_protocol::fwimage::BootOutcome>, u8) {
+        let v = self.sh.boot_info.load(Ordering::Acquire);
+        (
+            v as u8,
+            preba_protocol::fwimage::BootOutcome::from_u8((v >> 8) as u8),
+            (v >> 16) as u8,
+        )
+    }
+
     /// Modeled board power now, watts (what the INA226 measures).
     pub fn board_power_w(&self) -> f64 {
         self.sh.board_power_w()
@@ -482,15 +542,66 @@ impl Drop for Card {
     }
 }
 
-fn boot_image(sh: &Shared) -> Vec<u8> {
-    let flash = sh.flash.lock().expect("flash lock");
-    match flash.image() {
-        Some(f) if preba_softcore::elf::parse(f).is_ok() => f.to_vec(),
-        _ => sh.elf.clone(),
+/// A boot attempt the boot ROM watches: a slot that has not reached CSTS.RDY yet.
+struct Watch {
+    slot: u8,
+    /// When the core thread first saw CC.EN during this attempt.
+    en_since: Option<Instant>,
+}
+
+impl Watch {
+    fn new(slot: u8) -> Watch {
+        Watch {
+            slot,
+            en_since: None,
+        }
     }
 }
 
-fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>) {
+/// Runs the boot ROM and loads what it picked (the recovery image when that fails to load).
+fn boot_core(sh: &Arc<Shared>, last: Option<Failure>) -> Option<(Cpu<CardBus>, Option<Watch>)> {
+    let choice = boot::select(&mut sh.flash.lock().expect("flash lock"), last);
+    sh.boot_info.store(choice.info(), Ordering::Release);
+    if choice.outcome != preba_protocol::fwimage::BootOutcome::Active {
+        log::warn!(
+            "boot ROM: {} (slot {} runs)",
+            choice.outcome.describe(),
+            preba_protocol::fwimage::slot_name(choice.slot)
+        );
+    }
+    let cpu = match &choice.image {
+        Some(img) => build_cpu(sh, img).or_else(|_| build_cpu(sh, &sh.elf)),
+        None => build_cpu(sh, &sh.elf),
+    }
+    .ok()?;
+    Some((cpu, choice.watch.then(|| Watch::new(choice.slot))))
+}
+
+/// Checks a watched boot attempt: confirms the slot at CSTS.RDY, or says why it failed.
+fn check_watch(sh: &Shared, w: &mut Watch) -> Result<bool, Failure> {
+    let (csts, cc) = {
+        let h = sh.hostif.lock().expect("hostif lock");
+        (h.csts, h.cc)
+    };
+    if csts & regs::CSTS_RDY != 0 {
+        boot::confirm(&mut sh.flash.lock().expect("flash lock"), w.slot);
+        return Ok(true);
+    }
+    if matches!(*sh.state.lock().expect("state lock"), CoreState::Halted(_)) {
+        return Err(Failure::Crash);
+    }
+    if cc & regs::CC_EN != 0 {
+        let t = *w.en_since.get_or_insert_with(Instant::now);
+        if t.elapsed() >= sh.cfg.boot_deadline {
+            return Err(Failure::Timeout);
+        }
+    } else {
+        w.en_since = None;
+    }
+    Ok(false)
+}
+
+fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>) {
     let mut resets_seen = 0u64;
     loop {
         if sh.stop.load(Ordering::Acquire) {
@@ -501,15 +612,33 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>) {
         if req != resets_seen {
             resets_seen = req;
             sh.reset_peripherals();
-            let image = boot_image(&sh);
-            cpu = match build_cpu(&sh, &image).or_else(|_| build_cpu(&sh, &sh.elf)) {
-                Ok(c) => c,
-                Err(_) => return,
+            (cpu, watch) = match boot_core(&sh, None) {
+                Some(c) => c,
+                None => return,
             };
             sh.set_state(CoreState::Running);
             sh.reset_done.store(req, Ordering::Release);
             sh.wake.kick();
             continue;
+        }
+        if let Some(w) = watch.as_mut() {
+            match check_watch(&sh, w) {
+                Ok(true) => watch = None,
+                Ok(false) => {}
+                Err(f) => {
+                    log::warn!(
+                        "boot ROM: slot {} failed to come up ({f:?}): rebooting",
+                        preba_protocol::fwimage::slot_name(w.slot)
+                    );
+                    sh.reset_for_reboot();
+                    (cpu, watch) = match boot_core(&sh, Some(f)) {
+                        Some(c) => c,
+                        None => return,
+                    };
+                    sh.set_state(CoreState::Running);
+                    continue;
+                }
+            }
         }
         if *sh.state.lock().expect("state lock") != CoreState::Running {
             let seen = sh.wake.current();
@@ -535,12 +664,16 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>) {
             }
             Exit::Wfi => {
                 let bus = cpu.bus();
-                let deadline = if bus.mtimecmp == u64::MAX {
+                let mut deadline = if bus.mtimecmp == u64::MAX {
                     None
                 } else {
                     let ticks = bus.mtimecmp.saturating_sub(bus.mtime());
                     Some(Instant::now() + Duration::from_nanos(ticks.saturating_mul(100)))
                 };
+                if let Some(t) = watch.as_ref().and_then(|w| w.en_since) {
+                    let d = t + sh.cfg.boot_deadline;
+                    deadline = Some(deadline.map_or(d, |x| x.min(d)));
+                }
                 sh.wake.wait(seen, deadline);
                 cpu.request_poll();
             }

@@ -57,8 +57,13 @@ pub struct CardConfig {
     pub cap: Cap,
     /// GPIO_IN straps.
     pub gpio_in: u32,
-    /// SPI NOR flash size in bytes (a power of two, at least 64 KiB).
+    /// SPI NOR flash size in bytes (a power of two, at least 1 MiB: two image slots).
     pub flash_bytes: u32,
+    /// Keep the SPI flash in this file (created when missing), so images survive a restart.
+    pub flash_file: Option<std::path::PathBuf>,
+    /// How long a new image may take from CC.EN to CSTS.RDY before the boot ROM counts a
+    /// failed attempt.
+    pub boot_deadline: std::time::Duration,
     /// Copy UART output to stderr as it comes.
     pub uart_echo: bool,
     /// Instructions between host-side checks (stop, reset) while the core runs.
@@ -82,6 +87,8 @@ impl Default for CardConfig {
             cap: Cap::default(),
             gpio_in: 0,
             flash_bytes: 16 << 20,
+            flash_file: None,
+            boot_deadline: std::time::Duration::from_secs(2),
             uart_echo: false,
             slice: 1 << 20,
             cycles: CycleModel::default(),

@@ -15,6 +15,10 @@ pub enum Error {
     Timeout(&'static str),
     /// The core thread panicked.
     CoreDied,
+    /// The debug port cannot listen on this address.
+    DebugPort(std::net::SocketAddr, std::io::Error),
+    /// The SPI flash's backing file cannot be used (names the file and why).
+    FlashFile(String),
 }
 
 impl fmt::Display for Error {
@@ -25,6 +29,8 @@ impl fmt::Display for Error {
             Error::Spawn(_) => write!(f, "cannot start a card thread"),
             Error::Timeout(m) => write!(f, "card did not answer in time: {m}"),
             Error::CoreDied => write!(f, "the core thread died"),
+            Error::DebugPort(a, e) => write!(f, "debug port {a}: {e}"),
+            Error::FlashFile(m) => write!(f, "flash file {m}"),
         }
     }
 }
@@ -34,6 +40,7 @@ impl std::error::Error for Error {
         match self {
             Error::Firmware(e) => Some(e),
             Error::Spawn(e) => Some(e),
+            Error::DebugPort(_, e) => Some(e),
             _ => None,
         }
     }

@@ -1,5 +1,12 @@
 //! A SPI NOR flash (Winbond W25Q-style command set, 3-byte addresses) behind the SPI controller.
-//! It holds the firmware image: the card boots the ELF stored at offset 0 after a function reset.
+//! It holds the boot record and the two firmware image slots (`preba_protocol::fwimage`); the
+//! boot ROM ([`crate::boot`]) picks the image at every reset.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
 
 /// JEDEC id answered to RDID (manufacturer 0xEF, memory type 0x40, capacity code).
 pub const JEDEC_MANUFACTURER: u8 = 0xEF;
@@ -43,11 +50,6 @@ enum State {
     Ignore,
 }
 
-/// Offset of the firmware image in flash (the header is at 0).
-pub const IMAGE_OFFSET: usize = 0x1000;
-/// Header magic of a firmware image in flash.
-pub const IMAGE_MAGIC: &[u8; 4] = b"PFW1";
-
 /// CRC-32 (IEEE 802.3, reflected, as zlib).
 pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
@@ -64,25 +66,15 @@ pub fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// The firmware flash layout (firmware/README.md, FIRMWARE_COMMIT): a 16-byte header at 0
-/// (`PFW1`, length u32, CRC-32 u32, !CRC-32 u32, little-endian), the image at 0x1000.
-pub fn image_header(image: &[u8]) -> [u8; 16] {
-    let crc = crc32(image);
-    let mut h = [0u8; 16];
-    h[0..4].copy_from_slice(IMAGE_MAGIC);
-    h[4..8].copy_from_slice(&(image.len() as u32).to_le_bytes());
-    h[8..12].copy_from_slice(&crc.to_le_bytes());
-    h[12..16].copy_from_slice(&(!crc).to_le_bytes());
-    h
-}
-
-/// The flash array and its command state machine.
-#[derive(Clone, Debug)]
+/// The flash array and its command state machine; with a backing file, every program and
+/// erase is written through to it (a board's flash survives power cycles).
+#[derive(Debug)]
 pub struct Flash {
     data: Vec<u8>,
     wel: bool,
     selected: bool,
     state: State,
+    file: Option<(File, PathBuf)>,
     /// Page programs and erases performed (for tests).
     pub writes: u64,
 }
@@ -96,8 +88,38 @@ impl Flash {
             wel: false,
             selected: false,
             state: State::Idle,
+            file: None,
             writes: 0,
         }
+    }
+
+    /// A flash kept in `path`: its contents when the file exists (it must be exactly the
+    /// flash's size), else an erased flash and a new file. The bool says whether it was created.
+    pub fn open(path: &Path, size: usize) -> Result<(Flash, bool), Error> {
+        let mut f = Flash::new(size);
+        let io = |e: std::io::Error| Error::FlashFile(format!("{}: {e}", path.display()));
+        let created = match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == f.data.len() => {
+                f.data.copy_from_slice(&bytes);
+                false
+            }
+            Ok(bytes) => {
+                return Err(Error::FlashFile(format!(
+                    "{}: {} bytes, but the flash is {} bytes (a file of another card?)",
+                    path.display(),
+                    bytes.len(),
+                    f.data.len()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::write(path, &f.data).map_err(io)?;
+                true
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+        f.file = Some((file, path.to_path_buf()));
+        Ok((f, created))
     }
 
     /// The array.
@@ -105,36 +127,34 @@ impl Flash {
         &self.data
     }
 
+    /// Writes `range` of the array through to the backing file. A failing file is logged,
+    /// not fatal: the card keeps running on its in-memory flash.
+    fn persist(&self, start: usize, end: usize) {
+        if let Some((f, path)) = &self.file
+            && let Err(e) = f.write_all_at(&self.data[start..end], start as u64)
+        {
+            log::error!("flash file {}: {e}", path.display());
+        }
+    }
+
     /// Programs the array directly (factory programming), erasing what it covers first.
     pub fn load(&mut self, offset: usize, bytes: &[u8]) {
         let end = (offset + bytes.len()).min(self.data.len());
         if offset < end {
             self.data[offset..end].copy_from_slice(&bytes[..end - offset]);
+            self.persist(offset, end);
         }
     }
 
-    /// Factory-programs a firmware image with its header.
-    pub fn program_image(&mut self, image: &[u8]) {
-        self.data.fill(0xFF);
-        self.load(0, &image_header(image));
-        self.load(IMAGE_OFFSET, image);
-    }
-
-    /// The firmware image in flash, when the header is valid and the CRC matches.
-    pub fn image(&self) -> Option<&[u8]> {
-        let h = self.data.get(0..16)?;
-        if &h[0..4] != IMAGE_MAGIC {
-            return None;
+    /// Programs one word as NOR flash does (bits only go from 1 to 0), for the boot ROM's
+    /// attempts and state words.
+    pub fn program_word(&mut self, offset: usize, v: u32) {
+        if let Some(w) = self.data.get_mut(offset..offset + 4) {
+            for (b, n) in w.iter_mut().zip(v.to_le_bytes()) {
+                *b &= n;
+            }
+            self.persist(offset, offset + 4);
         }
-        let w = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
-        let (len, crc, ncrc) = (w(4) as usize, w(8), w(12));
-        if crc != !ncrc {
-            return None;
-        }
-        let img = self
-            .data
-            .get(IMAGE_OFFSET..IMAGE_OFFSET.checked_add(len)?)?;
-        (crc32(img) == crc).then_some(img)
     }
 
     fn capacity_code(&self) -> u8 {
@@ -165,6 +185,8 @@ impl Flash {
                     self.data[a] &= b;
                     col = (col + 1) % PAGE;
                 }
+                let page = self.mask(page as u32);
+                self.persist(page, page + PAGE);
                 self.wel = false;
                 self.writes += 1;
             }
@@ -177,6 +199,7 @@ impl Flash {
                 let start = self.mask(addr) & !(size - 1);
                 let end = (start + size).min(self.data.len());
                 self.data[start..end].fill(0xFF);
+                self.persist(start, end);
                 self.wel = false;
                 self.writes += 1;
             }
@@ -184,6 +207,7 @@ impl Flash {
             State::Cmd(cmd::WRDI) => self.wel = false,
             State::Cmd(cmd::CE) if self.wel => {
                 self.data.fill(0xFF);
+                self.persist(0, self.data.len());
                 self.wel = false;
                 self.writes += 1;
             }
@@ -304,13 +328,32 @@ mod tests {
     }
 
     #[test]
-    fn image_layout() {
+    fn crc_and_file_persistence() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        let mut f = Flash::new(1 << 20);
-        assert!(f.image().is_none());
-        f.program_image(b"\x7fELF-ish");
-        assert_eq!(f.image(), Some(&b"\x7fELF-ish"[..]));
-        f.load(IMAGE_OFFSET, b"X");
-        assert!(f.image().is_none());
+        let dir = tempdir();
+        let path = dir.join("flash.bin");
+        let (mut f, created) = Flash::open(&path, 1 << 20).expect("create");
+        assert!(created);
+        cmd(&mut f, &[cmd::WREN], 0);
+        cmd(&mut f, &[cmd::PP, 0, 0x20, 0x10, 9, 8, 7], 0);
+        f.program_word(0x100, 0x1234_5678);
+        drop(f);
+        let (f, created) = Flash::open(&path, 1 << 20).expect("reopen");
+        assert!(!created);
+        assert_eq!(&f.contents()[0x2010..0x2013], &[9, 8, 7]);
+        assert_eq!(&f.contents()[0x100..0x104], &0x1234_5678u32.to_le_bytes());
+        let e = Flash::open(&path, 2 << 20).expect_err("size differs");
+        assert!(e.to_string().contains("flash.bin"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "preba-flash-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
     }
 }

@@ -476,3 +476,60 @@ impl Host {
 pub fn firmware_elf() -> Result<PathBuf> {
     preba_softcore::progs::firmware_elf().map_err(HarnessError::Firmware)
 }
+
+/// A variant of the firmware ELF for the flashing tests: the same sources with the build id
+/// salted by `salt` and the cargo `features` on, built as `cargo xtask build-fw --salt` does
+/// into `<target>/fw-variant/<salt>` (cargo skips the work when it is up to date).
+/// `$PREBA_FIRMWARE_VARIANTS`, when set, is used instead of `<target>/fw-variant`.
+pub fn firmware_variant_elf(salt: &str, features: &[&str]) -> Result<PathBuf> {
+    let fail = HarnessError::Firmware;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let base = match std::env::var_os("PREBA_FIRMWARE_VARIANTS") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                // <target>/<profile>/deps/<test>
+                let exe = std::env::current_exe().ok()?;
+                Some(exe.ancestors().nth(3)?.to_path_buf())
+            })
+            .unwrap_or_else(|| root.join("target"))
+            .join("fw-variant"),
+    };
+    let dir = base.join(salt);
+    let target = "riscv32imac-unknown-none-elf";
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(&cargo);
+    cmd.current_dir(&root)
+        .env("PREBA_FW_BUILD_SALT", salt)
+        .env_remove("CARGO_TARGET_DIR")
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "preba-firmware",
+            "--bin",
+            "preba-firmware",
+            "--profile",
+            "firmware",
+            "--target",
+            target,
+            "--target-dir",
+        ])
+        .arg(&dir);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    let st = cmd
+        .status()
+        .map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
+    if !st.success() {
+        return Err(fail(format!("firmware variant {salt} build failed: {st}")));
+    }
+    let elf = dir.join(target).join("firmware").join("preba-firmware");
+    if elf.exists() {
+        Ok(elf)
+    } else {
+        Err(fail(format!("{} missing after the build", elf.display())))
+    }
+}

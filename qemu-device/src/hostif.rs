@@ -220,7 +220,7 @@ mod tests {
         let mut h = HostIf::new(0x10_3208_0FFF);
         assert_eq!(h.bar0_read(0, 8), 0x10_3208_0FFF);
         assert_eq!(h.bar0_read(4, 4), 0x10);
-        assert_eq!(h.bar0_read(regs::VS, 4), 0x10000);
+        assert_eq!(h.bar0_read(regs::VS, 4), 0x10001, "protocol 1.1");
         assert_eq!(h.bar0_read(regs::VS, 2), u64::MAX);
         assert_eq!(h.bar0_read(regs::VS, 8), u64::MAX);
         h.bar0_write(regs::SCRATCH, 2, 5);

@@ -24,6 +24,7 @@
 //! assert_eq!(card.read32(preba_protocol::regs::SCRATCH), 7);
 //! ```
 
+pub mod boot;
 pub mod bus;
 pub mod card;
 pub mod config;

@@ -212,7 +212,7 @@ fn board_peripherals() {
         .w(c::I2C_DATA, 0)
         .w(c::I2C_CTRL, 0x207)
         .r(c::I2C_STATUS);
-    // SPI flash: RDID, then READ 4 bytes at 0 (the image header magic).
+    // SPI flash: RDID, then READ 4 bytes at 0 (the boot record's magic).
     p.w(c::SPI_CS, 1).w(c::SPI_DATA, 0x9F);
     for _ in 0..3 {
         p.w(c::SPI_DATA, 0).r(c::SPI_DATA);
@@ -252,7 +252,7 @@ fn board_peripherals() {
     assert_eq!(&r[9..12], &[0xEF, 0x40, 0x18], "JEDEC id of a 16 MiB flash");
     assert_eq!(
         &r[12..16],
-        &[b'P' as u32, b'F' as u32, b'W' as u32, b'1' as u32]
+        &[b'P' as u32, b'B' as u32, b'R' as u32, b'1' as u32]
     );
     assert_eq!(&r[16..21], &[4, 2, 1, 16 << 20, 250_000_000]);
     assert_eq!(
@@ -309,7 +309,7 @@ fn timer_wakes_wfi_in_wall_time_and_reset_restarts() {
 fn bar0_rules_without_firmware() {
     let (card, _mem, irq) = card(&elf(&[WFI, SPIN]));
     use preba_protocol::regs;
-    assert_eq!(card.read32(regs::VS), 0x0001_0000);
+    assert_eq!(card.read32(regs::VS), 0x0001_0001, "protocol 1.1");
     let cap = card.read64(regs::CAP);
     assert_eq!(cap & 0xffff, 4095);
     assert_eq!((cap >> 16) & 0xff, 8);

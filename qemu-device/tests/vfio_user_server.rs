@@ -493,7 +493,7 @@ fn vfio_user_device_end_to_end() {
     assert!(c.read(1, 0, 4).is_err());
 
     // BAR0 and BAR2.
-    assert_eq!(c.r32(regs::VS), 0x0001_0000);
+    assert_eq!(c.r32(regs::VS), 0x0001_0001, "protocol 1.1");
     let cap = le64(&c.read(BAR0, regs::CAP, 8).unwrap(), 0);
     assert_eq!(cap & 0xffff, 4095, "MQES");
     c.w32(regs::SCRATCH, 0xdead_beef);
@@ -519,7 +519,7 @@ fn vfio_user_device_end_to_end() {
     let mut a = Admin::enable(&mut c, &mem);
     let (cqe, id) = a.identify(DATA);
     assert_eq!(cqe.status(), Status::Success);
-    assert_eq!((id.version_major, id.version_minor), (1, 0));
+    assert_eq!((id.version_major, id.version_minor), (1, 1));
     assert_eq!((id.image_cus, id.audio_cus, id.norm_cus), (1, 1, 1));
     assert!(
         wait_event(&ev, Duration::from_secs(5)) > 0,
@@ -568,7 +568,7 @@ fn vfio_user_sigterm_and_refusals() {
     // With a client connected, SIGTERM still ends it.
     let mut card = Card::start(&sock, &fw);
     let mut c = Client::connect(&sock);
-    assert_eq!(c.r32(regs::VS), 0x0001_0000);
+    assert_eq!(c.r32(regs::VS), 0x0001_0001, "protocol 1.1");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(card.pid(), libc::SIGTERM) }, 0);
     assert!(card.wait_exit(Duration::from_secs(10)).success());

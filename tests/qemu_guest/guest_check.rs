@@ -760,7 +760,7 @@ fn checks(bdf: &str, files: &[PathBuf], rep: &mut Report) -> Result<(), String> 
     let vs = v.r32(BAR0, regs::VS);
     rep.check(
         "bar0-vs",
-        if vs == 0x0001_0000 {
+        if vs == u32::from(regs::VERSION_MAJOR) << 16 | u32::from(regs::VERSION_MINOR) {
             Ok(format!("{vs:#x}"))
         } else {
             Err(format!("{vs:#x}"))

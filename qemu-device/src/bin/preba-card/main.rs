@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! preba-card --socket PATH [--image-cus K] [--audio-cus M] [--norm-cus N] [--firmware ELF]
+//!            [--flash FILE]
 //! ```
 //!
 //! The card model ([`preba_card::Card`]) runs the firmware ELF on the soft core; this binary puts
@@ -34,6 +35,7 @@ use preba_card::{Card, CardConfig, CoreState};
 
 const USAGE: &str = "\
 usage: preba-card --socket PATH [--image-cus K] [--audio-cus M] [--norm-cus N] [--firmware ELF]
+                  [--flash FILE]
 
 Serves the emulated preba card on a vfio-user socket until the client disconnects or SIGTERM.
   --socket PATH     the vfio-user socket (a stale socket file there is replaced)
@@ -44,6 +46,9 @@ Serves the emulated preba card on a vfio-user socket until the client disconnect
   --firmware ELF    the soft core's firmware (default: $PREBA_FIRMWARE, else the workspace's
                     target/riscv32imac-unknown-none-elf/firmware/preba-firmware)
   --uart            copy the firmware's UART output to stderr
+  --flash FILE      keep the SPI flash (boot record, image slots A/B) in FILE, created when
+                    missing and then factory-programmed with --firmware in slot A; flashed
+                    images survive a restart (without it the flash lives in memory)
 Environment: PREBA_CARD_LOG=error|warn|info|debug|trace (default info).
 ";
 
@@ -94,6 +99,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     .map_err(|_| format!("--workers: not a count: {v}"))?;
             }
             "--uart" => config.uart_echo = true,
+            "--flash" => config.flash_file = Some(PathBuf::from(value("--flash")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -227,6 +233,12 @@ fn run(args: Args) -> Result<(), String> {
     let server = vfio_user::Server::new(&args.socket, true, backend::irqs(), backend::regions())
         .map_err(|e| format!("cannot listen on {}: {e}", args.socket.display()))?;
     let cfg = &args.config;
+    let (slot, outcome, _) = device.card.boot();
+    log::info!(
+        "boot: slot {} ({})",
+        preba_protocol::fwimage::slot_name(slot),
+        outcome.map_or("?", |o| o.describe())
+    );
     log::info!(
         "listening on {} ({} image, {} audio, {} normalize CUs; firmware {})",
         args.socket.display(),
