@@ -435,7 +435,12 @@ impl Bus for CardBus {
         Poll {
             irq,
             next_event: u64::MAX,
-            halt: self.test_halt,
+            // A waiting debugger access ends the slice: the core thread serves it.
+            halt: if self.sh.debug.pending() {
+                self.test_halt.or(Some(Halt::Yield))
+            } else {
+                self.test_halt
+            },
         }
     }
 }

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub cus: Vec<Mutex<CuState>>,
     pub jobs: Mutex<Option<mpsc::Sender<cu::Job>>>,
     pub flash: Mutex<Flash>,
+    /// The debug port's hand-off to the core thread (see [`crate::debug`]).
+    pub debug: crate::debug::DebugLink,
     /// INFO_BOOT: what the boot ROM chose at the last (re)boot.
     pub boot_info: AtomicU32,
     pub epoch: Instant,
@@ -151,7 +153,7 @@ impl Shared {
         self.cfg.power.board_w(cus.into_iter())
     }
 
-    fn reset_peripherals(&self) {
+    pub(crate) fn reset_peripherals(&self) {
         {
             let mut h = self.hostif.lock().expect("hostif lock");
             let level = h.intx_level;
@@ -308,6 +310,7 @@ impl Card {
             cus,
             jobs: Mutex::new(Some(tx)),
             flash: Mutex::new(flash),
+            debug: crate::debug::DebugLink::new(),
             boot_info: AtomicU32::new(first.info()),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
@@ -444,6 +447,10 @@ impl Card {
         }
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
+
     /// What the core is doing.
     pub fn core_state(&self) -> CoreState {
         if self.core.as_ref().is_none_or(|h| h.is_finished()) {
@@ -529,6 +536,7 @@ impl Card {
         if let Some(h) = self.core.take() {
             let _ = h.join();
         }
+        self.sh.debug.join();
         self.sh.jobs.lock().expect("jobs lock").take();
         for h in self.workers.drain(..) {
             let _ = h.join();
@@ -608,9 +616,11 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
             sh.set_state(CoreState::Stopped);
             return;
         }
+        sh.debug.service(&sh, &mut cpu);
         let req = sh.reset_req.load(Ordering::Acquire);
         if req != resets_seen {
             resets_seen = req;
+            sh.debug.note_reset();
             sh.reset_peripherals();
             (cpu, watch) = match boot_core(&sh, None) {
                 Some(c) => c,
@@ -644,6 +654,7 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
             let seen = sh.wake.current();
             if sh.stop.load(Ordering::Acquire)
                 || sh.reset_req.load(Ordering::Acquire) != resets_seen
+                || sh.debug.pending()
             {
                 continue;
             }

@@ -29,6 +29,7 @@ pub mod bus;
 pub mod card;
 pub mod config;
 pub mod cu;
+pub mod debug;
 pub mod error;
 pub mod flash;
 pub mod harness;

@@ -294,7 +294,6 @@ pub struct Cpu<B> {
     halt: Option<Halt>,
     // Debug mode (Debug Spec 0.13.2 chapter 4).
     debug_mode: bool,
-    halt_req: bool,
     stepping: bool,
     dcsr: u32,
     dpc: u32,
@@ -361,7 +360,6 @@ impl<B: Bus> Cpu<B> {
             poll_now: true,
             halt: None,
             debug_mode: false,
-            halt_req: false,
             stepping: false,
             dcsr: DCSR_RESET,
             dpc: 0,
@@ -395,7 +393,6 @@ impl<B: Bus> Cpu<B> {
         self.poll_now = true;
         self.halt = None;
         self.debug_mode = false;
-        self.halt_req = false;
         self.stepping = false;
         self.dcsr = DCSR_RESET;
         self.dpc = 0;
@@ -548,10 +545,6 @@ impl<B: Bus> Cpu<B> {
             if let Some(h) = self.halt.take() {
                 return Exit::Halt(h);
             }
-            if self.halt_req {
-                self.enter_debug(debug_cause::HALTREQ);
-                return Exit::Debug;
-            }
             if self.stepping {
                 // One instruction (or one trap: the step then ends on the handler's first
                 // instruction) with interrupts held off (`dcsr.stepie` is 0). A `wfi` stepped
@@ -605,12 +598,12 @@ impl<B: Bus> Cpu<B> {
         }
     }
 
-    /// Asks the hart to enter debug mode at the next instruction boundary (a `wfi` wait ends:
-    /// `dpc` is the instruction after it). [`Cpu::run`] then returns [`Exit::Debug`].
+    /// Enters debug mode now (a caller holding the hart outside [`Cpu::run`] is at an
+    /// instruction boundary): `dpc` is the next instruction (after a `wfi` being waited in),
+    /// cause "haltreq". [`Cpu::run`] returns [`Exit::Debug`] until [`Cpu::resume`].
     pub fn request_halt(&mut self) {
         if !self.debug_mode {
-            self.halt_req = true;
-            self.limit = 0;
+            self.enter_debug(debug_cause::HALTREQ);
         }
     }
 
@@ -626,7 +619,6 @@ impl<B: Bus> Cpu<B> {
             return;
         }
         self.debug_mode = false;
-        self.halt_req = false;
         self.pc = self.dpc;
         self.reservation = None;
         self.stepping = self.dcsr & dcsr::STEP != 0;
@@ -637,7 +629,6 @@ impl<B: Bus> Cpu<B> {
         self.dpc = self.pc;
         self.dcsr = (self.dcsr & !(7 << dcsr::CAUSE_SHIFT)) | cause << dcsr::CAUSE_SHIFT;
         self.debug_mode = true;
-        self.halt_req = false;
         self.stepping = false;
         self.waiting = false;
         self.limit = 0;

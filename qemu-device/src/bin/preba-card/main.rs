@@ -46,6 +46,13 @@ Serves the emulated preba card on a vfio-user socket until the client disconnect
   --firmware ELF    the soft core's firmware (default: $PREBA_FIRMWARE, else the workspace's
                     target/riscv32imac-unknown-none-elf/firmware/preba-firmware)
   --uart            copy the firmware's UART output to stderr
+  --debug-bmp ADDR:PORT
+                    serve the JTAG debug port as the Black Magic Probe remote protocol (probe-rs
+                    `--probe 1d50:6018:ADDR:PORT`); port 0 picks one; prints
+                    `debug: bmp tcp ADDR:PORT` on stderr
+  --debug-idcode HEX, --debug-corrupt ADDR, --debug-sberror ADDR
+                    test only: another IDCODE; flip bit 0 of the byte at ADDR when the debugger
+                    writes it; fail debugger bus accesses covering ADDR (sberror)
   --flash FILE      keep the SPI flash (boot record, image slots A/B) in FILE, created when
                     missing and then factory-programmed with --firmware in slot A; flashed
                     images survive a restart (without it the flash lives in memory)
@@ -56,6 +63,13 @@ struct Args {
     socket: PathBuf,
     firmware: PathBuf,
     config: CardConfig,
+    debug_bmp: Option<std::net::SocketAddr>,
+    debug: preba_card::debug::DebugOptions,
+}
+
+fn hex_u32(name: &str, v: &str) -> Result<u32, String> {
+    let digits = v.strip_prefix("0x").unwrap_or(v);
+    u32::from_str_radix(digits, 16).map_err(|_| format!("{name}: not a hex number: {v}"))
 }
 
 fn default_firmware() -> PathBuf {
@@ -74,6 +88,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut socket = None;
     let mut firmware = None;
     let mut config = CardConfig::default();
+    let mut debug_bmp = None;
+    let mut debug = preba_card::debug::DebugOptions::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -99,6 +115,22 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     .map_err(|_| format!("--workers: not a count: {v}"))?;
             }
             "--uart" => config.uart_echo = true,
+            "--debug-bmp" => {
+                let v = value("--debug-bmp")?;
+                debug_bmp = Some(
+                    v.parse()
+                        .map_err(|_| format!("--debug-bmp: not an ADDR:PORT: {v}"))?,
+                );
+            }
+            "--debug-idcode" => {
+                debug.idcode = hex_u32("--debug-idcode", &value("--debug-idcode")?)?
+            }
+            "--debug-corrupt" => {
+                debug.corrupt = Some(hex_u32("--debug-corrupt", &value("--debug-corrupt")?)?)
+            }
+            "--debug-sberror" => {
+                debug.sberror = Some(hex_u32("--debug-sberror", &value("--debug-sberror")?)?)
+            }
             "--flash" => config.flash_file = Some(PathBuf::from(value("--flash")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
@@ -108,6 +140,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         socket: socket.ok_or("--socket PATH is required")?,
         firmware: firmware.unwrap_or_else(default_firmware),
         config,
+        debug_bmp,
+        debug,
     })
 }
 
@@ -232,6 +266,14 @@ fn run(args: Args) -> Result<(), String> {
     remove_stale_socket(&args.socket)?;
     let server = vfio_user::Server::new(&args.socket, true, backend::irqs(), backend::regions())
         .map_err(|e| format!("cannot listen on {}: {e}", args.socket.display()))?;
+    if let Some(addr) = args.debug_bmp {
+        let local = device
+            .card
+            .serve_debug_bmp(addr, args.debug)
+            .map_err(|e| format!("--debug-bmp: {e}"))?;
+        // The line tests and scripts wait for (port 0 picks the port).
+        eprintln!("debug: bmp tcp {local}");
+    }
     let cfg = &args.config;
     let (slot, outcome, _) = device.card.boot();
     log::info!(
