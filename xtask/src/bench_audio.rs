@@ -8,6 +8,10 @@
 //! target/bench-audio. Ours: the `bench_audio` example (release). Theirs:
 //! the same script's `time` mode in the venv, with BLAS/OpenMP at one thread.
 //! Set PREBA_BENCH_MS to change the time budget per measurement (default 2000).
+//!
+//! Then end to end through the CLI (issue 13): `preba preprocess --card cpu
+//! --threads 1` on each input (16, 44.1 and 48 kHz) to an .npz against
+//! librosa writing the same features with np.savez (fixtures/bench/bench_e2e.py).
 
 use crate::util::{self, Result, cargo, root};
 use std::collections::BTreeMap;
@@ -119,6 +123,58 @@ pub fn run(_rest: &[&str]) -> Result<()> {
     }
     for line in theirs.lines().filter(|l| l.starts_with('#')) {
         println!("{line}");
+    }
+    e2e(&py, &script, &files)
+}
+
+/// The end-to-end lines: the CLI as a user runs it against librosa.
+fn e2e(py: &std::path::Path, script: &std::path::Path, files: &[String]) -> Result<()> {
+    let bin = crate::bench_preprocess::preba_bin()?;
+    let dir = crate::bench_preprocess::shm_dir("e2e-audio");
+    let e2e = script.with_file_name("bench_e2e.py");
+    let out = util::output(
+        one_thread(&mut Command::new(py))
+            .arg(&e2e)
+            .arg("audio")
+            .arg("--preba")
+            .arg(&bin)
+            .arg("--dir")
+            .arg(&dir)
+            .args(files)
+            .current_dir(root()),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    let m = crate::bench_preprocess::parse_e2e(&out, "E2E");
+    println!();
+    println!(
+        "end to end: `preba preprocess --card cpu --threads 1 -o x.npz` vs librosa + np.savez, \
+         seconds of audio per CPU second (start-up included)"
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>8}",
+        "input", "preba", "librosa", "ratio"
+    );
+    for f in files {
+        let name = std::path::Path::new(f)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| f.clone());
+        let get = |side: &str, k: &str| {
+            m.get(&(format!("audio/{name}/{side}"), k.to_string()))
+                .copied()
+        };
+        let (Some(o), Some(t)) = (
+            get("preba", "audio_s_per_s"),
+            get("librosa", "audio_s_per_s"),
+        ) else {
+            return Err(format!("bench_e2e.py gave no result for {name}:\n{out}"));
+        };
+        let diff = get("librosa", "max_abs_diff").unwrap_or(f64::NAN);
+        println!(
+            "{name:<28} {o:>10.0} {t:>10.0} {:>7.2}x   (target >= 3x; max |diff| {diff:.4})",
+            o / t
+        );
     }
     Ok(())
 }

@@ -205,16 +205,29 @@ impl FftLowpass {
         self.n - (self.len - 1)
     }
 
-    /// The filtered signal at times `t0 .. t0 + count` (x is zero outside).
-    fn apply(&self, x: &[f32], t0: isize, count: usize) -> Vec<f32> {
+    /// The filtered signal at times `t0 .. t0 + count` (x is zero outside)
+    /// into `y` (replaced), with `bufs` reused from call to call.
+    #[inline(always)]
+    fn apply_into(&self, x: &[f32], t0: isize, count: usize, y: &mut Vec<f32>, bufs: &mut FftBufs) {
         let n = self.n;
         let step = n - (self.len - 1);
-        let mut y = Vec::with_capacity(count);
-        let mut buf = self.fwd.make_input_vec();
-        let mut spec = self.fwd.make_output_vec();
-        let mut out = self.inv.make_output_vec();
-        let mut s_fwd = self.fwd.make_scratch_vec();
-        let mut s_inv = self.inv.make_scratch_vec();
+        y.clear();
+        if bufs.buf.len() != n {
+            *bufs = FftBufs {
+                buf: self.fwd.make_input_vec(),
+                spec: self.fwd.make_output_vec(),
+                out: self.inv.make_output_vec(),
+                s_fwd: self.fwd.make_scratch_vec(),
+                s_inv: self.inv.make_scratch_vec(),
+            };
+        }
+        let FftBufs {
+            buf,
+            spec,
+            out,
+            s_fwd,
+            s_inv,
+        } = bufs;
         let mut b = 0usize;
         while y.len() < count {
             // Block b yields times t0 + b * step + i (i < step) from the
@@ -227,11 +240,7 @@ impl FftLowpass {
                 let s0 = (start + lo as isize) as usize;
                 buf[lo..hi].copy_from_slice(&x[s0..s0 + (hi - lo)]);
             }
-            if self
-                .fwd
-                .process_with_scratch(&mut buf, &mut spec, &mut s_fwd)
-                .is_err()
-            {
+            if self.fwd.process_with_scratch(buf, spec, s_fwd).is_err() {
                 out.fill(0.0);
             } else {
                 for (c, h) in spec.iter_mut().zip(&self.h) {
@@ -241,11 +250,7 @@ impl FftLowpass {
                 if let Some(last) = spec.last_mut() {
                     last.im = 0.0;
                 }
-                if self
-                    .inv
-                    .process_with_scratch(&mut spec, &mut out, &mut s_inv)
-                    .is_err()
-                {
+                if self.inv.process_with_scratch(spec, out, s_inv).is_err() {
                     out.fill(0.0);
                 }
             }
@@ -253,8 +258,17 @@ impl FftLowpass {
             y.extend_from_slice(&out[self.len - 1..self.len - 1 + take]);
             b += 1;
         }
-        y
     }
+}
+
+/// Work buffers of [`FftLowpass::apply_into`].
+#[derive(Default)]
+struct FftBufs {
+    buf: Vec<f32>,
+    spec: Vec<Complex<f32>>,
+    out: Vec<f32>,
+    s_fwd: Vec<Complex<f32>>,
+    s_inv: Vec<Complex<f32>>,
 }
 
 /// How one (src, dst) pair is converted.
@@ -319,7 +333,7 @@ pub fn output_len(len: u64, src: u32, dst: u32) -> u64 {
 /// deterministic; the order depends only on the length). `a.len() ==
 /// b.len()`, a multiple of 8. Short filters (the second stage of a
 /// downsampler) take 8 partial sums, long ones 32.
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [[0f32; 8]; 4];
     let (mut ca, mut cb) = (a.chunks_exact(32), b.chunks_exact(32));
@@ -355,64 +369,110 @@ pub fn resample(x: &[f32], src: u32, dst: u32) -> Vec<f32> {
     if src == dst || src == 0 || dst == 0 {
         return x.to_vec();
     }
-    let r = resampler(src, dst);
-    let t = &r.table;
-    let n_out = output_len(x.len() as u64, src, dst) as usize;
-    // Padded input: xp[left - 1 + j] = x[j], so every tap window is in
-    // bounds. With a first stage, xp holds the low-passed signal, tails
-    // included (they are not zero outside x), made in chunks of `chunk`
-    // positions as the outputs advance, so it never holds the whole signal.
-    let xp_len = t.left + x.len() + t.taps + 1;
-    let full;
-    let mut part = Vec::new();
-    let mut part_at = 0usize;
-    let chunk = r.pre.as_ref().map_or(0, |p| 16 * p.step());
-    let xp: &[f32] = match &r.pre {
-        Some(_) => &[],
-        None => {
-            let mut v = vec![0f32; xp_len];
-            v[t.left - 1..t.left - 1 + x.len()].copy_from_slice(x);
-            full = v;
-            &full
+    // Run with the best vector extension the CPU has (pulp picks it at run
+    // time; the loops below inline into that function). The arithmetic is
+    // plain f32 multiplies and adds in a fixed order (no fused multiply-add
+    // is formed), so every path gives the same bits.
+    struct Job<'a>(&'a Resampler, &'a [f32], usize);
+    impl pulp::WithSimd for Job<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<f32> {
+            run(self.0, self.1, self.2)
         }
-    };
-    let mut out = Vec::with_capacity(n_out);
-    let taps = t.taps;
-    // Output n sits at input time n * down / up = i0 + rem / up, stepped
-    // exactly in integers.
-    let (step_i, step_r) = (t.down / t.up, t.down % t.up);
-    let (mut i0, mut rem) = (0usize, 0u64);
-    for _ in 0..n_out {
-        let (i, p) = if t.phases == t.up {
-            (i0, rem as usize)
+    }
+    let r = resampler(src, dst);
+    let n_out = output_len(x.len() as u64, src, dst) as usize;
+    pulp::Arch::new().dispatch(Job(&r, x, n_out))
+}
+
+/// Where output `n` sits: input time `n * down / up = i0 + rem / up`,
+/// stepped exactly in integers.
+struct Pos {
+    i0: usize,
+    rem: u64,
+    step_i: usize,
+    step_r: u64,
+}
+
+impl Pos {
+    /// First input sample index (in padded coordinates) and phase row.
+    #[inline(always)]
+    fn at(&self, t: &Table) -> (usize, usize) {
+        if t.phases == t.up {
+            (self.i0, self.rem as usize)
         } else {
             // Nearest of `phases` phases (integer rounding, deterministic).
-            let q = (rem * t.phases * 2 + t.up) / (2 * t.up);
+            let q = (self.rem * t.phases * 2 + t.up) / (2 * t.up);
             if q == t.phases {
-                (i0 + 1, 0)
+                (self.i0 + 1, 0)
             } else {
-                (i0, q as usize)
-            }
-        };
-        // Tap k reads x[i - left + 1 + k] = xp[i + k].
-        let coef = &t.coef[p * taps..(p + 1) * taps];
-        match &r.pre {
-            None => out.push(dot(&xp[i..i + taps], coef)),
-            Some(pre) => {
-                if part.is_empty() || i + taps > part_at + part.len() {
-                    // xp[i .. i + chunk + taps]: the positions of the next
-                    // outputs (i only grows).
-                    part_at = i;
-                    part = pre.apply(x, i as isize + 1 - t.left as isize, chunk + taps);
-                }
-                out.push(dot(&part[i - part_at..i - part_at + taps], coef));
+                (self.i0, q as usize)
             }
         }
-        i0 += step_i as usize;
-        rem += step_r;
-        if rem >= t.up {
-            rem -= t.up;
-            i0 += 1;
+    }
+
+    #[inline(always)]
+    fn advance(&mut self, up: u64) {
+        self.i0 += self.step_i;
+        self.rem += self.step_r;
+        if self.rem >= up {
+            self.rem -= up;
+            self.i0 += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn run(r: &Resampler, x: &[f32], n_out: usize) -> Vec<f32> {
+    let t = &r.table;
+    let taps = t.taps;
+    let mut out = Vec::with_capacity(n_out);
+    let mut pos = Pos {
+        i0: 0,
+        rem: 0,
+        step_i: (t.down / t.up) as usize,
+        step_r: t.down % t.up,
+    };
+    match &r.pre {
+        None => {
+            // Padded input: xp[left - 1 + j] = x[j], so every tap window is
+            // in bounds. Tap k reads x[i - left + 1 + k] = xp[i + k].
+            let mut xp = vec![0f32; t.left + x.len() + taps + 1];
+            xp[t.left - 1..t.left - 1 + x.len()].copy_from_slice(x);
+            for _ in 0..n_out {
+                let (i, p) = pos.at(t);
+                out.push(dot(&xp[i..i + taps], &t.coef[p * taps..(p + 1) * taps]));
+                pos.advance(t.up);
+            }
+        }
+        Some(pre) => {
+            // With a first stage, xp holds the low-passed signal, tails
+            // included (they are not zero outside x), made in chunks of
+            // `chunk` positions as the outputs advance (i only grows), so it
+            // never holds the whole signal; `part` is xp[part_at..].
+            let chunk = 16 * pre.step();
+            let mut part = Vec::with_capacity(chunk + taps);
+            let mut bufs = FftBufs::default();
+            while out.len() < n_out {
+                let (part_at, _) = pos.at(t);
+                pre.apply_into(
+                    x,
+                    part_at as isize + 1 - t.left as isize,
+                    chunk + taps,
+                    &mut part,
+                    &mut bufs,
+                );
+                while out.len() < n_out {
+                    let (i, p) = pos.at(t);
+                    if i + taps > part_at + part.len() {
+                        break;
+                    }
+                    let xs = &part[i - part_at..i - part_at + taps];
+                    out.push(dot(xs, &t.coef[p * taps..(p + 1) * taps]));
+                    pos.advance(t.up);
+                }
+            }
         }
     }
     out
