@@ -328,3 +328,184 @@ pub fn version_ok(vs: u32) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// New bytes of the card's log stream (defmt frames) and what was lost on the way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Stream bytes; after a loss they start at a frame boundary.
+    pub bytes: Vec<u8>,
+    /// Bytes overwritten before they were read (the reader fell more than a ring behind),
+    /// plus the partial frame skipped to resynchronise.
+    pub lost: u64,
+    /// LOG_HEAD went backwards: the card was reset and its log started again.
+    pub restarted: bool,
+}
+
+/// A cursor into the card's log ring, read through BAR2 (docs/card-spec.md, "BAR2: the log
+/// ring"). LOG_HEAD is read before the bytes (the firmware bumps it after writing them), so
+/// no byte past the head is read; LOG_HEAD read again afterwards tells which of the copied
+/// bytes the firmware overwrote meanwhile (counted as lost, never shown).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogReader {
+    cursor: u32,
+}
+
+impl LogReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stream offset of the next byte to read.
+    pub fn cursor(&self) -> u32 {
+        self.cursor
+    }
+
+    /// Everything written since the last call.
+    pub fn read(&mut self, t: &dyn Transport) -> Result<LogChunk, String> {
+        use preba_protocol::card::{BAR2_LOG_HEAD, BAR2_LOG_RING, BAR2_LOG_SIZE};
+        let rd32 = |off: u64| -> Result<u32, String> {
+            let mut w = [0u8; 4];
+            t.bar2_read(off, &mut w).map_err(|e| e.0)?;
+            Ok(u32::from_le_bytes(w))
+        };
+        let head = rd32(BAR2_LOG_HEAD)?;
+        let size = rd32(BAR2_LOG_SIZE)?;
+        if !size.is_power_of_two() || size > 1 << 20 {
+            return Err(format!(
+                "BAR2 says the log ring holds {size} bytes: not a ring"
+            ));
+        }
+        let mut out = LogChunk::default();
+        // A head far "behind" the cursor is a head that restarted from 0 (a reset).
+        if self.cursor.wrapping_sub(head) < 1 << 31 && self.cursor != head {
+            out.restarted = true;
+            self.cursor = 0;
+        }
+        let mut avail = head.wrapping_sub(self.cursor);
+        if avail > size {
+            out.lost = u64::from(avail - size);
+            self.cursor = head.wrapping_sub(size);
+            avail = size;
+        }
+        let mut bytes = vec![0u8; avail as usize];
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let pos = self.cursor.wrapping_add(done as u32) & (size - 1);
+            let n = (bytes.len() - done).min((size - pos) as usize).min(4096);
+            t.bar2_read(BAR2_LOG_RING + u64::from(pos), &mut bytes[done..done + n])
+                .map_err(|e| e.0)?;
+            done += n;
+        }
+        // Bytes the firmware overwrote while they were copied are lost too.
+        let after = rd32(BAR2_LOG_HEAD)?;
+        let overrun = after.wrapping_sub(self.cursor).saturating_sub(size) as usize;
+        let mut skip = overrun.min(bytes.len());
+        out.lost += skip as u64;
+        self.cursor = head;
+        if out.lost > 0 {
+            // Resynchronise at the next frame boundary (after a zero byte).
+            let frame = bytes[skip..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(bytes.len() - skip, |p| p + 1);
+            skip += frame;
+            out.lost += frame as u64;
+        }
+        bytes.drain(..skip);
+        out.bytes = bytes;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::DmaMem;
+    use crate::transport::{TResult, TransportError};
+    use preba_protocol::card::{BAR2_LOG_HEAD, BAR2_LOG_RING, BAR2_LOG_SIZE};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A card that is only a log ring of 64 bytes.
+    struct Ring {
+        head: Mutex<(u32, [u8; 64])>,
+        arena: DmaMem,
+    }
+
+    impl Ring {
+        fn push(&self, b: &[u8]) {
+            let mut g = self.head.lock().unwrap();
+            for &x in b {
+                let at = (g.0 & 63) as usize;
+                g.1[at] = x;
+                g.0 = g.0.wrapping_add(1);
+            }
+        }
+    }
+
+    impl Transport for Ring {
+        fn name(&self) -> String {
+            "ring".into()
+        }
+        fn bar0_read(&self, _: u64, _: &mut [u8]) -> TResult<()> {
+            Err(TransportError("no BAR0".into()))
+        }
+        fn bar0_write(&self, _: u64, _: &[u8]) -> TResult<()> {
+            Err(TransportError("no BAR0".into()))
+        }
+        fn bar2_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
+            let g = self.head.lock().unwrap();
+            match off {
+                BAR2_LOG_HEAD => data.copy_from_slice(&g.0.to_le_bytes()),
+                BAR2_LOG_SIZE => data.copy_from_slice(&64u32.to_le_bytes()),
+                o => {
+                    let at = (o - BAR2_LOG_RING) as usize;
+                    data.copy_from_slice(&g.1[at..at + data.len()]);
+                }
+            }
+            Ok(())
+        }
+        fn arena(&self) -> &DmaMem {
+            &self.arena
+        }
+        fn wait_irq(&self, _: u16, _: Duration) -> TResult<bool> {
+            Ok(false)
+        }
+    }
+
+    #[test]
+    fn log_reader_wraps_counts_lost_bytes_and_resyncs() {
+        let r = Ring {
+            head: Mutex::new((0, [0; 64])),
+            arena: DmaMem::new(1 << 20, 0x1000_0000).unwrap(),
+        };
+        let mut lr = LogReader::new();
+        r.push(b"abc\0de\0");
+        let c = lr.read(&r).unwrap();
+        assert_eq!(
+            (c.bytes.as_slice(), c.lost, c.restarted),
+            (&b"abc\0de\0"[..], 0, false)
+        );
+        // 60 more bytes: the ring wraps, nothing lost yet.
+        let frames: Vec<u8> = (0..15)
+            .flat_map(|i| [b'x', b'y', b'0' + i as u8, 0])
+            .collect();
+        r.push(&frames);
+        let c = lr.read(&r).unwrap();
+        assert_eq!((c.bytes, c.lost), (frames.clone(), 0));
+        // 100 bytes of 5-byte frames: 36 overwritten, then 4 bytes of a partial frame skipped.
+        let frames: Vec<u8> = (0..20)
+            .flat_map(|i| [b'f', b'r', b'm', b'a' + i as u8, 0])
+            .collect();
+        r.push(&frames);
+        let c = lr.read(&r).unwrap();
+        assert_eq!(c.lost, 36 + 4);
+        assert_eq!(c.bytes, frames[40..].to_vec());
+        assert_eq!(lr.cursor(), 7 + 60 + 100);
+        // The card reset: LOG_HEAD restarts from 0.
+        *r.head.lock().unwrap() = (0, [0; 64]);
+        r.push(b"new\0");
+        let c = lr.read(&r).unwrap();
+        assert_eq!((c.bytes.as_slice(), c.restarted), (&b"new\0"[..], true));
+    }
+}

@@ -10,6 +10,7 @@ mod bench_preprocess;
 mod bench_serve;
 mod bench_softcore;
 mod eval;
+mod flash_pcie;
 mod fuzz;
 mod qemu;
 mod served;
@@ -27,6 +28,10 @@ commands:
   test                 everything CI runs: fmt, clippy, firmware, host tests, QEMU guest test
   build-fw [--salt S]  build the firmware ELF (release) and print its path
                        (--salt: same code, another build id, for flashing tests)
+  flash --card SPEC [--rollback] [ELF]
+                       flash firmware over PCIe into the slot that is not running, activate,
+                       reset, check the new build id runs (SPEC: emulated:FLASH_FILE,
+                       vfio-user:SOCKET, vfio:BDF); --rollback switches back to the other slot
   venv                 create/update the Python venvs (reference, clients) and the model fixtures
   fixtures             regenerate fixtures and golden tensors with the venv
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         ["build-fw", "--salt", salt] => {
             setup::build_fw_variant(salt).map(|p| println!("{}", p.display()))
         }
+        ["flash", rest @ ..] if rest.contains(&"--card") => flash_pcie::run_flash(rest),
         ["venv"] => setup::venv()
             .and_then(|_| setup::serving_env())
             .map(|env| env.iter().for_each(|(k, v)| println!("{k}={v}"))),
