@@ -472,6 +472,7 @@ pub fn run(opts: &ProfileOptions, worker_exe: &Path) -> Result<Report, ProfileEr
                     arena_len: a.len,
                     onnxruntime: opts.onnxruntime.clone(),
                     modeled_latency_ns: latency,
+                    modeled_bucket_latency_ns: Vec::new(),
                 };
                 let (client, m) = WorkerClient::spawn(worker_exe, &spec, Duration::from_secs(120))?;
                 worker = Some((client, bucket));

@@ -146,6 +146,7 @@ pub(crate) fn prepare(
     }
     Ok(BatchRequest {
         id: 0,
+        bucket: None,
         inputs,
         out_off,
         out_cap: arena.len - out_off,

@@ -62,6 +62,8 @@ struct Waiting {
     item: Item,
     tx: oneshot::Sender<Result<Answer, Failure>>,
     enq: Instant,
+    /// Audio length in seconds (the batch's length bucket follows its longest).
+    duration_s: Option<f32>,
 }
 
 struct BatchJob {
@@ -103,6 +105,8 @@ pub struct Launch {
     pub slices: Vec<SliceSpec>,
     /// Per slice: modeled latency points (batch, ns).
     pub modeled_latency: Vec<Vec<(u32, u64)>>,
+    /// Modeled audio slices: per slice, the same per length bucket.
+    pub modeled_bucket_latency: Vec<Vec<Vec<(u32, u64)>>>,
 }
 
 fn dtype_of(d: preba_protocol::profile::Dtype) -> Dtype {
@@ -147,6 +151,11 @@ impl Model {
                 arena_len: arena.mem().len() as u64,
                 onnxruntime: l.onnxruntime.clone(),
                 modeled_latency_ns: l.modeled_latency.get(i).cloned().unwrap_or_default(),
+                modeled_bucket_latency_ns: l
+                    .modeled_bucket_latency
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_default(),
             };
             let (client, m) = WorkerClient::spawn(&l.exe, &spec, READY_TIMEOUT)
                 .map_err(|e| format!("model {}: {e}", cfg.name))?;
@@ -287,6 +296,7 @@ impl Model {
             item,
             tx,
             enq: Instant::now(),
+            duration_s,
         };
         self.batcher.event(Input::Arrive(id, duration_s, budget, w));
         rx
@@ -771,8 +781,16 @@ impl Supervisor {
                 }
             }
         }
+        // The profile table's length buckets: 2.5 s wide, by the longest input.
+        let bucket = items
+            .iter()
+            .filter_map(|w| w.duration_s)
+            .filter(|d| d.is_finite() && *d > 0.0)
+            .map(|d| (d / preba_batcher::AUDIO_BUCKET_WIDTH_S).floor() as u32)
+            .max();
         Ok(BatchRequest {
             id: self.next_batch,
+            bucket,
             inputs,
             out_off: self.out_off,
             out_cap: self.out_cap,

@@ -279,6 +279,13 @@ fn plan(
         *b = (*b).min(cfg.max_batch_size).max(1);
     }
     let mut modeled = Vec::with_capacity(n);
+    let mut modeled_buckets = Vec::with_capacity(n);
+    let curve = |e: &preba_batcher::Entry| -> Vec<(u32, u64)> {
+        e.points()
+            .iter()
+            .map(|p| (p.batch, (p.p50_ms * 1e6) as u64))
+            .collect()
+    };
     for s in slices {
         if let SliceSpec::Modeled { slice_type } = s {
             let e = table.find(&pname, slice_type, None).or_else(|| table.find(&pname, slice_type, Some(0))).ok_or_else(|| {
@@ -287,14 +294,20 @@ fn plan(
                     cfg.name
                 ))
             })?;
-            modeled.push(
-                e.points()
-                    .iter()
-                    .map(|p| (p.batch, (p.p50_ms * 1e6) as u64))
-                    .collect(),
-            );
+            modeled.push(curve(e));
+            // Audio: a modeled slice sleeps the latency of the length its
+            // batch is padded to, not of the shortest bucket.
+            modeled_buckets.push(if cfg.kind == crate::repo::Kind::Audio {
+                (0u32..)
+                    .map_while(|b| table.find(&pname, slice_type, Some(b)))
+                    .map(curve)
+                    .collect()
+            } else {
+                Vec::new()
+            });
         } else {
             modeled.push(Vec::new());
+            modeled_buckets.push(Vec::new());
         }
     }
     let bad = |e: preba_batcher::Error| usage(format!("model {}: {e}", cfg.name));
@@ -382,6 +395,7 @@ fn plan(
         max_queue,
         slices: slices.to_vec(),
         modeled_latency: modeled,
+        modeled_bucket_latency: modeled_buckets,
     })
 }
 

@@ -60,6 +60,9 @@ pub(crate) trait Runtime {
         inputs: &[InputView<'_>],
         emit: &mut dyn FnMut(OutputView<'_>) -> Result<(), String>,
     ) -> Result<RunInfo, String>;
+    /// The length bucket of the next batch (audio); only a modeled slice,
+    /// which has no real work whose cost follows the length, needs it.
+    fn set_bucket(&mut self, _bucket: Option<u32>) {}
 }
 
 /// The onnxruntime shared library: `ORT_DYLIB_PATH`, else the project venv's
@@ -435,13 +438,36 @@ impl Runtime for OrtRuntime {
 pub(crate) struct ModeledRuntime {
     meta: ModelMeta,
     points: Vec<(u32, u64)>,
+    /// Audio: per length bucket (the last one taking everything longer).
+    buckets: Vec<Vec<(u32, u64)>>,
+    bucket: Option<u32>,
 }
 
 impl ModeledRuntime {
-    pub(crate) fn new(meta: ModelMeta, mut points: Vec<(u32, u64)>) -> ModeledRuntime {
-        points.sort_unstable();
-        points.dedup_by_key(|p| p.0);
-        ModeledRuntime { meta, points }
+    pub(crate) fn new(
+        meta: ModelMeta,
+        points: Vec<(u32, u64)>,
+        buckets: Vec<Vec<(u32, u64)>>,
+    ) -> ModeledRuntime {
+        let clean = |mut p: Vec<(u32, u64)>| {
+            p.sort_unstable();
+            p.dedup_by_key(|p| p.0);
+            p
+        };
+        ModeledRuntime {
+            meta,
+            points: clean(points),
+            buckets: buckets.into_iter().map(clean).collect(),
+            bucket: None,
+        }
+    }
+
+    /// The curve of the batch at hand: its bucket's, else the only one.
+    fn curve(&self) -> &[(u32, u64)] {
+        match (self.bucket, self.buckets.len()) {
+            (Some(k), n) if n > 0 => &self.buckets[(k as usize).min(n - 1)],
+            _ => &self.points,
+        }
     }
 }
 
@@ -484,7 +510,7 @@ impl Runtime for ModeledRuntime {
             .copied()
             .unwrap_or(1)
             .max(1);
-        let lat = modeled_latency(&self.points, u32::try_from(batch).unwrap_or(u32::MAX));
+        let lat = modeled_latency(self.curve(), u32::try_from(batch).unwrap_or(u32::MAX));
         let t0 = Instant::now();
         std::thread::sleep(lat);
         let exec_ns = t0.elapsed().as_nanos() as u64;
@@ -515,6 +541,10 @@ impl Runtime for ModeledRuntime {
             modeled: true,
         })
     }
+
+    fn set_bucket(&mut self, bucket: Option<u32>) {
+        self.bucket = bucket;
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +569,38 @@ mod tests {
     }
 
     #[test]
+    fn modeled_audio_sleeps_the_bucket_it_pads_to() {
+        let meta = ModelMeta {
+            inputs: vec![],
+            outputs: vec![],
+        };
+        let b0 = vec![(1, 2_000_000)];
+        let b1 = vec![(4, 40_000_000), (1, 10_000_000)];
+        let mut rt = ModeledRuntime::new(meta, vec![(1, 7)], vec![b0.clone(), b1]);
+        assert_eq!(rt.curve(), &[(1, 7)], "no bucket: the plain curve");
+        rt.set_bucket(Some(0));
+        assert_eq!(rt.curve(), &b0[..]);
+        rt.set_bucket(Some(1));
+        assert_eq!(rt.curve(), &[(1, 10_000_000), (4, 40_000_000)], "sorted");
+        rt.set_bucket(Some(9));
+        assert_eq!(
+            modeled_latency(rt.curve(), 2),
+            Duration::from_millis(20),
+            "past the last: the last"
+        );
+        let mut plain = ModeledRuntime::new(
+            ModelMeta {
+                inputs: vec![],
+                outputs: vec![],
+            },
+            vec![(1, 7)],
+            Vec::new(),
+        );
+        plain.set_bucket(Some(3));
+        assert_eq!(plain.curve(), &[(1, 7)], "images: buckets are ignored");
+    }
+
+    #[test]
     fn modeled_outputs_are_zeros_with_batch_dims() {
         let meta = ModelMeta {
             inputs: vec![TensorMeta {
@@ -552,7 +614,7 @@ mod tests {
                 shape: vec![-1, -1, 10],
             }],
         };
-        let mut rt = ModeledRuntime::new(meta, vec![(1, 1_000)]);
+        let mut rt = ModeledRuntime::new(meta, vec![(1, 1_000)], Vec::new());
         let data = [0u8; 60];
         let inp = InputView {
             name: "x",

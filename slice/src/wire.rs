@@ -41,6 +41,11 @@ pub struct InputBinding {
 pub struct BatchRequest {
     pub id: u64,
     pub inputs: Vec<InputBinding>,
+    /// Audio: the length bucket the batch is padded to (its longest input's,
+    /// 2.5 s wide as in the profile table); a modeled slice sleeps that
+    /// bucket's latency. `None` for images.
+    #[serde(default)]
+    pub bucket: Option<u32>,
     /// Where results go in the arena: `out_off .. out_off + out_cap`.
     pub out_off: u64,
     pub out_cap: u64,
@@ -190,12 +195,17 @@ pub struct WorkerSpec {
     /// For modeled slices: (batch, latency ns) points; linear interpolation
     /// between them, extrapolation along the end segments.
     pub modeled_latency_ns: Vec<(u32, u64)>,
+    /// For modeled audio slices: the same per length bucket (index = bucket,
+    /// the last one taking everything longer); empty: `modeled_latency_ns`
+    /// for every batch.
+    pub modeled_bucket_latency_ns: Vec<Vec<(u32, u64)>>,
 }
 
 impl WorkerSpec {
     /// `--name N --model P --arena P --arena-len L` plus one of `--cpu
     /// THREADS`, `--cuda DEVICE`, `--modeled TYPE`, then optional
-    /// `--onnxruntime P` and repeated `--latency BATCH:NS`.
+    /// `--onnxruntime P`, repeated `--latency BATCH:NS` and repeated
+    /// `--bucket-latency BUCKET:BATCH:NS`.
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec![
             "--name".to_string(),
@@ -218,6 +228,11 @@ impl WorkerSpec {
         for (b, ns) in &self.modeled_latency_ns {
             a.extend(["--latency".into(), format!("{b}:{ns}")]);
         }
+        for (k, pts) in self.modeled_bucket_latency_ns.iter().enumerate() {
+            for (b, ns) in pts {
+                a.extend(["--bucket-latency".into(), format!("{k}:{b}:{ns}")]);
+            }
+        }
         a
     }
 
@@ -225,6 +240,7 @@ impl WorkerSpec {
         let bad = |m: String| SliceError::Args(m);
         let (mut name, mut model, mut arena, mut arena_len) = (None, None, None, None);
         let (mut slice, mut ort, mut lat) = (None, None, Vec::new());
+        let mut bucket_lat: Vec<Vec<(u32, u64)>> = Vec::new();
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let mut val = || {
@@ -271,6 +287,24 @@ impl WorkerSpec {
                         .map_err(|_| bad(format!("--latency {v:?}: batch too large")))?;
                     lat.push((b, num(ns, "--latency ns")?));
                 }
+                "--bucket-latency" => {
+                    let v = val()?;
+                    let mut f = v.splitn(3, ':');
+                    let (Some(k), Some(b), Some(ns)) = (f.next(), f.next(), f.next()) else {
+                        return Err(bad(format!("--bucket-latency {v:?}: want BUCKET:BATCH:NS")));
+                    };
+                    let k = num(k, "--bucket-latency bucket")?;
+                    if k >= 64 {
+                        return Err(bad(format!("--bucket-latency {v:?}: bucket must be < 64")));
+                    }
+                    let b = u32::try_from(num(b, "--bucket-latency batch")?)
+                        .map_err(|_| bad(format!("--bucket-latency {v:?}: batch too large")))?;
+                    let k = k as usize;
+                    if bucket_lat.len() <= k {
+                        bucket_lat.resize(k + 1, Vec::new());
+                    }
+                    bucket_lat[k].push((b, num(ns, "--bucket-latency ns")?));
+                }
                 other => return Err(bad(format!("unknown argument {other:?}"))),
             }
         }
@@ -285,6 +319,7 @@ impl WorkerSpec {
             arena_len: need(arena_len, "--arena-len")?,
             onnxruntime: ort,
             modeled_latency_ns: lat,
+            modeled_bucket_latency_ns: bucket_lat,
         })
     }
 }
@@ -297,6 +332,7 @@ mod tests {
     fn req() -> Request {
         Request::Batch(BatchRequest {
             id: 7,
+            bucket: None,
             inputs: vec![InputBinding {
                 name: "input".into(),
                 dtype: Dtype::F32,
@@ -360,6 +396,10 @@ mod tests {
                 arena_len: 1 << 30,
                 onnxruntime: Some("/x/libonnxruntime.so.1.31.1".into()),
                 modeled_latency_ns: vec![(1, 1_000_000), (8, 5_000_000)],
+                modeled_bucket_latency_ns: vec![
+                    vec![(1, 2_000_000)],
+                    vec![(1, 9_000_000), (4, 20_000_000)],
+                ],
             };
             assert_eq!(WorkerSpec::from_args(&s.to_args()).unwrap(), s);
         }

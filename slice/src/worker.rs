@@ -91,6 +91,7 @@ fn run_worker(spec: &WorkerSpec) -> Result<(), SliceError> {
         (SliceSpec::Modeled { .. }, _) => Box::new(ModeledRuntime::new(
             model_meta(&lib, &spec.model)?,
             spec.modeled_latency_ns.clone(),
+            spec.modeled_bucket_latency_ns.clone(),
         )),
     };
     let stdin = std::io::stdin();
@@ -291,6 +292,7 @@ fn run_batch(rt: &mut dyn Runtime, arena: &Arena, b: &BatchRequest) -> Result<Ba
     let mut cursor = b.out_off;
     let mut outputs = Vec::new();
     let t0 = Instant::now();
+    rt.set_bucket(b.bucket);
     let info = rt.run(&views, &mut |o| {
         let len = match o.data {
             OutputData::Bytes(bytes) => bytes.len() as u64,
@@ -411,6 +413,7 @@ mod tests {
     fn req(id: u64, shape: Vec<i64>, source: Source, out_cap: u64) -> Vec<u8> {
         encode(&Request::Batch(BatchRequest {
             id,
+            bucket: None,
             inputs: vec![InputBinding {
                 name: "x".into(),
                 dtype: Dtype::F32,

@@ -54,6 +54,7 @@ fn cuda_slice_runs_squeezenet() {
         arena_len: LEN,
         onnxruntime: Some(ort),
         modeled_latency_ns: vec![],
+        modeled_bucket_latency_ns: Vec::new(),
     };
     let (mut w, _) = WorkerClient::spawn(
         Path::new(env!("CARGO_BIN_EXE_preba-slice-worker")),
@@ -65,6 +66,7 @@ fn cuda_slice_runs_squeezenet() {
         .run(
             &BatchRequest {
                 id: 1,
+                bucket: None,
                 inputs: vec![InputBinding {
                     name: "input".into(),
                     dtype: Dtype::F32,

@@ -111,6 +111,7 @@ fn spec(
         arena_len: ARENA_LEN,
         onnxruntime: Some(e.ort.clone()),
         modeled_latency_ns: lat,
+        modeled_bucket_latency_ns: Vec::new(),
     }
 }
 
@@ -196,6 +197,7 @@ const IMG: u64 = 3 * 224 * 224 * 4;
 fn image_req(id: u64, n: i64, ranges: Vec<(u64, u64)>) -> BatchRequest {
     BatchRequest {
         id,
+        bucket: None,
         inputs: vec![InputBinding {
             name: "input".into(),
             dtype: Dtype::F32,
@@ -346,6 +348,7 @@ fn tiny_audio_two_inputs_inline_and_arena() {
     arena.write(4096, &feats);
     let req = BatchRequest {
         id: 9,
+        bucket: None,
         inputs: vec![
             InputBinding {
                 name: "lengths".into(),
@@ -457,6 +460,7 @@ fn killed_worker_is_died_and_a_new_one_works() {
 
     let s2 = WorkerSpec {
         modeled_latency_ns: vec![(1, 1_000_000)],
+        modeled_bucket_latency_ns: Vec::new(),
         ..s
     };
     let (mut w2, _) = WorkerClient::spawn(Path::new(EXE), &s2, Duration::from_secs(60)).unwrap();
@@ -506,6 +510,7 @@ fn missing_onnxruntime_is_one_clear_error() {
         arena_len: ARENA_LEN,
         onnxruntime: Some("/nonexistent/libonnxruntime.so.1.31.1".into()),
         modeled_latency_ns: vec![],
+        modeled_bucket_latency_ns: Vec::new(),
     };
     match WorkerClient::spawn(Path::new(EXE), &s, Duration::from_secs(30)) {
         Err(SliceError::Spawn { slice, reason }) => {
@@ -543,6 +548,7 @@ fn cuda_slice_without_driver_fails_clearly() {
         arena_len: ARENA_LEN,
         onnxruntime: None,
         modeled_latency_ns: vec![],
+        modeled_bucket_latency_ns: Vec::new(),
     };
     match WorkerClient::spawn(Path::new(EXE), &s, Duration::from_secs(30)) {
         Err(SliceError::Spawn { reason, .. }) => {
@@ -565,6 +571,7 @@ fn bad_arena_and_missing_exe_are_clear() {
         arena_len: 4096,
         onnxruntime: None,
         modeled_latency_ns: vec![],
+        modeled_bucket_latency_ns: Vec::new(),
     };
     match WorkerClient::spawn(Path::new(EXE), &s, Duration::from_secs(30)) {
         Err(SliceError::Spawn { reason, .. }) => {
