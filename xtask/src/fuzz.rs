@@ -27,6 +27,9 @@ struct Target {
     timeout_s: u64,
     /// Needs the firmware ELF (PREBA_FIRMWARE).
     firmware: bool,
+    /// Largest seed taken and largest input made (libFuzzer's -max_len):
+    /// big inputs cost executions and seldom reach new code.
+    max_len: u64,
 }
 
 const TARGETS: &[Target] = &[
@@ -35,18 +38,44 @@ const TARGETS: &[Target] = &[
         fixtures: &[],
         timeout_s: 5,
         firmware: false,
+        max_len: 4096,
     },
     Target {
         name: "media_probe",
         fixtures: &[("fixtures/images", ".jpg"), ("fixtures/audio", ".wav")],
         timeout_s: 5,
         firmware: false,
+        max_len: 64 << 10,
+    },
+    Target {
+        name: "golden_jpeg",
+        fixtures: &[("fixtures/images", ".jpg")],
+        timeout_s: 20,
+        firmware: false,
+        max_len: 64 << 10,
+    },
+    Target {
+        name: "golden_wav",
+        fixtures: &[("fixtures/audio", ".wav")],
+        timeout_s: 20,
+        firmware: false,
+        max_len: 64 << 10,
+    },
+    Target {
+        name: "kserve",
+        fixtures: &[],
+        timeout_s: 5,
+        firmware: false,
+        max_len: 4096,
+    },
+    Target {
+        name: "firmware_queue",
+        fixtures: &[],
+        timeout_s: 60,
+        firmware: true,
+        max_len: 64 << 10,
     },
 ];
-
-/// Seeds larger than this stay out of the corpus: libFuzzer's -max_len
-/// follows the largest seed, and big inputs cost executions.
-const MAX_SEED_BYTES: u64 = 256 << 10;
 
 pub fn run_cli(args: &[&str]) -> Result<()> {
     let mut seconds = DEFAULT_SECONDS;
@@ -173,7 +202,7 @@ fn seed(t: &Target, corpus: &Path) -> Result<usize> {
             let Some(s) = name.to_str() else { continue };
             let small = e
                 .metadata()
-                .is_ok_and(|m| m.is_file() && m.len() <= MAX_SEED_BYTES);
+                .is_ok_and(|m| m.is_file() && m.len() <= t.max_len);
             if !small || !s.ends_with(suffix) {
                 continue;
             }
@@ -269,6 +298,7 @@ fn fuzz(targets: &[&Target], seconds: u64, sanitizer: &str) -> Result<()> {
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .arg(format!("-timeout={}", t.timeout_s))
+            .arg(format!("-max_len={}", t.max_len))
             .arg("-rss_limit_mb=4096")
             .arg("-print_final_stats=1")
             .arg(format!("-artifact_prefix={}/", artifacts.display()));
@@ -332,15 +362,23 @@ fn run_fuzzer(cmd: &mut Command, deadline: Duration) -> Result<(Stats, bool)> {
     let stderr = child.stderr.take().ok_or("fuzzer stderr not captured")?;
     let reader = std::thread::spawn(move || {
         let mut stats = Stats::default();
+        let mut in_dictionary = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            // Per-input progress and the recommended dictionary are noise in a CI log.
-            let noise = (line.starts_with('#')
-                && (line.contains("\tNEW ")
-                    || line.contains("\tREDUCE ")
-                    || line.contains("\tpulse ")))
-                || line.starts_with('"')
-                || line.starts_with("######");
+            // Per-input progress, new-function lists and the recommended
+            // dictionary are noise in a CI log.
+            if line.starts_with("###### Recommended dictionary") {
+                in_dictionary = true;
+            }
+            let noise = in_dictionary
+                || line.starts_with("\tNEW_FUNC")
+                || (line.starts_with('#')
+                    && (line.contains("\tNEW ")
+                        || line.contains("\tREDUCE ")
+                        || line.contains("\tpulse ")));
+            if line.starts_with("###### End of recommended dictionary") {
+                in_dictionary = false;
+            }
             if !noise {
                 eprintln!("{line}");
             }

@@ -1,0 +1,87 @@
+//! The golden model's image path on hostile JPEGs: probe, decode, resize,
+//! crop, normalise and convert with the card's limits, through the CPU path
+//! and the card's engine entry point. Beyond "no panic, no hang": a tensor
+//! has exactly the profile's length, the card path gives the same tensor as
+//! the CPU path on whatever the card takes (and refuses what it does not
+//! take), and the shared probe and the decoder route every input alike.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use preba_preprocess::Error;
+use preba_preprocess::image::{card_preprocess_image, card_supports, preprocess_image};
+use preba_protocol::media::probe_jpeg;
+use preba_protocol::profile::{Dtype, ImageProfile, Layout};
+
+/// Profiles the card is set up with in practice (the torchvision eval
+/// transform) and small ones that reach the resampler's edge cases. Picked
+/// by input length so a seed's bytes stay a valid JPEG.
+fn profile(len: usize) -> ImageProfile {
+    let base = ImageProfile::default();
+    match len % 4 {
+        0 => base,
+        1 => ImageProfile {
+            resize: 64,
+            crop: 56,
+            ..base
+        },
+        2 => ImageProfile {
+            resize: 32,
+            crop: 32,
+            normalize: true,
+            dtype: Dtype::F32,
+            layout: Layout::Nhwc,
+            ..base
+        },
+        _ => ImageProfile {
+            resize: 7,
+            crop: 3,
+            dtype: Dtype::Bf16,
+            ..base
+        },
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let profile = profile(data.len());
+    let cpu = preprocess_image(data, &profile);
+    match &cpu {
+        Ok(out) => {
+            assert_eq!(out.data.len(), profile.output_len(), "tensor length");
+            assert!(out.width > 0 && out.height > 0);
+        }
+        Err(Error::InvalidProfile(e)) => panic!("profile refused: {e}"),
+        Err(_) => {}
+    }
+    let shared = probe_jpeg(&mut &data[..]).and_then(|p| p.card_check());
+    match card_supports(data) {
+        Ok(_) => {
+            assert!(
+                shared.is_ok(),
+                "decoder takes what the card's probe refuses: {shared:?}"
+            );
+            let card = card_preprocess_image(data, &profile);
+            match (&cpu, &card) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "card and CPU path differ"),
+                (Err(a), Err(b)) => assert_eq!(a.status(), b.status(), "{a} vs {b}"),
+                _ => panic!(
+                    "card {:?} vs cpu {:?}",
+                    card.as_ref().err(),
+                    cpu.as_ref().err()
+                ),
+            }
+        }
+        Err(e) => {
+            if let Err(s) = shared {
+                assert_eq!(
+                    s.status(),
+                    e.status(),
+                    "card probe {s:?} vs decoder probe {e}"
+                );
+            }
+            assert!(
+                card_preprocess_image(data, &profile).is_err(),
+                "card path took a refused input"
+            );
+        }
+    }
+});
