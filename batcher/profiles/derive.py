@@ -79,11 +79,11 @@ def linear(a, c, jitter=1.1):
     return pts
 
 
-# Image models with no published MIG sweep (mig-profiles.md section 6): the
+# Image models with no published MIG sweep (docs/background.md section 7.6): the
 # per-sample slope is ResNet-50's on the same slice times the model's cost
 # ratio r (timm / FLOPs, section 4); the floor a is chosen as k*c_1g so that the
 # knee rule on these points reproduces the paper's Batch_knee on 1g.5gb and
-# 7g.40gb (DESIGN.md section 1): k must lie in the intersection of the ranges
+# 7g.40gb (docs/background.md section 1): k must lie in the intersection of the ranges
 # that give those two knees, 2g/3g follow from the same a and c.
 DERIVED_IMAGE = [
     # model, r, k, paper knees (1g, 7g)
@@ -100,8 +100,8 @@ def derived_images():
         for s in SLICES_40:
             c = R50_SLOPE[s[:2]] * r
             src = ("[D] lat(b) = a + c*b ms with c = ResNet-50 MIGPerf slope on %s (%.3f ms/img) x cost ratio %.2f "
-                   "(mig-profiles.md s4/s6), a = %.3f ms chosen so the knee rule gives the paper's Batch_knee "
-                   "%d on 1g.5gb and %d on 7g.40gb (arXiv 2411.19114 via DESIGN.md s1); p95 = 1.1 x p50"
+                   "(docs/background.md s7.4/s7.6), a = %.3f ms chosen so the knee rule gives the paper's Batch_knee "
+                   "%d on 1g.5gb and %d on 7g.40gb (arXiv 2411.19114 via docs/background.md s1); p95 = 1.1 x p50"
                    % (s, R50_SLOPE[s[:2]], r, a, knees[0], knees[1]))
             out.append(entry(model, s, src, linear(a, c)))
     return out
@@ -109,7 +109,7 @@ def derived_images():
 
 # Audio: CitriNet-256 TensorRT FP16 on a TITAN V (pytorch/TensorRT
 # notebooks/CitriNet-example.ipynb): about 3 ms floor and 0.50 ms per 14.9 s
-# utterance; mig-profiles.md s6 takes c_3g ~ 0.25 ms per 7.4 s utterance and
+# utterance; docs/background.md s7.6 takes c_3g ~ 0.25 ms per 7.4 s utterance and
 # scales other slices by SM count, linearly in utterance length. Conformer:
 # 2.5x CitriNet per utterance (a guess, no published numbers).
 BUCKET_W = 2.5
@@ -127,7 +127,7 @@ def derived_audio():
                 d = BUCKET_REP_S[bkt]
                 c = c_utt * d / 7.4
                 src = ("[D] lat(b) = 3.0 + c*b ms, c = %.4f ms per %.2f s utterance: CitriNet-256 TRT FP16 c_3g = 0.25 ms per 7.4 s "
-                       "(TITAN V sweep, pytorch/TensorRT notebooks/CitriNet-example.ipynb; mig-profiles.md s4/s6) scaled by SM count, "
+                       "(TITAN V sweep, pytorch/TensorRT notebooks/CitriNet-example.ipynb; docs/background.md s7.4/s7.6) scaled by SM count, "
                        "by length, and x%.1f for this model; p95 = 1.1 x p50" % (c, d, mult))
                 out.append(entry(model, s, src, linear(3.0, c), bucket=bkt))
     return out

@@ -11,7 +11,7 @@
 //! code drives the real-time server and a discrete-event simulator in virtual
 //! time, and every decision is reproducible from the event sequence alone.
 //!
-//! # The PREBA rules (arXiv 2411.19114, DESIGN.md section 1)
+//! # The PREBA rules (arXiv 2411.19114, docs/background.md section 1)
 //!
 //! - Every request lands in one bucket: images all in bucket 0; audio in bucket
 //!   `floor(duration_s / bucket_width_s)`, the last bucket taking everything

@@ -1,7 +1,7 @@
 //! I/O queue entries: the 64-byte submission entry and the 32-byte completion
 //! entry, with encoders and `nom` parsers of untrusted bytes.
 //!
-//! Rule (DESIGN.md section 5): the consumer copies an entry out of shared
+//! Rule (docs/background.md section 2): the consumer copies an entry out of shared
 //! memory once into a `[u8; N]` and parses only that copy.
 
 use crate::WireError;

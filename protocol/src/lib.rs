@@ -12,7 +12,7 @@
 //! Must not: allocate, use `unsafe`, touch memory shared with another agent
 //! (callers copy bytes out first and hand the copy here), or panic on bytes.
 //!
-//! Where each rule of DESIGN.md section 5 lives:
+//! Where each rule of docs/background.md section 2 lives:
 //! - single writer per index, indices masked into `[0, size)`, power-of-two
 //!   sizes, phase bits, publication order: [`ring`];
 //! - copy once, validate the copy: every parser takes `&[u8; N]`, an owned

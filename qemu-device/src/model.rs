@@ -1,7 +1,7 @@
 //! The CUs' cycle and power models and the board power model.
 //!
 //! Cycle counts are in the engine clock ([`CardConfig::cu_hz`](crate::CardConfig::cu_hz),
-//! INFO_CU_HZ). The per-unit costs come from public FPGA figures (DESIGN.md section 6) and are
+//! INFO_CU_HZ). The per-unit costs come from public FPGA figures (docs/background.md section 3) and are
 //! clock-independent (cycles per unit of work), so changing the clock scales modeled time:
 //!
 //! - **JPEG decode**: AMD Vitis JPEG decoder, 1,148 frames/s at 512x512 and 243 MHz:

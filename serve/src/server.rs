@@ -455,7 +455,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, metrics_only: boo
                 continue;
             }
         };
-        // Nagle + delayed ACK cost 44 ms per request (DESIGN.md section 11).
+        // Nagle + delayed ACK cost 44 ms per request (docs/background.md section 5).
         let _ = stream.set_nodelay(true);
         let st = state.clone();
         tokio::spawn(async move {

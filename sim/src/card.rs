@@ -3,7 +3,7 @@
 //! not pull the vfio-user server into the `preba` binary. The constants are
 //! checked against that crate in `tests/card_model.rs`.
 //!
-//! Sources (DESIGN.md section 6): AMD Vitis JPEG decoder, 1,148 frames/s at
+//! Sources (docs/background.md section 3): AMD Vitis JPEG decoder, 1,148 frames/s at
 //! 512x512 4:2:0 and 243 MHz; Vitis resize 2,644 MP/s at 341 MHz; core_jpeg
 //! 2.1 cycles per 4:2:0 pixel; the audio Mel CU is the card model's own
 //! (reader 16 B/cycle, FFT one sample per cycle); power figures are the card

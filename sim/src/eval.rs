@@ -1109,7 +1109,7 @@ fn report(cx: &Ctx, rs: &[ModelResult], quick: bool, wall: f64) -> (String, f64)
     let _ = writeln!(w, "## Headline: paper vs ours\n");
     let _ = writeln!(
         w,
-        "A100 1g.5gb x7 (the paper's headline setting). Paper numbers are the paper's averages / bounds (DESIGN.md section 1); ours per model, then the mean over models and ours / paper.\n"
+        "A100 1g.5gb x7 (the paper's headline setting). Paper numbers are the paper's averages / bounds (docs/background.md section 1); ours per model, then the mean over models and ours / paper.\n"
     );
     let _ = writeln!(
         w,

@@ -1,4 +1,4 @@
-//! `cargo xtask qemu setup|test`: the QEMU guest testbed (DESIGN.md section 9).
+//! `cargo xtask qemu setup|test`: the QEMU guest testbed (docs/background.md section 4).
 //!
 //! `setup` (idempotent, cached under `$PREBA_CACHE/qemu`, default ~/.cache/preba/qemu):
 //! - a Debian trixie root made by `debootstrap --variant=minbase --include=busybox-static`, with
