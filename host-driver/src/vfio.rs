@@ -36,7 +36,13 @@ fn err(what: &str, e: impl std::fmt::Display) -> TransportError {
 }
 
 impl Vfio {
+    /// Opens the card and function-resets it.
     pub fn open(bdf: &str, name: String, arena_bytes: usize) -> TResult<Vfio> {
+        Vfio::open_with(bdf, name, arena_bytes, true)
+    }
+
+    /// Opens the card; without `reset` it keeps running as it is (to read its log).
+    pub fn open_with(bdf: &str, name: String, arena_bytes: usize, reset: bool) -> TResult<Vfio> {
         let sys = PathBuf::from("/sys/bus/pci/devices").join(bdf);
         if !sys.exists() {
             return Err(TransportError(format!("no PCI device {bdf}")));
@@ -56,7 +62,9 @@ impl Vfio {
         let ops: Arc<dyn VfioOps> = container.clone();
         let device = VfioDevice::new(Path::new(&sys), ops, false)
             .map_err(|e| err(&format!("VFIO device {bdf}"), e))?;
-        device.reset();
+        if reset {
+            device.reset();
+        }
         let arena =
             DmaMem::new(arena_bytes, crate::driver::ARENA_IOVA).map_err(|e| err("DMA arena", e))?;
         dma::vfio_dma_map(&container, &arena).map_err(|e| err("DMA map", e))?;

@@ -11,6 +11,7 @@ mod bench_serve;
 mod bench_softcore;
 mod eval;
 mod flash_pcie;
+mod logs;
 mod fuzz;
 mod qemu;
 mod served;
@@ -32,6 +33,9 @@ commands:
                        flash firmware over PCIe into the slot that is not running, activate,
                        reset, check the new build id runs (SPEC: emulated:FLASH_FILE,
                        vfio-user:SOCKET, vfio:BDF); --rollback switches back to the other slot
+  logs --card SPEC [--elf ELF] [--follow]
+                       the card's defmt log through BAR2, decoded with the ELF of the build the
+                       card runs (a mismatched --elf is refused); lost bytes are counted
   venv                 create/update the Python venvs (reference, clients) and the model fixtures
   fixtures             regenerate fixtures and golden tensors with the venv
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
             setup::build_fw_variant(salt).map(|p| println!("{}", p.display()))
         }
         ["flash", rest @ ..] if rest.contains(&"--card") => flash_pcie::run_flash(rest),
+        ["logs", rest @ ..] => logs::run_logs(rest),
         ["venv"] => setup::venv()
             .and_then(|_| setup::serving_env())
             .map(|env| env.iter().for_each(|(k, v)| println!("{k}={v}"))),

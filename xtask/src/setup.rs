@@ -109,6 +109,8 @@ pub fn test(_rest: &[&str]) -> Result<()> {
         .envs(serving)
         .env("PREBA_FIRMWARE", &fw)
         .env("PREBA_REQUIRE_QEMU", "1"))?;
+    // Logs: logs/ (its own workspace) decodes the card's defmt ring.
+    crate::logs::test(&fw)?;
     crate::qemu::test(&[])?;
     // Every fuzz target for a short time (long runs: `cargo xtask fuzz`).
     crate::fuzz::ci()?;
