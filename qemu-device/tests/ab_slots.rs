@@ -155,3 +155,82 @@ fn flash_b_then_broken_image_rolls_back_and_power_cycle_keeps_it() {
     drop(card);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An ELF whose code spins forever at the IMEM base (`j .`): it never sets CSTS.RDY.
+fn spinning_elf() -> Vec<u8> {
+    let mut e = vec![0u8; 0x100];
+    let put16 = |e: &mut Vec<u8>, o: usize, v: u16| e[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 = |e: &mut Vec<u8>, o: usize, v: u32| e[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    e[0..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 1, 1, 1, 0]);
+    put16(&mut e, 16, 2);
+    put16(&mut e, 18, 243);
+    put32(&mut e, 20, 1);
+    put32(&mut e, 24, preba_protocol::card::IMEM_BASE);
+    put32(&mut e, 28, 52);
+    put16(&mut e, 40, 52);
+    put16(&mut e, 42, 32);
+    put16(&mut e, 44, 1);
+    put32(&mut e, 52, 1);
+    put32(&mut e, 56, 0x100);
+    put32(&mut e, 60, preba_protocol::card::IMEM_BASE);
+    put32(&mut e, 64, preba_protocol::card::IMEM_BASE);
+    put32(&mut e, 68, 4);
+    put32(&mut e, 72, 4);
+    put32(&mut e, 76, 5);
+    e.extend(0x0000_006fu32.to_le_bytes());
+    e
+}
+
+/// A new image that never becomes ready after CC.EN: the boot ROM gives it `boot_deadline`
+/// per attempt, marks it bad after two, and the good slot comes up within the host's wait.
+#[test]
+fn image_that_never_becomes_ready_rolls_back_on_timeout() {
+    let _serial = serial();
+    let main = firmware();
+    let dir = std::env::temp_dir().join(format!("preba-ab-timeout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let flash_file = dir.join("flash.bin");
+    let _ = std::fs::remove_file(&flash_file);
+    let cfg = CardConfig {
+        flash_file: Some(flash_file.clone()),
+        boot_deadline: std::time::Duration::from_millis(300),
+        ..config()
+    };
+    // Factory programming (slot A), then slot B and the boot record written as the firmware
+    // would: a packed spinning image, activated.
+    drop(Host::new(cfg.clone(), main).expect("card"));
+    let mut f = std::fs::read(&flash_file).expect("flash file");
+    let img = pack(&spinning_elf());
+    let crc = crc32(&img);
+    let h = fwimage::SlotHeader::new(img.len() as u32, crc, 0x5917, 0x1_0001);
+    let base = fwimage::SLOT_BASE[1] as usize;
+    f[base..base + fwimage::HEADER_SIZE].copy_from_slice(&h.encode());
+    let at = base + fwimage::IMAGE_OFFSET as usize;
+    f[at..at + img.len()].copy_from_slice(&img);
+    let rec = fwimage::BootRecord {
+        active: SLOT_B,
+        seq: 1,
+    }
+    .encode();
+    f[..rec.len()].copy_from_slice(&rec);
+    std::fs::write(&flash_file, &f).expect("write flash file");
+
+    let mut h = Host::new(cfg, main).expect("card on slot B");
+    assert_eq!(h.card.boot().0, SLOT_B, "boots the new slot first");
+    let t0 = std::time::Instant::now();
+    h.enable(8)
+        .expect("enable: slot A comes up after the rollback");
+    let id = h.identify().expect("identify");
+    assert_eq!(
+        (id.running_slot, id.boot_outcome, id.failed_slot),
+        (SLOT_A, BootOutcome::RolledBackTimeout as u8, SLOT_B)
+    );
+    assert_eq!(id.slot_state[1], SlotState::Bad as u8);
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(600),
+        "two attempts of 300 ms each: {:?}",
+        t0.elapsed()
+    );
+    drop(h);
+    let _ = std::fs::remove_dir_all(&dir);
+}
