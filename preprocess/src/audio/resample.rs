@@ -29,8 +29,8 @@
 //! stage in f32 with fixed plans and block boundaries, so results are
 //! bit-for-bit reproducible on one machine and independent of threads.
 
-use realfft::num_complex::Complex;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
 use std::sync::{Arc, Mutex};
 
 /// Stop-band attenuation of the anti-aliasing filter, dB.
@@ -156,15 +156,20 @@ impl Table {
 /// Linear-phase FIR low-pass at the input rate by FFT overlap-save: the
 /// sharp part of a downsampler, so that the polyphase stage after it can be
 /// short. Zero delay: output n is centred on input n.
+///
+/// Two blocks go through one complex FFT (one as the real part, the next as
+/// the imaginary part): the filter is real, so the two results come back
+/// apart. That halves the transforms and skips the real FFT's pre- and
+/// post-processing, which cost as much as the transform itself here.
 struct FftLowpass {
     n: usize,
     /// Filter length (odd), centred at `half`.
     len: usize,
     half: usize,
-    /// rfft of the zero-padded filter, scaled by 1/n.
+    /// FFT of the zero-padded filter (all n bins), scaled by 1/n.
     h: Vec<Complex<f32>>,
-    fwd: Arc<dyn RealToComplex<f32>>,
-    inv: Arc<dyn ComplexToReal<f32>>,
+    fwd: Arc<dyn Fft<f32>>,
+    inv: Arc<dyn Fft<f32>>,
 }
 
 impl FftLowpass {
@@ -176,20 +181,18 @@ impl FftLowpass {
         let h_half = half as usize;
         let len = 2 * h_half + 1;
         let n = (4 * len).next_power_of_two().max(4096);
-        let mut planner64 = RealFftPlanner::<f64>::new();
+        let mut planner64 = FftPlanner::<f64>::new();
         let f64fft = planner64.plan_fft_forward(n);
-        let mut taps = f64fft.make_input_vec();
+        let mut taps = vec![Complex::new(0f64, 0f64); n];
         for (k, v) in taps.iter_mut().take(len).enumerate() {
-            *v = kaiser_sinc(k as f64 - h_half as f64, fc, half, beta, i0b);
+            v.re = kaiser_sinc(k as f64 - h_half as f64, fc, half, beta, i0b);
         }
-        let mut spec = f64fft.make_output_vec();
-        // Lengths are the planner's own: this cannot fail.
-        let _ = f64fft.process(&mut taps, &mut spec);
-        let h = spec
+        f64fft.process(&mut taps);
+        let h = taps
             .iter()
             .map(|c| Complex::new((c.re / n as f64) as f32, (c.im / n as f64) as f32))
             .collect();
-        let mut planner = RealFftPlanner::<f32>::new();
+        let mut planner = FftPlanner::<f32>::new();
         FftLowpass {
             n,
             len,
@@ -210,53 +213,59 @@ impl FftLowpass {
     #[inline(always)]
     fn apply_into(&self, x: &[f32], t0: isize, count: usize, y: &mut Vec<f32>, bufs: &mut FftBufs) {
         let n = self.n;
-        let step = n - (self.len - 1);
+        let step = self.step();
         y.clear();
         if bufs.buf.len() != n {
-            *bufs = FftBufs {
-                buf: self.fwd.make_input_vec(),
-                spec: self.fwd.make_output_vec(),
-                out: self.inv.make_output_vec(),
-                s_fwd: self.fwd.make_scratch_vec(),
-                s_inv: self.inv.make_scratch_vec(),
-            };
+            bufs.buf = vec![Complex::new(0.0, 0.0); n];
+            bufs.scratch = vec![
+                Complex::new(0.0, 0.0);
+                self.fwd
+                    .get_inplace_scratch_len()
+                    .max(self.inv.get_inplace_scratch_len())
+            ];
         }
-        let FftBufs {
-            buf,
-            spec,
-            out,
-            s_fwd,
-            s_inv,
-        } = bufs;
-        let mut b = 0usize;
-        while y.len() < count {
-            // Block b yields times t0 + b * step + i (i < step) from the
-            // inputs x[t0 + b * step - half ..][..n].
-            buf.fill(0.0);
+        let FftBufs { buf, scratch } = bufs;
+        // Block b covers times t0 + b * step + i (i < step) and reads the
+        // inputs x[t0 + b * step - half ..][..n].
+        let input = |b: usize| {
             let start = t0 + (b * step) as isize - self.half as isize;
             let lo = (-start).max(0) as usize;
             let hi = ((x.len() as isize - start).max(0) as usize).min(n);
-            if lo < hi {
-                let s0 = (start + lo as isize) as usize;
-                buf[lo..hi].copy_from_slice(&x[s0..s0 + (hi - lo)]);
+            (start, lo, hi)
+        };
+        let mut b = 0usize;
+        while y.len() < count {
+            let second = y.len() + step < count;
+            buf.fill(Complex::new(0.0, 0.0));
+            for (which, blk) in [(0, b), (1, b + 1)] {
+                if which == 1 && !second {
+                    break;
+                }
+                let (start, lo, hi) = input(blk);
+                if lo < hi {
+                    let s0 = (start + lo as isize) as usize;
+                    for (z, &v) in buf[lo..hi].iter_mut().zip(&x[s0..s0 + (hi - lo)]) {
+                        if which == 0 {
+                            z.re = v;
+                        } else {
+                            z.im = v;
+                        }
+                    }
+                }
             }
-            if self.fwd.process_with_scratch(buf, spec, s_fwd).is_err() {
-                out.fill(0.0);
-            } else {
-                for (c, h) in spec.iter_mut().zip(&self.h) {
-                    *c *= *h;
-                }
-                spec[0].im = 0.0;
-                if let Some(last) = spec.last_mut() {
-                    last.im = 0.0;
-                }
-                if self.inv.process_with_scratch(spec, out, s_inv).is_err() {
-                    out.fill(0.0);
-                }
+            self.fwd.process_with_scratch(buf, scratch);
+            for (c, h) in buf.iter_mut().zip(&self.h) {
+                *c *= *h;
             }
+            self.inv.process_with_scratch(buf, scratch);
+            let valid = &buf[self.len - 1..];
             let take = step.min(count - y.len());
-            y.extend_from_slice(&out[self.len - 1..self.len - 1 + take]);
-            b += 1;
+            y.extend(valid[..take].iter().map(|c| c.re));
+            if second {
+                let take = step.min(count - y.len());
+                y.extend(valid[..take].iter().map(|c| c.im));
+            }
+            b += 2;
         }
     }
 }
@@ -264,11 +273,8 @@ impl FftLowpass {
 /// Work buffers of [`FftLowpass::apply_into`].
 #[derive(Default)]
 struct FftBufs {
-    buf: Vec<f32>,
-    spec: Vec<Complex<f32>>,
-    out: Vec<f32>,
-    s_fwd: Vec<Complex<f32>>,
-    s_inv: Vec<Complex<f32>>,
+    buf: Vec<Complex<f32>>,
+    scratch: Vec<Complex<f32>>,
 }
 
 /// How one (src, dst) pair is converted.
@@ -423,6 +429,108 @@ impl Pos {
     }
 }
 
+/// The second stage of a downsampler for a short filter of `T` taps (a
+/// multiple of 8, under 64) over `part` = xp[part_at..]: the outputs whose
+/// windows lie in `part`. `EXACT`: one table row per phase (no phase
+/// rounding). The sums of [`dot`] for fewer than 64 taps (eight lanes
+/// accumulated over the taps, then `((s0 + s4) + (s1 + s5)) + ((s2 + s6) +
+/// (s3 + s7))`), in AVX registers where the CPU has them: left to the
+/// compiler, the eight accumulators went through the stack, one lane at a
+/// time.
+#[inline(always)]
+fn short<const T: usize, const EXACT: bool>(
+    t: &Table,
+    part: &[f32],
+    part_at: usize,
+    pos: &mut Pos,
+    out: &mut Vec<f32>,
+    n_out: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        return simd.vectorize(v3::Short::<T, EXACT> {
+            simd,
+            t,
+            part,
+            part_at,
+            pos,
+            out,
+            n_out,
+        });
+    }
+    let rows: &[[f32; T]] = t.coef.as_chunks::<T>().0;
+    while out.len() < n_out {
+        let (i, p) = pos.at(t);
+        let Some(xs) = part.get(i - part_at..i - part_at + T) else {
+            break;
+        };
+        out.push(dot(xs, &rows[p]));
+        pos.advance(t.up);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod v3 {
+    use super::{Pos, Table};
+    use core::arch::x86_64::{__m128, __m256};
+    use pulp::x86::V3;
+
+    /// [`super::short`] with AVX.
+    pub(super) struct Short<'a, const T: usize, const EXACT: bool> {
+        pub simd: V3,
+        pub t: &'a Table,
+        pub part: &'a [f32],
+        pub part_at: usize,
+        pub pos: &'a mut Pos,
+        pub out: &'a mut Vec<f32>,
+        pub n_out: usize,
+    }
+
+    impl<const T: usize, const EXACT: bool> pulp::NullaryFnOnce for Short<'_, T, EXACT> {
+        type Output = ();
+        #[inline(always)]
+        fn call(self) {
+            let Short {
+                simd,
+                t,
+                part,
+                part_at,
+                pos,
+                out,
+                n_out,
+            } = self;
+            let (a, s) = (simd.avx, simd.sse);
+            let coef = t.coef.as_chunks::<8>().0;
+            let per = T / 8;
+            while out.len() < n_out {
+                let (i, p) = if EXACT {
+                    (pos.i0, pos.rem as usize)
+                } else {
+                    pos.at(t)
+                };
+                let Some(xs) = part.get(i - part_at..i - part_at + T) else {
+                    break;
+                };
+                let xs = xs.as_chunks::<8>().0;
+                let cs = &coef[p * per..(p + 1) * per];
+                let mut acc = a._mm256_setzero_ps();
+                for (x, c) in xs.iter().zip(cs) {
+                    let (x, c): (__m256, __m256) = (pulp::cast(*x), pulp::cast(*c));
+                    acc = a._mm256_add_ps(acc, a._mm256_mul_ps(x, c));
+                }
+                // [s0 + s4, s1 + s5, s2 + s6, s3 + s7], then pairs, then the two.
+                let q: __m128 = s._mm_add_ps(
+                    a._mm256_castps256_ps128(acc),
+                    a._mm256_extractf128_ps::<1>(acc),
+                );
+                let h: [f32; 4] = pulp::cast(simd.sse3._mm_hadd_ps(q, q));
+                out.push(h[0] + h[1]);
+                pos.advance(t.up);
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn run(r: &Resampler, x: &[f32], n_out: usize) -> Vec<f32> {
     let t = &r.table;
@@ -463,14 +571,25 @@ fn run(r: &Resampler, x: &[f32], n_out: usize) -> Vec<f32> {
                     &mut part,
                     &mut bufs,
                 );
-                while out.len() < n_out {
-                    let (i, p) = pos.at(t);
-                    if i + taps > part_at + part.len() {
-                        break;
+                let exact = t.phases == t.up;
+                match (taps, exact) {
+                    (16, true) => short::<16, true>(t, &part, part_at, &mut pos, &mut out, n_out),
+                    (16, false) => short::<16, false>(t, &part, part_at, &mut pos, &mut out, n_out),
+                    (24, true) => short::<24, true>(t, &part, part_at, &mut pos, &mut out, n_out),
+                    (24, false) => short::<24, false>(t, &part, part_at, &mut pos, &mut out, n_out),
+                    (32, true) => short::<32, true>(t, &part, part_at, &mut pos, &mut out, n_out),
+                    (32, false) => short::<32, false>(t, &part, part_at, &mut pos, &mut out, n_out),
+                    _ => {
+                        while out.len() < n_out {
+                            let (i, p) = pos.at(t);
+                            if i + taps > part_at + part.len() {
+                                break;
+                            }
+                            let xs = &part[i - part_at..i - part_at + taps];
+                            out.push(dot(xs, &t.coef[p * taps..(p + 1) * taps]));
+                            pos.advance(t.up);
+                        }
                     }
-                    let xs = &part[i - part_at..i - part_at + taps];
-                    out.push(dot(xs, &t.coef[p * taps..(p + 1) * taps]));
-                    pos.advance(t.up);
                 }
             }
         }
@@ -537,6 +656,50 @@ mod tests {
             worst = worst.max((r - v).abs());
         }
         assert!(worst < 2e-5, "{worst}");
+    }
+
+    /// The second stage's AVX kernel gives the bits of the portable [`dot`]
+    /// (the documented "same bits on every path").
+    #[test]
+    fn short_kernel_matches_dot() {
+        let x: Vec<f32> = (0..50_000u32)
+            .map(|i| (i as f32 * 0.37).sin() * 0.6 + (i as f32 * 0.011).cos() * 0.3)
+            .collect();
+        for (s, d) in [(44_100u32, 16_000u32), (48_000, 16_000)] {
+            let r = Resampler::new(s, d);
+            let (Some(pre), t) = (&r.pre, &r.table) else {
+                panic!("{s}: expected two stages")
+            };
+            let mut part = Vec::new();
+            pre.apply_into(
+                &x,
+                1 - t.left as isize,
+                4 * pre.step(),
+                &mut part,
+                &mut FftBufs::default(),
+            );
+            let mk = || Pos {
+                i0: 0,
+                rem: 0,
+                step_i: (t.down / t.up) as usize,
+                step_r: t.down % t.up,
+            };
+            let (mut pos, mut got) = (mk(), Vec::new());
+            match t.taps {
+                16 => short::<16, true>(t, &part, 0, &mut pos, &mut got, usize::MAX),
+                24 => short::<24, true>(t, &part, 0, &mut pos, &mut got, usize::MAX),
+                32 => short::<32, true>(t, &part, 0, &mut pos, &mut got, usize::MAX),
+                n => panic!("{s}: {n} taps"),
+            }
+            assert!(got.len() > 1000, "{}", got.len());
+            let mut pos = mk();
+            for (n, g) in got.iter().enumerate() {
+                let (i, p) = pos.at(t);
+                let want = dot(&part[i..i + t.taps], &t.coef[p * t.taps..(p + 1) * t.taps]);
+                assert!(*g == want, "{s}: output {n}: {g} vs {want}");
+                pos.advance(t.up);
+            }
+        }
     }
 
     #[test]
