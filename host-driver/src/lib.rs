@@ -22,5 +22,6 @@ pub mod progress;
 pub mod transport;
 pub mod vfio;
 pub mod vfio_user;
+pub mod vfio_user_client;
 
 pub use error::Error;

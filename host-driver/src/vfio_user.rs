@@ -1,5 +1,6 @@
 //! The vfio-user transport: a client of a vfio-user server (`preba-card`)
-//! through the `vfio_user` crate's `Client`. BAR accesses are REGION_READ /
+//! through our own [`crate::vfio_user_client::Client`] (deadlines on every
+//! socket operation, untrusted replies). BAR accesses are REGION_READ /
 //! REGION_WRITE messages; the DMA arena is a memfd handed to the server with
 //! DMA_MAP (vfio_user 0.1.7 has no server-to-client DMA messages, so the
 //! server maps our memory); interrupts are eventfds given with SET_IRQS for
@@ -12,6 +13,7 @@
 
 use crate::dma::{DmaMem, EventFd};
 use crate::transport::{TResult, Transport, TransportError};
+use crate::vfio_user_client::Client;
 use preba_protocol::regs::MSIX_VECTORS;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,10 +32,15 @@ const PCI_COMMAND_MASTER: u16 = 1 << 2;
 const PCI_CAP_PTR: u64 = 0x34;
 const PCI_CAP_ID_MSIX: u8 = 0x11;
 const MSIX_ENABLE: u16 = 1 << 15;
+/// Deadline of one socket operation (a register access is microseconds; a
+/// card that takes this long is stopped or gone).
+pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of DEVICE_RESET: the card's boot ROM may retry a slot.
+pub const RESET_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct VfioUser {
     name: String,
-    client: Mutex<vfio_user::Client>,
+    client: Mutex<Client>,
     arena: DmaMem,
     irqs: Vec<EventFd>,
 }
@@ -46,17 +53,21 @@ impl VfioUser {
     /// Connects, maps the arena for the device, enables memory and bus
     /// mastering, and routes MSI-X to eventfds (when the server has MSI-X).
     pub fn connect(path: &Path, name: String, arena_bytes: usize) -> TResult<VfioUser> {
-        let mut client = vfio_user::Client::new(path)
-            .map_err(|e| err(&format!("connecting to {}", path.display()), e))?;
+        let mut client = Client::connect(path, OP_TIMEOUT)
+            .map_err(|e| err(&format!("vfio-user {}", path.display()), e))?;
         let arena =
             DmaMem::new(arena_bytes, crate::driver::ARENA_IOVA).map_err(|e| err("DMA arena", e))?;
         client
             .dma_map(0, arena.iova(), arena.len() as u64, arena.fd())
             .map_err(|e| err("DMA_MAP", e))?;
         let mut irqs = Vec::new();
-        let info = client.get_irq_info(MSIX_IRQ_INDEX).ok();
-        if let Some(info) = info.filter(|i| i.count > 0) {
-            for _ in 0..info.count.min(u32::from(MSIX_VECTORS)) {
+        let count = if client.num_irqs() > MSIX_IRQ_INDEX {
+            client.irq_count(MSIX_IRQ_INDEX).unwrap_or(0)
+        } else {
+            0
+        };
+        if count > 0 {
+            for _ in 0..count.min(u32::from(MSIX_VECTORS)) {
                 irqs.push(EventFd::new().map_err(|e| err("eventfd", e))?);
             }
         }
@@ -76,7 +87,7 @@ impl VfioUser {
         !self.irqs.is_empty()
     }
 
-    fn client(&self) -> TResult<std::sync::MutexGuard<'_, vfio_user::Client>> {
+    fn client(&self) -> TResult<std::sync::MutexGuard<'_, Client>> {
         self.client
             .lock()
             .map_err(|_| TransportError("vfio-user client poisoned".into()))
@@ -86,7 +97,7 @@ impl VfioUser {
 /// Memory and bus mastering on, MSI-X routed to `irqs` and enabled: after connecting and
 /// again after a device reset (which clears config space). False when the server took no
 /// eventfds (the driver then polls).
-fn setup(client: &mut vfio_user::Client, irqs: &[EventFd]) -> TResult<bool> {
+fn setup(client: &mut Client, irqs: &[EventFd]) -> TResult<bool> {
     let mut cmd = [0u8; 2];
     client
         .region_read(CONFIG_REGION, PCI_COMMAND, &mut cmd)
@@ -104,7 +115,6 @@ fn setup(client: &mut vfio_user::Client, irqs: &[EventFd]) -> TResult<bool> {
             MSIX_IRQ_INDEX,
             IRQ_SET_DATA_EVENTFD | IRQ_SET_ACTION_TRIGGER,
             0,
-            fds.len() as u32,
             &fds,
         )
         .is_ok();
@@ -115,7 +125,7 @@ fn setup(client: &mut vfio_user::Client, irqs: &[EventFd]) -> TResult<bool> {
 }
 
 /// Sets MSI-X enable in the capability's message control, if there is one.
-fn enable_msix(client: &mut vfio_user::Client) {
+fn enable_msix(client: &mut Client) {
     let mut b = [0u8; 1];
     if client
         .region_read(CONFIG_REGION, PCI_CAP_PTR, &mut b)
@@ -174,7 +184,7 @@ impl Transport for VfioUser {
     }
     fn reset(&self) -> TResult<()> {
         let mut c = self.client()?;
-        c.reset().map_err(|e| err("DEVICE_RESET", e))?;
+        c.reset(RESET_TIMEOUT).map_err(|e| err("DEVICE_RESET", e))?;
         setup(&mut c, &self.irqs)?;
         Ok(())
     }
@@ -183,7 +193,7 @@ impl Transport for VfioUser {
 impl Drop for VfioUser {
     fn drop(&mut self) {
         if let Ok(c) = self.client.get_mut() {
-            let _ = c.shutdown();
+            c.shutdown();
         }
     }
 }

@@ -320,3 +320,92 @@ fn emulated_is_the_default() {
         assert_eq!(e["via"], "card");
     }
 }
+
+/// The card process stopped (SIGSTOP) mid-run, as a hung card would be: the
+/// socket operations have deadlines, so `preba` does not block forever; it
+/// exits 1 naming the card within the request deadline plus one socket
+/// deadline, and nothing hangs after the card is continued and killed.
+#[test]
+fn card_stopped_mid_run_fails_within_the_deadlines() {
+    let Some((bin, fw)) = parts() else { return };
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("card.sock");
+    let mut card = Command::new(&bin)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--firmware")
+        .arg(&fw)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "preba-card did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let imgs: Vec<PathBuf> = fixtures("images", "jpg")
+        .into_iter()
+        .filter(|p| card_takes(p))
+        .collect();
+    let inputs: Vec<PathBuf> = imgs
+        .iter()
+        .cycle()
+        .take(imgs.len() * 400)
+        .cloned()
+        .collect();
+    let out = dir.path().join("o.npy");
+    let err_path = dir.path().join("stderr");
+    let mut preba = Command::new(preba())
+        .arg("preprocess")
+        .arg("--card")
+        .arg(format!("vfio-user:{}", sock.display()))
+        .arg("-o")
+        .arg(&out)
+        .args(&inputs)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Mid-run: tensors have started to reach the output file.
+    let t0 = Instant::now();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < (1 << 20) {
+        assert!(preba.try_wait().unwrap().is_none(), "run ended early");
+        assert!(t0.elapsed() < Duration::from_secs(60), "no output");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = card.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let stopped = Instant::now();
+    let bound = preba_host::backend::REQUEST_TIMEOUT
+        + preba_host::vfio_user::OP_TIMEOUT
+        + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = preba.try_wait().unwrap() {
+            break Some(s);
+        }
+        if stopped.elapsed() > bound {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let after = stopped.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = card.kill();
+    let _ = card.wait();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    let Some(status) = status else {
+        let _ = preba.kill();
+        panic!("preba still running {after:?} after the card stopped:\n{err}");
+    };
+    assert_eq!(status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.contains("card vfio-user:"), "last line: {last}");
+    eprintln!("preba exited {after:?} after SIGSTOP; last line: {last}");
+}
