@@ -112,14 +112,35 @@ impl fmt::Display for FlashError {
                 )
             }
             FlashError::Attach(m) => write!(f, "attach failed: {m}"),
-            FlashError::Write(a, m) => write!(f, "download failed at {a:#010x}: {m}"),
-            FlashError::Read(a, m) => write!(f, "read-back failed at {a:#010x}: {m}"),
+            FlashError::Write(a, m) => {
+                write!(
+                    f,
+                    "download failed in the block at {a:#010x}: {m}{}",
+                    sb_hint(m)
+                )
+            }
+            FlashError::Read(a, m) => {
+                write!(
+                    f,
+                    "read-back failed in the block at {a:#010x}: {m}{}",
+                    sb_hint(m)
+                )
+            }
             FlashError::Verify { addr, found, want } => write!(
                 f,
                 "verify failed: first difference at {addr:#010x} (card {found:#04x}, ELF {want:#04x})"
             ),
             FlashError::Run(m) => write!(f, "reset/run failed: {m}"),
         }
+    }
+}
+
+/// probe-rs reports a Debug Module `sberror` as "Error using system bus": say what it means.
+fn sb_hint(m: &str) -> &'static str {
+    if m.contains("system bus") {
+        " (sberror: the card's system bus refused the access)"
+    } else {
+        ""
     }
 }
 

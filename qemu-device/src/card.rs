@@ -662,6 +662,9 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
             continue;
         }
         let seen = sh.wake.current();
+        // After `seen`: a debugger access posted from here on kicks past it, so the waits
+        // below cannot sleep through it.
+        sh.debug.service(&sh, &mut cpu);
         match cpu.run(sh.cfg.slice) {
             Exit::Budget => {}
             Exit::Halt(_) => {
@@ -671,7 +674,9 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
             }
             Exit::Debug => {
                 // Halted for the debugger: nothing to run until it resumes or resets the hart.
-                sh.wake.wait(seen, None);
+                if !sh.debug.spin_for_request() {
+                    sh.wake.wait(seen, None);
+                }
             }
             Exit::Wfi => {
                 let bus = cpu.bus();

@@ -10,9 +10,10 @@ mod bench_preprocess;
 mod bench_serve;
 mod bench_softcore;
 mod eval;
+mod flash;
 mod flash_pcie;
-mod logs;
 mod fuzz;
+mod logs;
 mod qemu;
 mod served;
 mod setup;
@@ -27,6 +28,7 @@ commands:
   run ARGS...          build firmware, preba and preba-card (release), then run `preba ARGS...`
                        (`run serve ...` also sets up the model fixtures and onnxruntime)
   test                 everything CI runs: fmt, clippy, firmware, host tests, QEMU guest test
+  test jtag            only the JTAG step: probe-rs (flash/) against preba-card's debug port
   build-fw [--salt S]  build the firmware ELF (release) and print its path
                        (--salt: same code, another build id, for flashing tests)
   flash --card SPEC [--rollback] [ELF]
@@ -42,6 +44,12 @@ commands:
   bench softcore       soft-core interpreter speed; last line is `N MIPS`
   bench card           card model (firmware on the soft core) vs the golden model alone
   bench serve          preba serve: emulated card vs CPU preprocessing vs ideal, Poisson sweep; server cost
+  bench flash [--runs N]
+                       firmware download + verify over JTAG (probe-rs) into preba-card: time, bytes/s
+  flash --probe SELECTOR [--reset run|halt|none] [--no-verify] [ELF]
+                       download ELF (default: the build-fw output) into the soft core over JTAG
+                       with probe-rs, verify, reset and run; preba-card --debug-bmp HOST:PORT is
+                       --probe 1d50:6018:HOST:PORT
   eval [--quick] [--validate]
                        the PREBA paper's evaluation in preba sim: eval/report.md + SVGs;
                        --validate also checks preba sim against preba serve + bench here
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["run", rest @ ..] => setup::run_preba(rest),
+        ["test", "jtag"] => flash::test(),
         ["test", rest @ ..] => setup::test(rest),
         ["build-fw"] => setup::build_fw().map(|p| println!("{}", p.display())),
         ["build-fw", "--salt", salt] => {
@@ -74,6 +83,8 @@ fn main() -> ExitCode {
         ["bench", "softcore", rest @ ..] => bench_softcore::run(rest),
         ["bench", "card", rest @ ..] => bench_card::run(rest),
         ["bench", "serve", rest @ ..] => bench_serve::run(rest),
+        ["bench", "flash", rest @ ..] => flash::bench(rest),
+        ["flash", rest @ ..] => flash::run_cli(rest),
         ["eval", rest @ ..] => eval::run(rest),
         ["fuzz", rest @ ..] => fuzz::run_cli(rest),
         ["qemu", rest @ ..] => qemu::main(rest),

@@ -109,6 +109,8 @@ pub fn test(_rest: &[&str]) -> Result<()> {
         .envs(serving)
         .env("PREBA_FIRMWARE", &fw)
         .env("PREBA_REQUIRE_QEMU", "1"))?;
+    // JTAG: probe-rs (flash/, its own workspace) against preba-card's debug port.
+    crate::flash::test()?;
     // Logs: logs/ (its own workspace) decodes the card's defmt ring.
     crate::logs::test(&fw)?;
     crate::qemu::test(&[])?;

@@ -22,6 +22,8 @@ const VERSION: &str = "preba-card BMP remote, JTAG to a RISC-V 0.13.2 Debug Modu
 const MAX_PACKET: usize = 128;
 /// How often a blocked read looks at the card's stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// Non-blocking polls for the next request before a blocking read (see `session`).
+const SPIN_POLLS: u32 = 200;
 
 /// Accepts one debugger at a time until the card stops.
 pub(crate) fn serve(listener: TcpListener, sh: Arc<Shared>, idcode: u32) {
@@ -41,13 +43,18 @@ pub(crate) fn serve(listener: TcpListener, sh: Arc<Shared>, idcode: u32) {
 }
 
 fn session(stream: TcpStream, sh: &Shared, tap: &mut Tap, dmi: &mut dyn Dmi) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
     // One reply per request, each awaited by the client: Nagle would add a delay to every bit.
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(STOP_POLL))?;
     let mut reader = BufReader::with_capacity(16 * 1024, stream.try_clone()?);
-    let mut writer = BufWriter::with_capacity(16 * 1024, stream);
+    let mut writer = BufWriter::with_capacity(16 * 1024, stream.try_clone()?);
     let mut parser = Parser::default();
+    // The next request usually follows a reply within microseconds: poll for it a little
+    // (yielding the CPU, which the client may need) before sleeping in a blocking read, whose
+    // wake-up costs more than the request itself.
+    let mut spinning = true;
+    stream.set_nonblocking(true)?;
+    let mut idle_polls = 0u32;
     loop {
         if sh.stop.load(Ordering::Acquire) {
             return Ok(());
@@ -55,6 +62,15 @@ fn session(stream: TcpStream, sh: &Shared, tap: &mut Tap, dmi: &mut dyn Dmi) -> 
         let buf = match reader.fill_buf() {
             Ok([]) => return Ok(()),
             Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && spinning => {
+                idle_polls += 1;
+                if idle_polls >= SPIN_POLLS {
+                    spinning = false;
+                    stream.set_nonblocking(false)?;
+                }
+                std::thread::yield_now();
+                continue;
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -67,6 +83,11 @@ fn session(stream: TcpStream, sh: &Shared, tap: &mut Tap, dmi: &mut dyn Dmi) -> 
         }
         reader.consume(n);
         writer.flush()?;
+        idle_polls = 0;
+        if !spinning {
+            spinning = true;
+            stream.set_nonblocking(true)?;
+        }
     }
 }
 

@@ -28,6 +28,10 @@ pub use tap::{Dmi, IDCODE, Tap};
 
 /// How long one DMI access may wait for the core thread before the DTM reports it failed.
 const DMI_TIMEOUT: Duration = Duration::from_secs(2);
+/// Polls (each yielding the CPU) for the other side of a DMI hand-off before sleeping on a
+/// condvar: a debugger issues tens of thousands of accesses back to back, and waking a
+/// sleeping thread costs more than the access (much more on a loaded machine).
+const HANDOFF_SPINS: u32 = 100;
 
 /// How the debug port is set up; the fault switches exist for tests of the debugger's error
 /// paths.
@@ -108,6 +112,18 @@ impl DebugLink {
         self.done.notify_all();
     }
 
+    /// The core thread, with the hart halted for the debugger: polls a while for the next
+    /// access before the caller sleeps; true when one is waiting.
+    pub(crate) fn spin_for_request(&self) -> bool {
+        for _ in 0..HANDOFF_SPINS {
+            if self.pending() {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        self.pending()
+    }
+
     /// The core thread: the card reset the hart (function reset), so `havereset` is set.
     pub(crate) fn note_reset(&self) {
         self.slot.lock().expect("debug slot lock").dm.note_reset();
@@ -134,6 +150,14 @@ impl Dmi for CardDmi {
         s.resp = None;
         link.pending.store(true, Ordering::Release);
         self.sh.wake.kick();
+        for _ in 0..HANDOFF_SPINS {
+            if !link.pending() {
+                break;
+            }
+            drop(s);
+            std::thread::yield_now();
+            s = link.slot.lock().expect("debug slot lock");
+        }
         let deadline = Instant::now() + DMI_TIMEOUT;
         loop {
             if let Some(r) = s.resp.take() {
