@@ -36,7 +36,13 @@ use std::time::Duration;
 const IO_QID: u16 = 1;
 const IO_ENTRIES: u16 = 16;
 const BLOB_LEN: usize = 64 << 10;
-const OUT_LEN: usize = 256 << 10;
+/// Outputs go to the upper half of the arena, above everything allocated:
+/// an output running past its buffer reaches no queue, and one past the
+/// arena is the card's DMA fault to report.
+const OUT_BASE: u64 = harness::ARENA_BASE + harness::ARENA_SIZE as u64 / 2;
+const OUT_LEN: usize = harness::ARENA_SIZE / 2;
+/// Relocated output addresses land in the first part of the output half.
+const OUT_WINDOW: u64 = 256 << 10;
 const SCRATCH_LEN: usize = 16 << 10;
 /// Deadline of every wait the card owes an answer to.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +64,8 @@ struct State {
     blob: u64,
     out: u64,
     scratch: u64,
+    /// Allocation mark below the queues, so a re-setup reuses their memory.
+    rings: u64,
     next_cid: u16,
 }
 
@@ -97,14 +105,15 @@ fn boot() -> State {
     })
     .unwrap_or_else(|e| panic!("boot: {e}"));
     let blob = host.alloc(BLOB_LEN).expect("blob");
-    let out = host.alloc(OUT_LEN).expect("out");
     let scratch = host.alloc(SCRATCH_LEN).expect("scratch");
+    let rings = host.mark();
     setup(&mut host).unwrap_or_else(|e| panic!("setup: {e}"));
     State {
         host,
         blob,
-        out,
+        out: OUT_BASE,
         scratch,
+        rings,
         next_cid: 0,
     }
 }
@@ -184,9 +193,11 @@ fn run(st: &mut State, mut data: &[u8]) {
                         let v = st.blob + u64_at(&e, o) % BLOB_LEN as u64;
                         put_u64(&mut e, o, v);
                     }
-                    let v = st.out + u64_at(&e, 8) % OUT_LEN as u64;
+                    let v = st.out + u64_at(&e, 8) % OUT_WINDOW;
                     put_u64(&mut e, 8, v);
                 }
+                let v = confine(u64_at(&e, 8), st.out, OUT_LEN);
+                put_u64(&mut e, 8, v);
                 let entry: [u8; SQE_SIZE] = e.try_into().expect("64 bytes");
                 match st.host.submit_raw(IO_QID, cid, &entry) {
                     Ok(()) => {}
@@ -203,6 +214,8 @@ fn run(st: &mut State, mut data: &[u8]) {
                 let cid = st.next_cid;
                 st.next_cid = st.next_cid.wrapping_add(1);
                 e[2..4].copy_from_slice(&cid.to_le_bytes());
+                let v = confine(u64_at(&e, 8), st.scratch, SCRATCH_LEN / 2);
+                put_u64(&mut e, 8, v);
                 if relocate {
                     let v = st.scratch + u64_at(&e, 8) % (SCRATCH_LEN as u64 / 2);
                     put_u64(&mut e, 8, v);
@@ -291,17 +304,34 @@ fn run(st: &mut State, mut data: &[u8]) {
     let _ = drain(&mut st.host, 0, false);
     st.host.timeout = TIMEOUT;
     check_core(&st.host);
-    let recovered = st.host.disable().is_ok() && setup(&mut st.host).is_ok();
+    let recovered = st.host.disable().is_ok() && {
+        st.host.release(st.rings);
+        setup(&mut st.host).is_ok()
+    };
     if !recovered {
         st.host
             .function_reset()
             .unwrap_or_else(|e| panic!("function reset after hostile doorbells: {e}"));
         // enable() waits (with its deadline) for the rebooted firmware's CSTS.RDY.
+        st.host.release(st.rings);
         setup(&mut st.host).unwrap_or_else(|e| panic!("setup after a function reset: {e}"));
     }
     st.host
         .identify()
         .unwrap_or_else(|e| panic!("IDENTIFY after recovery: {e}"));
+}
+
+/// A buffer the card writes (output, admin data) that lands in the arena
+/// goes into `base..base + len`: a host that points the card's writes at
+/// its own queues corrupts itself, which no card can prevent. Addresses
+/// outside the arena stay (DMA faults are the card's to handle).
+fn confine(iova: u64, base: u64, len: usize) -> u64 {
+    let arena = harness::ARENA_BASE..harness::ARENA_BASE + harness::ARENA_SIZE as u64;
+    if arena.contains(&iova) && !(base..base + len as u64).contains(&iova) {
+        base + iova % (len as u64).min(OUT_WINDOW)
+    } else {
+        iova
+    }
 }
 
 fn h_free(h: &Host, qid: u16) -> u16 {

@@ -162,9 +162,21 @@ impl Host {
         self.brk
     }
 
-    /// Frees every allocation made after `mark`.
+    /// Frees every allocation made after `mark`, zeroing it: memory handed out
+    /// again is zeroed as on first use, so a completion queue reallocated there
+    /// does not start with the old queue's entries (whose phase bits would read
+    /// as new completions), as a real driver clears a queue before creating it.
     pub fn release(&mut self, mark: u64) {
-        self.brk = mark.clamp(ARENA_BASE, self.brk);
+        let mark = mark.clamp(ARENA_BASE, self.brk);
+        let zeros = vec![0u8; 64 << 10];
+        let mut at = mark;
+        while at < self.brk {
+            let n = ((self.brk - at) as usize).min(zeros.len());
+            // The range was allocated from the mapped arena, so this cannot fail.
+            let _ = self.mem.write(at, &zeros[..n]);
+            at += n as u64;
+        }
+        self.brk = mark;
     }
 
     /// Copies bytes into host memory and returns their IOVA.
