@@ -44,3 +44,25 @@ if [ $RC = 0 ]; then
 else
     check cli-unsupported-fallback fail "exit $RC: $(tail -3 /tmp/mixed.log | tr '\n' ' ')"
 fi
+
+# Firmware update over PCIe from the guest: flash /fw-b.elf (same code, another build id) into
+# the slot that is not running, activate, reset (VFIO), then IDENTIFY through `card info` must
+# report the new build id. Last, so the checks above ran on the factory image.
+if [ -f /fw-b.elf ]; then
+    OLD=$(preba card info vfio:$BDF 2>/dev/null | sed -n 's/^running .* build \([0-9a-f]*\)$/\1/p')
+    T0=$(cut -d' ' -f1 /proc/uptime)
+    if preba card flash --card vfio:$BDF /fw-b.elf > /tmp/flash.txt 2>&1; then
+        T1=$(cut -d' ' -f1 /proc/uptime)
+        NEW=$(sed -n 's/^flashed build \([0-9a-f]*\) .*/\1/p' /tmp/flash.txt)
+        check cli-card-flash ok "$(tail -1 /tmp/flash.txt) ($T0 -> $T1 s)"
+    else
+        NEW=
+        check cli-card-flash fail "$(tail -3 /tmp/flash.txt | tr '\n' ' ')"
+    fi
+    preba card info vfio:$BDF > /tmp/info2.txt 2>&1
+    if [ -n "$NEW" ] && [ "$NEW" != "$OLD" ] && grep -q "^running .* build $NEW\$" /tmp/info2.txt; then
+        check cli-card-info-after-flash ok "build $OLD -> $NEW: $(grep '^running' /tmp/info2.txt)"
+    else
+        check cli-card-info-after-flash fail "old $OLD new $NEW: $(grep -E '^(running|last boot|slot)' /tmp/info2.txt | tr '\n' ' ')"
+    fi
+fi

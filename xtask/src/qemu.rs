@@ -412,6 +412,9 @@ fn initramfs(tb: &Testbed, bins: &[(String, PathBuf)], out: &Path) -> Result<()>
     c.file("init", &read(&guest.join("init"))?, true);
     if bins.iter().any(|(n, _)| n == "preba") {
         c.file("checks.sh", &read(&guest.join("cli_checks.sh"))?, true);
+        // The image `preba card flash` writes in the guest: same code, another build id.
+        let b = crate::setup::build_fw_variant("b")?;
+        c.file("fw-b.elf", &read(&b)?, false);
     }
     // Fixtures for the preprocessing checks.
     // Fixture images for the data-path checks (the huge ones stay out).
