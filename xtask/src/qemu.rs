@@ -545,6 +545,35 @@ pub struct GuestRun {
     pub log: String,
 }
 
+/// Checks the guest reports on every run (`image-*` checks come on top, one per fixture).
+const REQUIRED_CHECKS: &[&str] = &[
+    "modules",
+    "device-visible",
+    "vfio-bind",
+    "vfio-open",
+    "admin-enable",
+    "msix-io-irq",
+    "io-dma-fault",
+    "io-queue-survives-fault",
+    "reset-clears",
+    "reset-recovers",
+    "intx-irq",
+    "intx-again",
+    "guest-check-exit",
+    "card-interrupts",
+];
+/// ... and with the static `preba` in the guest.
+const REQUIRED_CLI_CHECKS: &[&str] = &[
+    "cli-card-info",
+    "cli-preprocess-vfio-u8",
+    "cli-manifest-card-u8",
+    "cli-preprocess-vfio-f32",
+    "cli-manifest-card-f32",
+    "cli-unsupported-fallback",
+    "cli-card-flash",
+    "cli-card-info-after-flash",
+];
+
 pub fn test(rest: &[&str]) -> Result<()> {
     let keep = rest.contains(&"--keep");
     let with_cli = !rest.contains(&"--no-cli");
@@ -584,6 +613,24 @@ pub fn test(rest: &[&str]) -> Result<()> {
         .filter(|c| !c.1)
         .map(|c| c.0.as_str())
         .collect();
+    // Checks that every run must report: a guest that stops early (a crash,
+    // a hang cut short) leaves some out, which fails the run instead of
+    // passing on the checks that did run.
+    let mut required: Vec<&str> = REQUIRED_CHECKS.to_vec();
+    if with_cli {
+        required.extend(REQUIRED_CLI_CHECKS);
+    }
+    let missing: Vec<&str> = required
+        .into_iter()
+        .filter(|r| !g.checks.iter().any(|c| c.0 == *r))
+        .collect();
+    let images = g.checks.iter().filter(|c| c.0.starts_with("image-")).count();
+    if !missing.is_empty() || images == 0 {
+        return Err(format!(
+            "guest checks missing: {} ({images} image checks ran)",
+            missing.join(", ")
+        ));
+    }
     match g.result {
         Some((pass, 0)) if failed.is_empty() && pass > 0 => {
             println!("qemu-guest: {pass} passed, 0 failed");
