@@ -25,6 +25,8 @@ use probe_rs::config::{MemoryRegion, Registry};
 use probe_rs::probe::{DebugProbeSelector, WireProtocol, list::Lister};
 use probe_rs::{MemoryInterface, Permissions};
 
+mod checksum;
+
 /// The target description, built in (`--chip-description` replaces it).
 const TARGET_YAML: &str = include_str!("../../xtask/targets/preba-rv32.yaml");
 const TARGET_NAME: &str = "preba-rv32";
@@ -231,6 +233,9 @@ struct Segment {
 struct Image {
     entry: u64,
     segments: Vec<Segment>,
+    /// Every segment's whole extent (with its zero-filled part): the checksum routine's window
+    /// stays out of them.
+    extents: Vec<std::ops::Range<u64>>,
 }
 
 /// Reads the ELF and checks every `PT_LOAD` segment against the target's RAM regions.
@@ -253,6 +258,7 @@ fn load_elf(path: &PathBuf, ram: &[(String, std::ops::Range<u64>)]) -> Result<Im
         .collect::<Vec<_>>()
         .join(", ");
     let mut segments = Vec::new();
+    let mut extents = Vec::new();
     for (index, ph) in file.elf_program_headers().iter().enumerate() {
         if ph.p_type(endian) != PT_LOAD || ph.p_memsz(endian) == 0 {
             continue;
@@ -270,6 +276,7 @@ fn load_elf(path: &PathBuf, ram: &[(String, std::ops::Range<u64>)]) -> Result<Im
                 map,
             });
         }
+        extents.push(paddr..paddr + memsz);
         let data = ph
             .data(endian, &*bytes)
             .map_err(|_| bad(format!("segment {index}'s file range is outside the file")))?;
@@ -286,6 +293,7 @@ fn load_elf(path: &PathBuf, ram: &[(String, std::ops::Range<u64>)]) -> Result<Im
     Ok(Image {
         entry: u64::from(header.e_entry(endian)),
         segments,
+        extents,
     })
 }
 
@@ -411,22 +419,62 @@ fn flash(args: &Args) -> Result<(), FlashError> {
     if args.verify {
         let mut p = Progress::new("verify", total);
         let mut buf = vec![0u8; CHUNK];
-        for s in &image.segments {
+        let ranges: Vec<_> = ram.iter().map(|(_, r)| r.clone()).collect();
+        let window = checksum::window(
+            &ranges,
+            &image.extents,
+            4 * checksum::routine().len() as u64,
+        );
+        let runner = match window {
+            Some(base) => Some(
+                checksum::Runner::install(&mut core, base)
+                    .map_err(|e| FlashError::Read(base, chain(&e)))?,
+            ),
+            None => None,
+        };
+        let mut result = Ok(());
+        'blocks: for s in &image.segments {
             for (i, chunk) in s.data.chunks(CHUNK).enumerate() {
                 let addr = s.paddr + (i * CHUNK) as u64;
-                let got = &mut buf[..chunk.len()];
-                core.read(addr, got)
-                    .map_err(|e| FlashError::Read(addr, chain(&e)))?;
-                if let Some(k) = got.iter().zip(chunk).position(|(a, b)| a != b) {
-                    return Err(FlashError::Verify {
-                        addr: addr + k as u64,
-                        found: got[k],
-                        want: chunk[k],
-                    });
+                // The block's CRC on the card when the routine could run; a block whose CRC
+                // differs (or that got no CRC) is read back to name the first differing byte.
+                let same = match &runner {
+                    Some(r) => match r.crc(&mut core, addr, chunk.len()) {
+                        Ok(checksum::Block::Crc(c)) => c == checksum::crc32(chunk),
+                        Ok(checksum::Block::NoResult(why)) => {
+                            eprintln!("preba-flash: block {addr:#010x}: {why}; reading it back");
+                            false
+                        }
+                        Err(e) => {
+                            result = Err(FlashError::Read(addr, chain(&e)));
+                            break 'blocks;
+                        }
+                    },
+                    None => false,
+                };
+                if !same {
+                    let got = &mut buf[..chunk.len()];
+                    if let Err(e) = core.read(addr, got) {
+                        result = Err(FlashError::Read(addr, chain(&e)));
+                        break 'blocks;
+                    }
+                    if let Some(k) = got.iter().zip(chunk).position(|(a, b)| a != b) {
+                        result = Err(FlashError::Verify {
+                            addr: addr + k as u64,
+                            found: got[k],
+                            want: chunk[k],
+                        });
+                        break 'blocks;
+                    }
                 }
                 p.add(chunk.len());
             }
         }
+        if let Some(r) = runner {
+            r.finish(&mut core)
+                .map_err(|e| FlashError::Read(window.unwrap_or(0), chain(&e)))?;
+        }
+        result?;
         t_verify = p.finish();
     }
     if args.reset != Reset::None {
