@@ -43,7 +43,12 @@ impl DmaMem {
         }
         // SAFETY: memfd_create takes a NUL-terminated name and flags; it
         // returns a new descriptor or -1.
-        let raw = unsafe { libc::memfd_create(c"preba-dma".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe {
+            libc::memfd_create(
+                c"preba-dma".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -51,6 +56,19 @@ impl DmaMem {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: ftruncate on our own memfd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The card maps this file: sealed against resizing, it can never shrink under the
+        // card's mapping (a vfio-user server refuses unsealed memory; docs/card-spec.md).
+        // SAFETY: fcntl F_ADD_SEALS on our own memfd, integer arguments only.
+        let sealed = unsafe {
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+            )
+        };
+        if sealed != 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a fresh shared mapping of our memfd; the kernel picks the

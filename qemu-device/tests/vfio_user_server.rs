@@ -295,11 +295,21 @@ fn send_fds(s: &UnixStream, data: &[u8], fds: &[RawFd]) {
 
 fn memfd(len: u64) -> File {
     // SAFETY: memfd_create with a NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"preba-test-arena".as_ptr(), 0) };
+    let fd = unsafe { libc::memfd_create(c"preba-test-arena".as_ptr(), libc::MFD_ALLOW_SEALING) };
     assert!(fd >= 0);
     // SAFETY: a fresh fd we own.
     let f = unsafe { File::from_raw_fd(fd) };
     f.set_len(len).unwrap();
+    // preba-card maps only memory that cannot shrink under it.
+    // SAFETY: fcntl F_ADD_SEALS on our own memfd, integer arguments only.
+    let r = unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+        )
+    };
+    assert_eq!(r, 0);
     f
 }
 

@@ -149,6 +149,17 @@ impl DmaTable {
         let file = match fd {
             None => None,
             Some(f) => {
+                // A file that can shrink after we map it would turn the card's next access
+                // into SIGBUS: only memory sealed against shrinking is mapped (QEMU's
+                // memory-backend-memfd seals by default; preba's host driver seals its arena).
+                // SAFETY: fcntl F_GET_SEALS on a descriptor we own; no memory is involved.
+                let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
+                if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+                    return Err(einval(
+                        "DMA map refused: the fd is not sealed against shrinking (F_SEAL_SHRINK); \
+                         map a sealed memfd",
+                    ));
+                }
                 let md = f.metadata()?;
                 if md.len() < end_in_file {
                     return Err(einval("DMA map past the end of its file"));
@@ -313,12 +324,68 @@ mod tests {
 
     fn memfd(len: u64) -> File {
         // SAFETY: memfd_create with a valid NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"dma-test".as_ptr(), 0) };
+        let fd = unsafe { libc::memfd_create(c"dma-test".as_ptr(), libc::MFD_ALLOW_SEALING) };
         assert!(fd >= 0);
         // SAFETY: `fd` is a fresh descriptor we own.
         let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         f.set_len(len).unwrap();
+        seal(&f);
         f
+    }
+
+    fn seal(f: &File) {
+        // SAFETY: fcntl F_ADD_SEALS on our own memfd, integer arguments only.
+        let r = unsafe {
+            libc::fcntl(
+                f.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+
+    /// A client that could shrink the file after DMA_MAP would crash the card with SIGBUS on
+    /// its next access: unsealed memory is refused, and sealed memory cannot shrink.
+    #[test]
+    fn only_memory_sealed_against_shrinking_is_mapped() {
+        // SAFETY: memfd_create with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"dma-unsealed".as_ptr(), 0) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let unsealed = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        unsealed.set_len(4 * 4096).unwrap();
+        let t = DmaTable::new();
+        let e = t
+            .map(
+                3,
+                0,
+                0x10_0000,
+                4 * 4096,
+                Some(unsealed.try_clone().unwrap()),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
+        assert_eq!(t.stats().entries, 0);
+        // A regular file is no better.
+        let path = std::env::temp_dir().join(format!("preba-dma-test-{}", std::process::id()));
+        let tmp = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        tmp.set_len(4 * 4096).unwrap();
+        assert!(t.map(3, 0, 0x10_0000, 4 * 4096, Some(tmp)).is_err());
+
+        let sealed = memfd(4 * 4096);
+        t.map(3, 0, 0x10_0000, 4 * 4096, Some(sealed.try_clone().unwrap()))
+            .unwrap();
+        assert!(sealed.set_len(4096).is_err(), "a sealed memfd shrank");
+        let mut b = [0u8; 8];
+        t.read(0x10_0000 + 3 * 4096, &mut b).unwrap();
     }
 
     #[test]
