@@ -8,13 +8,33 @@ use preba_protocol::card;
 /// The soft core's MMIO.
 pub struct Mmio;
 
+/// The one check that makes `Platform`'s safe `read32`/`write32` sound: the
+/// address is 4-byte aligned and outside IMEM and DMEM, the firmware's own
+/// memory where Rust objects live, so a volatile access through it can never
+/// alias one. Everything else in the map is device registers or card memory.
+/// A bad address is a firmware bug: it stops the core (panic -> power off)
+/// instead of corrupting state.
+#[inline(always)]
+fn device_addr(addr: u32) -> u32 {
+    let inside = |base: u32, size: u32| addr.wrapping_sub(base) < size;
+    if !addr.is_multiple_of(4)
+        || inside(card::IMEM_BASE, card::IMEM_SIZE)
+        || inside(card::DMEM_BASE, card::DMEM_SIZE)
+    {
+        panic!("MMIO access to {:#x}", addr);
+    }
+    addr
+}
+
 impl Platform for Mmio {
     fn read32(&mut self, addr: u32) -> u32 {
-        // SAFETY: addresses come from preba_protocol::card; every one of them is
-        // a 4-byte aligned register or card-memory word of the card's map.
+        let addr = device_addr(addr);
+        // SAFETY: `device_addr` checked that `addr` is an aligned word of the
+        // card's device registers or card memory, which no Rust object uses.
         unsafe { core::ptr::read_volatile(addr as *const u32) }
     }
     fn write32(&mut self, addr: u32, value: u32) {
+        let addr = device_addr(addr);
         // SAFETY: as for read32.
         unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
     }
@@ -223,7 +243,11 @@ fn ring_write(bytes: &[u8]) {
         unsafe { core::ptr::write_volatile(at as *mut u8, b) }
         head = head.wrapping_add(1);
     }
-    // SAFETY: as above; published after the bytes.
+    // The bytes must reach the ring before the head that covers them: on a
+    // bus that may reorder stores, only a fence orders them for the host.
+    // SAFETY: `fence w,w` only orders this hart's stores; it touches no memory.
+    unsafe { core::arch::asm!("fence w,w", options(nostack, preserves_flags)) }
+    // SAFETY: LOG_HEAD is a register of the log block; published after the bytes.
     unsafe { core::ptr::write_volatile(card::LOG_HEAD as *mut u32, head) }
 }
 

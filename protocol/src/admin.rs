@@ -315,14 +315,16 @@ impl CuKind {
     }
 }
 
-/// Most CUs telemetry reports on.
-pub const MAX_CUS: usize = 32;
+/// CU records in the telemetry page: a wire-format constant with room to spare over the
+/// card's CU limit (`card::MAX_CUS`, the one limit on CUs), so the page never truncates.
+pub const TELEMETRY_CUS: usize = 32;
+const _: () = assert!(TELEMETRY_CUS >= crate::card::MAX_CUS as usize);
 /// Bytes of one CU record in telemetry.
 pub const CU_RECORD_SIZE: usize = 32;
 /// Bytes of the telemetry header.
 pub const TELEMETRY_HEADER_SIZE: usize = 64;
 /// Bytes of the whole telemetry structure.
-pub const TELEMETRY_SIZE: usize = TELEMETRY_HEADER_SIZE + MAX_CUS * CU_RECORD_SIZE;
+pub const TELEMETRY_SIZE: usize = TELEMETRY_HEADER_SIZE + TELEMETRY_CUS * CU_RECORD_SIZE;
 
 /// Per-CU counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -350,7 +352,7 @@ pub struct Telemetry {
     /// Board energy since reset, microjoules.
     pub energy_uj: u64,
     pub cu_count: u8,
-    pub cus: [CuStats; MAX_CUS],
+    pub cus: [CuStats; TELEMETRY_CUS],
 }
 
 impl Default for Telemetry {
@@ -362,7 +364,7 @@ impl Default for Telemetry {
             power_mw: 0,
             energy_uj: 0,
             cu_count: 0,
-            cus: [CuStats::default(); MAX_CUS],
+            cus: [CuStats::default(); TELEMETRY_CUS],
         }
     }
 }
@@ -397,7 +399,7 @@ impl Telemetry {
             errors: u64at(16),
             power_mw: u32at(24),
             energy_uj: u64at(32),
-            cu_count: b[40].min(MAX_CUS as u8),
+            cu_count: b[40].min(TELEMETRY_CUS as u8),
             ..Telemetry::default()
         };
         for (i, c) in t.cus.iter_mut().enumerate() {
