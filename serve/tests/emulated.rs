@@ -225,9 +225,8 @@ fn card_killed_mid_run_fails_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Enough work to be mid-run when the card dies, with room to spare:
-    // the run is killed after 2.5 s whatever its length (x40 once finished
-    // in time on an idle machine).
+    // Enough work to be mid-run when the card dies, with room to spare: the
+    // card is killed once tensors have started to reach the output file.
     let imgs: Vec<PathBuf> = fixtures("images", "jpg")
         .into_iter()
         .filter(|p| card_takes(p))
@@ -239,6 +238,7 @@ fn card_killed_mid_run_fails_cleanly() {
         .cloned()
         .collect();
     let out = dir.path().join("o.npy");
+    let man = dir.path().join("m.json");
     // stderr to a file: a pipe nobody reads would fill and block `preba`.
     let err_path = dir.path().join("stderr");
     let mut preba = Command::new(preba())
@@ -247,16 +247,23 @@ fn card_killed_mid_run_fails_cleanly() {
         .arg(format!("vfio-user:{}", sock.display()))
         .arg("-o")
         .arg(&out)
+        .arg("--manifest")
+        .arg(&man)
         .args(&inputs)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(
-        preba.try_wait().unwrap().is_none(),
-        "run finished before the kill"
-    );
+    let t0 = Instant::now();
+    // The streamed manifest names each input as it is answered.
+    while !std::fs::read_to_string(&man).is_ok_and(|m| m.contains("\"via\"")) {
+        assert!(
+            preba.try_wait().unwrap().is_none(),
+            "run finished before the kill"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(60), "no output");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     card.kill().unwrap();
     let killed = Instant::now();
     let _ = card.wait();
@@ -359,6 +366,7 @@ fn card_stopped_mid_run_fails_within_the_deadlines() {
         .cloned()
         .collect();
     let out = dir.path().join("o.npy");
+    let man = dir.path().join("m.json");
     let err_path = dir.path().join("stderr");
     let mut preba = Command::new(preba())
         .arg("preprocess")
@@ -366,14 +374,17 @@ fn card_stopped_mid_run_fails_within_the_deadlines() {
         .arg(format!("vfio-user:{}", sock.display()))
         .arg("-o")
         .arg(&out)
+        .arg("--manifest")
+        .arg(&man)
         .args(&inputs)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    // Mid-run: tensors have started to reach the output file.
+    // Mid-run: the first inputs have been answered.
     let t0 = Instant::now();
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < (1 << 20) {
+    // The streamed manifest names each input as it is answered.
+    while !std::fs::read_to_string(&man).is_ok_and(|m| m.contains("\"via\"")) {
         assert!(preba.try_wait().unwrap().is_none(), "run ended early");
         assert!(t0.elapsed() < Duration::from_secs(60), "no output");
         std::thread::sleep(Duration::from_millis(5));
