@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::flash::Flash;
 use crate::host_mem::HostMemory;
 use crate::hostif::{Effects, HostIf};
+use crate::inject::{Fired, InjectMemory, Injector};
 use crate::irq::IrqSink;
 
 /// Card memory (HBM): one zeroed allocation, committed by the OS page by page as it is touched.
@@ -105,6 +106,8 @@ pub(crate) struct Shared {
     pub debug: crate::debug::DebugLink,
     /// INFO_BOOT: what the boot ROM chose at the last (re)boot.
     pub boot_info: AtomicU32,
+    /// Fault injection (test only), when the configuration asks for any.
+    pub inject: Option<Arc<Injector>>,
     pub epoch: Instant,
     pub stop: AtomicBool,
     reset_req: AtomicU64,
@@ -126,13 +129,20 @@ impl Shared {
             self.raise(c::IRQ_HOST);
         }
         for v in 0..32 {
-            if fx.msix & 1 << v != 0 {
+            if fx.msix & 1 << v != 0 && self.inject.as_ref().is_none_or(|i| i.pass_msix(v as u16)) {
                 self.sink.msix(v as u16);
             }
         }
         if let Some(l) = fx.intx {
             self.sink.intx(l);
         }
+    }
+
+    /// A function reset the card asks for itself (fault injection): the core thread runs it
+    /// like a host's, nobody waits for it.
+    pub(crate) fn request_reset(&self) {
+        self.reset_req.fetch_add(1, Ordering::AcqRel);
+        self.wake.kick();
     }
 
     /// 10 MHz ticks since the card started.
@@ -161,6 +171,9 @@ impl Shared {
             if level {
                 self.sink.intx(false);
             }
+        }
+        if let Some(i) = &self.inject {
+            i.on_reset();
         }
         for i in 0..self.cus.len() {
             cu::reset(self, i);
@@ -225,6 +238,8 @@ pub struct Card {
     sh: Arc<Shared>,
     core: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    /// The spurious-interrupt source of fault injection.
+    spurious: Option<JoinHandle<()>>,
 }
 
 fn build_cpu(sh: &Arc<Shared>, elf: &[u8]) -> Result<Cpu<CardBus>, Error> {
@@ -287,6 +302,17 @@ impl Card {
         }
         .min(cus.len().max(1));
         let (tx, rx) = mpsc::channel();
+        let inject =
+            (!config.inject.is_empty()).then(|| Arc::new(Injector::new(config.inject.clone())));
+        // Every DMA passes the injector, so it sees the queues being created and can refuse,
+        // garble or repeat transfers (test only; without a spec the host memory is untouched).
+        let host: Arc<dyn HostMemory> = match &inject {
+            Some(inj) => Arc::new(InjectMemory {
+                inner: host,
+                inj: inj.clone(),
+            }),
+            None => host,
+        };
         let sh = Arc::new(Shared {
             hostif: Mutex::new(HostIf::new(config.cap.encode())),
             mem: CardMemory {
@@ -312,6 +338,7 @@ impl Card {
             flash: Mutex::new(flash),
             debug: crate::debug::DebugLink::new(),
             boot_info: AtomicU32::new(first.info()),
+            inject,
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             reset_req: AtomicU64::new(0),
@@ -324,11 +351,23 @@ impl Card {
             None => build_cpu(&sh, firmware)?,
         };
         let watch = first.watch.then(|| Watch::new(first.slot));
+        if let Some(inj) = &sh.inject {
+            inj.attach(&sh);
+        }
         let mut card = Card {
             sh: sh.clone(),
             core: None,
             workers: Vec::new(),
+            spurious: None,
         };
+        if let Some((i, period)) = sh.inject.as_ref().and_then(|x| x.spurious_period()) {
+            let sh = sh.clone();
+            let h = std::thread::Builder::new()
+                .name("preba-spurious-irq".into())
+                .spawn(move || spurious_irqs(sh, i, period))
+                .map_err(Error::Spawn)?;
+            card.spurious = Some(h);
+        }
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..nworkers {
             let (sh, rx) = (sh.clone(), rx.clone());
@@ -368,11 +407,17 @@ impl Card {
         }
         let mut b = [0u8; 8];
         b[..data.len()].copy_from_slice(data);
-        let fx = self.sh.hostif.lock().expect("hostif lock").bar0_write(
-            offset,
-            data.len(),
-            u64::from_le_bytes(b),
-        );
+        let mut h = self.sh.hostif.lock().expect("hostif lock");
+        let fx = h.bar0_write(offset, data.len(), u64::from_le_bytes(b));
+        if let Some(inj) = &self.sh.inject {
+            if matches!(offset, regs::ASQ | regs::AQA) || offset == regs::ASQ + 4 {
+                inj.set_admin(h.asq, h.aqa);
+            }
+            if offset == regs::CC && h.cc & regs::CC_EN == 0 {
+                inj.on_reset();
+            }
+        }
+        drop(h);
         self.sh.apply(fx);
     }
 
@@ -529,10 +574,22 @@ impl Card {
         &self.sh.cfg
     }
 
+    /// How often each injected fault fired so far, and when it last did (empty without
+    /// `inject`).
+    pub fn injected(&self) -> Vec<Fired> {
+        self.sh.inject.as_ref().map_or(Vec::new(), |i| i.fired())
+    }
+
     /// Stops the core and the workers and joins them (also done by `Drop`).
     pub fn stop(&mut self) {
         self.sh.stop.store(true, Ordering::Release);
         self.sh.wake.kick();
+        if let Some(i) = &self.sh.inject {
+            i.stop();
+        }
+        if let Some(h) = self.spurious.take() {
+            let _ = h.join();
+        }
         if let Some(h) = self.core.take() {
             let _ = h.join();
         }
@@ -547,6 +604,27 @@ impl Card {
 impl Drop for Card {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Fault injection's spurious interrupts: a message on vector 1 (or an INTx assertion) every
+/// `period` with nothing posted, through the host interface so the host's mask still holds.
+fn spurious_irqs(sh: Arc<Shared>, fault: usize, period: Duration) {
+    let Some(inj) = sh.inject.clone() else {
+        return;
+    };
+    while !inj.wait_stop(period) {
+        let fx = sh.hostif.lock().expect("hostif lock").trigger(1);
+        // Straight to the sink: a spurious message is not one `lost-msix` counts.
+        if fx.msix & 2 != 0 {
+            sh.sink.msix(1);
+        }
+        if let Some(l) = fx.intx {
+            sh.sink.intx(l);
+        }
+        if fx.msix != 0 || fx.intx.is_some() {
+            inj.note_spurious(fault);
+        }
     }
 }
 

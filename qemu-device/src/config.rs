@@ -72,6 +72,8 @@ pub struct CardConfig {
     pub cycles: CycleModel,
     /// Power model.
     pub power: PowerModel,
+    /// Faults to inject (test only; empty: none). See [`crate::inject`].
+    pub inject: crate::inject::InjectSpec,
 }
 
 impl Default for CardConfig {
@@ -93,6 +95,7 @@ impl Default for CardConfig {
             slice: 1 << 20,
             cycles: CycleModel::default(),
             power: PowerModel::default(),
+            inject: crate::inject::InjectSpec::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ use preba_protocol::profile::Profile;
 use preba_protocol::status::Status;
 
 use crate::card::Shared;
+use crate::inject::CuFault;
 use crate::model::ImageWork;
 
 /// One CU's registers.
@@ -84,6 +85,8 @@ pub(crate) struct Job {
     pub kind: CuKind,
     pub input: Vec<u8>,
     pub profile: [u8; PROFILE_SIZE],
+    /// Fault injection: bytes CU_WRITTEN reports beyond what the job wrote.
+    pub written_delta: i32,
 }
 
 /// What a job produced.
@@ -203,12 +206,21 @@ pub(crate) fn start(sh: &Arc<Shared>, i: usize, profile: Option<[u8; PROFILE_SIZ
         return;
     };
     cu.status = CuStatus::Busy;
+    let fault = sh.inject.as_ref().map_or(CuFault::None, |x| x.cu_started());
+    if fault == CuFault::Stuck {
+        // Never queued: busy, no interrupt, until a CU reset (the firmware's watchdog).
+        return;
+    }
     let job = Job {
         cu: i,
         generation: cu.generation,
         kind: cu.kind,
         input,
         profile,
+        written_delta: match fault {
+            CuFault::Length(d) => d,
+            _ => 0,
+        },
     };
     drop(cu);
     let sent = sh
@@ -288,7 +300,11 @@ pub(crate) fn worker(sh: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                     None
                 };
                 let (st, w) = match written {
-                    Some(w) => (Status::Success, w),
+                    Some(w) => (
+                        Status::Success,
+                        (i64::from(w) + i64::from(job.written_delta)).clamp(0, i64::from(u32::MAX))
+                            as u32,
+                    ),
                     None => (Status::OutputTooSmall, 0),
                 };
                 finish_locked(

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! preba-card --socket PATH [--image-cus K] [--audio-cus M] [--norm-cus N] [--firmware ELF]
-//!            [--flash FILE]
+//!            [--flash FILE] [--inject SPEC]
 //! ```
 //!
 //! The card model ([`preba_card::Card`]) runs the firmware ELF on the soft core; this binary puts
@@ -35,7 +35,7 @@ use preba_card::{Card, CardConfig, CoreState};
 
 const USAGE: &str = "\
 usage: preba-card --socket PATH [--image-cus K] [--audio-cus M] [--norm-cus N] [--firmware ELF]
-                  [--flash FILE]
+                  [--flash FILE] [--inject SPEC]
 
 Serves the emulated preba card on a vfio-user socket until the client disconnects or SIGTERM.
   --socket PATH     the vfio-user socket (a stale socket file there is replaced)
@@ -56,6 +56,13 @@ Serves the emulated preba card on a vfio-user socket until the client disconnect
   --flash FILE      keep the SPI flash (boot record, image slots A/B) in FILE, created when
                     missing and then factory-programmed with --firmware in slot A; flashed
                     images survive a restart (without it the flash lives in memory)
+  --inject SPEC     test only: inject faults, comma-separated KIND[@N][:ARG] with N the Nth
+                    event (from 1): dma-fault@N[:in|out] (Nth I/O command), stuck-cu@N,
+                    bad-length@N[:DELTA] (Nth CU job), corrupt-completion@N[:status|cid|sqid|
+                    head|reserved|phase], dup-completion@N (Nth I/O completion),
+                    lost-msix@N[:VECTOR] (Nth message on VECTOR, default 1),
+                    spurious-irq[:PERIOD] (e.g. 1ms), reset-storm@N[:COUNT] (Nth I/O
+                    command); see docs/card-spec.md, Fault injection (test only)
 Environment: PREBA_CARD_LOG=error|warn|info|debug|trace (default info).
 ";
 
@@ -132,6 +139,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 debug.sberror = Some(hex_u32("--debug-sberror", &value("--debug-sberror")?)?)
             }
             "--flash" => config.flash_file = Some(PathBuf::from(value("--flash")?)),
+            "--inject" => {
+                config.inject = value("--inject")?
+                    .parse()
+                    .map_err(|e| format!("--inject: {e}"))?;
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -281,6 +293,9 @@ fn run(args: Args) -> Result<(), String> {
         preba_protocol::fwimage::slot_name(slot),
         outcome.map_or("?", |o| o.describe())
     );
+    if !cfg.inject.is_empty() {
+        log::warn!("fault injection (test only): {}", cfg.inject);
+    }
     log::info!(
         "listening on {} ({} image, {} audio, {} normalize CUs; firmware {})",
         args.socket.display(),
