@@ -8,38 +8,13 @@
 //! (`PREBA_FIRMWARE`, or the workspace's build-fw output); without them the test says so and
 //! passes, unless PREBA_FIRMWARE is set (`cargo xtask test`), where a missing part fails.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn preba() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_preba"))
-}
-
-fn parts() -> Option<(PathBuf, PathBuf)> {
-    let card = std::env::var_os("PREBA_CARD_BIN")
-        .map(PathBuf::from)
-        .or_else(|| Some(preba().with_file_name("preba-card")))
-        .filter(|p| p.is_file());
-    let fw = std::env::var_os("PREBA_FIRMWARE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Some(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware"),
-            )
-        })
-        .filter(|p| p.is_file());
-    match (card, fw) {
-        (Some(c), Some(f)) => Some((c, f)),
-        (c, f) => {
-            assert!(
-                std::env::var_os("PREBA_FIRMWARE").is_none(),
-                "preba-card ({c:?}) or the firmware ({f:?}) is missing although PREBA_FIRMWARE is set"
-            );
-            eprintln!("SKIPPED: needs preba-card ({c:?}) and the firmware ELF ({f:?})");
-            None
-        }
-    }
 }
 
 fn run(card: &Path, fw: &Path, args: &[&str]) -> Output {
@@ -67,7 +42,9 @@ fn field<'a>(out: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn card_flash_info_restart_and_rollback() {
-    let Some((card, fw)) = parts() else { return };
+    let Some((card, fw)) = common::card_parts(&preba()) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let flash = dir.path().join("card.flash");
     let spec = format!("emulated:{}", flash.display());

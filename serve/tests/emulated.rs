@@ -18,43 +18,6 @@ fn preba() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_preba"))
 }
 
-fn card_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PREBA_CARD_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let p = preba().with_file_name("preba-card");
-    p.is_file().then_some(p)
-}
-
-fn firmware() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PREBA_FIRMWARE") {
-        return Some(PathBuf::from(p));
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware");
-    p.is_file().then_some(p)
-}
-
-/// The card binary and firmware, or None (with a note) to skip.
-fn parts() -> Option<(PathBuf, PathBuf)> {
-    match (card_bin(), firmware()) {
-        (Some(c), Some(f)) => Some((c, f)),
-        (c, f) => {
-            // `cargo xtask test` (CI) builds both: there a missing part is a failure.
-            assert!(
-                std::env::var_os("PREBA_FIRMWARE").is_none(),
-                "preba-card ({c:?}) or the firmware ELF ({f:?}) is missing although PREBA_FIRMWARE is set"
-            );
-            eprintln!(
-                "SKIPPED: needs preba-card ({}) and the firmware ELF ({})",
-                c.map_or("missing".into(), |p| p.display().to_string()),
-                f.map_or("missing".into(), |p| p.display().to_string())
-            );
-            None
-        }
-    }
-}
-
 fn fixtures(kind: &str, ext: &str) -> Vec<PathBuf> {
     common::fixtures(kind, &[ext])
 }
@@ -103,7 +66,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn compare(kind: &str, ext: &str, out_ext: &str) {
-    let Some((bin, fw)) = parts() else { return };
+    let Some((bin, fw)) = common::card_parts(&preba()) else {
+        return;
+    };
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let inputs = fixtures(kind, ext);
@@ -174,7 +139,9 @@ fn audio_through_the_emulated_card_matches_cpu() {
 
 #[test]
 fn card_info_prints_identify_and_telemetry() {
-    let Some((bin, fw)) = parts() else { return };
+    let Some((bin, fw)) = common::card_parts(&preba()) else {
+        return;
+    };
     let _g = serial();
     let o = Command::new(preba())
         .env("PREBA_CARD_BIN", &bin)
@@ -204,7 +171,9 @@ fn card_info_prints_identify_and_telemetry() {
 /// second, `preba` exits 1 naming the card, nothing hangs.
 #[test]
 fn card_killed_mid_run_fails_cleanly() {
-    let Some((bin, fw)) = parts() else { return };
+    let Some((bin, fw)) = common::card_parts(&preba()) else {
+        return;
+    };
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("card.sock");
@@ -289,7 +258,9 @@ fn card_killed_mid_run_fails_cleanly() {
 /// Without `--card`, `preba preprocess` runs through the emulated card.
 #[test]
 fn emulated_is_the_default() {
-    let Some((bin, fw)) = parts() else { return };
+    let Some((bin, fw)) = common::card_parts(&preba()) else {
+        return;
+    };
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let imgs: Vec<PathBuf> = fixtures("images", "jpg")
@@ -334,7 +305,9 @@ fn emulated_is_the_default() {
 /// deadline, and nothing hangs after the card is continued and killed.
 #[test]
 fn card_stopped_mid_run_fails_within_the_deadlines() {
-    let Some((bin, fw)) = parts() else { return };
+    let Some((bin, fw)) = common::card_parts(&preba()) else {
+        return;
+    };
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("card.sock");

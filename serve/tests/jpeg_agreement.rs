@@ -17,32 +17,6 @@ fn preba() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_preba"))
 }
 
-fn parts() -> Option<(PathBuf, PathBuf)> {
-    let card = std::env::var_os("PREBA_CARD_BIN")
-        .map(PathBuf::from)
-        .or_else(|| Some(preba().with_file_name("preba-card")).filter(|p| p.is_file()));
-    let fw = std::env::var_os("PREBA_FIRMWARE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Some(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware"),
-            )
-            .filter(|p| p.is_file())
-        });
-    match (card, fw) {
-        (Some(c), Some(f)) => Some((c, f)),
-        (c, f) => {
-            assert!(
-                std::env::var_os("PREBA_FIRMWARE").is_none(),
-                "preba-card ({c:?}) or the firmware ELF ({f:?}) is missing although PREBA_FIRMWARE is set"
-            );
-            eprintln!("SKIPPED: needs preba-card ({c:?}) and the firmware ELF ({f:?})");
-            None
-        }
-    }
-}
-
 fn insert(b: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
     let mut v = b[..at].to_vec();
     v.extend_from_slice(bytes);
@@ -155,7 +129,9 @@ fn class(e: &Value) -> Option<&str> {
 
 #[test]
 fn jpeg_fixtures_and_mutations_agree_between_card_and_cpu() {
-    let Some((bin, fw)) = parts() else { return };
+    let Some((bin, fw)) = common::card_parts(&preba()) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut inputs = Vec::new();
     for f in common::fixtures("images", &["jpg"]) {

@@ -70,32 +70,6 @@ fn env() -> Option<Env> {
     Some(Env { models, python })
 }
 
-fn card_parts() -> Option<(PathBuf, PathBuf)> {
-    let card = std::env::var_os("PREBA_CARD_BIN")
-        .map(PathBuf::from)
-        .or_else(|| Some(preba().with_file_name("preba-card")))
-        .filter(|p| p.is_file());
-    let fw = std::env::var_os("PREBA_FIRMWARE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Some(repo_root().join("target/riscv32imac-unknown-none-elf/firmware/preba-firmware"))
-        })
-        .filter(|p| p.is_file());
-    match (card, fw) {
-        (Some(c), Some(f)) => Some((c, f)),
-        (c, f) => {
-            assert!(
-                std::env::var_os("PREBA_FIRMWARE").is_none(),
-                "preba-card ({c:?}) or the firmware ELF ({f:?}) is missing although PREBA_FIRMWARE is set"
-            );
-            eprintln!(
-                "SKIPPED: needs preba-card (cargo build -p preba-card) and the firmware ELF (cargo xtask build-fw)"
-            );
-            None
-        }
-    }
-}
-
 fn fixture(kind: &str, name: &str) -> PathBuf {
     let p = repo_root().join("fixtures").join(kind).join(name);
     assert!(p.is_file(), "fixture {} missing", p.display());
@@ -744,7 +718,7 @@ fn cpu_server_kserve_end_to_end() {
 #[test]
 fn emulated_card_server_matches_cpu_and_survives_card_death() {
     let Some(e) = env() else { return };
-    let Some((card_bin, fw)) = card_parts() else {
+    let Some((card_bin, fw)) = common::card_parts(&preba()) else {
         return;
     };
     let t0 = Instant::now();

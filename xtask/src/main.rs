@@ -17,6 +17,7 @@ mod logs;
 mod qemu;
 mod served;
 mod setup;
+mod soak;
 mod util;
 
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ commands:
   fuzz [TARGET...] [--seconds N] [--sanitizer address|none]
                        libFuzzer targets of fuzz/ (default: all, 20 s each), corpora
                        seeded from the fixtures; fails on a crash naming the artifact
+  soak [--minutes N] [--seed S]
+                       random mixed traffic into emulated cards killed and stopped at random
+                       (release, default 30 min); CI runs 1 min of it in the test suite
   qemu setup           QEMU guest testbed (trixie root, QEMU 10.1+, guest kernel), cached
   qemu test            boot a guest with preba-card over vfio-user-pci; run the guest checks
 ";
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         ["flash", rest @ ..] => flash::run_cli(rest),
         ["eval", rest @ ..] => eval::run(rest),
         ["fuzz", rest @ ..] => fuzz::run_cli(rest),
+        ["soak", rest @ ..] => soak::run_cli(rest),
         ["qemu", rest @ ..] => qemu::main(rest),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

@@ -26,3 +26,33 @@ pub fn code_and_stderr(o: &Output) -> (i32, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// `preba-card` (next to `preba`, or `PREBA_CARD_BIN`) and the firmware ELF (`PREBA_FIRMWARE`,
+/// or the workspace's `cargo xtask build-fw` output), or None with a note to skip. Under
+/// `cargo xtask test` (PREBA_FIRMWARE set) a missing part is a failure, never a skip.
+pub fn card_parts(preba: &Path) -> Option<(PathBuf, PathBuf)> {
+    let card = std::env::var_os("PREBA_CARD_BIN")
+        .map(PathBuf::from)
+        .or_else(|| Some(preba.with_file_name("preba-card")))
+        .filter(|p| p.is_file());
+    let fw = std::env::var_os("PREBA_FIRMWARE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Some(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/riscv32imac-unknown-none-elf/firmware/preba-firmware"),
+            )
+        })
+        .filter(|p| p.is_file());
+    match (card, fw) {
+        (Some(c), Some(f)) => Some((c, f)),
+        (c, f) => {
+            assert!(
+                std::env::var_os("PREBA_FIRMWARE").is_none(),
+                "preba-card ({c:?}) or the firmware ELF ({f:?}) is missing although PREBA_FIRMWARE is set"
+            );
+            eprintln!("SKIPPED: needs preba-card ({c:?}) and the firmware ELF ({f:?})");
+            None
+        }
+    }
+}
