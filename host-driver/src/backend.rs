@@ -304,15 +304,17 @@ impl Backend for CardBackend {
         }
         let pool = self.pool(job).map_err(|e| e.to_string())?;
         match self.open.card.process(&pool, input, self.timeout) {
-            Ok((cqe, data)) => self.output(input, job, &cqe, data).map(|o| (o, Via::Card)),
+            // An answer of the wrong shape is the card's fault, not the
+            // input's: the CPU path answers instead.
+            Ok((cqe, data)) => match self.output(input, job, &cqe, data) {
+                Ok(o) => Ok((o, Via::Card)),
+                Err(_) => cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string()),
+            },
             // What the card does not take, and what failed on the card for
-            // reasons of its own (a watchdog reset of a CU, its deadline, a
-            // reset), goes through the CPU path.
-            Err(CardError::Status {
-                status:
-                    Status::UnsupportedFormat | Status::Internal | Status::Timeout | Status::Aborted,
-                ..
-            }) => cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string()),
+            // reasons of its own, goes through the CPU path.
+            Err(CardError::Status { status, .. }) if card_side_failure(status) => {
+                cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string())
+            }
             Err(CardError::Status { status, .. }) => {
                 // The CPU model explains a bad input better than a status code.
                 match cpu(input, job, Via::CpuFallback) {
@@ -373,17 +375,11 @@ impl Backend for CardBackend {
             .process_into(&pool, input, region, self.timeout)
         {
             Ok(cqe) if cqe.written as usize == len => Ok(Via::Card),
-            Ok(cqe) => Err(format!(
-                "card {}: wrote {} bytes, the profile needs {len}",
-                self.name, cqe.written
-            )),
-            Err(CardError::Status {
-                status:
-                    Status::UnsupportedFormat | Status::Internal | Status::Timeout | Status::Aborted,
-                ..
-            })
-            | Err(CardError::Refused(_))
-            | Err(CardError::Fatal { .. }) => fallback(),
+            // The card answered and is done with the region: a wrong length
+            // is its fault, and the CPU's tensor overwrites what it wrote.
+            Ok(_) => fallback(),
+            Err(CardError::Status { status, .. }) if card_side_failure(status) => fallback(),
+            Err(CardError::Refused(_)) | Err(CardError::Fatal { .. }) => fallback(),
             Err(CardError::Status { status, .. }) => match cpu(input, &whole, Via::CpuFallback) {
                 Err(e) => Err(format!("{e} (card: {})", status.name())),
                 Ok(_) => Err(format!(
@@ -398,6 +394,25 @@ impl Backend for CardBackend {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// A status that says the card failed, not the input: the CPU path answers
+/// instead. UNSUPPORTED_FORMAT is what the card does not take; INTERNAL a
+/// watchdog reset of a stuck CU or an engine error; TIMEOUT and ABORTED its
+/// own deadline or a reset; DMA_FAULT a transfer the IOMMU refused, which
+/// cannot be the input's doing (the driver's slots lie in the mapped arena);
+/// OUTPUT_TOO_SMALL, since the driver sizes every output slot from the profile
+/// (and audio the card cannot hold never goes to it).
+fn card_side_failure(status: Status) -> bool {
+    matches!(
+        status,
+        Status::UnsupportedFormat
+            | Status::Internal
+            | Status::Timeout
+            | Status::Aborted
+            | Status::DmaFault
+            | Status::OutputTooSmall
+    )
 }
 
 /// `--card SPEC`.

@@ -214,6 +214,11 @@ impl Card {
         let io_sq_off = IO_RINGS;
         let io_cq_off = IO_RINGS + align4k(io_size as usize * SQE_SIZE);
         let bump = io_cq_off + align4k(io_size as usize * CQE_SIZE);
+        // A card opened again on the same arena (after a reset, a flash, a failure) would
+        // otherwise show the new queue the old one's entries, whose phase bits read as new.
+        arena
+            .zero(IO_RINGS, bump - IO_RINGS)
+            .map_err(|e| fatal(e.to_string()))?;
         let inner = Arc::new(Inner {
             t: t.clone(),
             name: name.clone(),
@@ -903,6 +908,16 @@ impl Inner {
                 .load_u16_acquire(off + 30)
                 .map_err(|e| e.to_string())?;
             if (w & 1 != 0) != phase {
+                if self.hole_at(slot, phase)? {
+                    return Err(format!(
+                        "queue error: CQ slot {} holds a completion while slot {slot} before it \
+                         holds none (a lost or corrupted completion)",
+                        (slot + 1) % self.io_size
+                    ));
+                }
+                if self.entry_valid(slot, phase)? {
+                    continue;
+                }
                 break;
             }
             let mut b = [0u8; CQE_SIZE];
@@ -941,6 +956,28 @@ impl Inner {
                 .map_err(|e| e.0)?;
         }
         Ok(())
+    }
+
+    /// Whether I/O CQ `slot` holds an entry of `phase` (acquire: what the card wrote before
+    /// the phase word is visible after).
+    fn entry_valid(&self, slot: u16, phase: bool) -> Result<bool, String> {
+        let off = self.io_cq_off + slot as usize * CQE_SIZE;
+        let w = self
+            .t
+            .arena()
+            .load_u16_acquire(off + 30)
+            .map_err(|e| e.to_string())?;
+        Ok((w & 1 != 0) == phase)
+    }
+
+    /// The card posts completions in slot order, so an entry in the slot after the empty
+    /// `slot` means `slot` was skipped or its phase garbled: without this check the host would
+    /// wait at `slot` forever while the card kept posting behind it. `slot` is read again
+    /// after its successor, so an entry written between the two reads is not a hole.
+    fn hole_at(&self, slot: u16, phase: bool) -> Result<bool, String> {
+        let next = (slot + 1) % self.io_size;
+        let next_phase = if next == 0 { !phase } else { phase };
+        Ok(self.entry_valid(next, next_phase)? && !self.entry_valid(slot, phase)?)
     }
 
     fn admin_cmd(

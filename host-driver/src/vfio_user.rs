@@ -349,7 +349,8 @@ pub fn connect_retry(
             Ok(v) => return Ok(v),
             // Only a refused connection is retried: a server that accepted
             // serves one connection only.
-            Err(e) if Instant::now() < deadline && e.0.starts_with("connecting to") => {
+            // (`connect` prefixes the client's "connecting to PATH: ..." with the socket.)
+            Err(e) if Instant::now() < deadline && e.0.contains(": connecting to ") => {
                 std::thread::sleep(Duration::from_millis(20))
             }
             Err(e) => return Err(e),

@@ -435,8 +435,8 @@ impl Bus for CardBus {
         Poll {
             irq,
             next_event: u64::MAX,
-            // A waiting debugger access ends the slice: the core thread serves it.
-            halt: if self.sh.debug.pending() {
+            // A waiting debugger access or reset ends the slice: the core thread serves it.
+            halt: if self.sh.debug.pending() || self.sh.reset_pending() {
                 self.test_halt.or(Some(Halt::Yield))
             } else {
                 self.test_halt

@@ -145,6 +145,11 @@ impl Shared {
         self.wake.kick();
     }
 
+    /// A function reset was asked for and the core thread has not run it yet.
+    pub(crate) fn reset_pending(&self) -> bool {
+        self.reset_req.load(Ordering::Acquire) > self.reset_done.load(Ordering::Acquire)
+    }
+
     /// 10 MHz ticks since the card started.
     pub fn wall_mtime(&self) -> u64 {
         (self.epoch.elapsed().as_nanos() / 100) as u64
