@@ -10,9 +10,10 @@
 //!   completion arrived) or the card is dead: a timed-out request leaves its
 //!   slot to the reaper, so a late DMA never lands in a reused buffer;
 //! - completions are untrusted: a malformed entry, a wrong SQ id, an
-//!   impossible SQ head, or an unknown or duplicate command id is a queue
-//!   error: the card is marked dead and every in-flight request fails with an
-//!   error naming it;
+//!   impossible SQ head, an unknown or duplicate command id, or an entry
+//!   behind an empty CQ slot (a lost or garbled phase) is a queue error: the
+//!   card is marked dead and every in-flight request fails with an error
+//!   naming it;
 //! - shared memory is read once per entry (copy, then parse the copy).
 #![forbid(unsafe_code)]
 
