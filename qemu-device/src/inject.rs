@@ -547,8 +547,10 @@ impl Injector {
                     sq: q64(8),
                     cq: u64::from(d(24)) | u64::from(d(28)) << 32,
                 };
-                s.queues.retain(|x| x.qid != q.qid);
-                s.queues.push(q);
+                // The firmware refuses a second queue with a known id: the first one stays.
+                if s.queues.iter().all(|x| x.qid != q.qid) {
+                    s.queues.push(q);
+                }
             } else if data[0] == AdminOpcode::DeleteIoQueuePair as u8 {
                 let qid = d(20);
                 s.queues.retain(|x| u32::from(x.qid) != qid);
@@ -696,9 +698,14 @@ impl InjectMemory {
                 if next == 0 {
                     dup[30] ^= 1;
                 }
-                let dat = q.cq + next * CQE_SIZE as u64;
-                self.inner.write(dat, &dup[..28])?;
-                self.inner.write(dat + 28, &dup[28..])?;
+                // The firmware checked base + ring bytes when it created the queue; a queue it
+                // refused is never written, so this only guards against our own snooping.
+                if let Some(dat) = q.cq.checked_add(next * CQE_SIZE as u64)
+                    && dat.checked_add(CQE_SIZE as u64).is_some()
+                {
+                    self.inner.write(dat, &dup[..28])?;
+                    self.inner.write(dat + 28, &dup[28..])?;
+                }
                 self.inner.write(iova, data)
             }
             FaultKind::CorruptCompletion(field) => {
