@@ -105,7 +105,9 @@ fn boot() -> State {
     })
     .unwrap_or_else(|e| panic!("boot: {e}"));
     let blob = host.alloc(BLOB_LEN).expect("blob");
-    let scratch = host.alloc(SCRATCH_LEN).expect("scratch");
+    // Admin data buffers at the top of the arena: GET_LOG may write up to the whole log ring
+    // (32 KiB) from any offset, which from a buffer below the rings would overwrite them.
+    let scratch = harness::ARENA_BASE + harness::ARENA_SIZE as u64 - SCRATCH_LEN as u64;
     let rings = host.mark();
     setup(&mut host).unwrap_or_else(|e| panic!("setup: {e}"));
     State {
@@ -263,9 +265,17 @@ fn run(st: &mut State, mut data: &[u8]) {
                 let at = if relocate {
                     st.blob + off % BLOB_LEN as u64
                 } else {
-                    // Inside the I/O SQ, sparing the command ids the harness tracks.
-                    let o = off % (u64::from(IO_ENTRIES) * SQE_SIZE as u64);
-                    if (o % SQE_SIZE as u64) < 4 && (o % SQE_SIZE as u64) + len as u64 > 2 {
+                    // Inside the I/O SQ (not running past its end into the CQ), sparing the
+                    // command ids the harness tracks in every entry the poke touches.
+                    let sq_len = u64::from(IO_ENTRIES) * SQE_SIZE as u64;
+                    let o = (off % sq_len).min(sq_len - len as u64);
+                    let (first, last) = (o / SQE_SIZE as u64, (o + len as u64).saturating_sub(1) / SQE_SIZE as u64);
+                    let hits_cid = len > 0
+                        && (first..=last).any(|k| {
+                            let cid = k * SQE_SIZE as u64 + 2;
+                            o < cid + 2 && cid < o + len as u64
+                        });
+                    if hits_cid {
                         continue;
                     }
                     q.sq_base + o
