@@ -624,7 +624,11 @@ pub fn test(rest: &[&str]) -> Result<()> {
         .into_iter()
         .filter(|r| !g.checks.iter().any(|c| c.0 == *r))
         .collect();
-    let images = g.checks.iter().filter(|c| c.0.starts_with("image-")).count();
+    let images = g
+        .checks
+        .iter()
+        .filter(|c| c.0.starts_with("image-"))
+        .count();
     if !missing.is_empty() || images == 0 {
         return Err(format!(
             "guest checks missing: {} ({images} image checks ran)",
