@@ -90,7 +90,8 @@ pub mod dcsr {
     pub const PRV_M: u32 = 3;
     /// Bits a debugger may change; the rest are fixed (WARL): no S/U modes, so ebreaks/ebreaku
     /// read 0, `stepie` is 0 (no interrupts while stepping), `stoptime` is 0 (the card's timer
-    /// is wall-clock time and keeps running), `prv` stays M.
+    /// keeps running while the hart is halted: wall-clock time, or modeled time that the card
+    /// model advances by the halt's wall duration), `prv` stays M.
     pub const WRITABLE: u32 = EBREAKM | STEP;
 }
 
@@ -150,6 +151,12 @@ pub struct Config {
     /// not retire, so this is off by default; the QEMU oracle tests turn it on. (Illegal CSR
     /// accesses and access faults are not counted either way, as in QEMU.)
     pub qemu_icount_compat: bool,
+    /// Let `wfi` fast-forward idle time to the bus's `next_event` by itself (`true`, the
+    /// default). `false` returns [`Exit::Wfi`] whenever the hart waits with nothing pending,
+    /// so the platform decides how much idle time passes (the card's modeled clock paces idle
+    /// time against the wall clock unless work is in flight) and adds it with
+    /// [`Cpu::skip_idle`]; `next_event` then only bounds how far the hart runs between polls.
+    pub wfi_fast_forward: bool,
 }
 
 impl Default for Config {
@@ -162,6 +169,7 @@ impl Default for Config {
             trap_misaligned: true,
             max_poll_interval: 1 << 16,
             qemu_icount_compat: false,
+            wfi_fast_forward: true,
         }
     }
 }
@@ -304,6 +312,7 @@ pub struct Cpu<B> {
     trap_misaligned: bool,
     max_poll_interval: u64,
     qemu_icount_compat: bool,
+    wfi_fast_forward: bool,
 }
 
 impl<B: Bus> Cpu<B> {
@@ -369,6 +378,7 @@ impl<B: Bus> Cpu<B> {
             trap_misaligned: config.trap_misaligned,
             max_poll_interval: config.max_poll_interval.max(1),
             qemu_icount_compat: config.qemu_icount_compat,
+            wfi_fast_forward: config.wfi_fast_forward,
         };
         cpu.reset();
         Ok(cpu)
@@ -580,7 +590,7 @@ impl<B: Bus> Cpu<B> {
                 return Exit::Budget;
             }
             if self.waiting {
-                if self.next_event == u64::MAX {
+                if self.next_event == u64::MAX || !self.wfi_fast_forward {
                     return Exit::Wfi;
                 }
                 // Fast-forward idle time to the next deadline (at least one cycle, so a bus

@@ -287,6 +287,33 @@ fn wfi_fast_forwards_to_the_deadline() {
 }
 
 #[test]
+fn wfi_without_fast_forward_leaves_idle_time_to_the_platform() {
+    let mut prog = vec![asm::addi(6, 0, 0x80), asm::csrrw(0, 0x304, 6), asm::WFI];
+    prog.push(asm::csrrs(20, 0xB00, 0)); // mcycle
+    prog.push(asm::csrrw(0, 0x304, 0)); // mie = 0: the next wfi really waits
+    prog.push(asm::WFI);
+    let config = Config {
+        wfi_fast_forward: false,
+        ..Config::default()
+    };
+    let mut cpu = Cpu::new(config, TestBus::default()).unwrap();
+    let bytes: Vec<u8> = prog.iter().flat_map(|w| w.to_le_bytes()).collect();
+    cpu.write_ram(BASE, &bytes).unwrap();
+    cpu.bus_mut().deadline = Some((1_000_000, IRQ_MTI));
+    // The deadline is known, but the hart does not jump to it.
+    assert_eq!(cpu.run(100), Exit::Wfi);
+    assert_eq!(cpu.now(), 3);
+    assert!(cpu.is_waiting());
+    // Part of the way: still waiting; then to the deadline: the wfi ends.
+    cpu.skip_idle(1000);
+    assert_eq!(cpu.run(100), Exit::Wfi);
+    assert_eq!(cpu.now(), 1003);
+    cpu.skip_idle(1_000_000 - 1003);
+    assert_eq!(cpu.run(100), Exit::Wfi);
+    assert_eq!(cpu.reg(20), 1_000_000);
+}
+
+#[test]
 fn a_trap_loop_still_ends() {
     // mtvec points at unmapped memory: every trap faults again.
     let mut cpu = cpu_with(&[asm::lui(5, 0x50000), asm::csrrw(0, 0x305, 5), asm::ECALL]);
