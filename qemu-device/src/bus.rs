@@ -45,6 +45,14 @@ pub(crate) struct CardBus {
     pub service: Vec<Service>,
     /// The test device asked to stop the core.
     pub test_halt: Option<Halt>,
+    /// Modeled clock: card time minus the core's time base (debug halts, and the card time
+    /// an earlier core reached before a reset built this one), so card time never goes back.
+    pub extra: u64,
+    /// Modeled clock: card time at the last poll (CU starts count from it).
+    t: u64,
+    /// Modeled clock: the last poll stopped the core at a CU's bound (its host computation
+    /// is still running); the core thread waits for it.
+    pub stalled: bool,
 }
 
 const PERIPH_END: u32 = c::HOSTIF_BASE + (128 << 10);
@@ -66,12 +74,45 @@ impl CardBus {
             spi_cs: false,
             service: Vec::new(),
             test_halt: None,
+            extra: 0,
+            t: 0,
+            stalled: false,
         }
     }
 
-    /// mtime: 10 MHz wall clock since the card started (plus what software added).
-    pub fn mtime(&self) -> u64 {
-        self.sh.wall_mtime().wrapping_add(self.mtime_off)
+    /// Card time (core cycles) at the core's time base `now`.
+    pub fn card_time(&self, now: u64) -> u64 {
+        now.saturating_add(self.extra)
+    }
+
+    /// mtime without what software added: card time at 10 MHz (modeled clock), or the wall
+    /// clock since the card started.
+    fn mtime_base(&self, now: u64) -> u64 {
+        if self.sh.modeled() {
+            self.sh.time.ticks(self.card_time(now))
+        } else {
+            self.sh.wall_mtime()
+        }
+    }
+
+    /// mtime at the core's time base `now` (plus what software added).
+    pub fn mtime(&self, now: u64) -> u64 {
+        self.mtime_base(now).wrapping_add(self.mtime_off)
+    }
+
+    /// Modeled clock: the card time at which mtime reaches mtimecmp (`u64::MAX`: never).
+    pub fn timer_at(&self) -> u64 {
+        if self.mtimecmp == u64::MAX {
+            return u64::MAX;
+        }
+        // mtime = ticks(t) + off (off is what software wrote to mtime, as a signed shift).
+        let target = i128::from(self.mtimecmp) - i128::from(self.mtime_off as i64);
+        if target <= 0 {
+            return 0;
+        }
+        self.sh
+            .time
+            .at_ticks(u64::try_from(target).unwrap_or(u64::MAX))
     }
 
     fn periph_load(&mut self, a: u32) -> Option<u32> {
@@ -253,7 +294,7 @@ impl CardBus {
                     } else {
                         mem.read(addr, &mut p).is_ok()
                     };
-                    cu::start(&sh, i, ok.then_some(p));
+                    cu::start(&sh, i, ok.then_some(p), self.t);
                 }
             }
         }
@@ -302,7 +343,7 @@ impl CardBus {
 }
 
 impl Bus for CardBus {
-    fn load(&mut self, a: u32, size: u8, _now: u64) -> Result<u32, Fault> {
+    fn load(&mut self, a: u32, size: u8, now: u64) -> Result<u32, Fault> {
         match a {
             _ if (c::UART_BASE..c::UART_BASE + UART_SIZE).contains(&a) => {
                 Ok(if a - c::UART_BASE == 5 { 0x60 } else { 0 })
@@ -312,7 +353,7 @@ impl Bus for CardBus {
                 if size != 4 {
                     return Err(Fault);
                 }
-                let mt = self.mtime();
+                let mt = self.mtime(now);
                 Ok(match a {
                     c::CLINT_BASE => u32::from(self.msip),
                     c::CLINT_MTIMECMP => self.mtimecmp as u32,
@@ -348,7 +389,7 @@ impl Bus for CardBus {
         }
     }
 
-    fn store(&mut self, a: u32, size: u8, v: u32, _now: u64) -> Result<(), Fault> {
+    fn store(&mut self, a: u32, size: u8, v: u32, now: u64) -> Result<(), Fault> {
         match a {
             _ if (c::UART_BASE..c::UART_BASE + UART_SIZE).contains(&a) => {
                 if a == c::UART_BASE {
@@ -387,8 +428,8 @@ impl Bus for CardBus {
                     c::CLINT_MTIMECMP => self.mtimecmp = set(self.mtimecmp, false),
                     0x0200_4004 => self.mtimecmp = set(self.mtimecmp, true),
                     c::CLINT_MTIME | 0x0200_BFFC => {
-                        let want = set(self.mtime(), a != c::CLINT_MTIME);
-                        self.mtime_off = want.wrapping_sub(self.sh.wall_mtime());
+                        let want = set(self.mtime(now), a != c::CLINT_MTIME);
+                        self.mtime_off = want.wrapping_sub(self.mtime_base(now));
                     }
                     _ => {}
                 }
@@ -418,25 +459,52 @@ impl Bus for CardBus {
         }
     }
 
-    fn poll(&mut self, _now: u64, mem: &mut Mem<'_>) -> Poll {
+    fn poll(&mut self, now: u64, mem: &mut Mem<'_>) -> Poll {
+        let modeled = self.sh.modeled();
+        let t = self.card_time(now);
+        self.t = t;
         if !self.service.is_empty() {
             self.serve(mem);
+        }
+        let mut next = u64::MAX;
+        self.stalled = false;
+        if modeled {
+            self.sh.card_t.store(t, Ordering::Release);
+            let h = self.sh.cu_horizon.load(Ordering::Acquire);
+            if t >= h {
+                let cus = cu::deliver(&self.sh, t);
+                self.stalled = cus.bound <= t;
+                next = cus.bound.min(cus.due);
+            } else {
+                next = h;
+            }
+            let timer = self.timer_at();
+            if timer > t {
+                next = next.min(timer);
+            }
         }
         let mut irq = 0;
         if self.sh.irq_pending.load(Ordering::Acquire) & self.irq_enable != 0 {
             irq |= IRQ_MEI;
         }
-        if self.mtime() >= self.mtimecmp {
+        if self.mtime(now) >= self.mtimecmp {
             irq |= IRQ_MTI;
         }
         if self.msip {
             irq |= IRQ_MSI;
         }
+        // A waiting debugger access or reset ends the slice: the core thread serves it. So
+        // does a CU's bound: the core thread waits for the host computation.
+        let yield_now = self.sh.debug.pending() || self.sh.reset_pending() || self.stalled;
         Poll {
             irq,
-            next_event: u64::MAX,
-            // A waiting debugger access or reset ends the slice: the core thread serves it.
-            halt: if self.sh.debug.pending() || self.sh.reset_pending() {
+            // In the core's time base; the hart runs no further than this between polls.
+            next_event: if next == u64::MAX {
+                u64::MAX
+            } else {
+                next.saturating_sub(self.extra).max(now.saturating_add(1))
+            },
+            halt: if yield_now {
                 self.test_halt.or(Some(Halt::Yield))
             } else {
                 self.test_halt

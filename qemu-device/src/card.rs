@@ -13,7 +13,7 @@ use preba_softcore::{Config, Cpu, Exit, Halt};
 
 use crate::boot::{self, Failure};
 use crate::bus::CardBus;
-use crate::config::CardConfig;
+use crate::config::{CardConfig, Clock};
 use crate::cu::{self, CuState};
 use crate::error::Error;
 use crate::flash::Flash;
@@ -109,6 +109,13 @@ pub(crate) struct Shared {
     /// Fault injection (test only), when the configuration asks for any.
     pub inject: Option<Arc<Injector>>,
     pub epoch: Instant,
+    /// The clocks' units (modeled clock).
+    pub(crate) time: crate::clock::TimeBase,
+    /// Modeled clock: a card time at or before which the core must look at the CUs again (a
+    /// bound or a modeled completion); lowered by whoever adds one, recomputed by the core.
+    pub cu_horizon: AtomicU64,
+    /// The card time (core cycles) at the core's last poll, for observers (modeled clock).
+    pub card_t: AtomicU64,
     pub stop: AtomicBool,
     reset_req: AtomicU64,
     reset_done: AtomicU64,
@@ -148,6 +155,11 @@ impl Shared {
     /// A function reset was asked for and the core thread has not run it yet.
     pub(crate) fn reset_pending(&self) -> bool {
         self.reset_req.load(Ordering::Acquire) > self.reset_done.load(Ordering::Acquire)
+    }
+
+    /// Whether the card runs on modeled time.
+    pub fn modeled(&self) -> bool {
+        self.cfg.clock == Clock::Modeled
     }
 
     /// 10 MHz ticks since the card started.
@@ -250,6 +262,10 @@ pub struct Card {
 fn build_cpu(sh: &Arc<Shared>, elf: &[u8]) -> Result<Cpu<CardBus>, Error> {
     let config = Config {
         max_poll_interval: 1 << 12,
+        // The core thread decides how much idle time passes (modeled clock: jump or pace).
+        wfi_fast_forward: false,
+        // The `time` CSR counts mtime's 10 MHz ticks of the core's cycles.
+        time_divisor: u64::from(sh.cfg.core_hz / c::MTIME_HZ).max(1),
         ..Config::default()
     };
     let mut cpu = Cpu::new(config, CardBus::new(sh.clone())).map_err(Error::Firmware)?;
@@ -318,6 +334,7 @@ impl Card {
             }),
             None => host,
         };
+        let time = crate::clock::TimeBase::new(config.core_hz, config.cu_hz);
         let sh = Arc::new(Shared {
             hostif: Mutex::new(HostIf::new(config.cap.encode())),
             mem: CardMemory {
@@ -345,6 +362,9 @@ impl Card {
             boot_info: AtomicU32::new(first.info()),
             inject,
             epoch: Instant::now(),
+            time,
+            cu_horizon: AtomicU64::new(u64::MAX),
+            card_t: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             reset_req: AtomicU64::new(0),
             reset_done: AtomicU64::new(0),
@@ -509,6 +529,17 @@ impl Card {
         *self.sh.state.lock().expect("state lock")
     }
 
+    /// The card's time: modeled time at the core's last poll ([`Clock::Modeled`]: the core's
+    /// cycles plus idle time, debug halts and earlier cores' time), or the wall clock since
+    /// the card started.
+    pub fn time(&self) -> Duration {
+        if self.sh.modeled() {
+            self.sh.time.duration(self.sh.card_t.load(Ordering::Acquire))
+        } else {
+            self.sh.epoch.elapsed()
+        }
+    }
+
     /// Bytes the firmware wrote to the UART so far.
     pub fn uart(&self) -> Vec<u8> {
         self.sh.uart.lock().expect("uart lock").clone()
@@ -636,8 +667,9 @@ fn spurious_irqs(sh: Arc<Shared>, fault: usize, period: Duration) {
 /// A boot attempt the boot ROM watches: a slot that has not reached CSTS.RDY yet.
 struct Watch {
     slot: u8,
-    /// When the core thread first saw CC.EN during this attempt.
-    en_since: Option<Instant>,
+    /// When the core thread first saw CC.EN during this attempt, card nanoseconds (the card's
+    /// clock: the boot ROM's watch is a timer on the card).
+    en_since: Option<u64>,
 }
 
 impl Watch {
@@ -646,6 +678,12 @@ impl Watch {
             slot,
             en_since: None,
         }
+    }
+
+    /// The card nanosecond at which the attempt fails, once CC.EN was seen.
+    fn deadline(&self, sh: &Shared) -> Option<u64> {
+        let d = u64::try_from(sh.cfg.boot_deadline.as_nanos()).unwrap_or(u64::MAX);
+        self.en_since.map(|t| t.saturating_add(d))
     }
 }
 
@@ -668,8 +706,18 @@ fn boot_core(sh: &Arc<Shared>, last: Option<Failure>) -> Option<(Cpu<CardBus>, O
     Some((cpu, choice.watch.then(|| Watch::new(choice.slot))))
 }
 
+/// The card's clock in nanoseconds: card time (modeled) or the wall clock since the card
+/// started.
+fn card_nanos(sh: &Shared, cpu: &Cpu<CardBus>) -> u64 {
+    if sh.modeled() {
+        sh.time.nanos(cpu.bus().card_time(cpu.now()))
+    } else {
+        u64::try_from(sh.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 /// Checks a watched boot attempt: confirms the slot at CSTS.RDY, or says why it failed.
-fn check_watch(sh: &Shared, w: &mut Watch) -> Result<bool, Failure> {
+fn check_watch(sh: &Shared, w: &mut Watch, now_ns: u64) -> Result<bool, Failure> {
     let (csts, cc) = {
         let h = sh.hostif.lock().expect("hostif lock");
         (h.csts, h.cc)
@@ -682,8 +730,8 @@ fn check_watch(sh: &Shared, w: &mut Watch) -> Result<bool, Failure> {
         return Err(Failure::Crash);
     }
     if cc & regs::CC_EN != 0 {
-        let t = *w.en_since.get_or_insert_with(Instant::now);
-        if t.elapsed() >= sh.cfg.boot_deadline {
+        w.en_since.get_or_insert(now_ns);
+        if w.deadline(sh).is_some_and(|d| now_ns >= d) {
             return Err(Failure::Timeout);
         }
     } else {
@@ -692,30 +740,109 @@ fn check_watch(sh: &Shared, w: &mut Watch) -> Result<bool, Failure> {
     Ok(false)
 }
 
+/// Replaces the core after a reset or reboot; modeled card time carries on from where the
+/// old core left it, so mtime, CU start times and completions never go back.
+fn replace_core(sh: &Arc<Shared>, old: &Cpu<CardBus>, new: &mut Cpu<CardBus>) {
+    let t = old.bus().card_time(old.now());
+    new.bus_mut().extra = t.saturating_sub(new.now());
+    sh.cu_horizon.store(0, Ordering::Release);
+}
+
+/// Modeled clock: debug mode shows to the firmware only as time passing (stoptime 0), so
+/// the wall time the hart spent halted is added to card time when it runs again.
+fn account_halt(sh: &Shared, cpu: &mut Cpu<CardBus>, since: &mut Option<Instant>) {
+    if !sh.modeled() {
+        return;
+    }
+    if cpu.is_halted() {
+        since.get_or_insert_with(Instant::now);
+    } else if let Some(s) = since.take() {
+        let c = sh.time.cycles(s.elapsed());
+        let bus = cpu.bus_mut();
+        bus.extra = bus.extra.saturating_add(c);
+        cpu.request_poll();
+    }
+}
+
+/// The hart waits in `wfi` with nothing pending (modeled clock): decides how much idle time
+/// passes. Nothing happens on the card between now and the next event (the timer, a CU's
+/// modeled completion, the boot watch), except what the host does or a CU's host computation
+/// finishing. So: while a CU computation still runs that could end before that event, wait
+/// for it (wall time; card time stands still); while CU work is in flight otherwise, jump to
+/// the event (a stuck CU's watchdog fires at once in wall time); with no CU work, let idle
+/// time pass at the wall clock's pace (an idle card sleeps instead of spinning through its
+/// heartbeats, and host deadlines keep their real-time meaning).
+fn idle_modeled(sh: &Shared, cpu: &mut Cpu<CardBus>, watch: Option<&Watch>, seen: u64) {
+    let t = cpu.bus().card_time(cpu.now());
+    let cus = cu::deliver(sh, t);
+    // Something arrived since `seen` (a host access, a result, a reset or debugger request):
+    // the core looks at it at the current time before any time passes.
+    if sh.wake.current() != seen || sh.reset_pending() || sh.debug.pending() {
+        cpu.request_poll();
+        return;
+    }
+    if cus.bound <= t {
+        sh.wake.wait(seen, None);
+        cpu.request_poll();
+        return;
+    }
+    let mut next = cus.due;
+    let timer = cpu.bus().timer_at();
+    if timer > t {
+        next = next.min(timer);
+    }
+    if let Some(d) = watch.and_then(|w| w.deadline(sh)) {
+        // Card nanoseconds to card time, rounded up so the watch sees its deadline passed.
+        let cycles = sh.time.cycles(std::time::Duration::from_nanos(d)) + 1;
+        next = next.min(cycles.max(t + 1));
+    }
+    if cus.bound <= next {
+        sh.wake.wait(seen, None);
+    } else if cus.busy {
+        if next == u64::MAX {
+            sh.wake.wait(seen, None);
+        } else {
+            cpu.skip_idle(next - t);
+        }
+    } else {
+        let start = Instant::now();
+        let deadline = (next != u64::MAX).then(|| start + sh.time.duration(next - t));
+        sh.wake.wait(seen, deadline);
+        let passed = sh.time.cycles(start.elapsed());
+        cpu.skip_idle(passed.min(next - t));
+    }
+    cpu.request_poll();
+}
+
 fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>) {
     let mut resets_seen = 0u64;
+    let mut halted_since = None;
     loop {
         if sh.stop.load(Ordering::Acquire) {
             sh.set_state(CoreState::Stopped);
             return;
         }
         sh.debug.service(&sh, &mut cpu);
+        account_halt(&sh, &mut cpu, &mut halted_since);
         let req = sh.reset_req.load(Ordering::Acquire);
         if req != resets_seen {
             resets_seen = req;
             sh.debug.note_reset();
             sh.reset_peripherals();
-            (cpu, watch) = match boot_core(&sh, None) {
+            let (mut c, w) = match boot_core(&sh, None) {
                 Some(c) => c,
                 None => return,
             };
+            replace_core(&sh, &cpu, &mut c);
+            (cpu, watch) = (c, w);
+            halted_since = None;
             sh.set_state(CoreState::Running);
             sh.reset_done.store(req, Ordering::Release);
             sh.wake.kick();
             continue;
         }
         if let Some(w) = watch.as_mut() {
-            match check_watch(&sh, w) {
+            match check_watch(&sh, w, card_nanos(&sh, &cpu)) {
                 Ok(true) => watch = None,
                 Ok(false) => {}
                 Err(f) => {
@@ -724,10 +851,13 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
                         preba_protocol::fwimage::slot_name(w.slot)
                     );
                     sh.reset_for_reboot();
-                    (cpu, watch) = match boot_core(&sh, Some(f)) {
+                    let (mut c, w) = match boot_core(&sh, Some(f)) {
                         Some(c) => c,
                         None => return,
                     };
+                    replace_core(&sh, &cpu, &mut c);
+                    (cpu, watch) = (c, w);
+                    halted_since = None;
                     sh.set_state(CoreState::Running);
                     continue;
                 }
@@ -748,29 +878,36 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
         // After `seen`: a debugger access posted from here on kicks past it, so the waits
         // below cannot sleep through it.
         sh.debug.service(&sh, &mut cpu);
+        account_halt(&sh, &mut cpu, &mut halted_since);
         match cpu.run(sh.cfg.slice) {
             Exit::Budget => {}
             Exit::Halt(_) => {
                 if let Some(h) = cpu.bus_mut().test_halt.take() {
                     sh.set_state(CoreState::Halted(h));
+                } else if cpu.bus().stalled && !sh.reset_pending() && !sh.debug.pending() {
+                    // At a CU's bound: its host computation kicks when it is done.
+                    sh.wake.wait(seen, None);
+                    cpu.request_poll();
                 }
             }
             Exit::Debug => {
+                account_halt(&sh, &mut cpu, &mut halted_since);
                 // Halted for the debugger: nothing to run until it resumes or resets the hart.
                 if !sh.debug.spin_for_request() {
                     sh.wake.wait(seen, None);
                 }
             }
+            Exit::Wfi if sh.modeled() => idle_modeled(&sh, &mut cpu, watch.as_ref(), seen),
             Exit::Wfi => {
                 let bus = cpu.bus();
                 let mut deadline = if bus.mtimecmp == u64::MAX {
                     None
                 } else {
-                    let ticks = bus.mtimecmp.saturating_sub(bus.mtime());
+                    let ticks = bus.mtimecmp.saturating_sub(bus.mtime(cpu.now()));
                     Some(Instant::now() + Duration::from_nanos(ticks.saturating_mul(100)))
                 };
-                if let Some(t) = watch.as_ref().and_then(|w| w.en_since) {
-                    let d = t + sh.cfg.boot_deadline;
+                if let Some(d) = watch.as_ref().and_then(|w| w.deadline(&sh)) {
+                    let d = sh.epoch + Duration::from_nanos(d);
                     deadline = Some(deadline.map_or(d, |x| x.min(d)));
                 }
                 sh.wake.wait(seen, deadline);

@@ -36,6 +36,33 @@ impl Cap {
     }
 }
 
+/// What the card's time (CLINT mtime, hence the firmware's timers, CU watchdog and log
+/// timestamps) runs on. See docs/card-spec.md "Time".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// Modeled time (the default): the soft core's cycles (one per instruction at
+    /// [`CardConfig::core_hz`]), CU jobs finishing at the cycle model's time, idle `wfi` time
+    /// jumping to the next event while a CU job is in flight and paced against the wall clock
+    /// otherwise. A slow or starved host machine changes how long things take in wall time,
+    /// never what the firmware sees.
+    #[default]
+    Modeled,
+    /// Wall-clock time at 10 MHz since the card started: a real-time feel, but a starved host
+    /// machine can make a correct CU job trip the firmware's watchdog.
+    Wall,
+}
+
+impl std::str::FromStr for Clock {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "modeled" => Ok(Clock::Modeled),
+            "wall" => Ok(Clock::Wall),
+            _ => Err(format!("not a clock (modeled or wall): {s}")),
+        }
+    }
+}
+
 /// The card's configuration: CU counts, clocks, memory, models.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CardConfig {
@@ -74,6 +101,11 @@ pub struct CardConfig {
     pub power: PowerModel,
     /// Faults to inject (test only; empty: none). See [`crate::inject`].
     pub inject: crate::inject::InjectSpec,
+    /// What the card's time runs on.
+    pub clock: Clock,
+    /// Test only: every CU job's host computation sleeps this long first, as on a starved
+    /// machine (modeled time must not notice; wall time does).
+    pub cu_delay: std::time::Duration,
 }
 
 impl Default for CardConfig {
@@ -96,6 +128,8 @@ impl Default for CardConfig {
             cycles: CycleModel::default(),
             power: PowerModel::default(),
             inject: crate::inject::InjectSpec::default(),
+            clock: Clock::default(),
+            cu_delay: std::time::Duration::ZERO,
         }
     }
 }

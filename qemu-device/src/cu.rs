@@ -33,6 +33,21 @@ pub(crate) struct CuState {
     pub generation: u64,
     /// Jobs completed (for the host-side statistics).
     pub jobs: u64,
+    /// Modeled clock: the card time (core cycles) the core may not pass while this CU's host
+    /// computation is still running (the job's start plus the cycle model's prediction); `u64::MAX`
+    /// when no running computation bounds the core (idle, result in, or stuck).
+    pub bound: u64,
+    /// Modeled clock: a finished job waiting for its modeled completion time.
+    pub pending: Option<Pending>,
+}
+
+/// A job whose host computation is done, delivered when the core's time reaches `due`.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    /// Card time (core cycles) of the modeled completion.
+    pub due: u64,
+    pub out: Outcome,
+    pub written_delta: i32,
 }
 
 impl CuState {
@@ -53,6 +68,8 @@ impl CuState {
             energy_nj: 0,
             generation: 0,
             jobs: 0,
+            bound: u64::MAX,
+            pending: None,
         }
     }
 
@@ -87,9 +104,14 @@ pub(crate) struct Job {
     pub profile: [u8; PROFILE_SIZE],
     /// Fault injection: bytes CU_WRITTEN reports beyond what the job wrote.
     pub written_delta: i32,
+    /// Modeled clock: card time (core cycles) the job started at, and the engine cycles its
+    /// completion cannot come before (the prediction the core's bound was set from).
+    pub start: u64,
+    pub predicted: u64,
 }
 
 /// What a job produced.
+#[derive(Clone, Debug)]
 pub(crate) struct Outcome {
     pub result: Result<Vec<u8>, Status>,
     pub result0: u32,
@@ -101,6 +123,44 @@ fn samples_per_px(input: &[u8]) -> f64 {
     match image::card_supports(input) {
         Ok(h) if h.components >= 3 => 1.0 + 2.0 / f64::from((h.h_samp * h.v_samp).max(1)),
         _ => 1.0,
+    }
+}
+
+/// The engine cycles of a job as the cycle model will count them, known at start from the
+/// headers alone (the core's time may run up to the job's start plus this before the host
+/// computation must be done). Exact for an image or normalize job that succeeds; for a Mel job
+/// a lower bound (the stream reader's share: the frame count needs the whole decode); a job
+/// that fails later than its header costs the prediction, never less.
+pub(crate) fn predict(
+    sh: &Shared,
+    kind: CuKind,
+    input: &[u8],
+    profile: &[u8; PROFILE_SIZE],
+) -> u64 {
+    let cfg = &sh.cfg.cycles;
+    let bytes = input.len() as u64;
+    let failed = cfg.failed(bytes);
+    match (kind, admin::parse_profile(profile)) {
+        (CuKind::Image, Ok(Profile::Image(p))) => match image::card_supports(input) {
+            Ok(h) => cfg.image(&ImageWork {
+                width: h.width,
+                height: h.height,
+                samples_per_px: samples_per_px(input),
+                // Grayscale is replicated to RGB: always three planes.
+                out_elems: 3 * u64::from(p.crop) * u64::from(p.crop),
+            }),
+            Err(_) => failed,
+        },
+        (CuKind::AudioMel, Ok(Profile::Audio(_))) => failed.min(cfg.audio(bytes, 0, 0, 0)),
+        (CuKind::AudioNorm, Ok(Profile::Audio(p))) => {
+            let row = 4 * u64::from(p.n_mels);
+            if row == 0 || !bytes.is_multiple_of(row) {
+                failed
+            } else {
+                cfg.normalize(u64::from(p.n_mels), bytes / row)
+            }
+        }
+        _ => failed,
     }
 }
 
@@ -189,7 +249,10 @@ pub(crate) fn run(job: &Job, sh: &Shared) -> Outcome {
 
 /// Starts CU `i` (the firmware wrote CU_CTRL start). `profile` is the 64-byte profile the core
 /// thread read at CU_PROFILE, or `None` when that address is not readable.
-pub(crate) fn start(sh: &Arc<Shared>, i: usize, profile: Option<[u8; PROFILE_SIZE]>) {
+///
+/// `now` is the card time in core cycles (modeled clock): the job's modeled completion counts
+/// from it.
+pub(crate) fn start(sh: &Arc<Shared>, i: usize, profile: Option<[u8; PROFILE_SIZE]>, now: u64) {
     let mut cu = sh.cus[i].lock().expect("cu lock");
     if cu.status == CuStatus::Busy {
         return;
@@ -208,8 +271,15 @@ pub(crate) fn start(sh: &Arc<Shared>, i: usize, profile: Option<[u8; PROFILE_SIZ
     cu.status = CuStatus::Busy;
     let fault = sh.inject.as_ref().map_or(CuFault::None, |x| x.cu_started());
     if fault == CuFault::Stuck {
-        // Never queued: busy, no interrupt, until a CU reset (the firmware's watchdog).
+        // Never queued: busy, no interrupt, until a CU reset (the firmware's watchdog). Its
+        // modeled completion is never, so it bounds nothing: the core's time runs on to the
+        // watchdog's deadline.
         return;
+    }
+    let predicted = predict(sh, cu.kind, &input, &profile);
+    if sh.modeled() {
+        cu.bound = now.saturating_add(sh.time.cu_to_core(predicted));
+        sh.cu_horizon.fetch_min(cu.bound, Ordering::AcqRel);
     }
     let job = Job {
         cu: i,
@@ -221,6 +291,8 @@ pub(crate) fn start(sh: &Arc<Shared>, i: usize, profile: Option<[u8; PROFILE_SIZ
             CuFault::Length(d) => d,
             _ => 0,
         },
+        start: now,
+        predicted,
     };
     drop(cu);
     let sent = sh
@@ -242,6 +314,8 @@ pub(crate) fn reset(sh: &Shared, i: usize) {
     cu.status = CuStatus::Idle;
     cu.error = 0;
     cu.written = 0;
+    cu.bound = u64::MAX;
+    cu.pending = None;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -280,45 +354,99 @@ pub(crate) fn worker(sh: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
         if sh.stop.load(Ordering::Relaxed) {
             continue;
         }
+        if !sh.cfg.cu_delay.is_zero() {
+            std::thread::sleep(sh.cfg.cu_delay);
+        }
         let out = run(&job, &sh);
         let mut cu = sh.cus[job.cu].lock().expect("cu lock");
         if cu.generation != job.generation || cu.status != CuStatus::Busy {
             continue; // reset while running: discard
         }
-        match out.result {
-            Ok(data) => {
-                let fits = data.len() <= cu.dst_len as usize;
-                let written = if fits {
-                    match sh.mem.range(cu.dst, data.len() as u64) {
-                        Some(r) => {
-                            sh.mem.data.lock().expect("card memory lock")[r].copy_from_slice(&data);
-                            Some(data.len() as u32)
-                        }
-                        None => None,
-                    }
-                } else {
-                    None
-                };
-                let (st, w) = match written {
-                    Some(w) => (
-                        Status::Success,
-                        (i64::from(w) + i64::from(job.written_delta)).clamp(0, i64::from(u32::MAX))
-                            as u32,
-                    ),
-                    None => (Status::OutputTooSmall, 0),
-                };
-                finish_locked(
-                    &sh,
-                    job.cu,
-                    &mut cu,
-                    st,
-                    out.result0,
-                    out.result1,
-                    w,
-                    out.cycles,
-                );
-            }
-            Err(st) => finish_locked(&sh, job.cu, &mut cu, st, 0, 0, 0, out.cycles),
+        if sh.modeled() {
+            // Modeled completion: the start plus the cycles, never before the bound the core
+            // ran under (a job that failed sooner than predicted still answers at the bound,
+            // so the core never saw a time past its completion without it).
+            let cycles = out.cycles.max(job.predicted);
+            let due = job.start.saturating_add(sh.time.cu_to_core(cycles));
+            cu.bound = u64::MAX;
+            cu.pending = Some(Pending {
+                due,
+                out,
+                written_delta: job.written_delta,
+            });
+            drop(cu);
+            sh.cu_horizon.fetch_min(due, Ordering::AcqRel);
+            sh.wake.kick();
+        } else {
+            settle(&sh, job.cu, &mut cu, out, job.written_delta);
         }
     }
+}
+
+/// Makes a finished job visible: output into card memory, registers, the interrupt.
+fn settle(sh: &Shared, i: usize, cu: &mut CuState, out: Outcome, written_delta: i32) {
+    match out.result {
+        Ok(data) => {
+            let fits = data.len() <= cu.dst_len as usize;
+            let written = if fits {
+                match sh.mem.range(cu.dst, data.len() as u64) {
+                    Some(r) => {
+                        sh.mem.data.lock().expect("card memory lock")[r].copy_from_slice(&data);
+                        Some(data.len() as u32)
+                    }
+                    None => None,
+                }
+            } else {
+                None
+            };
+            let (st, w) = match written {
+                Some(w) => (
+                    Status::Success,
+                    (i64::from(w) + i64::from(written_delta)).clamp(0, i64::from(u32::MAX)) as u32,
+                ),
+                None => (Status::OutputTooSmall, 0),
+            };
+            finish_locked(sh, i, cu, st, out.result0, out.result1, w, out.cycles);
+        }
+        Err(st) => finish_locked(sh, i, cu, st, 0, 0, 0, out.cycles),
+    }
+}
+
+/// What the CUs mean for the core's modeled time at card time `now`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Horizon {
+    /// The core may not pass this time: a host computation is still running.
+    pub bound: u64,
+    /// The earliest modeled completion still to deliver.
+    pub due: u64,
+    /// Some CU is busy (running, finished but not yet due, or stuck).
+    pub busy: bool,
+}
+
+/// Delivers every finished job whose modeled completion is at or before `now` (core thread,
+/// modeled clock) and says what is left.
+pub(crate) fn deliver(sh: &Shared, now: u64) -> Horizon {
+    // Lowered by workers as they post results; cleared first so a post racing this scan is
+    // either seen by it or lowers the horizon again after it.
+    sh.cu_horizon.store(u64::MAX, Ordering::Release);
+    let mut h = Horizon {
+        bound: u64::MAX,
+        due: u64::MAX,
+        busy: false,
+    };
+    for (i, m) in sh.cus.iter().enumerate() {
+        let mut cu = m.lock().expect("cu lock");
+        if cu.pending.as_ref().is_some_and(|p| p.due <= now) {
+            let p = cu.pending.take().expect("pending");
+            settle(sh, i, &mut cu, p.out, p.written_delta);
+        }
+        h.bound = h.bound.min(cu.bound);
+        if let Some(p) = &cu.pending {
+            h.due = h.due.min(p.due);
+        }
+        h.busy |= cu.status == CuStatus::Busy;
+    }
+    sh.cu_horizon
+        .fetch_min(h.bound.min(h.due), Ordering::AcqRel);
+    h
 }

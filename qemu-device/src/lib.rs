@@ -9,8 +9,12 @@
 //! - [`harness`] plays the host: admin queue, profiles, I/O queues, requests, completions, with a
 //!   deadline on every wait.
 //!
-//! The core thread blocks on a condvar while the firmware idles in `wfi`, until a BAR write, a
-//! CU completion or the next `mtimecmp` deadline (mtime is wall-clock time at 10 MHz).
+//! The card's time ([`Clock`]) is modeled by default: the core's cycles, CU jobs finishing at
+//! the cycle model's time (the core waits for a job's host computation rather than run past its
+//! modeled completion), idle time jumping ahead while CU work is in flight and paced against
+//! the wall clock otherwise; [`Clock::Wall`] makes mtime wall-clock time at 10 MHz. The core
+//! thread blocks on a condvar while the firmware idles in `wfi`, until a BAR write, a CU
+//! completion or the next deadline.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -27,6 +31,7 @@
 pub mod boot;
 pub mod bus;
 pub mod card;
+mod clock;
 pub mod config;
 pub mod cu;
 pub mod debug;
@@ -42,7 +47,7 @@ pub mod log;
 pub mod model;
 
 pub use card::{Card, CoreState, CuInfo};
-pub use config::{Cap, CardConfig};
+pub use config::{Cap, CardConfig, Clock};
 pub use error::Error;
 pub use host_mem::{DmaFault, HostMemory, PAGE_SIZE, TestMemory, pages};
 pub use inject::{InjectError, InjectSpec};
