@@ -114,9 +114,17 @@ pub fn card(cmd: &CardCommand) -> Result<i32, Error> {
                 .is_ok()
             {
                 println!(
-                    "log                {} bytes of defmt frames since reset (decoded: cargo xtask logs --card {spec})",
+                    "log                {} bytes of defmt frames since reset (all of it: cargo xtask logs --card {spec})",
                     u32::from_le_bytes(head)
                 );
+                match crate::logtail::last_lines(&*card.transport(), CARD_INFO_LOG_LINES) {
+                    Ok(lines) => {
+                        for l in lines {
+                            println!("  {l}");
+                        }
+                    }
+                    Err(e) => println!("  (log not decoded: {e})"),
+                }
             }
             Ok(0)
         }
@@ -974,3 +982,6 @@ impl Sink {
         }
     }
 }
+
+/// Log lines `preba card info` shows (the newest).
+const CARD_INFO_LOG_LINES: usize = 5;

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod error;
 pub mod fake;
 pub mod firmware;
+pub mod logtail;
 pub mod npy;
 pub mod progress;
 pub mod transport;

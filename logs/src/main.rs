@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! preba-logs --card SPEC [--elf ELF] [--search DIR]... [--follow]
+//! preba-logs --stdin --build-id HEX [--elf ELF] [--search DIR]...
 //! ```
+//!
+//! `--stdin` decodes ring bytes another process read (`preba card info` pipes the log it read
+//! through its own connection, so defmt-decoder stays out of `preba`; ARCHITECTURE.md).
 //!
 //! The card is not enabled or reset: the tool reads FWVER (BAR0) and the ring (BAR2) only, so
 //! it can watch a card another process drives. Lines: `[seconds since boot] LEVEL message`.
@@ -21,7 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: preba-logs --card SPEC [--elf ELF] [--search DIR]... [--follow]
+       preba-logs --stdin --build-id HEX [--elf ELF] [--search DIR]...
   --card SPEC   emulated, emulated:FLASH_FILE, vfio-user:SOCKET or vfio:BDF
+  --stdin       decode log-ring bytes from stdin (from the start of a frame), for a card
+                that runs build HEX (--build-id)
   --elf ELF     decode against this ELF (refused unless the card runs its build id)
   --search DIR  without --elf: look for the ELF the card runs under DIR (repeatable)
   --follow      keep printing new lines (Ctrl-C ends)";
@@ -31,8 +38,15 @@ const POLL: Duration = Duration::from_millis(50);
 /// The arena a log reader maps (it does no DMA).
 const ARENA: usize = 1 << 20;
 
+/// Where the log bytes come from.
+enum Source {
+    Card(CardSpec),
+    /// Bytes on stdin, from a card running this build id.
+    Stdin(u64),
+}
+
 struct Args {
-    spec: CardSpec,
+    source: Source,
     elf: Option<PathBuf>,
     search: Vec<PathBuf>,
     follow: bool,
@@ -40,6 +54,7 @@ struct Args {
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let (mut spec, mut elf, mut search, mut follow) = (None, None, Vec::new(), false);
+    let (mut stdin, mut build_id) = (false, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -48,15 +63,35 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--elf" => elf = Some(PathBuf::from(val()?)),
             "--search" => search.push(PathBuf::from(val()?)),
             "--follow" => follow = true,
+            "--stdin" => stdin = true,
+            "--build-id" => {
+                let v = val()?;
+                build_id = Some(
+                    u64::from_str_radix(v.trim_start_matches("0x"), 16)
+                        .map_err(|_| format!("--build-id {v}: not a hex build id"))?,
+                );
+            }
             o => return Err(format!("unknown argument {o}")),
         }
+    }
+    if stdin {
+        if spec.is_some() || follow {
+            return Err("--stdin takes neither --card nor --follow".into());
+        }
+        let id = build_id.ok_or("--stdin needs --build-id HEX")?;
+        return Ok(Args {
+            source: Source::Stdin(id),
+            elf,
+            search,
+            follow,
+        });
     }
     let spec = spec.ok_or("--card SPEC is required")?;
     if spec == CardSpec::Cpu {
         return Err("cpu is not a card".into());
     }
     Ok(Args {
-        spec,
+        source: Source::Card(spec),
         elf,
         search,
         follow,
@@ -214,8 +249,36 @@ fn render<'t>(
     out
 }
 
+/// `--stdin`: the bytes another reader took from the ring, decoded once.
+fn run_stdin(id: u64, a: &Args) -> Result<(), String> {
+    use std::io::Read;
+    let elf = pick_elf(id, a.elf.as_deref(), &a.search)?;
+    let table = Table::parse(&elf)
+        .map_err(|e| format!("defmt table: {e}"))?
+        .ok_or("the ELF carries no defmt data")?;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("stdin: {e}"))?;
+    let mut decoder = table.new_stream_decoder();
+    let chunk = LogChunk {
+        bytes,
+        lost: 0,
+        restarted: false,
+    };
+    let mut o = std::io::stdout().lock();
+    for l in render(&table, &mut decoder, &chunk) {
+        writeln!(o, "{l}").map_err(|e| format!("stdout: {e}"))?;
+    }
+    o.flush().map_err(|e| format!("stdout: {e}"))
+}
+
 fn run(a: Args) -> Result<(), String> {
-    let (t, _em) = open(&a.spec)?;
+    let spec = match &a.source {
+        Source::Stdin(id) => return run_stdin(*id, &a),
+        Source::Card(spec) => spec,
+    };
+    let (t, _em) = open(spec)?;
     let id = card_build_id(&*t, Duration::from_secs(10))?;
     let elf = pick_elf(id, a.elf.as_deref(), &a.search)?;
     let table = Table::parse(&elf)

@@ -311,7 +311,7 @@ fn closed_port() -> Result<u16> {
     Ok(port)
 }
 
-fn card_binaries(release: bool) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn card_binaries(release: bool) -> Result<(PathBuf, PathBuf)> {
     let mut c = cargo();
     c.args(["build", "--quiet", "--bin", "preba", "--bin", "preba-card"]);
     if release {

@@ -69,5 +69,65 @@ pub fn test(fw: &std::path::Path) -> Result<()> {
         .args(["--", "--check"]);
     run(&mut fmt)?;
     run(logs_cargo("clippy").args(["--all-targets", "--", "-D", "warnings"]))?;
-    run(logs_cargo("test").env("PREBA_FIRMWARE", fw))
+    run(logs_cargo("test").env("PREBA_FIRMWARE", fw))?;
+    card_info_shows_log_lines(fw)
+}
+
+/// Builds `preba-logs` (target/logs) and returns its path.
+pub fn build_decoder() -> Result<std::path::PathBuf> {
+    run(&mut logs_cargo("build"))?;
+    Ok(util::target_dir()
+        .join("logs")
+        .join("debug")
+        .join("preba-logs"))
+}
+
+/// `preba card info` ends with the newest log lines, decoded by `preba-logs --stdin`: the boot
+/// banner with the running build id shows; without preba-logs it says how to get them.
+fn card_info_shows_log_lines(fw: &std::path::Path) -> Result<()> {
+    let decoder = build_decoder()?;
+    let (preba, card) = crate::flash::card_binaries(false)?;
+    let info = |logs_bin: &std::path::Path| -> Result<String> {
+        let o = Command::new(&preba)
+            .args(["card", "info", "emulated"])
+            .env("PREBA_FIRMWARE", fw)
+            .env("PREBA_CARD_BIN", &card)
+            .env("PREBA_LOGS_BIN", logs_bin)
+            .output()
+            .map_err(|e| format!("{}: {e}", preba.display()))?;
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if !o.status.success() {
+            return Err(format!(
+                "preba card info failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        Ok(text)
+    };
+    let text = info(&decoder)?;
+    let build = text
+        .lines()
+        .find_map(|l| l.strip_prefix("running")?.split("build ").nth(1))
+        .map(str::trim)
+        .ok_or_else(|| format!("no `running ... build` line in preba card info:\n{text}"))?
+        .to_string();
+    let banner = format!("build {build} up");
+    if !text
+        .lines()
+        .any(|l| l.contains("INFO") && l.contains(&banner))
+    {
+        return Err(format!(
+            "preba card info shows no decoded boot banner `{banner}`:\n{text}"
+        ));
+    }
+    let missing = util::target_dir().join("logs").join("no-such-preba-logs");
+    let text = info(&missing)?;
+    if !text.contains("(log not decoded: preba-logs not found") {
+        return Err(format!(
+            "without preba-logs, preba card info does not say so:\n{text}"
+        ));
+    }
+    eprintln!("xtask: preba card info shows the decoded log tail ({banner})");
+    Ok(())
 }

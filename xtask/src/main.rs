@@ -30,6 +30,7 @@ commands:
                        (`run serve ...` also sets up the model fixtures and onnxruntime)
   test                 everything CI runs: fmt, clippy, firmware, host tests, QEMU guest test
   test jtag            only the JTAG step: probe-rs (flash/) against preba-card's debug port
+  test logs            only the logs step: logs/ tests and preba card info's decoded log tail
   build-fw [--salt S]  build the firmware ELF (release) and print its path
                        (--salt: same code, another build id, for flashing tests)
   flash --card SPEC [--rollback] [ELF]
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["run", rest @ ..] => setup::run_preba(rest),
         ["test", "jtag"] => flash::test(),
+        ["test", "logs"] => setup::build_fw().and_then(|fw| logs::test(&fw)),
         ["test", rest @ ..] => setup::test(rest),
         ["build-fw"] => setup::build_fw().map(|p| println!("{}", p.display())),
         ["build-fw", "--salt", salt] => {

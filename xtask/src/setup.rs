@@ -142,9 +142,13 @@ pub fn run_preba(args: &[&str]) -> Result<()> {
         "--bin",
         "preba-card",
     ]))?;
-    let status = Command::new(util::target_dir().join("release").join("preba"))
-        .args(args)
-        .env("PREBA_FIRMWARE", &fw)
+    let mut cmd = Command::new(util::target_dir().join("release").join("preba"));
+    cmd.args(args).env("PREBA_FIRMWARE", &fw);
+    if args.first() == Some(&"card") {
+        // `card info` decodes the log tail with preba-logs (its own workspace).
+        cmd.env("PREBA_LOGS_BIN", crate::logs::build_decoder()?);
+    }
+    let status = cmd
         .status()
         .map_err(|e| format!("cannot start preba: {e}"))?;
     match status.code() {
