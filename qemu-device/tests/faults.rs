@@ -10,7 +10,7 @@ mod common;
 
 use common::{firmware, root, serial};
 use preba_card::harness::firmware_elf;
-use preba_card::{Card as CardModel, CardConfig, DmaFault, HostMemory, IrqSink};
+use preba_card::{Card as CardModel, CardConfig, Clock, DmaFault, HostMemory, IrqSink};
 use preba_host::backend::{Backend, CardBackend, CpuBackend, Job, OpenCard, Output, Via};
 use preba_host::dma::DmaMem;
 use preba_host::driver::{ARENA_IOVA, Card, CardError, DriverConfig, Pool};
@@ -129,21 +129,9 @@ fn driver_cfg() -> DriverConfig {
     }
 }
 
-/// A card model with `spec` injected, in process.
+/// A card model with `spec` injected, in process, on the default (modeled) clock.
 fn in_proc(spec: &str) -> Arc<InProc> {
-    let arena = Arc::new(Arena(DmaMem::new(ARENA_BYTES, ARENA_IOVA).expect("arena")));
-    let irqs = Arc::new(Irqs::default());
-    let cfg = CardConfig {
-        inject: spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}")),
-        ..common::config()
-    };
-    let card = CardModel::new(cfg, firmware(), arena.clone(), irqs.clone()).expect("card");
-    Arc::new(InProc {
-        card,
-        arena,
-        irqs,
-        taken: Mutex::new([0; MSIX_VECTORS as usize]),
-    })
+    in_proc_clock(spec, Clock::default())
 }
 
 fn open(t: &Arc<InProc>) -> Card {
@@ -280,32 +268,81 @@ fn dma_fault_falls_back_to_cpu() {
     );
 }
 
-#[test]
-fn stuck_cu_watchdog_then_cpu_fallback() {
-    let _s = serial();
-    let t = in_proc("stuck-cu@1");
+/// A card model with `spec` injected, on `clock`.
+fn in_proc_clock(spec: &str, clock: Clock) -> Arc<InProc> {
+    let arena = Arc::new(Arena(DmaMem::new(ARENA_BYTES, ARENA_IOVA).expect("arena")));
+    let irqs = Arc::new(Irqs::default());
+    let cfg = CardConfig {
+        inject: spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}")),
+        clock,
+        ..common::config()
+    };
+    let card = CardModel::new(cfg, firmware(), arena.clone(), irqs.clone()).expect("card");
+    Arc::new(InProc {
+        card,
+        arena,
+        irqs,
+        taken: Mutex::new([0; MSIX_VECTORS as usize]),
+    })
+}
+
+/// A stuck CU on `clock`: the firmware's watchdog (5 s + 1 us per input byte of card time)
+/// resets it and answers INTERNAL, the host falls back to the CPU, the card keeps serving.
+/// Returns the wall time of the stuck request and the card time it took.
+fn stuck_cu(clock: Clock) -> (Duration, Duration) {
+    let t = in_proc_clock("stuck-cu@1", clock);
     let be = backend(&t, Duration::from_secs(20));
     let input = image();
-    let t0 = Instant::now();
+    let (c0, t0) = (t.card.time(), Instant::now());
     let (out, via) = be.process(&input, &job()).expect("stuck CU request");
-    let took = t0.elapsed();
+    let (took, card_took) = (t0.elapsed(), t.card.time() - c0);
     assert_eq!(via, Via::CpuFallback);
     assert_eq!(image_bytes(&out), &cpu_bytes(&input)[..]);
-    // The firmware's watchdog (5 s + 1 us per input byte) reset the CU and answered INTERNAL.
+    let watchdog = Duration::from_secs(5) + Duration::from_micros(input.len() as u64);
     assert!(
-        took >= Duration::from_secs(5),
-        "answered in {took:?}, before the watchdog"
+        card_took >= watchdog,
+        "answered after {card_took:?} of card time, before the watchdog"
     );
     let tel = be.card().telemetry().expect("telemetry");
     let resets: u32 = tel.cus.iter().map(|c| c.resets).sum();
     assert_eq!(resets, 1, "one watchdog reset");
-    eprintln!(
-        "reaction: stuck-cu -> firmware CU watchdog -> INTERNAL -> CPU fallback in {:.2} s",
-        took.as_secs_f64()
-    );
     // The card keeps serving.
     let (_, via) = be.process(&input, &job()).expect("after the watchdog");
     assert_eq!(via, Via::Card);
+    (took, card_took)
+}
+
+#[test]
+fn stuck_cu_watchdog_then_cpu_fallback() {
+    let _s = serial();
+    let (took, card_took) = stuck_cu(Clock::Modeled);
+    // Modeled time: nothing can happen on the card before the watchdog's deadline but the
+    // stuck job itself, so card time jumps there: seconds of card time in milliseconds.
+    assert!(
+        took < Duration::from_secs(2),
+        "a stuck CU took {took:?} of wall time to detect"
+    );
+    eprintln!(
+        "reaction: stuck-cu -> firmware CU watchdog -> INTERNAL -> CPU fallback in {:.1} ms \
+         (modeled clock; {:.3} s of card time)",
+        ms(took),
+        card_took.as_secs_f64()
+    );
+}
+
+#[test]
+fn stuck_cu_watchdog_on_the_wall_clock() {
+    let _s = serial();
+    let (took, _) = stuck_cu(Clock::Wall);
+    assert!(
+        took >= Duration::from_secs(5),
+        "answered in {took:?}, before the watchdog"
+    );
+    eprintln!(
+        "reaction: stuck-cu -> firmware CU watchdog -> INTERNAL -> CPU fallback in {:.2} s \
+         (wall clock)",
+        took.as_secs_f64()
+    );
 }
 
 #[test]
