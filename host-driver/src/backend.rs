@@ -4,6 +4,7 @@
 
 use crate::dma::DmaMem;
 use crate::driver::{Card, CardError, DriverConfig, OutGuard, OutRegion, Pool};
+use crate::error::{CardFailure, RequestError};
 use crate::vfio_user::{Emulated, VfioUser, connect_retry};
 use preba_preprocess::Error as PpError;
 use preba_preprocess::audio::{self, AudioOutput};
@@ -56,8 +57,8 @@ pub trait Backend: Sync {
     /// Names the backend in messages (e.g. `cpu`, `vfio-user:/run/card.sock`).
     fn name(&self) -> String;
     /// Preprocesses one input; the error is the request's own failure (a
-    /// failed card fails every request with a message naming the card).
-    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String>;
+    /// failed card fails every request with [`RequestError::CardFailed`], naming the card).
+    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), RequestError>;
     /// Preprocesses an image into `out` (exactly `profile.output_len()`
     /// bytes, reused by the caller); returns the source width and height.
     /// The CPU path makes the tensor there; a card's answer is copied in.
@@ -66,22 +67,21 @@ pub trait Backend: Sync {
         input: &[u8],
         profile: &ImageProfile,
         out: &mut [u8],
-    ) -> Result<((u32, u32), Via), String> {
+    ) -> Result<((u32, u32), Via), RequestError> {
         match self.process(input, &Job::Image(*profile))? {
             (Output::Image(img), via) if img.data.len() == out.len() => {
                 out.copy_from_slice(&img.data);
                 Ok(((img.width, img.height), via))
             }
-            (Output::Image(img), _) => Err(format!(
-                "internal: {} bytes of tensor for a {}-byte buffer",
-                img.data.len(),
-                out.len()
-            )),
-            (Output::Audio(_), _) => Err("internal: audio output for an image job".into()),
+            (Output::Image(img), _) => Err(RequestError::OutputSize {
+                got: img.data.len(),
+                want: out.len(),
+            }),
+            (Output::Audio(_), _) => Err(RequestError::AudioForImage),
         }
     }
     /// Why the backend failed as a whole, once it has.
-    fn fatal(&self) -> Option<String> {
+    fn fatal(&self) -> Option<Arc<CardFailure>> {
         None
     }
     /// Requests worth having in flight at once (a card wants its slots
@@ -96,11 +96,11 @@ pub trait Backend: Sync {
         None
     }
     /// Reserves `bytes` of [`Backend::arena`].
-    fn reserve(&self, bytes: usize) -> Result<usize, String> {
-        Err(format!(
-            "{}: no arena to reserve {bytes} bytes in",
-            self.name()
-        ))
+    fn reserve(&self, bytes: usize) -> Result<usize, RequestError> {
+        Err(RequestError::NoArena {
+            backend: self.name(),
+            bytes,
+        })
     }
     /// Preprocesses an image into `arena` at `off..off+len` (exactly
     /// `profile.output_len()` bytes). A card writes its own arena in place;
@@ -113,7 +113,7 @@ pub trait Backend: Sync {
         arena: &DmaMem,
         region: (usize, usize),
         guard: OutGuard,
-    ) -> Result<Via, String> {
+    ) -> Result<Via, RequestError> {
         let _ = guard;
         let (out, via) = self.process(input, &Job::Image(*job))?;
         write_image(arena, region, out)?;
@@ -122,17 +122,23 @@ pub trait Backend: Sync {
 }
 
 /// Copies an image output into an arena region of exactly its size.
-fn write_image(arena: &DmaMem, (off, len): (usize, usize), out: Output) -> Result<(), String> {
+fn write_image(
+    arena: &DmaMem,
+    (off, len): (usize, usize),
+    out: Output,
+) -> Result<(), RequestError> {
     let Output::Image(img) = out else {
-        return Err("internal: audio output for an image job".into());
+        return Err(RequestError::AudioForImage);
     };
     if img.data.len() != len {
-        return Err(format!(
-            "internal: {} bytes of tensor for a {len}-byte slot",
-            img.data.len()
-        ));
+        return Err(RequestError::OutputSize {
+            got: img.data.len(),
+            want: len,
+        });
     }
-    arena.write(off, &img.data).map_err(|e| e.to_string())
+    arena
+        .write(off, &img.data)
+        .map_err(|e| RequestError::Arena(Arc::new(e)))
 }
 
 /// The golden model on host threads.
@@ -149,18 +155,16 @@ impl Backend for CpuBackend {
     fn name(&self) -> String {
         "cpu".into()
     }
-    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String> {
-        cpu(input, job, Via::Cpu).map_err(|e| e.to_string())
+    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), RequestError> {
+        Ok(cpu(input, job, Via::Cpu)?)
     }
     fn process_image_into(
         &self,
         input: &[u8],
         profile: &ImageProfile,
         out: &mut [u8],
-    ) -> Result<((u32, u32), Via), String> {
-        image::preprocess_image_into(input, profile, out)
-            .map(|wh| (wh, Via::Cpu))
-            .map_err(|e| e.to_string())
+    ) -> Result<((u32, u32), Via), RequestError> {
+        Ok(image::preprocess_image_into(input, profile, out).map(|wh| (wh, Via::Cpu))?)
     }
 }
 
@@ -203,6 +207,29 @@ impl CardBackend {
 
     pub fn card(&self) -> &Card {
         &self.open.card
+    }
+
+    /// A driver error as this request's failure, naming this backend's card.
+    fn request_error(&self, e: CardError) -> RequestError {
+        let card = self.name.clone();
+        match e {
+            CardError::Timeout { after, .. } => RequestError::Timeout { card, after },
+            CardError::Fatal { cause, .. } => RequestError::CardFailed { card, cause },
+            CardError::Refused(refusal) => RequestError::Refused { card, refusal },
+            CardError::Status { status, .. } => RequestError::Status { card, status },
+        }
+    }
+
+    /// The card failed the input with `status`, which is the input's fault: the CPU model
+    /// explains a bad input better than a status code, so it is asked why.
+    fn rejected(&self, input: &[u8], job: &Job, status: Status) -> RequestError {
+        match cpu(input, job, Via::CpuFallback) {
+            Err(cpu) => RequestError::Rejected { status, cpu },
+            Ok(_) => RequestError::Status {
+                card: self.name.clone(),
+                status,
+            },
+        }
     }
 
     fn pool(&self, job: &Job) -> Result<Pool, CardError> {
@@ -298,42 +325,29 @@ impl Backend for CardBackend {
     fn name(&self) -> String {
         self.name.clone()
     }
-    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), String> {
+    fn process(&self, input: &[u8], job: &Job) -> Result<(Output, Via), RequestError> {
         if input.is_empty() || !CardBackend::fits(input, job) {
-            return cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string());
+            return Ok(cpu(input, job, Via::CpuFallback)?);
         }
-        let pool = self.pool(job).map_err(|e| e.to_string())?;
+        let pool = self.pool(job).map_err(|e| self.request_error(e))?;
         match self.open.card.process(&pool, input, self.timeout) {
             // An answer of the wrong shape is the card's fault, not the
             // input's: the CPU path answers instead.
             Ok((cqe, data)) => match self.output(input, job, &cqe, data) {
                 Ok(o) => Ok((o, Via::Card)),
-                Err(_) => cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string()),
+                Err(_) => Ok(cpu(input, job, Via::CpuFallback)?),
             },
             // What the card does not take, and what failed on the card for
             // reasons of its own, goes through the CPU path.
             Err(CardError::Status { status, .. }) if card_side_failure(status) => {
-                cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string())
+                Ok(cpu(input, job, Via::CpuFallback)?)
             }
-            Err(CardError::Status { status, .. }) => {
-                // The CPU model explains a bad input better than a status code.
-                match cpu(input, job, Via::CpuFallback) {
-                    Err(e) => Err(format!("{e} (card: {})", status.name())),
-                    Ok(_) => Err(format!(
-                        "card {} failed this input with {}",
-                        self.name,
-                        status.name()
-                    )),
-                }
-            }
-            Err(e @ CardError::Refused(_)) => {
-                let _ = e;
-                cpu(input, job, Via::CpuFallback).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
+            Err(CardError::Status { status, .. }) => Err(self.rejected(input, job, status)),
+            Err(CardError::Refused(_)) => Ok(cpu(input, job, Via::CpuFallback)?),
+            Err(e) => Err(self.request_error(e)),
         }
     }
-    fn fatal(&self) -> Option<String> {
+    fn fatal(&self) -> Option<Arc<CardFailure>> {
         self.open.card.fatal()
     }
     fn parallelism(&self) -> usize {
@@ -342,8 +356,11 @@ impl Backend for CardBackend {
     fn arena(&self) -> Option<&DmaMem> {
         Some(self.open.card.arena())
     }
-    fn reserve(&self, bytes: usize) -> Result<usize, String> {
-        self.open.card.reserve(bytes).map_err(|e| e.to_string())
+    fn reserve(&self, bytes: usize) -> Result<usize, RequestError> {
+        self.open
+            .card
+            .reserve(bytes)
+            .map_err(|e| self.request_error(e))
     }
     fn process_into(
         &self,
@@ -352,7 +369,7 @@ impl Backend for CardBackend {
         arena: &DmaMem,
         (off, len): (usize, usize),
         guard: OutGuard,
-    ) -> Result<Via, String> {
+    ) -> Result<Via, RequestError> {
         let own = std::ptr::eq(arena, self.open.card.arena());
         let whole = Job::Image(*job);
         // A server keeps serving through the CPU path once its card died
@@ -362,11 +379,10 @@ impl Backend for CardBackend {
             let (out, via) = self.process(input, &whole)?;
             return write_image(arena, (off, len), out).map(|()| via);
         }
-        let pool = self.pool(&whole).map_err(|e| e.to_string())?;
+        let pool = self.pool(&whole).map_err(|e| self.request_error(e))?;
         let fallback = || {
-            cpu(input, &whole, Via::CpuFallback)
-                .map_err(|e| e.to_string())
-                .and_then(|(o, via)| write_image(arena, (off, len), o).map(|()| via))
+            let (o, via) = cpu(input, &whole, Via::CpuFallback)?;
+            write_image(arena, (off, len), o).map(|()| via)
         };
         let region = OutRegion { off, len, guard };
         match self
@@ -380,18 +396,11 @@ impl Backend for CardBackend {
             Ok(_) => fallback(),
             Err(CardError::Status { status, .. }) if card_side_failure(status) => fallback(),
             Err(CardError::Refused(_)) | Err(CardError::Fatal { .. }) => fallback(),
-            Err(CardError::Status { status, .. }) => match cpu(input, &whole, Via::CpuFallback) {
-                Err(e) => Err(format!("{e} (card: {})", status.name())),
-                Ok(_) => Err(format!(
-                    "card {} failed this input with {}",
-                    self.name,
-                    status.name()
-                )),
-            },
+            Err(CardError::Status { status, .. }) => Err(self.rejected(input, &whole, status)),
             // A timed-out request may still be written by the card: the
             // region stays held by its guard, so the caller must not reuse
             // it; the CPU answer goes nowhere.
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(self.request_error(e)),
         }
     }
 }
@@ -505,21 +514,31 @@ pub fn open_card(spec: &CardSpec, mut cfg: DriverConfig) -> Result<OpenCard, cra
         card: name.clone(),
         reason,
     };
+    let transport = |source, log| crate::Error::Transport {
+        card: name.clone(),
+        source,
+        log,
+    };
+    let driver = |source, log| crate::Error::Driver {
+        card: name.clone(),
+        source,
+        log,
+    };
     match spec {
         CardSpec::Cpu => Err(fail("the cpu backend is not a card".into())),
         CardSpec::Vfio(bdf) => {
             let t = crate::vfio::Vfio::open(bdf, name.clone(), cfg.arena_bytes)
-                .map_err(|e| fail(e.0))?;
-            let card = Card::open(Arc::new(t), cfg).map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| transport(e, String::new()))?;
+            let card = Card::open(Arc::new(t), cfg).map_err(|e| driver(e, String::new()))?;
             Ok(OpenCard {
                 card,
                 emulated: None,
             })
         }
         CardSpec::VfioUser(path) => {
-            let t =
-                VfioUser::connect(path, name.clone(), cfg.arena_bytes).map_err(|e| fail(e.0))?;
-            let card = Card::open(Arc::new(t), cfg).map_err(|e| fail(e.to_string()))?;
+            let t = VfioUser::connect(path, name.clone(), cfg.arena_bytes)
+                .map_err(|e| transport(e, String::new()))?;
+            let card = Card::open(Arc::new(t), cfg).map_err(|e| driver(e, String::new()))?;
             Ok(OpenCard {
                 card,
                 emulated: None,
@@ -537,9 +556,8 @@ pub fn open_card(spec: &CardSpec, mut cfg: DriverConfig) -> Result<OpenCard, cra
                 cfg.arena_bytes,
                 Duration::from_secs(10),
             )
-            .map_err(|e| fail(format!("{}{}", e.0, em.log_tail())))?;
-            let card =
-                Card::open(Arc::new(t), cfg).map_err(|e| fail(format!("{e}{}", em.log_tail())))?;
+            .map_err(|e| transport(e, em.log_tail()))?;
+            let card = Card::open(Arc::new(t), cfg).map_err(|e| driver(e, em.log_tail()))?;
             Ok(OpenCard {
                 card,
                 emulated: Some(em),

@@ -96,9 +96,10 @@ pub fn card(cmd: &CardCommand) -> Result<i32, Error> {
             let spec = card_spec(s)?;
             let open = backend::open_card(&spec, crate::driver::DriverConfig::default())?;
             let card = &open.card;
-            let tel = card.telemetry().map_err(|e| Error::Card {
+            let tel = card.telemetry().map_err(|source| Error::Driver {
                 card: spec.to_string(),
-                reason: e.to_string(),
+                source,
+                log: String::new(),
             })?;
             print!(
                 "{}",
@@ -439,13 +440,12 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
     if let Some(m) = manifest {
         m.finish()?;
     }
-    if let Some(reason) = fatal {
-        return Err(Error::Card {
+    if let Some(cause) = fatal {
+        return Err(Error::Failed {
             card: backend.name(),
-            reason: format!(
-                "failed: {reason} ({failed} of {} inputs failed)",
-                args.inputs.len()
-            ),
+            cause,
+            failed,
+            inputs: args.inputs.len(),
         });
     }
     Ok(if failed == 0 { 0 } else { 1 })
@@ -815,10 +815,12 @@ fn one(
         Job::Image(p) => {
             // Every byte is overwritten: no zero-fill needed after the first use.
             buf.resize(p.output_len(), 0);
-            let ((width, height), via) = backend.process_image_into(bytes, p, buf)?;
+            let ((width, height), via) = backend
+                .process_image_into(bytes, p, buf)
+                .map_err(|e| e.to_string())?;
             Ok((Made::Image { width, height }, via))
         }
-        Job::Audio(_) => match backend.process(bytes, job)? {
+        Job::Audio(_) => match backend.process(bytes, job).map_err(|e| e.to_string())? {
             (Output::Audio(o), via) => Ok((Made::Audio(o), via)),
             (Output::Image(_), _) => Err("internal error: image output for audio".into()),
         },

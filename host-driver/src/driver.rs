@@ -11,13 +11,14 @@
 //!   slot to the reaper, so a late DMA never lands in a reused buffer;
 //! - completions are untrusted: a malformed entry, a wrong SQ id, an
 //!   impossible SQ head, an unknown or duplicate command id, or an entry
-//!   behind an empty CQ slot (a lost or garbled phase) is a queue error: the
-//!   card is marked dead and every in-flight request fails with an error
-//!   naming it;
+//!   behind an empty CQ slot (a lost or garbled phase) is a queue error
+//!   ([`QueueError`]): the card is marked dead and every in-flight request
+//!   fails with [`CardError::Fatal`] naming the card, the cause typed;
 //! - shared memory is read once per entry (copy, then parse the copy).
 #![forbid(unsafe_code)]
 
-use crate::transport::{Regs, Transport, TransportError};
+use crate::error::{CardFailure, QueueError, Refusal};
+use crate::transport::{Regs, Transport};
 use preba_protocol::admin::{
     AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify, TELEMETRY_SIZE, Telemetry, encode_profile,
 };
@@ -72,34 +73,7 @@ impl Default for DriverConfig {
     }
 }
 
-/// Why a request or the card failed.
-#[derive(Debug, Clone)]
-pub enum CardError {
-    /// The card completed the request with an error status of its own.
-    Status { status: Status, cqe: Cqe },
-    /// The request ran past its deadline on the host.
-    Timeout { card: String, after: Duration },
-    /// The card failed as a whole: queue error, transport lost, fault. Every
-    /// request in flight gets this.
-    Fatal { card: String, reason: String },
-    /// The request cannot go to the card (input larger than a slot...).
-    Refused(String),
-}
-
-impl std::fmt::Display for CardError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CardError::Status { status, .. } => write!(f, "card status {}", status.name()),
-            CardError::Timeout { card, after } => {
-                write!(f, "card {card}: no completion within {after:?}")
-            }
-            CardError::Fatal { card, reason } => write!(f, "card {card} failed: {reason}"),
-            CardError::Refused(r) => write!(f, "{r}"),
-        }
-    }
-}
-
-impl std::error::Error for CardError {}
+pub use crate::error::CardError;
 
 /// The answer to one request.
 type Answer = Result<Cqe, CardError>;
@@ -148,7 +122,8 @@ struct Inner {
     admin: Mutex<AdminQ>,
     io: Mutex<IoSq>,
     pending: Mutex<HashMap<u16, Pending>>,
-    dead: Mutex<Option<String>>,
+    /// Why the card failed, once it has (set once: the first cause wins).
+    dead: Mutex<Option<Arc<CardFailure>>>,
     is_dead: AtomicBool,
     stop: AtomicBool,
     /// Next free arena offset for pools.
@@ -171,17 +146,18 @@ impl Card {
     /// Resets and enables the card, identifies it and creates the I/O queue.
     pub fn open(t: Arc<dyn Transport>, cfg: DriverConfig) -> Result<Card, CardError> {
         let name = t.name();
-        let fatal = |reason: String| CardError::Fatal {
+        let fatal = |cause: CardFailure| CardError::Fatal {
             card: name.clone(),
-            reason,
+            cause: Arc::new(cause),
         };
-        let te = |e: TransportError| CardError::Fatal {
-            card: name.clone(),
-            reason: e.0,
-        };
+        let te = |e| fatal(CardFailure::Transport(e));
         let arena = t.arena();
-        if arena.len() < IO_RINGS + 0x10_0000 {
-            return Err(fatal("DMA arena too small".into()));
+        let need = IO_RINGS + 0x10_0000;
+        if arena.len() < need {
+            return Err(fatal(CardFailure::ArenaTooSmall {
+                len: arena.len(),
+                need,
+            }));
         }
         let cap = t.read64(regs::CAP).map_err(te)?;
         let vs = t.read32(regs::VS).map_err(te)?;
@@ -190,8 +166,10 @@ impl Card {
             .clamp(Duration::from_secs(10), Duration::from_secs(60));
         // Reset whatever state a previous user left.
         t.write32(regs::CC, 0).map_err(te)?;
-        wait_csts(&*t, 0, to).map_err(|e| fatal(format!("reset: {e}")))?;
-        arena.zero(0, IO_RINGS).map_err(|e| fatal(e.to_string()))?;
+        wait_csts(&*t, 0, to).map_err(|e| fatal(CardFailure::Reset(Box::new(e))))?;
+        arena
+            .zero(0, IO_RINGS)
+            .map_err(|e| fatal(CardFailure::Arena(e)))?;
         let aqa = u32::from(ADMIN_ENTRIES - 1) | (u32::from(ADMIN_ENTRIES - 1) << 16);
         t.write32(regs::AQA, aqa).map_err(te)?;
         t.write64(regs::ASQ, arena.iova() + ADMIN_SQ as u64)
@@ -199,11 +177,7 @@ impl Card {
         t.write64(regs::ACQ, arena.iova() + ADMIN_CQ as u64)
             .map_err(te)?;
         t.write32(regs::CC, regs::CC_EN).map_err(te)?;
-        wait_csts(&*t, regs::CSTS_RDY, to).map_err(|e| {
-            fatal(format!(
-                "enable: {e} (is the firmware running and current? cargo xtask build-fw)"
-            ))
-        })?;
+        wait_csts(&*t, regs::CSTS_RDY, to).map_err(|e| fatal(CardFailure::Enable(Box::new(e))))?;
 
         let mqes = (cap & 0xffff) as u32 + 1;
         let mut io_size = cfg.queue_size.clamp(2, 4096) as u32;
@@ -219,7 +193,10 @@ impl Card {
         // otherwise show the new queue the old one's entries, whose phase bits read as new.
         arena
             .zero(IO_RINGS, bump - IO_RINGS)
-            .map_err(|e| fatal(e.to_string()))?;
+            .map_err(|e| fatal(CardFailure::Arena(e)))?;
+        let admin_size = || CardFailure::QueueSize {
+            entries: ADMIN_ENTRIES,
+        };
         let inner = Arc::new(Inner {
             t: t.clone(),
             name: name.clone(),
@@ -228,12 +205,13 @@ impl Card {
             io_sq_off,
             io_cq_off,
             admin: Mutex::new(AdminQ {
-                sq: SqProducer::new(ADMIN_ENTRIES).ok_or_else(|| fatal("admin size".into()))?,
-                cq: CqConsumer::new(ADMIN_ENTRIES).ok_or_else(|| fatal("admin size".into()))?,
+                sq: SqProducer::new(ADMIN_ENTRIES).ok_or_else(|| fatal(admin_size()))?,
+                cq: CqConsumer::new(ADMIN_ENTRIES).ok_or_else(|| fatal(admin_size()))?,
                 next_cid: 0,
             }),
             io: Mutex::new(IoSq {
-                sq: SqProducer::new(io_size).ok_or_else(|| fatal("queue size".into()))?,
+                sq: SqProducer::new(io_size)
+                    .ok_or_else(|| fatal(CardFailure::QueueSize { entries: io_size }))?,
                 next_cid: 0,
             }),
             pending: Mutex::new(HashMap::new()),
@@ -249,7 +227,12 @@ impl Card {
         crate::firmware::version_ok(
             u32::from(identify.version_major) << 16 | u32::from(identify.version_minor),
         )
-        .map_err(|e| fatal(format!("IDENTIFY: {e}")))?;
+        .map_err(|e| {
+            fatal(CardFailure::Admin {
+                op: AdminOpcode::Identify.name(),
+                cause: Box::new(e),
+            })
+        })?;
         let sq_iova = arena.iova() + io_sq_off as u64;
         let cq_iova = arena.iova() + io_cq_off as u64;
         let cdw10 = u32::from(IO_QID) | (u32::from(io_size - 1) << 16);
@@ -270,7 +253,7 @@ impl Card {
         let reaper = std::thread::Builder::new()
             .name("preba-reaper".into())
             .spawn(move || r.reap_loop())
-            .map_err(|e| fatal(format!("cannot start the reaper: {e}")))?;
+            .map_err(|e| fatal(CardFailure::Reaper(e)))?;
         Ok(Card {
             inner,
             identify,
@@ -288,8 +271,8 @@ impl Card {
     pub fn queue_size(&self) -> u16 {
         self.inner.io_size
     }
-    /// The fatal error, once the card failed.
-    pub fn fatal(&self) -> Option<String> {
+    /// Why the card failed, once it has.
+    pub fn fatal(&self) -> Option<Arc<CardFailure>> {
         self.inner.dead_reason()
     }
 
@@ -337,9 +320,10 @@ impl Card {
             match p.iter().position(|x| x.as_ref() == Some(&enc)) {
                 Some(i) => i,
                 None => {
-                    let i = p.iter().position(|x| x.is_none()).ok_or_else(|| {
-                        CardError::Refused("all 16 profile slots are in use".into())
-                    })?;
+                    let i = p
+                        .iter()
+                        .position(|x| x.is_none())
+                        .ok_or(CardError::Refused(Refusal::ProfileSlotsFull))?;
                     self.inner.admin_cmd(
                         AdminOpcode::SetProfile,
                         [i as u32, 0, 0, 0, 0, 0],
@@ -356,9 +340,13 @@ impl Card {
         // arena is kept small).
         let in_size = align4k(in_size.max(1));
         let out_size = align64(out_size.max(1));
-        let per_slot = in_size
-            .checked_add(out_size)
-            .ok_or_else(|| CardError::Refused("slot too large".into()))?;
+        let per_slot =
+            in_size
+                .checked_add(out_size)
+                .ok_or(CardError::Refused(Refusal::SlotTooLarge {
+                    in_size,
+                    out_size,
+                }))?;
         let (base, slots) = {
             let mut b = lock(&self.inner.bump);
             let base = *b;
@@ -367,7 +355,10 @@ impl Card {
                 .clamp(1, self.inner.io_size as usize - 1)
                 .min(room.saturating_sub(0xfff) / per_slot);
             if slots == 0 {
-                return Err(CardError::Refused("DMA arena exhausted".into()));
+                return Err(CardError::Refused(Refusal::ArenaExhausted {
+                    wanted: per_slot + 0xfff,
+                    left: room,
+                }));
             }
             *b = base + align4k(slots * per_slot);
             (base, slots)
@@ -403,11 +394,10 @@ impl Card {
         let deadline = Instant::now() + timeout;
         let p = &pool.inner;
         if input.len() > p.in_size {
-            return Err(CardError::Refused(format!(
-                "input of {} bytes is larger than a card slot ({} bytes)",
-                input.len(),
-                p.in_size
-            )));
+            return Err(CardError::Refused(Refusal::InputTooLarge {
+                len: input.len(),
+                max: p.in_size,
+            }));
         }
         self.inner.check_alive()?;
         let slot = p.take(1, deadline, timeout, &self.inner)?;
@@ -428,7 +418,7 @@ impl Card {
                     .arena()
                     .read(p.out_off(slot), &mut out)
                     .map(|_| (cqe, out))
-                    .map_err(|e| CardError::Refused(e.to_string()))
+                    .map_err(|e| CardError::Refused(Refusal::Arena(Arc::new(e))))
             }
             status => Err(CardError::Status { status, cqe }),
         };
@@ -451,9 +441,10 @@ impl Card {
         let base = *b;
         let room = self.inner.t.arena().len().saturating_sub(base);
         if bytes > room {
-            return Err(CardError::Refused(format!(
-                "DMA arena exhausted: {bytes} bytes wanted, {room} left"
-            )));
+            return Err(CardError::Refused(Refusal::ArenaExhausted {
+                wanted: bytes,
+                left: room,
+            }));
         }
         *b = base + bytes;
         Ok(base)
@@ -472,20 +463,19 @@ impl Card {
         let deadline = Instant::now() + timeout;
         let p = &pool.inner;
         if input.len() > p.in_size {
-            return Err(CardError::Refused(format!(
-                "input of {} bytes is larger than a card slot ({} bytes)",
-                input.len(),
-                p.in_size
-            )));
+            return Err(CardError::Refused(Refusal::InputTooLarge {
+                len: input.len(),
+                max: p.in_size,
+            }));
         }
         let arena = self.inner.t.arena();
         if out.off.checked_add(out.len).is_none_or(|e| e > arena.len())
             || out.len > u32::MAX as usize
         {
-            return Err(CardError::Refused(format!(
-                "output region {:#x}+{:#x} is outside the arena",
-                out.off, out.len
-            )));
+            return Err(CardError::Refused(Refusal::OutputOutsideArena {
+                off: out.off,
+                len: out.len,
+            }));
         }
         self.inner.check_alive()?;
         let slot = p.take(1, deadline, timeout, &self.inner)?;
@@ -522,16 +512,16 @@ impl Card {
         let deadline = Instant::now() + timeout;
         let p = &pool.inner;
         if inputs.is_empty() || inputs.len() > p.slots {
-            return Err(CardError::Refused(format!(
-                "a batch holds 1..={} inputs",
-                p.slots
-            )));
+            return Err(CardError::Refused(Refusal::BatchSize {
+                len: inputs.len(),
+                max: p.slots,
+            }));
         }
         if let Some(i) = inputs.iter().find(|i| i.len() > p.in_size) {
-            return Err(CardError::Refused(format!(
-                "input of {} bytes is larger than a card slot",
-                i.len()
-            )));
+            return Err(CardError::Refused(Refusal::InputTooLarge {
+                len: i.len(),
+                max: p.in_size,
+            }));
         }
         self.inner.check_alive()?;
         let first = p.take(inputs.len(), deadline, timeout, &self.inner)?;
@@ -585,7 +575,7 @@ impl Drop for Card {
                 let _ = wait_csts(t, 0, Duration::from_millis(500));
             }
         }
-        self.inner.kill("the driver closed the card".into());
+        self.inner.kill(CardFailure::Closed);
     }
 }
 
@@ -613,7 +603,7 @@ impl Batch {
             .t
             .arena()
             .read(self.pool.out_off(self.first), &mut v)
-            .map_err(|e| CardError::Refused(e.to_string()))?;
+            .map_err(|e| CardError::Refused(Refusal::Arena(Arc::new(e))))?;
         Ok(v)
     }
 }
@@ -713,35 +703,32 @@ impl PoolInner {
 }
 
 impl Inner {
-    fn dead_reason(&self) -> Option<String> {
+    fn dead_reason(&self) -> Option<Arc<CardFailure>> {
         lock(&self.dead).clone()
+    }
+    /// The error a request gets from the dead card (`Lost` only if called on a live one).
+    fn fatal_error(&self) -> CardError {
+        CardError::Fatal {
+            card: self.name.clone(),
+            cause: self
+                .dead_reason()
+                .unwrap_or_else(|| Arc::new(CardFailure::Lost)),
+        }
     }
     fn check_alive(&self) -> Result<(), CardError> {
         if self.is_dead.load(Ordering::Acquire) {
-            return Err(CardError::Fatal {
-                card: self.name.clone(),
-                reason: self.dead_reason().unwrap_or_default(),
-            });
+            return Err(self.fatal_error());
         }
         Ok(())
     }
     /// Marks the card dead and fails every request in flight.
-    fn kill(&self, reason: String) {
-        {
-            let mut d = lock(&self.dead);
-            if d.is_none() {
-                *d = Some(reason.clone());
-            }
-        }
+    fn kill(&self, cause: CardFailure) {
+        lock(&self.dead).get_or_insert_with(|| Arc::new(cause));
         self.is_dead.store(true, Ordering::Release);
-        let reason = self.dead_reason().unwrap_or(reason);
         let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in drained {
             if !p.abandoned {
-                let _ = p.tx.send(Err(CardError::Fatal {
-                    card: self.name.clone(),
-                    reason: reason.clone(),
-                }));
+                let _ = p.tx.send(Err(self.fatal_error()));
             }
         }
     }
@@ -755,13 +742,12 @@ impl Inner {
         out: Option<OutRegion>,
     ) -> Result<Ticket, CardError> {
         let arena = self.t.arena();
-        let fatal = |reason: String| CardError::Fatal {
-            card: self.name.clone(),
-            reason,
-        };
         arena
             .write(p.in_off(slot), input)
-            .map_err(|e| fatal(e.to_string()))?;
+            .map_err(|e| CardError::Fatal {
+                card: self.name.clone(),
+                cause: Arc::new(CardFailure::Arena(e)),
+            })?;
         let (tx, rx) = mpsc::sync_channel(1);
         let mut io = lock(&self.io);
         self.check_alive()?;
@@ -776,9 +762,10 @@ impl Inner {
             cid
         };
         let Some(sq_slot) = io.sq.push() else {
-            return Err(fatal(
-                "submission queue full (the card stopped consuming)".into(),
-            ));
+            return Err(CardError::Fatal {
+                card: self.name.clone(),
+                cause: Arc::new(CardFailure::Queue(QueueError::SqFull { qid: IO_QID })),
+            });
         };
         let sqe = Sqe {
             opcode: p.op as u8,
@@ -809,18 +796,18 @@ impl Inner {
         );
         let r = arena
             .write(self.io_sq_off + sq_slot as usize * SQE_SIZE, &sqe.encode())
-            .map_err(|e| e.to_string())
+            .map_err(CardFailure::Arena)
             .and_then(|_| {
                 // Payload before index: the doorbell publishes the entry.
                 fence(Ordering::Release);
                 self.t
                     .write32(regs::sq_doorbell(IO_QID), u32::from(io.sq.tail()))
-                    .map_err(|e| e.0)
+                    .map_err(CardFailure::Transport)
             });
         drop(io);
         if let Err(e) = r {
             // The pending entry gets the fatal error through kill().
-            self.kill(format!("submitting: {e}"));
+            self.kill(CardFailure::Submit(Box::new(e)));
         }
         Ok(Ticket { cid, rx })
     }
@@ -831,10 +818,7 @@ impl Inner {
         let wait = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(a) => a,
-            Err(RecvTimeoutError::Disconnected) => Err(CardError::Fatal {
-                card: self.name.clone(),
-                reason: self.dead_reason().unwrap_or_else(|| "request lost".into()),
-            }),
+            Err(RecvTimeoutError::Disconnected) => Err(self.fatal_error()),
             Err(RecvTimeoutError::Timeout) => {
                 // Abandon it, unless the answer arrived meanwhile.
                 let mut pending = lock(&self.pending);
@@ -860,7 +844,11 @@ impl Inner {
     fn reap_loop(&self) {
         let mut cq = match CqConsumer::new(self.io_size) {
             Some(c) => c,
-            None => return self.kill("bad queue size".into()),
+            None => {
+                return self.kill(CardFailure::QueueSize {
+                    entries: self.io_size,
+                });
+            }
         };
         let mut last_health = Instant::now();
         while !self.stop.load(Ordering::SeqCst) && !self.is_dead.load(Ordering::Acquire) {
@@ -874,32 +862,33 @@ impl Inner {
                 }
             }
             if let Err(e) = self.t.wait_irq(IO_QID, self.cfg.poll_interval) {
-                return self.kill(e.0);
+                return self.kill(e.into());
             }
         }
     }
 
     /// Checks CSTS and QFAULT; a transport error means the card is gone.
-    fn health(&self) -> Result<(), String> {
-        let csts = self.t.read32(regs::CSTS).map_err(|e| e.0)?;
-        let qf = self.t.read32(regs::QFAULT).map_err(|e| e.0)?;
-        if let Some((q, f)) = QueueFault::decode(qf) {
-            return Err(format!(
-                "queue fault {} on queue {q}",
-                f.map_or("unknown", |f| f.name())
-            ));
+    fn health(&self) -> Result<(), CardFailure> {
+        let csts = self.t.read32(regs::CSTS)?;
+        let qf = self.t.read32(regs::QFAULT)?;
+        if let Some((qid, fault)) = QueueFault::decode(qf) {
+            return Err(QueueError::Fault {
+                qid: u16::from(qid),
+                fault,
+            }
+            .into());
         }
         if csts & regs::CSTS_CFS != 0 {
-            return Err("controller fatal status (CSTS.CFS)".into());
+            return Err(CardFailure::ControllerFatal);
         }
         if csts & regs::CSTS_RDY == 0 {
-            return Err("the card is no longer ready (reset?)".into());
+            return Err(CardFailure::NotReady);
         }
         Ok(())
     }
 
     /// Takes every new completion; an untrusted one is a queue error.
-    fn drain(&self, cq: &mut CqConsumer) -> Result<(), String> {
+    fn drain(&self, cq: &mut CqConsumer) -> Result<(), CardFailure> {
         let arena = self.t.arena();
         let mut n = 0;
         loop {
@@ -907,14 +896,15 @@ impl Inner {
             let off = self.io_cq_off + slot as usize * CQE_SIZE;
             let w = arena
                 .load_u16_acquire(off + 30)
-                .map_err(|e| e.to_string())?;
+                .map_err(CardFailure::Arena)?;
             if (w & 1 != 0) != phase {
                 if self.hole_at(slot, phase)? {
-                    return Err(format!(
-                        "queue error: CQ slot {} holds a completion while slot {slot} before it \
-                         holds none (a lost or corrupted completion)",
-                        (slot + 1) % self.io_size
-                    ));
+                    return Err(QueueError::PhaseGap {
+                        qid: IO_QID,
+                        slot,
+                        next: (slot + 1) % self.io_size,
+                    }
+                    .into());
                 }
                 if self.entry_valid(slot, phase)? {
                     continue;
@@ -922,26 +912,28 @@ impl Inner {
                 break;
             }
             let mut b = [0u8; CQE_SIZE];
-            arena.read(off, &mut b).map_err(|e| e.to_string())?;
-            let cqe =
-                Cqe::parse(&b).map_err(|e| format!("queue error: malformed completion: {e}"))?;
+            arena.read(off, &mut b).map_err(CardFailure::Arena)?;
+            let cqe = Cqe::parse(&b).map_err(|wire| QueueError::Malformed { qid: IO_QID, wire })?;
             if cqe.sq_id != IO_QID {
-                return Err(format!(
-                    "queue error: completion for SQ {} on CQ {IO_QID}",
-                    cqe.sq_id
-                ));
+                return Err(QueueError::WrongSq {
+                    qid: IO_QID,
+                    sq: cqe.sq_id,
+                }
+                .into());
             }
-            lock(&self.io).sq.update_head(cqe.sq_head).map_err(|_| {
-                format!(
-                    "queue error: impossible SQ head {} in a completion",
-                    cqe.sq_head
-                )
-            })?;
+            lock(&self.io)
+                .sq
+                .update_head(cqe.sq_head)
+                .map_err(|_| QueueError::SqHead {
+                    qid: IO_QID,
+                    head: cqe.sq_head,
+                })?;
             let Some(p) = lock(&self.pending).remove(&cqe.cid) else {
-                return Err(format!(
-                    "queue error: completion with unknown or duplicate command id {}",
-                    cqe.cid
-                ));
+                return Err(QueueError::UnknownCid {
+                    qid: IO_QID,
+                    cid: cqe.cid,
+                }
+                .into());
             };
             if p.abandoned {
                 p.pool.give(p.slot, 1);
@@ -953,21 +945,20 @@ impl Inner {
         }
         if n > 0 {
             self.t
-                .write32(regs::cq_doorbell(IO_QID), u32::from(cq.head()))
-                .map_err(|e| e.0)?;
+                .write32(regs::cq_doorbell(IO_QID), u32::from(cq.head()))?;
         }
         Ok(())
     }
 
     /// Whether I/O CQ `slot` holds an entry of `phase` (acquire: what the card wrote before
     /// the phase word is visible after).
-    fn entry_valid(&self, slot: u16, phase: bool) -> Result<bool, String> {
+    fn entry_valid(&self, slot: u16, phase: bool) -> Result<bool, CardFailure> {
         let off = self.io_cq_off + slot as usize * CQE_SIZE;
         let w = self
             .t
             .arena()
             .load_u16_acquire(off + 30)
-            .map_err(|e| e.to_string())?;
+            .map_err(CardFailure::Arena)?;
         Ok((w & 1 != 0) == phase)
     }
 
@@ -975,7 +966,7 @@ impl Inner {
     /// `slot` means `slot` was skipped or its phase garbled: without this check the host would
     /// wait at `slot` forever while the card kept posting behind it. `slot` is read again
     /// after its successor, so an entry written between the two reads is not a hole.
-    fn hole_at(&self, slot: u16, phase: bool) -> Result<bool, String> {
+    fn hole_at(&self, slot: u16, phase: bool) -> Result<bool, CardFailure> {
         let next = (slot + 1) % self.io_size;
         let next_phase = if next == 0 { !phase } else { phase };
         Ok(self.entry_valid(next, next_phase)? && !self.entry_valid(slot, phase)?)
@@ -993,7 +984,10 @@ impl Inner {
             Status::Success => Ok(cqe),
             st => Err(CardError::Fatal {
                 card: self.name.clone(),
-                reason: format!("{}: status {}", op.name(), st.name()),
+                cause: Arc::new(CardFailure::Admin {
+                    op: op.name(),
+                    cause: Box::new(CardFailure::Status(st)),
+                }),
             }),
         }
     }
@@ -1013,13 +1007,16 @@ impl Inner {
             _ => 0,
         };
         if len > ADMIN_DATA_LEN {
-            return Err(CardError::Refused("admin data too large".into()));
+            return Err(CardError::Refused(Refusal::AdminDataTooLarge {
+                len,
+                max: ADMIN_DATA_LEN,
+            }));
         }
         if let Some(i) = data_in {
             arena
                 .zero(ADMIN_DATA, ADMIN_DATA_LEN)
                 .and_then(|_| arena.write(ADMIN_DATA, i))
-                .map_err(|e| CardError::Refused(e.to_string()))?;
+                .map_err(|e| CardError::Refused(Refusal::Arena(Arc::new(e))))?;
         }
         let (iova, l) = if len > 0 {
             (arena.iova() + ADMIN_DATA as u64, len as u32)
@@ -1030,7 +1027,7 @@ impl Inner {
         if let Some(o) = data_out {
             arena
                 .read(ADMIN_DATA, o)
-                .map_err(|e| CardError::Refused(e.to_string()))?;
+                .map_err(|e| CardError::Refused(Refusal::Arena(Arc::new(e))))?;
         }
         Ok(cqe)
     }
@@ -1048,7 +1045,10 @@ impl Inner {
             Status::Success => Ok(cqe),
             st => Err(CardError::Fatal {
                 card: self.name.clone(),
-                reason: format!("{}: status {}", op.name(), st.name()),
+                cause: Arc::new(CardFailure::Admin {
+                    op: op.name(),
+                    cause: Box::new(CardFailure::Status(st)),
+                }),
             }),
         }
     }
@@ -1061,9 +1061,12 @@ impl Inner {
         data_iova: u64,
         data_len: u32,
     ) -> Result<Cqe, CardError> {
-        let fatal = |reason: String| CardError::Fatal {
+        let fatal = |cause: CardFailure| CardError::Fatal {
             card: self.name.clone(),
-            reason: format!("{}: {reason}", op.name()),
+            cause: Arc::new(CardFailure::Admin {
+                op: op.name(),
+                cause: Box::new(cause),
+            }),
         };
         self.check_alive()?;
         let arena = self.t.arena();
@@ -1072,7 +1075,7 @@ impl Inner {
         a.next_cid = a.next_cid.wrapping_add(1);
         let slot =
             a.sq.push()
-                .ok_or_else(|| fatal("admin queue full".into()))?;
+                .ok_or_else(|| fatal(QueueError::SqFull { qid: 0 }.into()))?;
         let sqe = AdminSqe {
             opcode: op as u8,
             cid,
@@ -1082,11 +1085,11 @@ impl Inner {
         };
         arena
             .write(ADMIN_SQ + slot as usize * SQE_SIZE, &sqe.encode())
-            .map_err(|e| fatal(e.to_string()))?;
+            .map_err(|e| fatal(CardFailure::Arena(e)))?;
         fence(Ordering::Release);
         self.t
             .write32(regs::sq_doorbell(0), u32::from(a.sq.tail()))
-            .map_err(|e| fatal(e.0))?;
+            .map_err(|e| fatal(e.into()))?;
         let deadline = Instant::now() + self.cfg.admin_timeout;
         let mut nap = Duration::from_micros(20);
         loop {
@@ -1094,33 +1097,57 @@ impl Inner {
             let off = ADMIN_CQ + s as usize * CQE_SIZE;
             let w = arena
                 .load_u16_acquire(off + 30)
-                .map_err(|e| fatal(e.to_string()))?;
+                .map_err(|e| fatal(CardFailure::Arena(e)))?;
             if (w & 1 != 0) == phase {
                 let mut b = [0u8; CQE_SIZE];
-                arena.read(off, &mut b).map_err(|e| fatal(e.to_string()))?;
-                let cqe =
-                    Cqe::parse(&b).map_err(|e| fatal(format!("malformed completion: {e}")))?;
-                if cqe.cid != cid || cqe.sq_id != 0 {
-                    return Err(fatal(format!(
-                        "admin completion for cid {} (expected {cid})",
-                        cqe.cid
-                    )));
+                arena
+                    .read(off, &mut b)
+                    .map_err(|e| fatal(CardFailure::Arena(e)))?;
+                let cqe = Cqe::parse(&b)
+                    .map_err(|wire| fatal(QueueError::Malformed { qid: 0, wire }.into()))?;
+                if cqe.sq_id != 0 {
+                    return Err(fatal(
+                        QueueError::WrongSq {
+                            qid: 0,
+                            sq: cqe.sq_id,
+                        }
+                        .into(),
+                    ));
                 }
-                a.sq.update_head(cqe.sq_head)
-                    .map_err(|_| fatal("impossible admin SQ head".into()))?;
+                if cqe.cid != cid {
+                    return Err(fatal(
+                        QueueError::WrongCid {
+                            qid: 0,
+                            cid: cqe.cid,
+                            expected: cid,
+                        }
+                        .into(),
+                    ));
+                }
+                a.sq.update_head(cqe.sq_head).map_err(|_| {
+                    fatal(
+                        QueueError::SqHead {
+                            qid: 0,
+                            head: cqe.sq_head,
+                        }
+                        .into(),
+                    )
+                })?;
                 let head = a.cq.advance();
                 self.t
                     .write32(regs::cq_doorbell(0), u32::from(head))
-                    .map_err(|e| fatal(e.0))?;
+                    .map_err(|e| fatal(e.into()))?;
                 return Ok(cqe);
             }
             if Instant::now() >= deadline {
+                // Only for the message: a card that cannot answer these reads 0.
                 let csts = self.t.read32(regs::CSTS).unwrap_or(0);
-                let qf = self.t.read32(regs::QFAULT).unwrap_or(0);
-                return Err(fatal(format!(
-                    "no completion within {:?} (CSTS {csts:#x}, QFAULT {qf:#x})",
-                    self.cfg.admin_timeout
-                )));
+                let qfault = self.t.read32(regs::QFAULT).unwrap_or(0);
+                return Err(fatal(CardFailure::AdminTimeout {
+                    after: self.cfg.admin_timeout,
+                    csts,
+                    qfault,
+                }));
             }
             std::thread::sleep(nap);
             nap = (nap * 2).min(Duration::from_millis(2));
@@ -1128,24 +1155,24 @@ impl Inner {
     }
 }
 
-fn wait_csts(t: &dyn Transport, want_rdy: u32, timeout: Duration) -> Result<(), String> {
+fn wait_csts(t: &dyn Transport, want_rdy: u32, timeout: Duration) -> Result<(), CardFailure> {
     let deadline = Instant::now() + timeout;
     loop {
-        let csts = t.read32(regs::CSTS).map_err(|e| e.0)?;
+        let csts = t.read32(regs::CSTS)?;
         if csts & regs::CSTS_CFS != 0 && want_rdy != 0 {
-            let qf = t.read32(regs::QFAULT).map_err(|e| e.0)?;
-            let what = QueueFault::decode(qf)
-                .and_then(|(_, f)| f)
-                .map_or("unknown", |f| f.name());
-            return Err(format!("controller fault (CSTS.CFS, QFAULT {what})"));
+            let qf = t.read32(regs::QFAULT)?;
+            let fault = QueueFault::decode(qf).and_then(|(_, f)| f);
+            return Err(CardFailure::ControllerFault { fault });
         }
         if csts & regs::CSTS_RDY == want_rdy {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "CSTS.RDY did not become {want_rdy} within {timeout:?} (CSTS {csts:#x})"
-            ));
+            return Err(CardFailure::ReadyTimeout {
+                want: want_rdy,
+                after: timeout,
+                csts,
+            });
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use crate::dma::{DmaMem, EventFd};
-use crate::transport::{TResult, Transport, TransportError};
+use crate::transport::{Op, TResult, Transport, TransportError};
 use preba_protocol::admin::{
     AdminOpcode, AdminSqe, CuStats, Identify, PROFILE_SIZE, Telemetry, parse_profile,
 };
@@ -228,17 +228,20 @@ impl Transport for FakeCard {
     fn arena(&self) -> &DmaMem {
         &self.s.arena
     }
-    fn wait_irq(&self, _vector: u16, timeout: Duration) -> TResult<bool> {
+    fn wait_irq(&self, vector: u16, timeout: Duration) -> TResult<bool> {
         self.s.alive()?;
         self.s
             .irq
             .wait(timeout)
-            .map_err(|e| TransportError(e.to_string()))
+            .map_err(|source| TransportError::Io {
+                op: Op::IrqWait { vector },
+                source,
+            })
     }
 }
 
 fn gone() -> TransportError {
-    TransportError("connection to the card lost".into())
+    TransportError::Lost
 }
 
 impl Shared {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use crate::driver::{Card, CardError, DriverConfig};
+use crate::error::CardFailure;
 use crate::transport::{Regs, Transport};
 use preba_protocol::admin::{AdminOpcode, Identify, MAX_ADMIN_DATA};
 use preba_protocol::fwimage::{self, BootOutcome, SlotState};
@@ -198,7 +199,7 @@ impl Card {
 
 /// Function-resets the card behind `t` and opens it again.
 pub fn reset_and_open(t: &Arc<dyn Transport>, cfg: &DriverConfig) -> Result<Card, String> {
-    t.reset().map_err(|e| format!("function reset: {e}"))?;
+    t.reset().map_err(|e| e.to_string())?;
     Card::open(t.clone(), cfg.clone()).map_err(card_err)
 }
 
@@ -312,19 +313,17 @@ pub fn rollback(
 
 /// The version handshake before anything else: the card's VS register against ours.
 pub fn check_version(t: &dyn Transport) -> Result<(), String> {
-    let vs = t.read32(preba_protocol::regs::VS).map_err(|e| e.0)?;
-    version_ok(vs)
+    let vs = t
+        .read32(preba_protocol::regs::VS)
+        .map_err(|e| e.to_string())?;
+    version_ok(vs).map_err(|e| e.to_string())
 }
 
-/// One clear line when the major versions differ.
-pub fn version_ok(vs: u32) -> Result<(), String> {
+/// One clear line ([`CardFailure::Version`]) when the major versions differ.
+pub fn version_ok(vs: u32) -> Result<(), CardFailure> {
     let (major, minor) = (vs >> 16, vs & 0xffff);
     if major != u32::from(preba_protocol::regs::VERSION_MAJOR) {
-        return Err(format!(
-            "card speaks protocol {major}.{minor}, this preba speaks {}: major versions differ, \
-             refusing the card",
-            host_version()
-        ));
+        return Err(CardFailure::Version { major, minor });
     }
     Ok(())
 }
@@ -365,7 +364,7 @@ impl LogReader {
         use preba_protocol::card::{BAR2_LOG_HEAD, BAR2_LOG_RING, BAR2_LOG_SIZE};
         let rd32 = |off: u64| -> Result<u32, String> {
             let mut w = [0u8; 4];
-            t.bar2_read(off, &mut w).map_err(|e| e.0)?;
+            t.bar2_read(off, &mut w).map_err(|e| e.to_string())?;
             Ok(u32::from_le_bytes(w))
         };
         let head = rd32(BAR2_LOG_HEAD)?;
@@ -393,7 +392,7 @@ impl LogReader {
             let pos = self.cursor.wrapping_add(done as u32) & (size - 1);
             let n = (bytes.len() - done).min((size - pos) as usize).min(4096);
             t.bar2_read(BAR2_LOG_RING + u64::from(pos), &mut bytes[done..done + n])
-                .map_err(|e| e.0)?;
+                .map_err(|e| e.to_string())?;
             done += n;
         }
         // Bytes the firmware overwrote while they were copied are lost too.
@@ -421,7 +420,7 @@ impl LogReader {
 mod tests {
     use super::*;
     use crate::dma::DmaMem;
-    use crate::transport::{TResult, TransportError};
+    use crate::transport::{Op, Region, TResult, TransportError};
     use preba_protocol::card::{BAR2_LOG_HEAD, BAR2_LOG_RING, BAR2_LOG_SIZE};
     use std::sync::Mutex;
     use std::time::Duration;
@@ -447,11 +446,25 @@ mod tests {
         fn name(&self) -> String {
             "ring".into()
         }
-        fn bar0_read(&self, _: u64, _: &mut [u8]) -> TResult<()> {
-            Err(TransportError("no BAR0".into()))
+        fn bar0_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
+            Err(TransportError::Unsupported {
+                card: self.name(),
+                op: Op::Read {
+                    region: Region::Bar0,
+                    off,
+                    len: data.len(),
+                },
+            })
         }
-        fn bar0_write(&self, _: u64, _: &[u8]) -> TResult<()> {
-            Err(TransportError("no BAR0".into()))
+        fn bar0_write(&self, off: u64, data: &[u8]) -> TResult<()> {
+            Err(TransportError::Unsupported {
+                card: self.name(),
+                op: Op::Write {
+                    region: Region::Bar0,
+                    off,
+                    len: data.len(),
+                },
+            })
         }
         fn bar2_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
             let g = self.head.lock().unwrap();

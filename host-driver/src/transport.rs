@@ -7,18 +7,7 @@
 use crate::dma::DmaMem;
 use std::time::Duration;
 
-/// The transport failed: the card is gone or does not answer. Fatal for the
-/// card, never for one request only.
-#[derive(Debug, Clone)]
-pub struct TransportError(pub String);
-
-impl std::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TransportError {}
+pub use crate::error::{Op, Region, TransportError};
 
 pub type TResult<T> = Result<T, TransportError>;
 
@@ -41,10 +30,10 @@ pub trait Transport: Send + Sync {
     /// A function-level reset of the card (it reboots and picks its firmware image again);
     /// the transport stays usable (DMA map, bus mastering, interrupts set up again).
     fn reset(&self) -> TResult<()> {
-        Err(TransportError(format!(
-            "{}: this transport cannot reset the card",
-            self.name()
-        )))
+        Err(TransportError::Unsupported {
+            card: self.name(),
+            op: Op::Reset,
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use crate::dma::{self, DmaMem};
-use crate::transport::{TResult, Transport, TransportError};
+use crate::transport::{Op, TResult, Transport, TransportError};
 use preba_protocol::regs::MSIX_VECTORS;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -31,8 +31,12 @@ pub struct Vfio {
     irqs: Vec<EventFd>,
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> TransportError {
-    TransportError(format!("{what}: {e}"))
+fn io_err(op: Op) -> impl FnOnce(std::io::Error) -> TransportError {
+    move |source| TransportError::Io { op, source }
+}
+
+fn vfio_err(op: Op) -> impl FnOnce(vfio_ioctls::VfioError) -> TransportError {
+    move |source| TransportError::Vfio { op, source }
 }
 
 impl Vfio {
@@ -45,29 +49,30 @@ impl Vfio {
     pub fn open_with(bdf: &str, name: String, arena_bytes: usize, reset: bool) -> TResult<Vfio> {
         let sys = PathBuf::from("/sys/bus/pci/devices").join(bdf);
         if !sys.exists() {
-            return Err(TransportError(format!("no PCI device {bdf}")));
+            return Err(TransportError::NoDevice {
+                bdf: bdf.to_string(),
+            });
         }
         let driver = std::fs::read_link(sys.join("driver"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
         if driver.as_deref() != Some("vfio-pci") {
-            return Err(TransportError(format!(
-                "{bdf} is bound to {}, not vfio-pci (echo vfio-pci > {}/driver_override; \
-                 echo {bdf} > /sys/bus/pci/drivers_probe)",
-                driver.as_deref().unwrap_or("no driver"),
-                sys.display()
-            )));
+            return Err(TransportError::NotVfioPci {
+                bdf: bdf.to_string(),
+                driver,
+                sysfs: sys,
+            });
         }
-        let container = Arc::new(VfioContainer::new(None).map_err(|e| err("VFIO container", e))?);
+        let container = Arc::new(VfioContainer::new(None).map_err(vfio_err(Op::VfioContainer))?);
         let ops: Arc<dyn VfioOps> = container.clone();
-        let device = VfioDevice::new(Path::new(&sys), ops, false)
-            .map_err(|e| err(&format!("VFIO device {bdf}"), e))?;
+        let device =
+            VfioDevice::new(Path::new(&sys), ops, false).map_err(vfio_err(Op::VfioDevice))?;
         if reset {
             device.reset();
         }
         let arena =
-            DmaMem::new(arena_bytes, crate::driver::ARENA_IOVA).map_err(|e| err("DMA arena", e))?;
-        dma::vfio_dma_map(&container, &arena).map_err(|e| err("DMA map", e))?;
+            DmaMem::new(arena_bytes, crate::driver::ARENA_IOVA).map_err(io_err(Op::Arena))?;
+        dma::vfio_dma_map(&container, &arena).map_err(io_err(Op::DmaMap))?;
         let mut cmd = [0u8; 2];
         device.region_read(CONFIG_REGION, &mut cmd, PCI_COMMAND);
         let c = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
@@ -76,7 +81,7 @@ impl Vfio {
         if let Some(info) = device.get_irq_info(MSIX_IRQ_INDEX).filter(|i| i.count > 0) {
             let n = info.count.min(u32::from(MSIX_VECTORS));
             for _ in 0..n {
-                irqs.push(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| err("eventfd", e))?);
+                irqs.push(EventFd::new(libc::EFD_NONBLOCK).map_err(io_err(Op::Eventfd))?);
             }
             if device.enable_msix(irqs.iter().collect()).is_err() {
                 irqs.clear();
@@ -124,8 +129,8 @@ impl Transport for Vfio {
     fn wait_irq(&self, vector: u16, timeout: Duration) -> TResult<bool> {
         match self.irqs.get(vector as usize) {
             Some(e) => {
-                let ready =
-                    dma::poll_readable(e.as_raw_fd(), timeout).map_err(|e| err("poll", e))?;
+                let ready = dma::poll_readable(e.as_raw_fd(), timeout)
+                    .map_err(io_err(Op::IrqWait { vector }))?;
                 if ready {
                     let _ = e.read();
                 }

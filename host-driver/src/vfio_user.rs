@@ -12,8 +12,8 @@
 #![forbid(unsafe_code)]
 
 use crate::dma::{DmaMem, EventFd};
-use crate::transport::{TResult, Transport, TransportError};
-use crate::vfio_user_client::Client;
+use crate::transport::{Op, Region, TResult, Transport, TransportError};
+use crate::vfio_user_client::{Client, ClientError};
 use preba_protocol::regs::MSIX_VECTORS;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,21 +45,32 @@ pub struct VfioUser {
     irqs: Vec<EventFd>,
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> TransportError {
-    TransportError(format!("{what}: {e}"))
+fn client_err(op: Op) -> impl FnOnce(ClientError) -> TransportError {
+    move |source| TransportError::VfioUser { op, source }
+}
+
+fn io_err(op: Op) -> impl FnOnce(std::io::Error) -> TransportError {
+    move |source| TransportError::Io { op, source }
+}
+
+fn read_op(region: Region, off: u64, len: usize) -> Op {
+    Op::Read { region, off, len }
+}
+
+fn write_op(region: Region, off: u64, len: usize) -> Op {
+    Op::Write { region, off, len }
 }
 
 impl VfioUser {
     /// Connects, maps the arena for the device, enables memory and bus
     /// mastering, and routes MSI-X to eventfds (when the server has MSI-X).
     pub fn connect(path: &Path, name: String, arena_bytes: usize) -> TResult<VfioUser> {
-        let mut client = Client::connect(path, OP_TIMEOUT)
-            .map_err(|e| err(&format!("vfio-user {}", path.display()), e))?;
+        let mut client = Client::connect(path, OP_TIMEOUT).map_err(client_err(Op::Connect))?;
         let arena =
-            DmaMem::new(arena_bytes, crate::driver::ARENA_IOVA).map_err(|e| err("DMA arena", e))?;
+            DmaMem::new(arena_bytes, crate::driver::ARENA_IOVA).map_err(io_err(Op::Arena))?;
         client
             .dma_map(0, arena.iova(), arena.len() as u64, arena.fd())
-            .map_err(|e| err("DMA_MAP", e))?;
+            .map_err(client_err(Op::DmaMap))?;
         let mut irqs = Vec::new();
         let count = if client.num_irqs() > MSIX_IRQ_INDEX {
             client.irq_count(MSIX_IRQ_INDEX).unwrap_or(0)
@@ -68,7 +79,7 @@ impl VfioUser {
         };
         if count > 0 {
             for _ in 0..count.min(u32::from(MSIX_VECTORS)) {
-                irqs.push(EventFd::new().map_err(|e| err("eventfd", e))?);
+                irqs.push(EventFd::new().map_err(io_err(Op::Eventfd))?);
             }
         }
         if !setup(&mut client, &irqs)? {
@@ -88,9 +99,7 @@ impl VfioUser {
     }
 
     fn client(&self) -> TResult<std::sync::MutexGuard<'_, Client>> {
-        self.client
-            .lock()
-            .map_err(|_| TransportError("vfio-user client poisoned".into()))
+        self.client.lock().map_err(|_| TransportError::Poisoned)
     }
 }
 
@@ -101,11 +110,11 @@ fn setup(client: &mut Client, irqs: &[EventFd]) -> TResult<bool> {
     let mut cmd = [0u8; 2];
     client
         .region_read(CONFIG_REGION, PCI_COMMAND, &mut cmd)
-        .map_err(|e| err("config read", e))?;
+        .map_err(client_err(read_op(Region::Config, PCI_COMMAND, 2)))?;
     let c = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
     client
         .region_write(CONFIG_REGION, PCI_COMMAND, &c.to_le_bytes())
-        .map_err(|e| err("config write", e))?;
+        .map_err(client_err(write_op(Region::Config, PCI_COMMAND, 2)))?;
     if irqs.is_empty() {
         return Ok(false);
     }
@@ -158,24 +167,24 @@ impl Transport for VfioUser {
     fn bar0_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
         self.client()?
             .region_read(BAR0_REGION, off, data)
-            .map_err(|e| err("BAR0 read", e))
+            .map_err(client_err(read_op(Region::Bar0, off, data.len())))
     }
     fn bar0_write(&self, off: u64, data: &[u8]) -> TResult<()> {
         self.client()?
             .region_write(BAR0_REGION, off, data)
-            .map_err(|e| err("BAR0 write", e))
+            .map_err(client_err(write_op(Region::Bar0, off, data.len())))
     }
     fn bar2_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
         self.client()?
             .region_read(BAR2_REGION, off, data)
-            .map_err(|e| err("BAR2 read", e))
+            .map_err(client_err(read_op(Region::Bar2, off, data.len())))
     }
     fn arena(&self) -> &DmaMem {
         &self.arena
     }
     fn wait_irq(&self, vector: u16, timeout: Duration) -> TResult<bool> {
         match self.irqs.get(vector as usize) {
-            Some(e) => e.wait(timeout).map_err(|e| err("eventfd", e)),
+            Some(e) => e.wait(timeout).map_err(io_err(Op::IrqWait { vector })),
             None => {
                 std::thread::sleep(timeout);
                 Ok(false)
@@ -184,7 +193,7 @@ impl Transport for VfioUser {
     }
     fn reset(&self) -> TResult<()> {
         let mut c = self.client()?;
-        c.reset(RESET_TIMEOUT).map_err(|e| err("DEVICE_RESET", e))?;
+        c.reset(RESET_TIMEOUT).map_err(client_err(Op::Reset))?;
         setup(&mut c, &self.irqs)?;
         Ok(())
     }
@@ -349,10 +358,10 @@ pub fn connect_retry(
             Ok(v) => return Ok(v),
             // Only a refused connection is retried: a server that accepted
             // serves one connection only.
-            // (`connect` prefixes the client's "connecting to PATH: ..." with the socket.)
-            Err(e) if Instant::now() < deadline && e.0.contains(": connecting to ") => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
+            Err(TransportError::VfioUser {
+                source: ClientError::Connect(..),
+                ..
+            }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(e),
         }
     }

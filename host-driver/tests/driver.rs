@@ -6,8 +6,10 @@ mod common;
 
 use preba_host::backend::{Backend, CardBackend, CpuBackend, Job, OpenCard, Output, Via};
 use preba_host::driver::{Card, CardError, DriverConfig};
+use preba_host::error::{CardFailure, QueueError, Refusal, RequestError};
 use preba_host::fake::{Behaviour, FakeCard};
 use preba_protocol::profile::{AudioProfile, ImageProfile, Profile};
+use preba_protocol::status::Status;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,7 +122,12 @@ fn images_match_cpu_bit_for_bit_with_fallback() {
                     assert_eq!(via, Via::Card, "{name}");
                 }
             }
-            (Err(_), Err(e)) => assert!(!e.is_empty()),
+            // Both refuse it: the input's fault, explained by the CPU model.
+            (Err(_), Err(e)) => assert!(
+                matches!(e, RequestError::Rejected { .. } | RequestError::Cpu(_)),
+                "{}: {e}",
+                p.display()
+            ),
             (c, g) => panic!(
                 "{}: cpu {:?} vs card {:?}",
                 p.display(),
@@ -214,7 +221,7 @@ fn batch_view_is_contiguous() {
 
 /// Runs `n` requests on `threads` threads; returns their results and the
 /// slowest answer time.
-fn storm(be: &CardBackend, threads: usize, n: usize) -> (Vec<Result<Via, String>>, Duration) {
+fn storm(be: &CardBackend, threads: usize, n: usize) -> (Vec<Result<Via, RequestError>>, Duration) {
     let (r, slowest, _) = storm_at(be, threads, n);
     (r, slowest)
 }
@@ -224,7 +231,7 @@ fn storm_at(
     be: &CardBackend,
     threads: usize,
     n: usize,
-) -> (Vec<Result<Via, String>>, Duration, Instant) {
+) -> (Vec<Result<Via, RequestError>>, Duration, Instant) {
     let last = std::sync::Mutex::new(Instant::now());
     let imgs = small_images();
     let job = image_job();
@@ -253,12 +260,26 @@ fn storm_at(
     )
 }
 
-fn assert_all_fail_naming_card(results: &[Result<Via, String>], what: &str) {
+/// Every result is the card's failure (or a timeout), naming the card.
+fn assert_all_fail_naming_card(results: &[Result<Via, RequestError>], what: &str) {
     assert!(!results.is_empty());
     for r in results {
         let e = r.as_ref().expect_err("request should fail");
-        assert!(e.contains("card fake"), "{what}: {e}");
+        assert!(
+            matches!(e, RequestError::CardFailed { card, .. } | RequestError::Timeout { card, .. }
+                if card == "fake"),
+            "{what}: {e}"
+        );
     }
+}
+
+/// The queue error the card died of.
+fn queue_error(be: &CardBackend) -> QueueError {
+    let cause = be.fatal().expect("the card failed");
+    cause
+        .queue_error()
+        .cloned()
+        .unwrap_or_else(|| panic!("not a queue error: {cause}"))
 }
 
 #[test]
@@ -270,7 +291,11 @@ fn duplicate_completion_is_a_queue_error() {
     let failed: Vec<_> = results.iter().filter(|r| r.is_err()).cloned().collect();
     assert!(failed.len() >= results.len() - 4, "{results:?}");
     assert_all_fail_naming_card(&failed, "duplicate");
-    assert!(be.fatal().unwrap().contains("duplicate command id"));
+    assert!(
+        matches!(queue_error(&be), QueueError::UnknownCid { qid: 1, .. }),
+        "{:?}",
+        be.fatal()
+    );
     assert!(slowest < Duration::from_secs(5));
 }
 
@@ -279,7 +304,11 @@ fn unknown_cid_is_a_queue_error() {
     let (_f, be) = backend(Behaviour::UnknownCid, Duration::from_secs(10));
     let (results, _) = storm(&be, 4, 4);
     assert_all_fail_naming_card(&results, "unknown cid");
-    assert!(be.fatal().unwrap().contains("unknown or duplicate"));
+    assert!(
+        matches!(queue_error(&be), QueueError::UnknownCid { qid: 1, .. }),
+        "{:?}",
+        be.fatal()
+    );
 }
 
 #[test]
@@ -287,7 +316,11 @@ fn impossible_sq_head_is_a_queue_error() {
     let (_f, be) = backend(Behaviour::BadSqHead, Duration::from_secs(10));
     let (results, _) = storm(&be, 2, 3);
     assert_all_fail_naming_card(&results, "sq head");
-    assert!(be.fatal().unwrap().contains("SQ head"));
+    assert!(
+        matches!(queue_error(&be), QueueError::SqHead { qid: 1, .. }),
+        "{:?}",
+        be.fatal()
+    );
 }
 
 #[test]
@@ -301,7 +334,7 @@ fn silent_card_times_out_every_request() {
     for r in &results {
         let e = r.as_ref().unwrap_err();
         assert!(
-            e.contains("card fake") && e.contains("no completion"),
+            matches!(e, RequestError::Timeout { card, after } if card == "fake" && *after == timeout),
             "{e}"
         );
     }
@@ -344,7 +377,18 @@ fn card_errors_are_per_request() {
     )
     .unwrap();
     let e = be.process(&bad, &job).unwrap_err();
-    assert!(e.contains("card: CORRUPT_INPUT"), "{e}");
+    assert!(
+        matches!(
+            e,
+            RequestError::Rejected {
+                status: Status::CorruptInput,
+                cpu: preba_preprocess::Error::CorruptInput(_),
+            }
+        ),
+        "{e}"
+    );
+    // The message the CLI prints: the CPU model's reason, then the card's status.
+    assert!(e.to_string().ends_with("(card: CORRUPT_INPUT)"), "{e}");
     let good = &small_images()[0];
     assert_eq!(be.process(good, &job).unwrap().1, Via::Card);
     assert!(be.fatal().is_none());
@@ -360,7 +404,10 @@ fn refused_requests_keep_errors_typed() {
     let big = vec![0u8; 10_000];
     assert!(matches!(
         card.process(&pool, &big, Duration::from_secs(1)),
-        Err(CardError::Refused(_))
+        Err(CardError::Refused(Refusal::InputTooLarge {
+            len: 10_000,
+            max: 4096
+        }))
     ));
 }
 
@@ -433,7 +480,7 @@ fn pools_shrink_to_the_arena_left() {
     let a = preba_protocol::profile::AudioProfile::default();
     assert!(matches!(
         card.pool(&Profile::Audio(a), 16, 4 << 20, 4 << 20),
-        Err(CardError::Refused(_))
+        Err(CardError::Refused(Refusal::ArenaExhausted { .. }))
     ));
 }
 
@@ -444,8 +491,15 @@ fn refuses_a_card_of_another_major_version() {
     let f = Arc::new(FakeCard::new(cfg().arena_bytes, Behaviour::Version(2, 0)).unwrap());
     let e = match Card::open(f, cfg()) {
         Ok(_) => panic!("a 2.0 card was accepted"),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
+    assert!(
+        matches!(&e, CardError::Fatal { cause, .. }
+            if matches!(**cause, CardFailure::Version { major: 2, minor: 0 })),
+        "{e}"
+    );
+    // The message is the contract here: one line naming both versions.
+    let e = e.to_string();
     let ours = format!(
         "{}.{}",
         preba_protocol::regs::VERSION_MAJOR,

@@ -14,7 +14,8 @@ use preba_card::{Card as CardModel, CardConfig, Clock, DmaFault, HostMemory, Irq
 use preba_host::backend::{Backend, CardBackend, CpuBackend, Job, OpenCard, Output, Via};
 use preba_host::dma::DmaMem;
 use preba_host::driver::{ARENA_IOVA, Card, CardError, DriverConfig, Pool};
-use preba_host::transport::{TResult, Transport, TransportError};
+use preba_host::error::{CardFailure, QueueError};
+use preba_host::transport::{Op, TResult, Transport, TransportError};
 use preba_host::vfio_user::{Emulated, connect_retry};
 use preba_protocol::profile::{ImageProfile, Profile};
 use preba_protocol::regs::MSIX_VECTORS;
@@ -115,7 +116,10 @@ impl Transport for InProc {
     fn reset(&self) -> TResult<()> {
         self.card
             .reset(Duration::from_secs(30))
-            .map_err(|e| TransportError(e.to_string()))
+            .map_err(|e| TransportError::Other {
+                op: Op::Reset,
+                source: e.into(),
+            })
     }
 }
 
@@ -190,7 +194,7 @@ fn concurrent(
     pool: &Pool,
     n: usize,
     timeout: Duration,
-) -> Vec<(Instant, bool, String)> {
+) -> Vec<(Instant, Result<(), CardError>)> {
     let input = image();
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..n)
@@ -198,11 +202,7 @@ fn concurrent(
                 let input = &input;
                 s.spawn(move || {
                     let r = card.process(pool, input, timeout);
-                    let what = match &r {
-                        Ok(_) => "ok".to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    (Instant::now(), r.is_ok(), what)
+                    (Instant::now(), r.map(|_| ()))
                 })
             })
             .collect();
@@ -400,15 +400,19 @@ fn corrupt_completion_fails_the_card_and_answers_every_request() {
         let card = open(&t);
         let pool = image_pool(&card);
         let answers = concurrent(&card, &pool, 6, Duration::from_secs(20));
-        let ok = answers.iter().filter(|a| a.1).count();
+        let ok = answers.iter().filter(|a| a.1.is_ok()).count();
         let reason = card
             .fatal()
             .unwrap_or_else(|| panic!("{field}: card not marked failed"));
-        assert!(reason.contains("queue error"), "{field}: {reason}");
+        assert!(reason.queue_error().is_some(), "{field}: {reason}");
         // The two completions before the bad one are answers; the rest fail with the card.
         assert_eq!(ok, 2, "{field}: {answers:?}");
-        for a in answers.iter().filter(|a| !a.1) {
-            assert!(a.2.contains("failed"), "{field}: {}", a.2);
+        for a in answers.iter().filter(|a| a.1.is_err()) {
+            assert!(
+                matches!(a.1, Err(CardError::Fatal { .. })),
+                "{field}: {:?}",
+                a.1
+            );
         }
         let fired = fired_at(&t, 0);
         let last = answers.iter().map(|a| a.0).max().expect("answers");
@@ -448,7 +452,10 @@ fn lost_completion_phase_is_found_by_the_next_one() {
     let took = t1.elapsed();
     assert!(matches!(r, Err(CardError::Fatal { .. })), "{:?}", r.err());
     let reason = card.fatal().expect("failed");
-    assert!(reason.contains("slot"), "{reason}");
+    assert!(
+        matches!(reason.queue_error(), Some(QueueError::PhaseGap { .. })),
+        "{reason}"
+    );
     assert!(took < Duration::from_secs(5), "{took:?}");
     eprintln!(
         "reaction: corrupt-completion:phase (lost completion) -> its request times out ({:.0} ms, its own deadline); the next completion reveals the hole: card failed in {:.1} ms ({reason})",
@@ -470,7 +477,10 @@ fn duplicate_completion_fails_the_card() {
     }
     let seen = wait_fatal(&card, Duration::from_secs(5));
     let reason = card.fatal().expect("failed");
-    assert!(reason.contains("duplicate command id"), "{reason}");
+    assert!(
+        matches!(reason.queue_error(), Some(QueueError::UnknownCid { .. })),
+        "{reason}"
+    );
     assert!(matches!(
         card.process(&pool, &input, Duration::from_secs(5)),
         Err(CardError::Fatal { .. })
@@ -552,8 +562,8 @@ fn reset_storm_fails_in_flight_requests_and_reopen_recovers() {
         for _ in 0..3 {
             match card.process(&pool, &input, Duration::from_secs(20)) {
                 Ok(_) => {}
-                Err(CardError::Fatal { reason, .. }) => {
-                    assert!(reason.contains("no longer ready"), "{reason}");
+                Err(CardError::Fatal { cause, .. }) => {
+                    assert!(matches!(*cause, CardFailure::NotReady), "{cause}");
                     reactions.push(ms(Instant::now().saturating_duration_since(fired_at(&t, 0))));
                     failed = true;
                     break;
@@ -623,7 +633,7 @@ fn load_until_failure(
     pool: &Pool,
     timeout: Duration,
     hit: impl FnOnce(),
-) -> (Instant, Vec<(Instant, String)>) {
+) -> (Instant, Vec<(Instant, CardError)>) {
     let input = image();
     let served = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -637,7 +647,7 @@ fn load_until_failure(
                             Ok(_) => {
                                 served.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(e) => return (Instant::now(), e.to_string()),
+                            Err(e) => return (Instant::now(), e),
                         }
                         assert!(Instant::now() < deadline, "the card never failed");
                     }
@@ -669,7 +679,10 @@ fn stopped_card_process_fails_every_request() {
     });
     let last = answers.iter().map(|a| a.0).max().expect("answers");
     for (_, e) in &answers {
-        assert!(e.contains("failed") || e.contains("no completion"), "{e}");
+        assert!(
+            matches!(e, CardError::Fatal { .. } | CardError::Timeout { .. }),
+            "{e}"
+        );
     }
     assert!(card.fatal().is_some());
     let took = last.saturating_duration_since(at);
@@ -677,7 +690,7 @@ fn stopped_card_process_fails_every_request() {
     eprintln!(
         "reaction: SIGSTOP -> vfio-user socket deadline (5 s): card failed, 4 in-flight requests answered within {:.2} s ({})",
         took.as_secs_f64(),
-        card.fatal().unwrap_or_default()
+        card.fatal().map(|c| c.to_string()).unwrap_or_default()
     );
     drop(card);
     drop(em);
@@ -702,7 +715,7 @@ fn killed_card_process_fails_every_request() {
     eprintln!(
         "reaction: SIGKILL -> the socket closes: card failed, 4 in-flight requests answered within {:.1} ms ({})",
         ms(took),
-        card.fatal().unwrap_or_default()
+        card.fatal().map(|c| c.to_string()).unwrap_or_default()
     );
     drop(card);
     drop(em);
@@ -720,10 +733,10 @@ fn inject_switch_of_the_preba_card_binary() {
             .unwrap_or_else(|e| panic!("request {n}: {e}"));
     }
     wait_fatal(&card, Duration::from_secs(5));
+    let reason = card.fatal().expect("failed");
     assert!(
-        card.fatal()
-            .expect("failed")
-            .contains("duplicate command id")
+        matches!(reason.queue_error(), Some(QueueError::UnknownCid { .. })),
+        "{reason}"
     );
     drop(card);
     drop(em);

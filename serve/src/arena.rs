@@ -52,7 +52,7 @@ impl Arena {
     /// Reserves `bytes` (4 KiB aligned) and returns the offset.
     pub fn reserve(&self, bytes: usize) -> Result<usize, String> {
         if self.own.is_none() {
-            return self.backend.reserve(bytes);
+            return self.backend.reserve(bytes).map_err(|e| e.to_string());
         }
         let bytes = bytes.max(1).div_ceil(4096) * 4096;
         let mut b = self.bump.lock().unwrap_or_else(|e| e.into_inner());

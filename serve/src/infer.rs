@@ -10,6 +10,7 @@ use crate::model::{Answer, Item, Model, Row};
 use crate::repo::Kind;
 use crate::server::State;
 use preba_host::backend::{Job, Output, Via};
+use preba_host::error::RequestError;
 use serde_json::{Map, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -134,7 +135,8 @@ async fn infer_inner(
         let lease = leases[i].take();
         if matches!(el, Element::Tensor(_) | Element::Features { .. }) {
             // Already preprocessed: one small copy into the slot, no thread hop.
-            let r = prepare(state, model, el, lease).map_err(|e| format!("{what}[{i}]: {e}"));
+            let r = prepare(state, model, el, lease)
+                .map_err(|(status, e)| (status, format!("{what}[{i}]: {e}")));
             tasks.push(Prep::Done(r));
             continue;
         }
@@ -145,9 +147,9 @@ async fn infer_inner(
             let st2 = st.clone();
             let r = tokio::task::spawn_blocking(move || prepare(&st2, &md, el, lease))
                 .await
-                .map_err(|e| format!("preprocessing task failed: {e}"))
+                .map_err(|e| (500, format!("preprocessing task failed: {e}")))
                 .and_then(|r| r)
-                .map_err(|e| format!("{what}[{i}]: {e}"));
+                .map_err(|(status, e)| (status, format!("{what}[{i}]: {e}")));
             drop(permit);
             r
         })));
@@ -165,19 +167,12 @@ async fn infer_inner(
                 first_err.get_or_insert(e);
             }
             Err(e) => {
-                first_err.get_or_insert(format!("{what}: {e}"));
+                first_err.get_or_insert((400, format!("{what}: {e}")));
             }
         }
     }
     if let Some(e) = first_err {
-        // The card or the server failing is not the client's fault.
-        let status =
-            if e.contains(": card ") || e.contains("internal:") || e.contains("task failed") {
-                500
-            } else {
-                400
-            };
-        return Err((status, e));
+        return Err(e);
     }
     // What is left of the request's budget for batching and inference: the
     // client's `timeout` parameter (microseconds, as Triton), else the SLA.
@@ -204,9 +199,14 @@ async fn infer_inner(
 }
 
 /// An element being prepared: done inline, or on the blocking pool.
+/// One element, ready for the batcher (with its audio duration), or the HTTP status and
+/// message of its failure.
+type Prepared = Result<(Item, Option<f32>), (u16, String)>;
+
+/// An element's preprocessing: done, or running.
 enum Prep {
-    Done(Result<(Item, Option<f32>), String>),
-    Task(tokio::task::JoinHandle<Result<(Item, Option<f32>), String>>),
+    Done(Prepared),
+    Task(tokio::task::JoinHandle<Prepared>),
 }
 
 type Outputs = Vec<(String, Option<bool>, Option<usize>)>;
@@ -454,30 +454,38 @@ fn elements(
     Ok((els, outs))
 }
 
-/// Preprocesses one element into what the batcher carries (blocking).
-fn prepare(
-    state: &State,
-    model: &Model,
-    el: Element,
-    lease: Option<Arc<SlotLease>>,
-) -> Result<(Item, Option<f32>), String> {
+/// The HTTP status of a failed preprocessing: the input's fault is the client's (400); the
+/// card or the server failing is not (500).
+fn backend_failure(e: RequestError) -> (u16, String) {
+    let status = match e {
+        RequestError::Cpu(_) | RequestError::Rejected { .. } => 400,
+        _ => 500,
+    };
+    (status, e.to_string())
+}
+
+/// A request the model cannot take (400).
+fn bad(msg: impl Into<String>) -> (u16, String) {
+    (400, msg.into())
+}
+
+/// Preprocesses one element into what the batcher carries (blocking). The error is the
+/// HTTP status and the message.
+fn prepare(state: &State, model: &Model, el: Element, lease: Option<Arc<SlotLease>>) -> Prepared {
     let t0 = Instant::now();
     let r = match (model.cfg.kind, el) {
         (Kind::Image, el) => {
-            let lease = lease.ok_or("internal: no slot for an image")?;
+            let lease = lease.ok_or((500, "internal: no slot for an image".to_string()))?;
             let region = lease.region();
             let arena = state.arena.mem();
             match el {
-                Element::Tensor(t) => arena.write(region.0, &t).map_err(|e| e.to_string())?,
-                Element::Features { .. } => return Err("image models take IMAGE".into()),
+                Element::Tensor(t) => arena.write(region.0, &t).map_err(|e| bad(e.to_string()))?,
+                Element::Features { .. } => return Err(bad("image models take IMAGE")),
                 Element::Encoded(bytes) => {
-                    let via = state.backend.process_into(
-                        &bytes,
-                        &model.cfg.image,
-                        arena,
-                        region,
-                        lease.clone(),
-                    )?;
+                    let via = state
+                        .backend
+                        .process_into(&bytes, &model.cfg.image, arena, region, lease.clone())
+                        .map_err(backend_failure)?;
                     if via == Via::CpuFallback {
                         model.metrics.cpu_fallback.add(1);
                     }
@@ -488,12 +496,13 @@ fn prepare(
         (Kind::Audio, Element::Encoded(bytes)) => {
             let (out, via) = state
                 .backend
-                .process(&bytes, &Job::Audio(model.cfg.audio))?;
+                .process(&bytes, &Job::Audio(model.cfg.audio))
+                .map_err(backend_failure)?;
             if via == Via::CpuFallback {
                 model.metrics.cpu_fallback.add(1);
             }
             let Output::Audio(a) = out else {
-                return Err("internal: image output for an audio job".into());
+                return Err((500, "internal: image output for an audio job".into()));
             };
             let dur = a.info.seconds() as f32;
             Ok((
@@ -510,7 +519,7 @@ fn prepare(
                 frames as f32 * f32::from(model.cfg.audio.hop) / model.cfg.audio.sample_rate as f32;
             Ok((Item::Features { frames, data }, Some(dur)))
         }
-        (Kind::Audio, Element::Tensor(_)) => Err("audio models take AUDIO".into()),
+        (Kind::Audio, Element::Tensor(_)) => Err(bad("audio models take AUDIO")),
     };
     model
         .metrics

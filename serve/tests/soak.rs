@@ -41,7 +41,7 @@ struct Case {
     input: Vec<u8>,
     job: Job,
     /// Output bytes on success, or the CPU path's error.
-    want: Result<Vec<u8>, String>,
+    want: Result<Vec<u8>, preba_host::error::RequestError>,
 }
 
 fn output_bytes(o: &Output) -> Vec<u8> {
