@@ -534,7 +534,9 @@ impl Card {
     /// the card started.
     pub fn time(&self) -> Duration {
         if self.sh.modeled() {
-            self.sh.time.duration(self.sh.card_t.load(Ordering::Acquire))
+            self.sh
+                .time
+                .duration(self.sh.card_t.load(Ordering::Acquire))
         } else {
             self.sh.epoch.elapsed()
         }
@@ -667,8 +669,10 @@ fn spurious_irqs(sh: Arc<Shared>, fault: usize, period: Duration) {
 /// A boot attempt the boot ROM watches: a slot that has not reached CSTS.RDY yet.
 struct Watch {
     slot: u8,
-    /// When the core thread first saw CC.EN during this attempt, card nanoseconds (the card's
-    /// clock: the boot ROM's watch is a timer on the card).
+    /// When the core thread first saw CC.EN during this attempt, nanoseconds since the card
+    /// started. Wall-clock on either clock: the watch must roll back within the host's CAP.TO
+    /// wait, which is wall time, and card time may run behind it (a spinning image retires
+    /// far fewer than 250 M instructions per wall second in the interpreter).
     en_since: Option<u64>,
 }
 
@@ -706,14 +710,9 @@ fn boot_core(sh: &Arc<Shared>, last: Option<Failure>) -> Option<(Cpu<CardBus>, O
     Some((cpu, choice.watch.then(|| Watch::new(choice.slot))))
 }
 
-/// The card's clock in nanoseconds: card time (modeled) or the wall clock since the card
-/// started.
-fn card_nanos(sh: &Shared, cpu: &Cpu<CardBus>) -> u64 {
-    if sh.modeled() {
-        sh.time.nanos(cpu.bus().card_time(cpu.now()))
-    } else {
-        u64::try_from(sh.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
+/// Nanoseconds since the card started (the boot watch's clock).
+fn wall_nanos(sh: &Shared) -> u64 {
+    u64::try_from(sh.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Checks a watched boot attempt: confirms the slot at CSTS.RDY, or says why it failed.
@@ -766,8 +765,8 @@ fn account_halt(sh: &Shared, cpu: &mut Cpu<CardBus>, since: &mut Option<Instant>
 
 /// The hart waits in `wfi` with nothing pending (modeled clock): decides how much idle time
 /// passes. Nothing happens on the card between now and the next event (the timer, a CU's
-/// modeled completion, the boot watch), except what the host does or a CU's host computation
-/// finishing. So: while a CU computation still runs that could end before that event, wait
+/// modeled completion), except what the host does, a CU's host computation finishing or the
+/// boot watch's wall-clock deadline. So: while a CU computation still runs that could end before that event, wait
 /// for it (wall time; card time stands still); while CU work is in flight otherwise, jump to
 /// the event (a stuck CU's watchdog fires at once in wall time); with no CU work, let idle
 /// time pass at the wall clock's pace (an idle card sleeps instead of spinning through its
@@ -791,22 +790,24 @@ fn idle_modeled(sh: &Shared, cpu: &mut Cpu<CardBus>, watch: Option<&Watch>, seen
     if timer > t {
         next = next.min(timer);
     }
-    if let Some(d) = watch.and_then(|w| w.deadline(sh)) {
-        // Card nanoseconds to card time, rounded up so the watch sees its deadline passed.
-        let cycles = sh.time.cycles(std::time::Duration::from_nanos(d)) + 1;
-        next = next.min(cycles.max(t + 1));
-    }
+    let watch_at = watch
+        .and_then(|w| w.deadline(sh))
+        .map(|d| sh.epoch + Duration::from_nanos(d));
     if cus.bound <= next {
-        sh.wake.wait(seen, None);
+        sh.wake.wait(seen, watch_at);
     } else if cus.busy {
         if next == u64::MAX {
-            sh.wake.wait(seen, None);
+            sh.wake.wait(seen, watch_at);
         } else {
             cpu.skip_idle(next - t);
         }
     } else {
         let start = Instant::now();
-        let deadline = (next != u64::MAX).then(|| start + sh.time.duration(next - t));
+        let pace = (next != u64::MAX).then(|| start + sh.time.duration(next - t));
+        let deadline = match (pace, watch_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         sh.wake.wait(seen, deadline);
         let passed = sh.time.cycles(start.elapsed());
         cpu.skip_idle(passed.min(next - t));
@@ -842,7 +843,7 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
             continue;
         }
         if let Some(w) = watch.as_mut() {
-            match check_watch(&sh, w, card_nanos(&sh, &cpu)) {
+            match check_watch(&sh, w, wall_nanos(&sh)) {
                 Ok(true) => watch = None,
                 Ok(false) => {}
                 Err(f) => {

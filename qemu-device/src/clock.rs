@@ -60,11 +60,6 @@ impl TimeBase {
     pub fn duration(&self, cycles: u64) -> Duration {
         Duration::from_nanos(mul_div_ceil(cycles, 1_000_000_000, self.core_hz))
     }
-
-    /// Card time in nanoseconds.
-    pub fn nanos(&self, t: u64) -> u64 {
-        mul_div(t, 1_000_000_000, self.core_hz)
-    }
 }
 
 #[cfg(test)]
@@ -84,6 +79,5 @@ mod tests {
         assert_eq!(tb.cu_to_core(7), 6, "rounded up");
         assert_eq!(tb.cycles(Duration::from_secs(1)), 250_000_000);
         assert_eq!(tb.duration(250), Duration::from_micros(1));
-        assert_eq!(tb.nanos(250_000_000), 1_000_000_000);
     }
 }

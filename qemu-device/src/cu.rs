@@ -11,7 +11,7 @@ use preba_protocol::status::Status;
 
 use crate::card::Shared;
 use crate::inject::CuFault;
-use crate::model::ImageWork;
+use crate::model::{CycleModel, ImageWork};
 
 /// One CU's registers.
 #[derive(Clone, Debug)]
@@ -132,12 +132,11 @@ fn samples_per_px(input: &[u8]) -> f64 {
 /// a lower bound (the stream reader's share: the frame count needs the whole decode); a job
 /// that fails later than its header costs the prediction, never less.
 pub(crate) fn predict(
-    sh: &Shared,
+    cfg: &CycleModel,
     kind: CuKind,
     input: &[u8],
     profile: &[u8; PROFILE_SIZE],
 ) -> u64 {
-    let cfg = &sh.cfg.cycles;
     let bytes = input.len() as u64;
     let failed = cfg.failed(bytes);
     match (kind, admin::parse_profile(profile)) {
@@ -165,8 +164,7 @@ pub(crate) fn predict(
 }
 
 /// Runs the golden model for one job.
-pub(crate) fn run(job: &Job, sh: &Shared) -> Outcome {
-    let cfg = &sh.cfg.cycles;
+pub(crate) fn run(job: &Job, cfg: &CycleModel) -> Outcome {
     let fail = |s: Status| Outcome {
         result: Err(s),
         result0: 0,
@@ -276,7 +274,7 @@ pub(crate) fn start(sh: &Arc<Shared>, i: usize, profile: Option<[u8; PROFILE_SIZ
         // watchdog's deadline.
         return;
     }
-    let predicted = predict(sh, cu.kind, &input, &profile);
+    let predicted = predict(&sh.cfg.cycles, cu.kind, &input, &profile);
     if sh.modeled() {
         cu.bound = now.saturating_add(sh.time.cu_to_core(predicted));
         sh.cu_horizon.fetch_min(cu.bound, Ordering::AcqRel);
@@ -357,7 +355,7 @@ pub(crate) fn worker(sh: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
         if !sh.cfg.cu_delay.is_zero() {
             std::thread::sleep(sh.cfg.cu_delay);
         }
-        let out = run(&job, &sh);
+        let out = run(&job, &sh.cfg.cycles);
         let mut cu = sh.cus[job.cu].lock().expect("cu lock");
         if cu.generation != job.generation || cu.status != CuStatus::Busy {
             continue; // reset while running: discard
@@ -449,4 +447,56 @@ pub(crate) fn deliver(sh: &Shared, now: u64) -> Horizon {
     sh.cu_horizon
         .fetch_min(h.bound.min(h.due), Ordering::AcqRel);
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preba_protocol::admin::encode_profile;
+    use preba_protocol::profile::{Dtype, ImageProfile};
+
+    /// A correct image job's modeled completion is known at its start: the prediction from
+    /// the header is the cycle count the job reports.
+    #[test]
+    fn image_prediction_is_the_cycle_count() {
+        let cfg = CycleModel::default();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/images");
+        let mut checked = 0;
+        for e in std::fs::read_dir(&dir).expect("fixtures") {
+            let path = e.expect("entry").path();
+            let input = std::fs::read(&path).expect("fixture");
+            if input.len() > 8 << 20 {
+                continue;
+            }
+            for p in [
+                ImageProfile::default(),
+                ImageProfile {
+                    resize: 300,
+                    crop: 256,
+                    normalize: true,
+                    dtype: Dtype::F32,
+                    ..ImageProfile::default()
+                },
+            ] {
+                let profile = encode_profile(&Profile::Image(p));
+                let job = Job {
+                    cu: 0,
+                    generation: 0,
+                    kind: CuKind::Image,
+                    input: input.clone(),
+                    profile,
+                    written_delta: 0,
+                    start: 0,
+                    predicted: 0,
+                };
+                let out = run(&job, &cfg);
+                let predicted = predict(&cfg, CuKind::Image, &input, &profile);
+                if out.result.is_ok() {
+                    assert_eq!(predicted, out.cycles, "{}", path.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20, "only {checked} fixtures decoded");
+    }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use preba_card::{Card, CardConfig, CoreState, HostMemory, IrqRecorder, TestMemory};
+use preba_card::{Card, CardConfig, Clock, CoreState, HostMemory, IrqRecorder, TestMemory};
 use preba_protocol::card as c;
 use preba_softcore::Halt;
 
@@ -33,6 +33,18 @@ fn sw(rs2: u32, off: i32, rs1: u32) -> u32 {
 }
 fn lw(rd: u32, off: i32, rs1: u32) -> u32 {
     ((off as u32 & 0xfff) << 20) | (rs1 << 15) | (2 << 12) | (rd << 7) | 0x03
+}
+/// `bne rs1, rs2, off` (off even, within +-4 KiB).
+fn bne(rs1: u32, rs2: u32, off: i32) -> u32 {
+    let i = off as u32;
+    ((i >> 12) & 1) << 31
+        | ((i >> 5) & 0x3f) << 25
+        | rs2 << 20
+        | rs1 << 15
+        | 1 << 12
+        | ((i >> 1) & 0xf) << 8
+        | ((i >> 11) & 1) << 7
+        | 0x63
 }
 const WFI: u32 = 0x1050_0073;
 const SPIN: u32 = 0x0000_006f; // j .
@@ -123,6 +135,14 @@ fn card_with(
     prog: &[u8],
     setup: impl FnOnce(&TestMemory),
 ) -> (Card, Arc<TestMemory>, Arc<IrqRecorder>) {
+    card_on(prog, Clock::default(), setup)
+}
+
+fn card_on(
+    prog: &[u8],
+    clock: Clock,
+    setup: impl FnOnce(&TestMemory),
+) -> (Card, Arc<TestMemory>, Arc<IrqRecorder>) {
     let mem = Arc::new(TestMemory::new());
     mem.map(HOST, 1 << 20).expect("map");
     setup(&mem);
@@ -130,6 +150,7 @@ fn card_with(
     let cfg = CardConfig {
         card_mem_bytes: 16 << 20,
         workers: 1,
+        clock,
         ..CardConfig::default()
     };
     let card = Card::new(cfg, prog, mem.clone(), irq.clone()).expect("card");
@@ -270,10 +291,10 @@ fn board_peripherals() {
     assert_eq!(ring, [1, 2, 3, 4]);
 }
 
-#[test]
-fn timer_wakes_wfi_in_wall_time_and_reset_restarts() {
+/// mtimecmp = mtime + 30 ms, mie.MTIE, wfi (MIE stays 0: wfi ends, nothing traps); mtime
+/// before and after, then a '!' on the UART and power off.
+fn timer_prog() -> Vec<u8> {
     let mut p = Prog::new();
-    // mtimecmp = mtime + 30 ms; mie.MTIE; wfi (MIE stays 0: wfi ends, nothing traps).
     p.r(c::CLINT_MTIME);
     p.code.extend(li(S0, c::CLINT_MTIME));
     p.code.push(lw(T1, 0, S0));
@@ -290,9 +311,13 @@ fn timer_wakes_wfi_in_wall_time_and_reset_restarts() {
     p.code.push(WFI);
     p.r(c::CLINT_MTIME);
     p.w(c::UART_BASE, u32::from(b'!'));
-    let prog = p.power_off();
+    p.power_off()
+}
+
+#[test]
+fn timer_wakes_wfi_in_wall_time_and_reset_restarts() {
     let t = Instant::now();
-    let (card, _mem, _irq) = card(&prog);
+    let (card, _mem, _irq) = card_on(&timer_prog(), Clock::Wall, |_| {});
     assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
     let r = results(&card, 2);
     let ticks = r[1].wrapping_sub(r[0]);
@@ -303,6 +328,72 @@ fn timer_wakes_wfi_in_wall_time_and_reset_restarts() {
     card.reset(Duration::from_secs(5)).expect("reset");
     assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
     assert_eq!(card.uart(), b"!!");
+}
+
+#[test]
+fn timer_wakes_wfi_at_its_modeled_deadline() {
+    let t = Instant::now();
+    let (card, _mem, _irq) = card_on(&timer_prog(), Clock::Modeled, |_| {});
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    let r = results(&card, 2);
+    let ticks = r[1].wrapping_sub(r[0]);
+    // 15 instructions from the first read to the wfi, 2 after it: under one tick (25 cycles)
+    // past the deadline.
+    assert!(
+        (300_000..=300_001).contains(&ticks),
+        "woke after {ticks} ticks"
+    );
+    // Nothing in flight: idle time passes at the wall clock's pace.
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    // A reset does not take card time back.
+    let before = card.time();
+    card.reset(Duration::from_secs(5)).expect("reset");
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    assert!(
+        card.time() >= before + Duration::from_millis(30),
+        "{:?} then {:?}",
+        before,
+        card.time()
+    );
+    let r = results(&card, 2);
+    assert!(
+        r[0] as u64 * 100 >= before.as_nanos() as u64 - 100,
+        "mtime after the reset"
+    );
+}
+
+#[test]
+fn modeled_mtime_counts_instructions() {
+    // mtime; 2 x N instructions of a countdown loop; mtime; minstret.
+    const N: u32 = 5_000_000;
+    let mut p = Prog::new();
+    p.r(c::CLINT_MTIME);
+    p.code.extend(li(T0, N));
+    p.code.push(addi(T0, T0, -1));
+    p.code.push(bne(T0, 0, -4));
+    p.r(c::CLINT_MTIME);
+    let prog = p.power_off();
+    let t = Instant::now();
+    let (card, _mem, _irq) = card_on(&prog, Clock::Modeled, |_| {});
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    let wall = t.elapsed();
+    let r = results(&card, 2);
+    // Between the two loads: the store of the first result, li (2), the loop (2N), li (2).
+    let instructions = u64::from(2 * N) + 5;
+    let ticks = u64::from(r[1].wrapping_sub(r[0]));
+    let core_hz = u64::from(CardConfig::default().core_hz);
+    let want = instructions * 10_000_000 / core_hz;
+    assert!(
+        ticks.abs_diff(want) <= 1,
+        "{ticks} ticks for {instructions} instructions (want {want})"
+    );
+    eprintln!(
+        "{instructions} instructions = {:.1} ms of card time in {:.1} ms of wall time \
+         ({:.0} M instructions per wall second)",
+        ticks as f64 / 1e4,
+        wall.as_secs_f64() * 1e3,
+        instructions as f64 / wall.as_secs_f64() / 1e6
+    );
 }
 
 #[test]

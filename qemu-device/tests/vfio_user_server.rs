@@ -61,6 +61,10 @@ struct Card {
 
 impl Card {
     fn start(sock: &Path, fw: &Path) -> Card {
+        Card::start_with(sock, fw, &[])
+    }
+
+    fn start_with(sock: &Path, fw: &Path, extra: &[&str]) -> Card {
         let mut child = Command::new(env!("CARGO_BIN_EXE_preba-card"))
             .arg("--socket")
             .arg(sock)
@@ -76,6 +80,7 @@ impl Card {
                 "--workers",
                 "1",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -575,8 +580,13 @@ fn vfio_user_sigterm_and_refusals() {
     assert!(st.success(), "exit status {st}");
     assert!(!sock.exists(), "socket removed");
 
-    // With a client connected, SIGTERM still ends it.
-    let mut card = Card::start(&sock, &fw);
+    // With a client connected, SIGTERM still ends it (this one on the wall clock).
+    let mut card = Card::start_with(&sock, &fw, &["--clock", "wall"]);
+    assert!(
+        card.log.iter().any(|l| l.contains("clock: wall")),
+        "{:?}",
+        card.log
+    );
     let mut c = Client::connect(&sock);
     assert_eq!(c.r32(regs::VS), 0x0001_0001, "protocol 1.1");
     // SAFETY: as above.
@@ -601,6 +611,14 @@ fn vfio_user_sigterm_and_refusals() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_preba-card"))
+        .args(["--socket"])
+        .arg(dir.join("x.sock"))
+        .args(["--clock", "sundial"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--clock: not a clock"));
     let out = Command::new(env!("CARGO_BIN_EXE_preba-card"))
         .args(["--socket"])
         .arg(dir.join("x.sock"))

@@ -19,9 +19,9 @@ pub fn firmware() -> &'static [u8] {
     })
 }
 
-/// One card at a time per test binary: the CUs run the golden model on host threads and the
-/// firmware's CU watchdog runs in wall time, so parallel tests on a small machine must not
-/// starve each other's cards.
+/// One card at a time per test binary: the CUs run the golden model on host threads, so
+/// parallel cards on a small machine would only slow each other down (on the modeled clock a
+/// starved card is slower, never wrong; the wall-clock tests need the CPU time).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

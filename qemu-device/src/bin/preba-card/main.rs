@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! preba-card --socket PATH [--image-cus K] [--audio-cus M] [--norm-cus N] [--firmware ELF]
-//!            [--flash FILE] [--inject SPEC]
+//!            [--flash FILE] [--clock modeled|wall] [--inject SPEC]
 //! ```
 //!
 //! The card model ([`preba_card::Card`]) runs the firmware ELF on the soft core; this binary puts
@@ -16,6 +16,11 @@
 //! (vfio_user 0.1.7 serves one per `Server::run`) and the process exits 0 when that client
 //! disconnects, or on SIGTERM/SIGINT/SIGHUP, removing the socket file. Logs go to stderr;
 //! `PREBA_CARD_LOG=error|warn|info|debug|trace` picks the level (default info).
+//!
+//! Time: `--clock modeled` (the default) runs the card on modeled time, so a slow or loaded
+//! machine never makes a correct job trip the firmware's CU watchdog and the host driver's
+//! card/CPU agreement is exact; `--clock wall` puts mtime on the wall clock for a real-time
+//! feel (docs/card-spec.md "Time"). The host's own deadlines are wall-clock either way.
 //!
 //! The firmware: `--firmware ELF`, else `$PREBA_FIRMWARE`, else the ELF `cargo xtask build-fw`
 //! makes in this workspace (target/riscv32imac-unknown-none-elf/firmware/preba-firmware).
@@ -35,7 +40,7 @@ use preba_card::{Card, CardConfig, CoreState};
 
 const USAGE: &str = "\
 usage: preba-card --socket PATH [--image-cus K] [--audio-cus M] [--norm-cus N] [--firmware ELF]
-                  [--flash FILE] [--inject SPEC]
+                  [--flash FILE] [--clock modeled|wall] [--inject SPEC]
 
 Serves the emulated preba card on a vfio-user socket until the client disconnects or SIGTERM.
   --socket PATH     the vfio-user socket (a stale socket file there is replaced)
@@ -56,6 +61,11 @@ Serves the emulated preba card on a vfio-user socket until the client disconnect
   --flash FILE      keep the SPI flash (boot record, image slots A/B) in FILE, created when
                     missing and then factory-programmed with --firmware in slot A; flashed
                     images survive a restart (without it the flash lives in memory)
+  --clock modeled|wall
+                    what the card's time (mtime: firmware timers, CU watchdog, log timestamps)
+                    runs on: modeled (default) counts the soft core's cycles and the CUs' cycle
+                    model, so a slow or loaded machine never trips the CU watchdog; wall is the
+                    wall clock (real-time feel; a starved machine can trip the watchdog)
   --inject SPEC     test only: inject faults, comma-separated KIND[@N][:ARG] with N the Nth
                     event (from 1): dma-fault@N[:in|out] (Nth I/O command), stuck-cu@N,
                     bad-length@N[:DELTA] (Nth CU job), corrupt-completion@N[:status|cid|sqid|
@@ -139,6 +149,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 debug.sberror = Some(hex_u32("--debug-sberror", &value("--debug-sberror")?)?)
             }
             "--flash" => config.flash_file = Some(PathBuf::from(value("--flash")?)),
+            "--clock" => {
+                config.clock = value("--clock")?
+                    .parse()
+                    .map_err(|e| format!("--clock: {e}"))?;
+            }
             "--inject" => {
                 config.inject = value("--inject")?
                     .parse()
@@ -295,6 +310,9 @@ fn run(args: Args) -> Result<(), String> {
     );
     if !cfg.inject.is_empty() {
         log::warn!("fault injection (test only): {}", cfg.inject);
+    }
+    if cfg.clock == preba_card::Clock::Wall {
+        log::info!("clock: wall (mtime is wall-clock time)");
     }
     log::info!(
         "listening on {} ({} image, {} audio, {} normalize CUs; firmware {})",
