@@ -109,15 +109,18 @@ fn open(spec: &CardSpec) -> Result<(Arc<dyn Transport>, Option<Emulated>), Strin
             };
             let em = Emulated::start_with(flash)?;
             let t = connect_retry(em.socket(), name, ARENA, Duration::from_secs(10))
-                .map_err(|e| e.0)?;
+                .map_err(|e| e.to_string())?;
             Ok((Arc::new(t), Some(em)))
         }
         CardSpec::VfioUser(p) => Ok((
-            Arc::new(VfioUser::connect(p, name, ARENA).map_err(|e| e.0)?),
+            Arc::new(VfioUser::connect(p, name, ARENA).map_err(|e| e.to_string())?),
             None,
         )),
         CardSpec::Vfio(bdf) => Ok((
-            Arc::new(preba_host::vfio::Vfio::open_with(bdf, name, ARENA, false).map_err(|e| e.0)?),
+            Arc::new(
+                preba_host::vfio::Vfio::open_with(bdf, name, ARENA, false)
+                    .map_err(|e| e.to_string())?,
+            ),
             None,
         )),
         CardSpec::Cpu => Err("cpu is not a card".into()),
