@@ -61,6 +61,31 @@ fn wav(channels: u16, rate: u32, bits: u16, tag: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Found by the golden_wav fuzz target: a 64-bit float file whose data chunk is swallowed by a
+/// junk chunk's size. The card used to refuse it at its fmt chunk (UNSUPPORTED_FORMAT) while
+/// the CPU path found it CORRUPT_INPUT; the card's refusal of 64-bit float now waits for the
+/// data chunk, so both say CORRUPT_INPUT, and a well-formed 64-bit file is still refused by
+/// the card (CPU fallback) and read by the CPU path.
+#[test]
+fn broken_f64_is_corrupt_on_both_paths() {
+    let mut v = wav(1, 16_000, 64, 3, &[0u8; 64]);
+    let good = v.clone();
+    let at = v.len() - 64 - 8;
+    let mut junk = b"\xfe\xff\xff\xff".to_vec();
+    junk.extend_from_slice(&v[at..at + 4]); // "data" read as a size
+    v.splice(at..at, junk);
+    assert_eq!(compare("broken f64", &v), None);
+    assert_eq!(
+        media::probe_wav(&mut &v[..]).unwrap_err().status(),
+        probe_wav(&v).unwrap_err().status()
+    );
+    assert!(matches!(
+        media::probe_wav(&mut &good[..]),
+        Err(media::MediaError::Unsupported(_))
+    ));
+    assert!(probe_wav(&good).is_ok());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 

@@ -532,7 +532,7 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
         return Err(MediaError::Corrupt("not a WAV file (no RIFF/WAVE header)"));
     }
     let mut pos = 12u64;
-    let mut fmt: Option<(WavEncoding, u16, u32, u16)> = None;
+    let mut fmt: Option<(Option<WavEncoding>, u16, u32, u16)> = None;
     for _ in 0..MAX_WAV_CHUNKS {
         let mut ch = [0u8; 8];
         if !src.read(pos, &mut ch) {
@@ -567,6 +567,9 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
                 if frames > limits::MAX_AUDIO_SECONDS * sample_rate as u64 {
                     return Err(MediaError::TooLarge("audio duration"));
                 }
+                let Some(encoding) = encoding else {
+                    return Err(MediaError::Unsupported("sample width"));
+                };
                 return Ok(WavHeader {
                     encoding,
                     channels,
@@ -587,7 +590,10 @@ pub fn probe_wav<S: ByteSource>(src: &mut S) -> Result<WavHeader, MediaError> {
 /// The fixed 16-byte head of a fmt chunk.
 type FmtHead = (u16, u16, u32, u32, u16, u16);
 
-fn parse_fmt(buf: &[u8]) -> Result<(WavEncoding, u16, u32, u16), MediaError> {
+/// The encoding is `None` for 64-bit float: the CPU path reads it and the card does not, so the
+/// card's refusal (UNSUPPORTED_FORMAT, a CPU fallback) waits until the file has proved well
+/// formed up to its data chunk; a broken 64-bit file is CORRUPT_INPUT on both paths.
+fn parse_fmt(buf: &[u8]) -> Result<(Option<WavEncoding>, u16, u32, u16), MediaError> {
     let r: nom::IResult<&[u8], FmtHead> =
         (le_u16, le_u16, le_u32, le_u32, le_u16, le_u16).parse(buf);
     let Ok((rest, (mut tag, channels, rate, _byte_rate, block, bits))) = r else {
@@ -620,8 +626,9 @@ fn parse_fmt(buf: &[u8]) -> Result<(WavEncoding, u16, u32, u16), MediaError> {
         return Err(MediaError::Unsupported("sample rate"));
     }
     let encoding = match (tag, bits) {
-        (WAVE_FORMAT_PCM, 8 | 16 | 24 | 32) => WavEncoding::Pcm(bits),
-        (WAVE_FORMAT_IEEE_FLOAT, 32) => WavEncoding::Float32,
+        (WAVE_FORMAT_PCM, 8 | 16 | 24 | 32) => Some(WavEncoding::Pcm(bits)),
+        (WAVE_FORMAT_IEEE_FLOAT, 32) => Some(WavEncoding::Float32),
+        (WAVE_FORMAT_IEEE_FLOAT, 64) => None,
         (WAVE_FORMAT_PCM | WAVE_FORMAT_IEEE_FLOAT, _) => {
             return Err(MediaError::Unsupported("sample width"));
         }
