@@ -25,7 +25,7 @@ mod log;
 
 mod admin;
 pub mod alloc;
-pub mod crc;
+pub use preba_protocol::crc;
 pub mod drivers;
 pub mod fw;
 pub mod hal;

@@ -95,21 +95,8 @@ pub fn routine() -> Vec<u32> {
     ]
 }
 
-/// The host's CRC-32 of the same bytes.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+/// The host's CRC-32 of the same bytes (zlib's, the one every firmware-image CRC uses).
+pub use preba_protocol::crc::crc32;
 
 /// A word-aligned window for the routine at the top of a RAM region that no segment (including
 /// its zero-filled part) touches.

@@ -61,8 +61,10 @@ pub enum ClientError {
         op: &'static str,
         why: String,
     },
-    /// An earlier timeout or bad reply left the stream out of step.
-    Broken,
+    /// An earlier timeout or bad reply (`first`, its message) left the stream out of step.
+    Broken {
+        first: String,
+    },
 }
 
 impl std::fmt::Display for ClientError {
@@ -77,9 +79,9 @@ impl std::fmt::Display for ClientError {
                 write!(f, "{op}: refused by the card (errno {errno})")
             }
             ClientError::BadReply { op, why } => write!(f, "{op}: malformed reply: {why}"),
-            ClientError::Broken => write!(
+            ClientError::Broken { first } => write!(
                 f,
-                "the vfio-user connection is out of step after an earlier timeout or bad reply"
+                "the vfio-user connection is out of step since an earlier failure ({first})"
             ),
         }
     }
@@ -93,7 +95,8 @@ pub struct Client {
     stream: UnixStream,
     next_id: u16,
     timeout: Duration,
-    broken: bool,
+    /// The failure that put the stream out of step, if one has.
+    broken: Option<String>,
     num_irqs: u32,
 }
 
@@ -116,7 +119,7 @@ impl Client {
             stream,
             next_id: 0,
             timeout,
-            broken: false,
+            broken: None,
             num_irqs: 0,
         };
         // Version 0.1 with the capabilities the crate's server parses (one
@@ -149,20 +152,22 @@ impl Client {
     }
 
     fn bad<T>(&mut self, op: &'static str, why: String) -> Result<T> {
-        self.broken = true;
-        Err(ClientError::BadReply { op, why })
+        let e = ClientError::BadReply { op, why };
+        self.broken = Some(e.to_string());
+        Err(e)
     }
 
     fn io_err(&mut self, op: &'static str, err: std::io::Error) -> ClientError {
         // Whatever part of the exchange happened, the stream is out of step.
-        self.broken = true;
-        match err.kind() {
+        let e = match err.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout {
                 op,
                 after: self.timeout,
             },
             _ => ClientError::Io { op, err },
-        }
+        };
+        self.broken = Some(e.to_string());
+        e
     }
 
     /// One command and its reply: returns the reply's payload (after the
@@ -176,8 +181,10 @@ impl Client {
         min: usize,
         max: usize,
     ) -> Result<Vec<u8>> {
-        if self.broken {
-            return Err(ClientError::Broken);
+        if let Some(first) = &self.broken {
+            return Err(ClientError::Broken {
+                first: first.clone(),
+            });
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
@@ -420,7 +427,7 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
         assert!(matches!(
             c.region_read(0, 0, &mut b).unwrap_err(),
-            ClientError::Broken
+            ClientError::Broken { .. }
         ));
     }
 
@@ -450,7 +457,7 @@ mod tests {
             assert!(e.contains(want), "{want}: {e}");
             assert!(matches!(
                 c.reset(Duration::from_secs(1)).unwrap_err(),
-                ClientError::Broken
+                ClientError::Broken { .. }
             ));
         }
     }

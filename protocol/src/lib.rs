@@ -31,6 +31,7 @@
 
 pub mod admin;
 pub mod card;
+pub mod crc;
 pub mod fwimage;
 pub mod io;
 pub mod limits;

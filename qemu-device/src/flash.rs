@@ -50,21 +50,7 @@ enum State {
     Ignore,
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as zlib).
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                crc >> 1 ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+pub use preba_protocol::crc::crc32;
 
 /// The flash array and its command state machine; with a backing file, every program and
 /// erase is written through to it (a board's flash survives power cycles).

@@ -165,43 +165,32 @@ fn card_info_prints_identify_and_telemetry() {
     }
 }
 
-/// The card process killed mid-run: every in-flight request fails within a
-/// second, `preba` exits 1 naming the card, nothing hangs.
-#[test]
-fn card_killed_mid_run_fails_cleanly() {
-    let Some((bin, fw)) = common::card_parts(&preba()) else {
-        return;
-    };
+/// What happens to the card mid-run.
+#[derive(Clone, Copy)]
+enum Blow {
+    Kill,
+    Stop,
+}
+
+/// Runs `preba preprocess` over many images through a `preba-card` process, does `blow` to
+/// the card once the streamed manifest shows answered inputs (an observable event, not a
+/// sleep), and returns how long `preba` then took to exit 1 and its last stderr line. Fails
+/// when `preba` is still running after `bound`.
+fn card_fails_mid_run(blow: Blow, bound: Duration) -> Option<(Duration, String)> {
+    let (bin, fw) = common::card_parts(&preba())?;
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("card.sock");
-    let mut card = Command::new(&bin)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--firmware")
-        .arg(&fw)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "preba-card did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Enough work to be mid-run when the card dies, with room to spare: the
-    // card is killed once tensors have started to reach the output file.
+    let mut card = common::start_card(&bin, &fw, &sock);
     let imgs: Vec<PathBuf> = fixtures("images", "jpg")
         .into_iter()
         .filter(|p| card_takes(p))
         .collect();
+    // Enough work to be mid-run with room to spare.
     let inputs: Vec<PathBuf> = imgs
         .iter()
         .cycle()
-        .take(imgs.len() * 200)
+        .take(imgs.len() * 400)
         .cloned()
         .collect();
     let out = dir.path().join("o.npy");
@@ -224,33 +213,66 @@ fn card_killed_mid_run_fails_cleanly() {
     let t0 = Instant::now();
     // The streamed manifest names each input as it is answered.
     while !std::fs::read_to_string(&man).is_ok_and(|m| m.contains("\"via\"")) {
-        assert!(
-            preba.try_wait().unwrap().is_none(),
-            "run finished before the kill"
-        );
+        assert!(preba.try_wait().unwrap().is_none(), "run ended early");
         assert!(t0.elapsed() < Duration::from_secs(60), "no output");
         std::thread::sleep(Duration::from_millis(5));
     }
-    card.kill().unwrap();
-    let killed = Instant::now();
-    let _ = card.wait();
+    let pid = card.id() as libc::pid_t;
+    match blow {
+        Blow::Kill => card.kill().unwrap(),
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        Blow::Stop => assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0),
+    }
+    let blown = Instant::now();
     let status = loop {
         if let Some(s) = preba.try_wait().unwrap() {
-            break s;
+            break Some(s);
         }
-        if killed.elapsed() > Duration::from_secs(20) {
-            let _ = preba.kill();
-            panic!("preba hung after the card died");
+        if blown.elapsed() > bound {
+            break None;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let after = killed.elapsed();
+    let after = blown.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let _ = card.kill();
+    let _ = card.wait();
     let err = std::fs::read_to_string(&err_path).unwrap();
+    let Some(status) = status else {
+        let _ = preba.kill();
+        panic!("preba still running {after:?} after the card failed:\n{err}");
+    };
     assert_eq!(status.code(), Some(1), "{err}");
-    let last = err.lines().last().unwrap_or("");
+    let last = err.lines().last().unwrap_or("").to_string();
     assert!(last.contains("card vfio-user:"), "last line: {last}");
+    Some((after, last))
+}
+
+/// The card process killed mid-run: every in-flight request fails within a
+/// second, `preba` exits 1 naming the card, nothing hangs.
+#[test]
+fn card_killed_mid_run_fails_cleanly() {
+    let Some((after, last)) = card_fails_mid_run(Blow::Kill, Duration::from_secs(20)) else {
+        return;
+    };
     eprintln!("preba exited {after:?} after the kill; last line: {last}");
     assert!(after < Duration::from_secs(2), "{after:?}");
+}
+
+/// The card process stopped (SIGSTOP) mid-run, as a hung card would be: the
+/// socket operations have deadlines, so `preba` does not block forever; it
+/// exits 1 naming the card within the request deadline plus one socket
+/// deadline, and nothing hangs after the card is continued and killed.
+#[test]
+fn card_stopped_mid_run_fails_within_the_deadlines() {
+    let bound = preba_host::backend::REQUEST_TIMEOUT
+        + preba_host::vfio_user::OP_TIMEOUT
+        + Duration::from_secs(10);
+    let Some((after, last)) = card_fails_mid_run(Blow::Stop, bound) else {
+        return;
+    };
+    eprintln!("preba exited {after:?} after SIGSTOP; last line: {last}");
 }
 
 /// Without `--card`, `preba preprocess` runs through the emulated card.
@@ -295,99 +317,4 @@ fn emulated_is_the_default() {
     for e in doc["inputs"].as_array().unwrap() {
         assert_eq!(e["via"], "card");
     }
-}
-
-/// The card process stopped (SIGSTOP) mid-run, as a hung card would be: the
-/// socket operations have deadlines, so `preba` does not block forever; it
-/// exits 1 naming the card within the request deadline plus one socket
-/// deadline, and nothing hangs after the card is continued and killed.
-#[test]
-fn card_stopped_mid_run_fails_within_the_deadlines() {
-    let Some((bin, fw)) = common::card_parts(&preba()) else {
-        return;
-    };
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("card.sock");
-    let mut card = Command::new(&bin)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--firmware")
-        .arg(&fw)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "preba-card did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let imgs: Vec<PathBuf> = fixtures("images", "jpg")
-        .into_iter()
-        .filter(|p| card_takes(p))
-        .collect();
-    let inputs: Vec<PathBuf> = imgs
-        .iter()
-        .cycle()
-        .take(imgs.len() * 400)
-        .cloned()
-        .collect();
-    let out = dir.path().join("o.npy");
-    let man = dir.path().join("m.json");
-    let err_path = dir.path().join("stderr");
-    let mut preba = Command::new(preba())
-        .arg("preprocess")
-        .arg("--card")
-        .arg(format!("vfio-user:{}", sock.display()))
-        .arg("-o")
-        .arg(&out)
-        .arg("--manifest")
-        .arg(&man)
-        .args(&inputs)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    // Mid-run: the first inputs have been answered.
-    let t0 = Instant::now();
-    // The streamed manifest names each input as it is answered.
-    while !std::fs::read_to_string(&man).is_ok_and(|m| m.contains("\"via\"")) {
-        assert!(preba.try_wait().unwrap().is_none(), "run ended early");
-        assert!(t0.elapsed() < Duration::from_secs(60), "no output");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let pid = card.id() as libc::pid_t;
-    // SAFETY: kill(2) on our own child's pid; no memory is involved.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    let stopped = Instant::now();
-    let bound = preba_host::backend::REQUEST_TIMEOUT
-        + preba_host::vfio_user::OP_TIMEOUT
-        + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = preba.try_wait().unwrap() {
-            break Some(s);
-        }
-        if stopped.elapsed() > bound {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let after = stopped.elapsed();
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    let _ = card.kill();
-    let _ = card.wait();
-    let err = std::fs::read_to_string(&err_path).unwrap();
-    let Some(status) = status else {
-        let _ = preba.kill();
-        panic!("preba still running {after:?} after the card stopped:\n{err}");
-    };
-    assert_eq!(status.code(), Some(1), "{err}");
-    let last = err.lines().last().unwrap_or("");
-    assert!(last.contains("card vfio-user:"), "last line: {last}");
-    eprintln!("preba exited {after:?} after SIGSTOP; last line: {last}");
 }

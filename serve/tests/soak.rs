@@ -16,7 +16,6 @@ mod common;
 use preba_host::backend::{self, Backend, CardSpec, CpuBackend, Job, Output};
 use preba_protocol::profile::{AudioProfile, Dtype, ImageProfile};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,28 +117,6 @@ fn proc_status(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_card(bin: &Path, fw: &Path, sock: &Path) -> Child {
-    let _ = std::fs::remove_file(sock);
-    let child = Command::new(bin)
-        .arg("--socket")
-        .arg(sock)
-        .arg("--firmware")
-        .arg(fw)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "preba-card did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
-}
-
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     unsafe { libc::kill(pid as libc::pid_t, sig) };
@@ -209,7 +186,7 @@ fn soak_mixed_traffic_with_card_failures() {
             _ => Fault::None,
         };
         let at = Duration::from_millis(rng.below(length.as_millis() as u64).max(200));
-        let mut card = start_card(&bin, &fw, &sock);
+        let mut card = common::start_card(&bin, &fw, &sock);
         let be: Box<dyn Backend> = match backend::open(&CardSpec::VfioUser(sock.clone())) {
             Ok(b) => b,
             Err(e) => panic!("epoch {epochs}: opening the card: {e}"),

@@ -56,3 +56,26 @@ pub fn card_parts(preba: &Path) -> Option<(PathBuf, PathBuf)> {
         }
     }
 }
+
+/// Starts `preba-card` on `sock` with firmware `fw` and waits (30 s at most) for its socket.
+pub fn start_card(bin: &Path, fw: &Path, sock: &Path) -> std::process::Child {
+    let _ = std::fs::remove_file(sock);
+    let child = std::process::Command::new(bin)
+        .arg("--socket")
+        .arg(sock)
+        .arg("--firmware")
+        .arg(fw)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let t0 = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "preba-card did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}

@@ -1,5 +1,6 @@
-//! CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320), nibble table: small and
-//! fast enough for firmware images on the soft core.
+//! CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320, as zlib), nibble table: small and fast
+//! enough for firmware images on the soft core. The one CRC of firmware images: the firmware's
+//! FIRMWARE_COMMIT, the card model's boot ROM and the JTAG flasher's verify use it.
 
 const TABLE: [u32; 16] = {
     let mut t = [0u32; 16];
