@@ -980,6 +980,11 @@ impl Inner {
         data_out: Option<&mut [u8]>,
     ) -> Result<Cqe, CardError> {
         let cqe = self.admin_cmd_any(op, cdw, data_in, data_out)?;
+        self.admin_success(op, cqe)
+    }
+
+    /// An admin completion that is not SUCCESS fails the card: a setup step it refused.
+    fn admin_success(&self, op: AdminOpcode, cqe: Cqe) -> Result<Cqe, CardError> {
         match cqe.status() {
             Status::Success => Ok(cqe),
             st => Err(CardError::Fatal {
@@ -1041,16 +1046,7 @@ impl Inner {
         data_len: u32,
     ) -> Result<Cqe, CardError> {
         let cqe = self.admin_submit(op, cdw, data_iova, data_len)?;
-        match cqe.status() {
-            Status::Success => Ok(cqe),
-            st => Err(CardError::Fatal {
-                card: self.name.clone(),
-                cause: Arc::new(CardFailure::Admin {
-                    op: op.name(),
-                    cause: Box::new(CardFailure::Status(st)),
-                }),
-            }),
-        }
+        self.admin_success(op, cqe)
     }
 
     /// One admin command, polled to completion, whatever its status.
