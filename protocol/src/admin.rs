@@ -125,7 +125,83 @@ pub struct AdminSqe {
     pub cdw: [u32; 6],
 }
 
+/// Builders: the one way every host (driver, card harness, firmware test host, vfio-user test)
+/// lays out an admin command. The command id is 0; the host sets its own before submitting.
 impl AdminSqe {
+    /// `op` with `cdw10..cdw15` and a data buffer (`data_len` 0: none).
+    pub const fn new(op: AdminOpcode, cdw: [u32; 6], data_iova: u64, data_len: u32) -> AdminSqe {
+        AdminSqe {
+            opcode: op as u8,
+            cid: 0,
+            data_iova,
+            data_len,
+            cdw,
+        }
+    }
+    /// IDENTIFY into the [`IDENTIFY_SIZE`]-byte buffer at `data_iova`.
+    pub const fn identify(data_iova: u64) -> AdminSqe {
+        AdminSqe::new(
+            AdminOpcode::Identify,
+            [0; 6],
+            data_iova,
+            IDENTIFY_SIZE as u32,
+        )
+    }
+    /// GET_TELEMETRY into the [`TELEMETRY_SIZE`]-byte buffer at `data_iova`.
+    pub const fn get_telemetry(data_iova: u64) -> AdminSqe {
+        AdminSqe::new(
+            AdminOpcode::GetTelemetry,
+            [0; 6],
+            data_iova,
+            TELEMETRY_SIZE as u32,
+        )
+    }
+    /// SET_PROFILE `slot` from the [`PROFILE_SIZE`]-byte encoded profile at `data_iova`.
+    pub const fn set_profile(slot: u8, data_iova: u64) -> AdminSqe {
+        AdminSqe::new(
+            AdminOpcode::SetProfile,
+            [slot as u32, 0, 0, 0, 0, 0],
+            data_iova,
+            PROFILE_SIZE as u32,
+        )
+    }
+    /// CREATE_IO_QUEUE_PAIR `qid` of `entries` each way (rings at `sq_base` and `cq_base`),
+    /// interrupting on MSI-X `vector` (`None`: interrupts off).
+    pub const fn create_io_queue_pair(
+        qid: u16,
+        entries: u16,
+        sq_base: u64,
+        cq_base: u64,
+        vector: Option<u16>,
+    ) -> AdminSqe {
+        let cdw13 = match vector {
+            Some(v) => v as u32 | 1 << 16,
+            None => 0,
+        };
+        AdminSqe::new(
+            AdminOpcode::CreateIoQueuePair,
+            [
+                qid as u32 | (entries.wrapping_sub(1) as u32) << 16,
+                cq_base as u32,
+                (cq_base >> 32) as u32,
+                cdw13,
+                0,
+                0,
+            ],
+            sq_base,
+            entries as u32 * SQE_SIZE as u32,
+        )
+    }
+    /// DELETE_IO_QUEUE_PAIR `qid`.
+    pub const fn delete_io_queue_pair(qid: u16) -> AdminSqe {
+        AdminSqe::new(
+            AdminOpcode::DeleteIoQueuePair,
+            [qid as u32, 0, 0, 0, 0, 0],
+            0,
+            0,
+        )
+    }
+
     pub fn encode(&self) -> [u8; SQE_SIZE] {
         let mut b = [0u8; SQE_SIZE];
         b[0] = self.opcode;

@@ -6,7 +6,8 @@
 //! peripheral registers ([`card`]), queue entry formats ([`io`], [`admin`]),
 //! status codes ([`status`]), firmware images and A/B flash slots ([`fwimage`]),
 //! preprocessing profiles ([`profile`]), input
-//! limits ([`limits`]), ring index algebra ([`ring`]) and media header probes
+//! limits ([`limits`]), ring index algebra ([`ring`]), the host side of a
+//! queue pair that every host uses ([`hostq`]) and media header probes
 //! ([`media`]).
 //!
 //! Must not: allocate, use `unsafe`, touch memory shared with another agent
@@ -25,7 +26,9 @@
 //! - per-request status ([`status::Status`]) apart from sticky queue faults
 //!   ([`regs::QueueFault`], register `QFAULT`);
 //! - completions are untrusted on the host: [`io::Cqe::parse`] rejects unknown
-//!   statuses, [`ring::SqProducer::update_head`] rejects impossible heads.
+//!   statuses, [`ring::SqProducer::update_head`] rejects impossible heads, and
+//!   [`hostq::Cq::poll`] applies every check (phase gaps, SQ id, command id)
+//!   once for all hosts.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -33,6 +36,7 @@ pub mod admin;
 pub mod card;
 pub mod crc;
 pub mod fwimage;
+pub mod hostq;
 pub mod io;
 pub mod limits;
 pub mod media;

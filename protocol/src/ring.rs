@@ -210,6 +210,9 @@ impl CqConsumer {
             phase: true,
         })
     }
+    pub fn size(&self) -> u16 {
+        self.size
+    }
     /// The slot to look at next and the phase that marks it as new.
     pub fn next(&self) -> (u16, bool) {
         (self.head, self.phase)
