@@ -935,11 +935,16 @@ impl Sink {
             }
             (Sink::Npz { zip, path }, Made::Audio(o)) => {
                 let f = &o.features;
-                let mut bytes = Vec::with_capacity(f.data.len() * 4);
-                for v in &f.data {
-                    bytes.extend_from_slice(&v.to_le_bytes());
-                }
-                zip.add(&pos.to_string(), "<f4", &[f.n_mels, f.frames], &bytes)
+                // `<f4` is the in-memory layout on little-endian hosts: the
+                // features go to the file from where they were made.
+                let converted: Vec<u8>;
+                let bytes: &[u8] = if cfg!(target_endian = "little") {
+                    bytemuck::cast_slice(&f.data)
+                } else {
+                    converted = f.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    &converted
+                };
+                zip.add(&pos.to_string(), "<f4", &[f.n_mels, f.frames], bytes)
                     .map_err(|e| Error::Output {
                         path: path.clone(),
                         source: e,

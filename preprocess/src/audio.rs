@@ -96,13 +96,12 @@ pub fn log_mel(input: &[u8], profile: &AudioProfile) -> Result<AudioOutput, Erro
     check_profile(profile)?;
     let info = probe_wav(input)?;
     let (_, frames) = output_shape(&info, profile)?;
-    let (info, mono) = decode_mono(input)?;
+    let wav = wav::parse(input)?;
+    let info = wav.info;
     let mut x = if info.sample_rate == profile.sample_rate {
-        mono
+        decode_mono(input)?.1
     } else {
-        let y = resample(&mono, info.sample_rate, profile.sample_rate);
-        drop(mono);
-        y
+        resample::resample_from(&wav, info.sample_rate, profile.sample_rate)
     };
     pre_emphasis(&mut x, profile.preemph);
     let features = log_mel_signal(&x, profile, frames as usize)?;

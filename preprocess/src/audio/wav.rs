@@ -327,61 +327,104 @@ fn finite(x: f64) -> f32 {
 /// by a power of two commutes with rounding, so the values are the same.
 pub fn decode_mono(input: &[u8]) -> Result<(WavInfo, Vec<f32>), Error> {
     let p = parse(input)?;
-    let bytes = p.format.bytes();
-    let ch = p.info.channels as usize;
-    let block = ch * bytes;
-    // frames <= input.len(): bounded by MAX_INPUT_BYTES.
-    let mut out = Vec::with_capacity(p.info.frames as usize);
-    let d = p.data;
-    if ch == 1 {
-        match p.format {
-            SampleFormat::U8 => out.extend(d.iter().map(|&b| (b as f32 - 128.0) * (1.0 / 128.0))),
-            SampleFormat::I16 => out.extend(
-                d.chunks_exact(2)
-                    .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 * (1.0 / 32_768.0)),
-            ),
-            SampleFormat::I24 => out.extend(d.chunks_exact(3).map(|c| {
-                (i32::from_le_bytes([0, c[0], c[1], c[2]]) >> 8) as f32 * (1.0 / 8_388_608.0)
-            })),
-            SampleFormat::I32 => out.extend(d.chunks_exact(4).map(|c| {
-                i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32 * (1.0 / 2_147_483_648.0)
-            })),
-            SampleFormat::F32 | SampleFormat::F64 => {
-                out.extend(d.chunks_exact(bytes).map(|s| finite(sample(p.format, s))))
+    let mut out = vec![0f32; p.info.frames as usize];
+    p.decode_into(0, &mut out);
+    Ok((p.info, out))
+}
+
+impl Parsed<'_> {
+    /// Decodes frames `start .. start + out.len()` (all present: the caller
+    /// keeps within `info.frames`) into mono samples, as [`decode_mono`]
+    /// does for the whole file. The resampler pulls its input through this
+    /// in blocks, so a resampled file is never held as f32 in full.
+    pub(crate) fn decode_into(&self, start: usize, out: &mut [f32]) {
+        let bytes = self.format.bytes();
+        let ch = self.info.channels as usize;
+        let block = ch * bytes;
+        let d = &self.data[start * block..(start + out.len()) * block];
+        if ch == 1 {
+            let put = |out: &mut [f32], it: &mut dyn Iterator<Item = f32>| {
+                for (o, v) in out.iter_mut().zip(it) {
+                    *o = v;
+                }
+            };
+            match self.format {
+                SampleFormat::U8 => {
+                    for (o, &b) in out.iter_mut().zip(d) {
+                        *o = (b as f32 - 128.0) * (1.0 / 128.0);
+                    }
+                }
+                SampleFormat::I16 => {
+                    for (o, c) in out.iter_mut().zip(d.chunks_exact(2)) {
+                        *o = i16::from_le_bytes([c[0], c[1]]) as f32 * (1.0 / 32_768.0);
+                    }
+                }
+                SampleFormat::I24 => put(
+                    out,
+                    &mut d.chunks_exact(3).map(|c| {
+                        (i32::from_le_bytes([0, c[0], c[1], c[2]]) >> 8) as f32
+                            * (1.0 / 8_388_608.0)
+                    }),
+                ),
+                SampleFormat::I32 => put(
+                    out,
+                    &mut d.chunks_exact(4).map(|c| {
+                        i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32
+                            * (1.0 / 2_147_483_648.0)
+                    }),
+                ),
+                SampleFormat::F32 | SampleFormat::F64 => {
+                    let f = self.format;
+                    put(out, &mut d.chunks_exact(bytes).map(|s| finite(sample(f, s))))
+                }
             }
-        }
-    } else {
-        let inv = 1.0 / ch as f64;
-        // Integer samples: the channel sum in integers is exact, and so is
-        // its scaling by a power of two in f64, so this is the f64 sum of
-        // the scaled samples below, bit for bit, without a per-sample match
-        // (a 48 kHz stereo minute: 15 ms -> ~2 ms).
-        let ints = |scale: f64, conv: fn(&[u8]) -> i64| {
-            d.chunks_exact(block).map(move |frame| {
-                let sum: i64 = frame.chunks_exact(bytes).map(conv).sum();
-                finite(sum as f64 * scale * inv)
-            })
-        };
-        match p.format {
-            SampleFormat::U8 => out.extend(ints(1.0 / 128.0, |b| i64::from(b[0]) - 128)),
-            SampleFormat::I16 => out.extend(ints(1.0 / 32_768.0, |b| {
-                i64::from(i16::from_le_bytes([b[0], b[1]]))
-            })),
-            SampleFormat::I24 => out.extend(ints(1.0 / 8_388_608.0, |b| {
-                i64::from(i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8)
-            })),
-            SampleFormat::I32 => out.extend(ints(1.0 / 2_147_483_648.0, |b| {
-                i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            })),
-            SampleFormat::F32 | SampleFormat::F64 => {
-                out.extend(d.chunks_exact(block).map(|frame| {
-                    let sum: f64 = frame.chunks_exact(bytes).map(|s| sample(p.format, s)).sum();
-                    finite(sum * inv)
-                }));
+        } else if ch == 2 && self.format == SampleFormat::I16 {
+            // The common stereo case, in f32: a + b has at most 17 bits and
+            // the scale is a power of two, so this is exactly the f64 sum
+            // below rounded once (the same bits), and it vectorises.
+            for (o, c) in out.iter_mut().zip(d.chunks_exact(4)) {
+                let a = i16::from_le_bytes([c[0], c[1]]) as i32;
+                let b = i16::from_le_bytes([c[2], c[3]]) as i32;
+                *o = (a + b) as f32 * (1.0 / 65_536.0);
+            }
+        } else {
+            let inv = 1.0 / ch as f64;
+            let ints = |out: &mut [f32], scale: f64, conv: fn(&[u8]) -> i64| {
+                for (o, frame) in out.iter_mut().zip(d.chunks_exact(block)) {
+                    let sum: i64 = frame.chunks_exact(bytes).map(conv).sum();
+                    *o = finite(sum as f64 * scale * inv);
+                }
+            };
+            match self.format {
+                SampleFormat::U8 => ints(out, 1.0 / 128.0, |b| i64::from(b[0]) - 128),
+                SampleFormat::I16 => ints(out, 1.0 / 32_768.0, |b| {
+                    i64::from(i16::from_le_bytes([b[0], b[1]]))
+                }),
+                SampleFormat::I24 => ints(out, 1.0 / 8_388_608.0, |b| {
+                    i64::from(i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8)
+                }),
+                SampleFormat::I32 => ints(out, 1.0 / 2_147_483_648.0, |b| {
+                    i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                }),
+                SampleFormat::F32 | SampleFormat::F64 => {
+                    let f = self.format;
+                    for (o, frame) in out.iter_mut().zip(d.chunks_exact(block)) {
+                        let sum: f64 = frame.chunks_exact(bytes).map(|s| sample(f, s)).sum();
+                        *o = finite(sum * inv);
+                    }
+                }
             }
         }
     }
-    Ok((p.info, out))
+}
+
+impl crate::audio::resample::Samples for Parsed<'_> {
+    fn samples(&self) -> usize {
+        self.info.frames as usize
+    }
+    fn fill(&self, start: usize, out: &mut [f32]) {
+        self.decode_into(start, out);
+    }
 }
 
 #[cfg(test)]
