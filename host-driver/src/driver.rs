@@ -13,7 +13,10 @@
 //!   impossible SQ head, an unknown or duplicate command id, or an entry
 //!   behind an empty CQ slot (a lost or garbled phase) is a queue error
 //!   ([`QueueError`]): the card is marked dead and every in-flight request
-//!   fails with [`CardError::Fatal`] naming the card, the cause typed;
+//!   fails with [`CardError::Fatal`] naming the card, the cause typed. The
+//!   rings and these checks are `preba_protocol::hostq`'s, the one host-side
+//!   queue engine; this module supplies the memory ([`Rings`]: arena and BAR0)
+//!   and the command ids in flight;
 //! - shared memory is read once per entry (copy, then parse the copy).
 #![forbid(unsafe_code)]
 
@@ -22,13 +25,13 @@ use crate::transport::{Regs, Transport};
 use preba_protocol::admin::{
     AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify, TELEMETRY_SIZE, Telemetry, encode_profile,
 };
+use preba_protocol::hostq::{Cq, Doorbell, QueueMemory, QueuePair, Sq};
 use preba_protocol::io::{CQE_SIZE, Cqe, IoOpcode, SQE_SIZE, SgEntry, Sqe};
 use preba_protocol::profile::{MAX_PROFILES, Profile};
 use preba_protocol::regs::{self, QueueFault};
-use preba_protocol::ring::{CqConsumer, SqProducer};
 use preba_protocol::status::Status;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -102,14 +105,46 @@ pub struct OutRegion {
 }
 
 struct AdminQ {
-    sq: SqProducer,
-    cq: CqConsumer,
+    q: QueuePair,
     next_cid: u16,
 }
 
+/// The I/O SQ, shared by the submitting threads; its CQ is the reaper's.
 struct IoSq {
-    sq: SqProducer,
+    sq: Sq,
     next_cid: u16,
+}
+
+/// The driver's rings for the queue engine: ring addresses are offsets in the DMA arena,
+/// doorbells are BAR0 writes.
+struct Rings<'a>(&'a dyn Transport);
+
+impl QueueMemory for Rings<'_> {
+    type Error = CardFailure;
+    fn write_sqe(&mut self, addr: u64, entry: &[u8; SQE_SIZE]) -> Result<(), CardFailure> {
+        self.0
+            .arena()
+            .write(addr as usize, entry)
+            .map_err(CardFailure::Arena)
+    }
+    fn read_cqe(&mut self, addr: u64, entry: &mut [u8; CQE_SIZE]) -> Result<(), CardFailure> {
+        self.0
+            .arena()
+            .read(addr as usize, entry)
+            .map_err(CardFailure::Arena)
+    }
+    /// The phase word alone, loaded with acquire: the card writes the arena while we look.
+    fn cqe_phase(&mut self, addr: u64) -> Result<bool, CardFailure> {
+        let w = self
+            .0
+            .arena()
+            .load_u16_acquire(addr as usize + 30)
+            .map_err(CardFailure::Arena)?;
+        Ok(w & 1 != 0)
+    }
+    fn doorbell(&mut self, bell: Doorbell) -> Result<(), CardFailure> {
+        Ok(self.0.write32(bell.offset(), bell.value())?)
+    }
 }
 
 struct Inner {
@@ -117,7 +152,6 @@ struct Inner {
     name: String,
     cfg: DriverConfig,
     io_size: u16,
-    io_sq_off: usize,
     io_cq_off: usize,
     admin: Mutex<AdminQ>,
     io: Mutex<IoSq>,
@@ -202,15 +236,14 @@ impl Card {
             name: name.clone(),
             cfg,
             io_size,
-            io_sq_off,
             io_cq_off,
             admin: Mutex::new(AdminQ {
-                sq: SqProducer::new(ADMIN_ENTRIES).ok_or_else(|| fatal(admin_size()))?,
-                cq: CqConsumer::new(ADMIN_ENTRIES).ok_or_else(|| fatal(admin_size()))?,
+                q: QueuePair::new(0, ADMIN_ENTRIES, ADMIN_SQ as u64, ADMIN_CQ as u64)
+                    .ok_or_else(|| fatal(admin_size()))?,
                 next_cid: 0,
             }),
             io: Mutex::new(IoSq {
-                sq: SqProducer::new(io_size)
+                sq: Sq::new(IO_QID, io_size, io_sq_off as u64)
                     .ok_or_else(|| fatal(CardFailure::QueueSize { entries: io_size }))?,
                 next_cid: 0,
             }),
@@ -233,22 +266,13 @@ impl Card {
                 cause: Box::new(e),
             })
         })?;
-        let sq_iova = arena.iova() + io_sq_off as u64;
-        let cq_iova = arena.iova() + io_cq_off as u64;
-        let cdw10 = u32::from(IO_QID) | (u32::from(io_size - 1) << 16);
-        inner.admin_cmd_iova(
-            AdminOpcode::CreateIoQueuePair,
-            [
-                cdw10,
-                cq_iova as u32,
-                (cq_iova >> 32) as u32,
-                u32::from(IO_QID) | 1 << 16,
-                0,
-                0,
-            ],
-            sq_iova,
-            (io_size as usize * SQE_SIZE) as u32,
-        )?;
+        inner.admin_ok(AdminSqe::create_io_queue_pair(
+            IO_QID,
+            io_size,
+            arena.iova() + io_sq_off as u64,
+            arena.iova() + io_cq_off as u64,
+            Some(IO_QID),
+        ))?;
         let r = inner.clone();
         let reaper = std::thread::Builder::new()
             .name("preba-reaper".into())
@@ -761,12 +785,10 @@ impl Inner {
             io.next_cid = cid.wrapping_add(1);
             cid
         };
-        let Some(sq_slot) = io.sq.push() else {
-            return Err(CardError::Fatal {
-                card: self.name.clone(),
-                cause: Arc::new(CardFailure::Queue(QueueError::SqFull { qid: IO_QID })),
-            });
-        };
+        let sq_slot = io.sq.reserve().map_err(|e| CardError::Fatal {
+            card: self.name.clone(),
+            cause: Arc::new(e.into()),
+        })?;
         let sqe = Sqe {
             opcode: p.op as u8,
             flags: 0,
@@ -794,16 +816,12 @@ impl Inner {
                 _out_guard: out.map(|o| o.guard),
             },
         );
-        let r = arena
-            .write(self.io_sq_off + sq_slot as usize * SQE_SIZE, &sqe.encode())
-            .map_err(CardFailure::Arena)
-            .and_then(|_| {
-                // Payload before index: the doorbell publishes the entry.
-                fence(Ordering::Release);
-                self.t
-                    .write32(regs::sq_doorbell(IO_QID), u32::from(io.sq.tail()))
-                    .map_err(CardFailure::Transport)
-            });
+        let mut mem = Rings(&*self.t);
+        let r = io
+            .sq
+            .write(&mut mem, sq_slot, &sqe.encode())
+            .and_then(|()| io.sq.ring(&mut mem))
+            .map_err(CardFailure::from);
         drop(io);
         if let Err(e) = r {
             // The pending entry gets the fatal error through kill().
@@ -842,7 +860,7 @@ impl Inner {
     }
 
     fn reap_loop(&self) {
-        let mut cq = match CqConsumer::new(self.io_size) {
+        let mut cq = match Cq::new(IO_QID, self.io_size, self.io_cq_off as u64) {
             Some(c) => c,
             None => {
                 return self.kill(CardFailure::QueueSize {
@@ -888,88 +906,29 @@ impl Inner {
     }
 
     /// Takes every new completion; an untrusted one is a queue error.
-    fn drain(&self, cq: &mut CqConsumer) -> Result<(), CardFailure> {
-        let arena = self.t.arena();
-        let mut n = 0;
+    fn drain(&self, cq: &mut Cq) -> Result<(), CardFailure> {
+        let mut mem = Rings(&*self.t);
         loop {
-            let (slot, phase) = cq.next();
-            let off = self.io_cq_off + slot as usize * CQE_SIZE;
-            let w = arena
-                .load_u16_acquire(off + 30)
-                .map_err(CardFailure::Arena)?;
-            if (w & 1 != 0) != phase {
-                if self.hole_at(slot, phase)? {
-                    return Err(QueueError::PhaseGap {
-                        qid: IO_QID,
-                        slot,
-                        next: (slot + 1) % self.io_size,
-                    }
-                    .into());
-                }
-                if self.entry_valid(slot, phase)? {
-                    continue;
-                }
+            // The SQ lock only while the completion moves the SQ head; the request's entry
+            // leaves the pending map as the engine accepts its command id.
+            let mut taken = None;
+            let Some(cqe) = cq.poll(&mut mem, &mut lock(&self.io).sq, |c| {
+                taken = lock(&self.pending).remove(&c.cid);
+                taken.is_some()
+            })?
+            else {
                 break;
-            }
-            let mut b = [0u8; CQE_SIZE];
-            arena.read(off, &mut b).map_err(CardFailure::Arena)?;
-            let cqe = Cqe::parse(&b).map_err(|wire| QueueError::Malformed { qid: IO_QID, wire })?;
-            if cqe.sq_id != IO_QID {
-                return Err(QueueError::WrongSq {
-                    qid: IO_QID,
-                    sq: cqe.sq_id,
-                }
-                .into());
-            }
-            lock(&self.io)
-                .sq
-                .update_head(cqe.sq_head)
-                .map_err(|_| QueueError::SqHead {
-                    qid: IO_QID,
-                    head: cqe.sq_head,
-                })?;
-            let Some(p) = lock(&self.pending).remove(&cqe.cid) else {
-                return Err(QueueError::UnknownCid {
-                    qid: IO_QID,
-                    cid: cqe.cid,
-                }
-                .into());
             };
-            if p.abandoned {
-                p.pool.give(p.slot, 1);
-            } else {
-                let _ = p.tx.send(Ok(cqe));
+            if let Some(p) = taken {
+                if p.abandoned {
+                    p.pool.give(p.slot, 1);
+                } else {
+                    let _ = p.tx.send(Ok(cqe));
+                }
             }
-            cq.advance();
-            n += 1;
         }
-        if n > 0 {
-            self.t
-                .write32(regs::cq_doorbell(IO_QID), u32::from(cq.head()))?;
-        }
+        cq.release(&mut mem)?;
         Ok(())
-    }
-
-    /// Whether I/O CQ `slot` holds an entry of `phase` (acquire: what the card wrote before
-    /// the phase word is visible after).
-    fn entry_valid(&self, slot: u16, phase: bool) -> Result<bool, CardFailure> {
-        let off = self.io_cq_off + slot as usize * CQE_SIZE;
-        let w = self
-            .t
-            .arena()
-            .load_u16_acquire(off + 30)
-            .map_err(CardFailure::Arena)?;
-        Ok((w & 1 != 0) == phase)
-    }
-
-    /// The card posts completions in slot order, so an entry in the slot after the empty
-    /// `slot` means `slot` was skipped or its phase garbled: without this check the host would
-    /// wait at `slot` forever while the card kept posting behind it. `slot` is read again
-    /// after its successor, so an entry written between the two reads is not a hole.
-    fn hole_at(&self, slot: u16, phase: bool) -> Result<bool, CardFailure> {
-        let next = (slot + 1) % self.io_size;
-        let next_phase = if next == 0 { !phase } else { phase };
-        Ok(self.entry_valid(next, next_phase)? && !self.entry_valid(slot, phase)?)
     }
 
     fn admin_cmd(
@@ -980,17 +939,17 @@ impl Inner {
         data_out: Option<&mut [u8]>,
     ) -> Result<Cqe, CardError> {
         let cqe = self.admin_cmd_any(op, cdw, data_in, data_out)?;
-        self.admin_success(op, cqe)
+        self.admin_success(op.name(), cqe)
     }
 
     /// An admin completion that is not SUCCESS fails the card: a setup step it refused.
-    fn admin_success(&self, op: AdminOpcode, cqe: Cqe) -> Result<Cqe, CardError> {
+    fn admin_success(&self, op: &'static str, cqe: Cqe) -> Result<Cqe, CardError> {
         match cqe.status() {
             Status::Success => Ok(cqe),
             st => Err(CardError::Fatal {
                 card: self.name.clone(),
                 cause: Arc::new(CardFailure::Admin {
-                    op: op.name(),
+                    op,
                     cause: Box::new(CardFailure::Status(st)),
                 }),
             }),
@@ -1028,7 +987,7 @@ impl Inner {
         } else {
             (0, 0)
         };
-        let cqe = self.admin_submit(op, cdw, iova, l)?;
+        let cqe = self.admin_submit(AdminSqe::new(op, cdw, iova, l))?;
         if let Some(o) = data_out {
             arena
                 .read(ADMIN_DATA, o)
@@ -1037,102 +996,35 @@ impl Inner {
         Ok(cqe)
     }
 
-    /// One admin command, polled to completion; a status other than SUCCESS is an error.
-    fn admin_cmd_iova(
-        &self,
-        op: AdminOpcode,
-        cdw: [u32; 6],
-        data_iova: u64,
-        data_len: u32,
-    ) -> Result<Cqe, CardError> {
-        let cqe = self.admin_submit(op, cdw, data_iova, data_len)?;
-        self.admin_success(op, cqe)
+    /// One admin command, polled to completion; a status other than SUCCESS fails the card.
+    fn admin_ok(&self, sqe: AdminSqe) -> Result<Cqe, CardError> {
+        let cqe = self.admin_submit(sqe)?;
+        self.admin_success(op_name(&sqe), cqe)
     }
 
-    /// One admin command, polled to completion, whatever its status.
-    fn admin_submit(
-        &self,
-        op: AdminOpcode,
-        cdw: [u32; 6],
-        data_iova: u64,
-        data_len: u32,
-    ) -> Result<Cqe, CardError> {
+    /// One admin command (its command id is set here), polled to completion, whatever its
+    /// status.
+    fn admin_submit(&self, mut sqe: AdminSqe) -> Result<Cqe, CardError> {
+        let op = op_name(&sqe);
         let fatal = |cause: CardFailure| CardError::Fatal {
             card: self.name.clone(),
             cause: Arc::new(CardFailure::Admin {
-                op: op.name(),
+                op,
                 cause: Box::new(cause),
             }),
         };
         self.check_alive()?;
-        let arena = self.t.arena();
+        let mut mem = Rings(&*self.t);
         let mut a = lock(&self.admin);
         let cid = a.next_cid;
         a.next_cid = a.next_cid.wrapping_add(1);
-        let slot =
-            a.sq.push()
-                .ok_or_else(|| fatal(QueueError::SqFull { qid: 0 }.into()))?;
-        let sqe = AdminSqe {
-            opcode: op as u8,
-            cid,
-            data_iova,
-            data_len,
-            cdw,
-        };
-        arena
-            .write(ADMIN_SQ + slot as usize * SQE_SIZE, &sqe.encode())
-            .map_err(|e| fatal(CardFailure::Arena(e)))?;
-        fence(Ordering::Release);
-        self.t
-            .write32(regs::sq_doorbell(0), u32::from(a.sq.tail()))
+        sqe.cid = cid;
+        a.q.submit(&mut mem, &sqe.encode())
             .map_err(|e| fatal(e.into()))?;
         let deadline = Instant::now() + self.cfg.admin_timeout;
         let mut nap = Duration::from_micros(20);
         loop {
-            let (s, phase) = a.cq.next();
-            let off = ADMIN_CQ + s as usize * CQE_SIZE;
-            let w = arena
-                .load_u16_acquire(off + 30)
-                .map_err(|e| fatal(CardFailure::Arena(e)))?;
-            if (w & 1 != 0) == phase {
-                let mut b = [0u8; CQE_SIZE];
-                arena
-                    .read(off, &mut b)
-                    .map_err(|e| fatal(CardFailure::Arena(e)))?;
-                let cqe = Cqe::parse(&b)
-                    .map_err(|wire| fatal(QueueError::Malformed { qid: 0, wire }.into()))?;
-                if cqe.sq_id != 0 {
-                    return Err(fatal(
-                        QueueError::WrongSq {
-                            qid: 0,
-                            sq: cqe.sq_id,
-                        }
-                        .into(),
-                    ));
-                }
-                if cqe.cid != cid {
-                    return Err(fatal(
-                        QueueError::WrongCid {
-                            qid: 0,
-                            cid: cqe.cid,
-                            expected: cid,
-                        }
-                        .into(),
-                    ));
-                }
-                a.sq.update_head(cqe.sq_head).map_err(|_| {
-                    fatal(
-                        QueueError::SqHead {
-                            qid: 0,
-                            head: cqe.sq_head,
-                        }
-                        .into(),
-                    )
-                })?;
-                let head = a.cq.advance();
-                self.t
-                    .write32(regs::cq_doorbell(0), u32::from(head))
-                    .map_err(|e| fatal(e.into()))?;
+            if let Some(cqe) = a.q.poll_cid(&mut mem, cid).map_err(|e| fatal(e.into()))? {
                 return Ok(cqe);
             }
             if Instant::now() >= deadline {
@@ -1149,6 +1041,11 @@ impl Inner {
             nap = (nap * 2).min(Duration::from_millis(2));
         }
     }
+}
+
+/// The name of an admin entry's opcode, for messages.
+fn op_name(sqe: &AdminSqe) -> &'static str {
+    AdminOpcode::from_u8(sqe.opcode).map_or("unknown admin opcode", AdminOpcode::name)
 }
 
 fn wait_csts(t: &dyn Transport, want_rdy: u32, timeout: Duration) -> Result<(), CardFailure> {

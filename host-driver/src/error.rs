@@ -18,6 +18,7 @@
 use crate::vfio_user_client::ClientError;
 use preba_preprocess::Error as PpError;
 use preba_protocol::WireError;
+use preba_protocol::hostq;
 use preba_protocol::io::Cqe;
 use preba_protocol::profile::MAX_PROFILES;
 use preba_protocol::regs::QueueFault;
@@ -220,7 +221,7 @@ pub enum QueueError {
     #[error("completion with unknown or duplicate command id {cid} on queue {qid}")]
     UnknownCid { qid: u16, cid: u16 },
     /// An admin completion for another command than the one outstanding.
-    #[error("admin completion for cid {cid} (expected {expected})")]
+    #[error("admin completion for cid {cid} on queue {qid} (expected {expected})")]
     WrongCid { qid: u16, cid: u16, expected: u16 },
     /// The SQ head in a completion takes back entries or passes the tail.
     #[error("impossible SQ head {head} in a completion on queue {qid}")]
@@ -324,6 +325,38 @@ pub enum CardFailure {
 impl From<QueueError> for CardFailure {
     fn from(e: QueueError) -> Self {
         CardFailure::Queue(e)
+    }
+}
+
+/// The queue engine's refusal (`preba_protocol::hostq`), with its queue id and values.
+impl From<hostq::QueueError> for QueueError {
+    fn from(e: hostq::QueueError) -> Self {
+        use hostq::QueueError as E;
+        match e {
+            E::UnknownCid { qid, cid } => QueueError::UnknownCid { qid, cid },
+            E::WrongCid { qid, cid, expected } => QueueError::WrongCid { qid, cid, expected },
+            E::SqHead { qid, head } => QueueError::SqHead { qid, head },
+            E::WrongSq { qid, sq } => QueueError::WrongSq { qid, sq },
+            E::Malformed { qid, wire } => QueueError::Malformed { qid, wire },
+            E::PhaseGap { qid, slot, next } => QueueError::PhaseGap { qid, slot, next },
+            E::SqFull { qid } => QueueError::SqFull { qid },
+        }
+    }
+}
+
+impl From<hostq::QueueError> for CardFailure {
+    fn from(e: hostq::QueueError) -> Self {
+        CardFailure::Queue(e.into())
+    }
+}
+
+/// An engine call over the driver's rings: its refusal, or the arena's or transport's error.
+impl From<hostq::Error<CardFailure>> for CardFailure {
+    fn from(e: hostq::Error<CardFailure>) -> Self {
+        match e {
+            hostq::Error::Queue(q) => q.into(),
+            hostq::Error::Memory(f) => f,
+        }
     }
 }
 

@@ -156,11 +156,12 @@ impl AdminSqe {
             TELEMETRY_SIZE as u32,
         )
     }
-    /// SET_PROFILE `slot` from the [`PROFILE_SIZE`]-byte encoded profile at `data_iova`.
-    pub const fn set_profile(slot: u8, data_iova: u64) -> AdminSqe {
+    /// SET_PROFILE `slot` (cdw10: 0..15 is valid; tests send others) from the
+    /// [`PROFILE_SIZE`]-byte encoded profile at `data_iova`.
+    pub const fn set_profile(slot: u32, data_iova: u64) -> AdminSqe {
         AdminSqe::new(
             AdminOpcode::SetProfile,
-            [slot as u32, 0, 0, 0, 0, 0],
+            [slot, 0, 0, 0, 0, 0],
             data_iova,
             PROFILE_SIZE as u32,
         )

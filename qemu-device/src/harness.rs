@@ -1,18 +1,20 @@
 //! A harness that plays the host: it owns "host RAM" (a [`TestMemory`] arena), sets up the
 //! admin queue, sends admin commands, creates I/O queue pairs, submits requests by writing
-//! entries into host memory and ringing doorbells, and reaps completions by phase. Every wait
-//! has a deadline: a test fails with [`HarnessError::Timeout`], it never hangs.
+//! entries into host memory and ringing doorbells, and reaps completions by phase. The rings
+//! and the checks on completions are the driver's own (`preba_protocol::hostq`, the one
+//! host-side queue engine); the harness adds the command ids in flight. Every wait has a
+//! deadline: a test fails with [`HarnessError::Timeout`], it never hangs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use preba_protocol::admin::{self, AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify, PROFILE_SIZE};
+use preba_protocol::admin::{self, AdminSqe, IDENTIFY_SIZE, Identify};
+use preba_protocol::hostq::{self, Doorbell, QueueMemory, QueuePair};
 use preba_protocol::io::{CQE_SIZE, Cqe, IoOpcode, SQE_SIZE, SgEntry, Sqe};
 use preba_protocol::profile::Profile;
 use preba_protocol::regs;
-use preba_protocol::ring::{CqConsumer, SqProducer};
 use preba_protocol::status::Status;
 
 use crate::{Card, CardConfig, DmaFault, HostMemory, IrqRecorder, TestMemory};
@@ -26,9 +28,13 @@ pub enum HarnessError {
     Card(crate::Error),
     /// The harness's own host-memory access faulted (a harness bug).
     Dma(DmaFault),
-    /// The card broke the queue protocol (unknown or duplicate cid, impossible SQ head,
-    /// undecodable completion), or the queue is full.
+    /// A host-side queue step the harness cannot do (no such queue, a bad size, a cid
+    /// already in flight, the arena full).
     Queue(String),
+    /// The queue engine refused: a completion the host does not believe (undecodable, another
+    /// SQ's, an impossible SQ head, an unknown or duplicate cid, behind an empty slot), or
+    /// a full SQ. Names the queue and the value.
+    Ring(hostq::QueueError),
     /// A command completed with an error status.
     Status(Cqe),
     /// The firmware image could not be found or built.
@@ -42,6 +48,7 @@ impl std::fmt::Display for HarnessError {
             HarnessError::Card(e) => write!(f, "card: {e}"),
             HarnessError::Dma(e) => write!(f, "harness DMA: {e}"),
             HarnessError::Queue(m) => write!(f, "queue protocol: {m}"),
+            HarnessError::Ring(e) => write!(f, "queue protocol: {e}"),
             HarnessError::Status(c) => {
                 write!(f, "cid {} completed {:?}", c.cid, c.status())
             }
@@ -64,6 +71,43 @@ impl From<crate::Error> for HarnessError {
     }
 }
 
+impl From<hostq::Error<DmaFault>> for HarnessError {
+    fn from(e: hostq::Error<DmaFault>) -> Self {
+        match e {
+            hostq::Error::Queue(q) => HarnessError::Ring(q),
+            hostq::Error::Memory(m) => HarnessError::Dma(m),
+        }
+    }
+}
+
+/// The harness's rings for the queue engine: host memory by IOVA, doorbells on the card.
+struct Rings<'a> {
+    mem: &'a TestMemory,
+    card: &'a Card,
+}
+
+impl QueueMemory for Rings<'_> {
+    type Error = DmaFault;
+    fn write_sqe(
+        &mut self,
+        addr: u64,
+        entry: &[u8; SQE_SIZE],
+    ) -> std::result::Result<(), DmaFault> {
+        self.mem.write(addr, entry)
+    }
+    fn read_cqe(
+        &mut self,
+        addr: u64,
+        entry: &mut [u8; CQE_SIZE],
+    ) -> std::result::Result<(), DmaFault> {
+        self.mem.read(addr, entry)
+    }
+    fn doorbell(&mut self, bell: Doorbell) -> std::result::Result<(), DmaFault> {
+        self.card.write32(bell.offset(), bell.value());
+        Ok(())
+    }
+}
+
 /// Result of the harness.
 pub type Result<T> = std::result::Result<T, HarnessError>;
 
@@ -81,8 +125,7 @@ pub struct HostQueue {
     pub sq_base: u64,
     /// CQ base IOVA.
     pub cq_base: u64,
-    sq: SqProducer,
-    cq: CqConsumer,
+    q: QueuePair,
     outstanding: HashSet<u16>,
 }
 
@@ -92,18 +135,17 @@ impl HostQueue {
             qid,
             sq_base,
             cq_base,
-            sq: SqProducer::new(entries)?,
-            cq: CqConsumer::new(entries)?,
+            q: QueuePair::new(qid, entries, sq_base, cq_base)?,
             outstanding: HashSet::new(),
         })
     }
     /// Entries.
     pub fn size(&self) -> u16 {
-        self.sq.size()
+        self.q.sq.size()
     }
     /// Free SQ slots.
     pub fn free(&self) -> u16 {
-        self.sq.free()
+        self.q.sq.free()
     }
     /// Commands submitted and not yet completed.
     pub fn outstanding(&self) -> usize {
@@ -258,32 +300,34 @@ impl Host {
         Ok(())
     }
 
-    fn queue(&mut self, qid: u16) -> Result<&mut HostQueue> {
+    /// Queue `qid` and the memory its rings live in.
+    fn queue(&mut self, qid: u16) -> Result<(&mut HostQueue, Rings<'_>)> {
         let q = if qid == 0 {
             self.admin.as_mut()
         } else {
             self.io.get_mut(&qid)
         };
-        q.ok_or_else(|| HarnessError::Queue(format!("queue {qid} does not exist on the host")))
+        let q = q.ok_or_else(|| {
+            HarnessError::Queue(format!("queue {qid} does not exist on the host"))
+        })?;
+        let rings = Rings {
+            mem: &self.mem,
+            card: &self.card,
+        };
+        Ok((q, rings))
     }
 
     /// Writes a raw 64-byte entry into queue `qid`'s next SQ slot and rings the doorbell.
     /// `cid` is the command id inside the entry (tracked for the exactly-once check).
     pub fn submit_raw(&mut self, qid: u16, cid: u16, entry: &[u8; SQE_SIZE]) -> Result<()> {
-        let mem = self.mem.clone();
-        let q = self.queue(qid)?;
-        if !q.outstanding.insert(cid) {
+        let (q, mut rings) = self.queue(qid)?;
+        if q.outstanding.contains(&cid) {
             return Err(HarnessError::Queue(format!(
                 "cid {cid} already outstanding on {qid}"
             )));
         }
-        let slot =
-            q.sq.push()
-                .ok_or_else(|| HarnessError::Queue(format!("SQ {qid} full")))?;
-        mem.write(q.sq_base + u64::from(slot) * SQE_SIZE as u64, entry)?;
-        let tail = q.sq.tail();
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        self.card.write32(regs::sq_doorbell(qid), u32::from(tail));
+        q.q.submit(&mut rings, entry)?;
+        q.outstanding.insert(cid);
         Ok(())
     }
 
@@ -295,44 +339,13 @@ impl Host {
     /// Takes every new completion of queue `qid` (by phase), checks it, advances the CQ head
     /// and writes the CQ head doorbell. Unknown or duplicate command ids are errors.
     pub fn reap(&mut self, qid: u16) -> Result<Vec<Cqe>> {
-        let mem = self.mem.clone();
-        let q = self.queue(qid)?;
+        let (q, mut rings) = self.queue(qid)?;
         let mut out = Vec::new();
-        loop {
-            let (slot, phase) = q.cq.next();
-            let mut b = [0u8; CQE_SIZE];
-            mem.read(q.cq_base + u64::from(slot) * CQE_SIZE as u64, &mut b)?;
-            if Cqe::phase_of(&b) != phase {
-                break;
-            }
-            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-            let cqe = Cqe::parse(&b)
-                .map_err(|e| HarnessError::Queue(format!("CQ {qid} slot {slot}: {e}")))?;
-            if cqe.sq_id != qid {
-                return Err(HarnessError::Queue(format!(
-                    "CQE for SQ {} on CQ {qid}",
-                    cqe.sq_id
-                )));
-            }
-            if !q.outstanding.remove(&cqe.cid) {
-                return Err(HarnessError::Queue(format!(
-                    "unknown or duplicate cid {} on queue {qid}",
-                    cqe.cid
-                )));
-            }
-            q.sq.update_head(cqe.sq_head).map_err(|f| {
-                HarnessError::Queue(format!(
-                    "impossible SQ head {} on {qid}: {f:?}",
-                    cqe.sq_head
-                ))
-            })?;
-            q.cq.advance();
-            out.push(cqe);
-        }
-        if !out.is_empty() {
-            let head = q.cq.head();
-            self.card.write32(regs::cq_doorbell(qid), u32::from(head));
-        }
+        let outstanding = &mut q.outstanding;
+        q.q.drain(&mut rings, |c| {
+            out.push(c);
+            outstanding.remove(&c.cid)
+        })?;
         Ok(out)
     }
 
@@ -383,12 +396,7 @@ impl Host {
     /// IDENTIFY.
     pub fn identify(&mut self) -> Result<Identify> {
         let buf = self.alloc(IDENTIFY_SIZE)?;
-        self.admin(AdminSqe {
-            opcode: AdminOpcode::Identify as u8,
-            data_iova: buf,
-            data_len: IDENTIFY_SIZE as u32,
-            ..AdminSqe::default()
-        })?;
+        self.admin(AdminSqe::identify(buf))?;
         let b: [u8; IDENTIFY_SIZE] = self.get(buf, IDENTIFY_SIZE)?.try_into().expect("size");
         Ok(Identify::parse(&b))
     }
@@ -396,13 +404,7 @@ impl Host {
     /// SET_PROFILE `slot`.
     pub fn set_profile(&mut self, slot: u8, p: &Profile) -> Result<()> {
         let buf = self.put(&admin::encode_profile(p))?;
-        self.admin(AdminSqe {
-            opcode: AdminOpcode::SetProfile as u8,
-            data_iova: buf,
-            data_len: PROFILE_SIZE as u32,
-            cdw: [u32::from(slot), 0, 0, 0, 0, 0],
-            ..AdminSqe::default()
-        })?;
+        self.admin(AdminSqe::set_profile(u32::from(slot), buf))?;
         Ok(())
     }
 
@@ -412,20 +414,13 @@ impl Host {
         let cq = self.alloc(entries as usize * CQE_SIZE)?;
         let q = HostQueue::new(qid, entries, sq, cq)
             .ok_or_else(|| HarnessError::Queue(format!("bad queue size {entries}")))?;
-        self.admin(AdminSqe {
-            opcode: AdminOpcode::CreateIoQueuePair as u8,
-            data_iova: sq,
-            data_len: (entries as usize * SQE_SIZE) as u32,
-            cdw: [
-                u32::from(qid) | u32::from(entries - 1) << 16,
-                cq as u32,
-                (cq >> 32) as u32,
-                u32::from(vector) | 1 << 16,
-                0,
-                0,
-            ],
-            ..AdminSqe::default()
-        })?;
+        self.admin(AdminSqe::create_io_queue_pair(
+            qid,
+            entries,
+            sq,
+            cq,
+            Some(vector),
+        ))?;
         self.io.insert(qid, q);
         Ok(())
     }

@@ -14,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use preba_protocol::admin::{AdminOpcode, AdminSqe, IDENTIFY_SIZE, Identify};
+use preba_protocol::admin::{AdminSqe, IDENTIFY_SIZE, Identify};
+use preba_protocol::hostq::{Doorbell, QueueMemory, QueuePair};
 use preba_protocol::io::{CQE_SIZE, Cqe, SQE_SIZE};
 use preba_protocol::regs;
 use preba_protocol::status::Status;
@@ -349,12 +350,57 @@ fn file_off(iova: u64) -> u64 {
     (PAGES - 1 - i) * 4096 + iova % 4096
 }
 
+/// Writes through the test's own page table (page by page, like the card).
+fn put(mem: &File, iova: u64, b: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < b.len() {
+        let a = iova + done as u64;
+        let n = ((4096 - a % 4096) as usize).min(b.len() - done);
+        mem.write_all_at(&b[done..done + n], file_off(a)).unwrap();
+        done += n;
+    }
+}
+
+fn get(mem: &File, iova: u64, b: &mut [u8]) {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < b.len() {
+        let a = iova + done as u64;
+        let n = ((4096 - a % 4096) as usize).min(b.len() - done);
+        mem.read_exact_at(&mut b[done..done + n], file_off(a))
+            .unwrap();
+        done += n;
+    }
+}
+
+/// The test's rings for the host-side queue engine (`preba_protocol::hostq`, the driver's):
+/// the memfd through the test's page table, doorbells as BAR0 writes over the socket.
+struct Rings<'a> {
+    c: &'a mut Client,
+    mem: &'a File,
+}
+
+impl QueueMemory for Rings<'_> {
+    type Error = std::convert::Infallible;
+    fn write_sqe(&mut self, addr: u64, entry: &[u8; SQE_SIZE]) -> Result<(), Self::Error> {
+        put(self.mem, addr, entry);
+        Ok(())
+    }
+    fn read_cqe(&mut self, addr: u64, entry: &mut [u8; CQE_SIZE]) -> Result<(), Self::Error> {
+        get(self.mem, addr, entry);
+        Ok(())
+    }
+    fn doorbell(&mut self, bell: Doorbell) -> Result<(), Self::Error> {
+        self.c.w32(bell.offset(), bell.value());
+        Ok(())
+    }
+}
+
 struct Admin<'a> {
     c: &'a mut Client,
     mem: &'a File,
-    tail: u16,
-    head: u16,
-    phase: bool,
+    q: QueuePair,
     cid: u16,
 }
 
@@ -364,32 +410,6 @@ const DATA: u64 = ARENA_IOVA + 0x2000;
 const ENTRIES: u16 = 8;
 
 impl Admin<'_> {
-    /// Writes through the test's own page table (page by page, like the card).
-    fn put(&self, iova: u64, b: &[u8]) {
-        use std::os::unix::fs::FileExt;
-        let mut done = 0;
-        while done < b.len() {
-            let a = iova + done as u64;
-            let n = ((4096 - a % 4096) as usize).min(b.len() - done);
-            self.mem
-                .write_all_at(&b[done..done + n], file_off(a))
-                .unwrap();
-            done += n;
-        }
-    }
-    fn get(&self, iova: u64, b: &mut [u8]) {
-        use std::os::unix::fs::FileExt;
-        let mut done = 0;
-        while done < b.len() {
-            let a = iova + done as u64;
-            let n = ((4096 - a % 4096) as usize).min(b.len() - done);
-            self.mem
-                .read_exact_at(&mut b[done..done + n], file_off(a))
-                .unwrap();
-            done += n;
-        }
-    }
-
     fn enable<'a>(c: &'a mut Client, mem: &'a File) -> Admin<'a> {
         let n = u32::from(ENTRIES - 1);
         c.w32(regs::AQA, n | n << 16);
@@ -404,46 +424,35 @@ impl Admin<'_> {
         Admin {
             c,
             mem,
-            tail: 0,
-            head: 0,
-            phase: true,
+            q: QueuePair::new(0, ENTRIES, ASQ, ACQ).unwrap(),
             cid: 1,
         }
     }
 
     fn identify(&mut self, data: u64) -> (Cqe, Identify) {
-        let sqe = AdminSqe {
-            opcode: AdminOpcode::Identify as u8,
-            cid: self.cid,
-            data_iova: data,
-            data_len: IDENTIFY_SIZE as u32,
-            ..AdminSqe::default()
-        };
+        let mut sqe = AdminSqe::identify(data);
+        sqe.cid = self.cid;
         self.cid += 1;
-        self.put(ASQ + SQE_SIZE as u64 * u64::from(self.tail), &sqe.encode());
-        self.tail = (self.tail + 1) % ENTRIES;
-        self.c.w32(regs::sq_doorbell(0), u32::from(self.tail));
-        let at = ACQ + CQE_SIZE as u64 * u64::from(self.head);
-        let mut b = [0u8; CQE_SIZE];
+        let mut rings = Rings {
+            c: &mut *self.c,
+            mem: self.mem,
+        };
+        if let Err(e) = self.q.submit(&mut rings, &sqe.encode()) {
+            panic!("admin submit: {e}");
+        }
         let t = Instant::now();
-        loop {
-            self.get(at, &mut b);
-            if Cqe::phase_of(&b) == self.phase {
-                break;
+        let cqe = loop {
+            match self.q.poll_cid(&mut rings, sqe.cid) {
+                Ok(Some(c)) => break c,
+                Ok(None) => {}
+                Err(e) => panic!("admin completion: {e}"),
             }
             assert!(t.elapsed() < Duration::from_secs(20), "no completion");
             std::thread::sleep(Duration::from_millis(1));
-        }
-        self.head = (self.head + 1) % ENTRIES;
-        if self.head == 0 {
-            self.phase = !self.phase;
-        }
-        self.c.w32(regs::cq_doorbell(0), u32::from(self.head));
-        let cqe = Cqe::parse(&b).unwrap();
-        assert_eq!(cqe.cid, sqe.cid);
+        };
         let mut d = [0u8; IDENTIFY_SIZE];
         if (ARENA_IOVA..ARENA_IOVA + PAGES * 4096).contains(&data) {
-            self.get(data, &mut d);
+            get(self.mem, data, &mut d);
         }
         (cqe, Identify::parse(&d))
     }

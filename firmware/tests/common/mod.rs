@@ -5,11 +5,14 @@
 #![allow(dead_code)]
 
 use preba_firmware::{Firmware, Platform};
-use preba_protocol::admin::{AdminOpcode, AdminSqe, encode_profile, parse_profile};
+use preba_protocol::admin::{AdminSqe, encode_profile, parse_profile};
 use preba_protocol::card::*;
+use preba_protocol::hostq::{Doorbell, QueueMemory, QueuePair};
 use preba_protocol::io::{CQE_SIZE, Cqe, SQE_SIZE, Sqe};
 use preba_protocol::profile::Profile;
+use preba_protocol::ring;
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 pub const HOST_BASE: u64 = 0x1000_0000;
 pub const HOST_SIZE: usize = 8 << 20;
@@ -66,6 +69,9 @@ pub struct Card {
     pub spi_in: u8,
     pub spi_wel: bool,
     pub wfi_calls: u64,
+    /// SQ tail doorbells a test rang itself ([`Card::sq_doorbell`]), not yet seen by the
+    /// test host: (queue, value).
+    pub test_sq_doorbells: Vec<(u32, u32)>,
 }
 
 impl Card {
@@ -118,6 +124,7 @@ impl Card {
             spi_in: 0,
             spi_wel: false,
             wfi_calls: 0,
+            test_sq_doorbells: Vec::new(),
         }
     }
 
@@ -358,7 +365,14 @@ impl Card {
         self.raise(IRQ_HOST);
     }
 
+    /// An SQ tail doorbell rung by the test itself (the test host's own go through the
+    /// queue engine): the test host counts the entries it announces as submitted.
     pub fn sq_doorbell(&mut self, q: u32, v: u32) {
+        self.test_sq_doorbells.push((q, v));
+        self.ring_sq(q, v);
+    }
+
+    fn ring_sq(&mut self, q: u32, v: u32) {
         self.regs.insert(HOSTIF_DB_VALUES + 8 * q, v);
         *self.regs.entry(HOSTIF_SQDB_PENDING).or_default() |= 1 << q;
         *self.regs.entry(HOSTIF_EVENTS).or_default() |= HOSTIF_EVENT_DOORBELL;
@@ -496,28 +510,64 @@ pub const ACQ: u64 = HOST_BASE + 0x1000;
 pub const ADMIN_DATA: u64 = HOST_BASE + 0x2000;
 pub const ADMIN_SIZE: u16 = 16;
 
-/// Host-side view of one queue pair.
+/// Host-side view of one queue pair: the queue engine's rings (`preba_protocol::hostq`, as
+/// the driver's). `tail` is the SQ tail as published. Entries a test wrote and announced
+/// itself (its own [`Card::sq_doorbell`]) count as submitted once the host looks at the
+/// queue again, so their completions pass the engine's SQ head check.
 pub struct HostQueue {
     pub qid: u16,
-    pub size: u16,
-    pub sq: u64,
-    pub cq: u64,
     pub tail: u16,
-    pub cq_head: u16,
-    pub phase: bool,
+    pub q: QueuePair,
+    /// Completions taken to learn the card's SQ head before a push into a full SQ, kept
+    /// for the next reap (their CQ slots are released then).
+    taken: Vec<Cqe>,
 }
 
 impl HostQueue {
     pub fn new(qid: u16, size: u16, sq: u64, cq: u64) -> Self {
         HostQueue {
             qid,
-            size,
-            sq,
-            cq,
             tail: 0,
-            cq_head: 0,
-            phase: true,
+            q: QueuePair::new(qid, size, sq, cq).expect("a valid queue size"),
+            taken: Vec::new(),
         }
+    }
+
+    /// Counts the entries a test's own SQ tail doorbell `v` announced as submitted. A
+    /// doorbell the card refuses (out of the ring, taking entries back) announces nothing.
+    fn adopt(&mut self, v: u32) {
+        let size = self.q.sq.size();
+        if v < u32::from(size) {
+            let n = ring::distance(size, self.q.sq.tail(), v as u16);
+            if n <= self.q.sq.free() {
+                for _ in 0..n {
+                    let _ = self.q.sq.reserve();
+                }
+            }
+        }
+        self.tail = self.q.sq.tail();
+    }
+}
+
+/// The host side of the card double for the queue engine: host memory and doorbells.
+struct Rings<'a>(&'a mut Card);
+
+impl QueueMemory for Rings<'_> {
+    type Error = Infallible;
+    fn write_sqe(&mut self, addr: u64, entry: &[u8; SQE_SIZE]) -> Result<(), Infallible> {
+        self.0.host_write(addr, entry);
+        Ok(())
+    }
+    fn read_cqe(&mut self, addr: u64, entry: &mut [u8; CQE_SIZE]) -> Result<(), Infallible> {
+        entry.copy_from_slice(&self.0.host_read(addr, CQE_SIZE));
+        Ok(())
+    }
+    fn doorbell(&mut self, bell: Doorbell) -> Result<(), Infallible> {
+        match bell {
+            Doorbell::SqTail { qid, tail } => self.0.ring_sq(qid.into(), tail.into()),
+            Doorbell::CqHead { qid, head } => self.0.cq_doorbell(qid.into(), head.into()),
+        }
+        Ok(())
     }
 }
 
@@ -565,55 +615,70 @@ impl Host {
         assert_eq!(self.card().reg(HOSTIF_CSTS) & 1, 1, "RDY");
     }
 
-    fn push(&mut self, qid: u16, bytes: [u8; 64]) {
+    /// Queue `qid` (with the doorbells the test rang on it itself adopted) and the memory
+    /// its rings live in.
+    fn queue(&mut self, qid: u16) -> (&mut HostQueue, Rings<'_>) {
         let q = if qid == 0 {
             &mut self.admin
         } else {
             self.io.get_mut(&qid).expect("queue")
         };
-        let at = q.sq + q.tail as u64 * SQE_SIZE as u64;
-        q.tail = (q.tail + 1) % q.size;
-        let tail = q.tail;
-        self.fw.p.host_write(at, &bytes);
-        self.fw.p.sq_doorbell(qid as u32, tail as u32);
+        let card = &mut self.fw.p;
+        card.test_sq_doorbells.retain(|&(bq, v)| {
+            if bq != u32::from(qid) {
+                return true;
+            }
+            q.adopt(v);
+            false
+        });
+        (q, Rings(card))
     }
 
-    /// Reaps every new completion of a queue and rings its CQ head doorbell.
+    /// Writes an entry and rings the SQ doorbell. Into a full SQ (as far as the host
+    /// knows: the card's SQ head comes only with completions) it first takes the
+    /// completions posted, which the next reap returns.
+    fn push(&mut self, qid: u16, bytes: [u8; 64]) {
+        let (q, mut m) = self.queue(qid);
+        if q.q.sq.free() == 0 {
+            while let Some(c) =
+                q.q.poll(&mut m, |_| true)
+                    .unwrap_or_else(|e| panic!("reap: {e}"))
+            {
+                q.taken.push(c);
+            }
+        }
+        q.q.submit(&mut m, &bytes)
+            .unwrap_or_else(|e| panic!("submit: {e}"));
+        q.tail = q.q.sq.tail();
+    }
+
+    /// Reaps every new completion of a queue and rings its CQ head doorbell. A completion
+    /// the host cannot believe panics, naming the queue and the value; command ids are the
+    /// tests' to check (they submit raw entries).
     pub fn reap(&mut self, qid: u16) -> Vec<Cqe> {
-        let q = if qid == 0 {
-            &mut self.admin
-        } else {
-            self.io.get_mut(&qid).expect("queue")
-        };
-        let mut out = Vec::new();
-        loop {
-            let at = q.cq + q.cq_head as u64 * CQE_SIZE as u64;
-            let b: [u8; CQE_SIZE] = self.fw.p.host_read(at, CQE_SIZE).try_into().unwrap();
-            if Cqe::phase_of(&b) != q.phase {
-                break;
-            }
-            out.push(Cqe::parse(&b).expect("valid CQE"));
-            q.cq_head = (q.cq_head + 1) % q.size;
-            if q.cq_head == 0 {
-                q.phase = !q.phase;
-            }
-        }
-        if !out.is_empty() {
-            let h = q.cq_head;
-            self.fw.p.cq_doorbell(qid as u32, h as u32);
-        }
+        let (q, mut m) = self.queue(qid);
+        let mut out = std::mem::take(&mut q.taken);
+        q.q.drain(&mut m, |c| {
+            out.push(c);
+            true
+        })
+        .unwrap_or_else(|e| panic!("reap: {e}"));
         out
     }
 
+    /// Sends an admin command and runs the firmware until its completion (that command id,
+    /// nothing else) arrives.
     pub fn admin_cmd(&mut self, mut sqe: AdminSqe) -> Cqe {
         sqe.cid = self.next_cid;
         self.next_cid += 1;
         self.push(0, sqe.encode());
         for _ in 0..50 {
             self.run(1);
-            let c = self.reap(0);
-            if let Some(c) = c.into_iter().next() {
-                assert_eq!(c.cid, sqe.cid);
+            let (q, mut m) = self.queue(0);
+            if let Some(c) =
+                q.q.poll_cid(&mut m, sqe.cid)
+                    .unwrap_or_else(|e| panic!("admin completion: {e}"))
+            {
                 return c;
             }
         }
@@ -623,21 +688,19 @@ impl Host {
     pub fn create_queue(&mut self, qid: u16, size: u16, vector: u16) -> Cqe {
         let sq = HOST_BASE + 0x10_0000 + qid as u64 * 0x2_0000;
         let cq = sq + 0x1_0000;
-        let c = self.admin_cmd(AdminSqe {
-            opcode: AdminOpcode::CreateIoQueuePair as u8,
-            data_iova: sq,
-            data_len: size as u32 * 64,
-            cdw: [
-                qid as u32 | (size as u32 - 1) << 16,
-                cq as u32,
-                (cq >> 32) as u32,
-                vector as u32 | 1 << 16,
-                0,
-                0,
-            ],
-            ..AdminSqe::default()
-        });
+        let c = self.admin_cmd(AdminSqe::create_io_queue_pair(
+            qid,
+            size,
+            sq,
+            cq,
+            Some(vector),
+        ));
         if c.status == 0 {
+            // Doorbells rung on an earlier queue of this id are not this one's.
+            self.fw
+                .p
+                .test_sq_doorbells
+                .retain(|&(q, _)| q != u32::from(qid));
             self.io.insert(qid, HostQueue::new(qid, size, sq, cq));
         }
         c
@@ -645,13 +708,7 @@ impl Host {
 
     pub fn set_profile(&mut self, slot: u32, p: &Profile) -> Cqe {
         self.fw.p.host_write(ADMIN_DATA, &encode_profile(p));
-        self.admin_cmd(AdminSqe {
-            opcode: AdminOpcode::SetProfile as u8,
-            data_iova: ADMIN_DATA,
-            data_len: 64,
-            cdw: [slot, 0, 0, 0, 0, 0],
-            ..AdminSqe::default()
-        })
+        self.admin_cmd(AdminSqe::set_profile(slot, ADMIN_DATA))
     }
 
     pub fn submit(&mut self, qid: u16, sqe: &Sqe) {
