@@ -91,21 +91,55 @@ pub fn output_shape(info: &WavInfo, profile: &AudioProfile) -> Result<(u64, u64)
 }
 
 /// Stage 1 (the card's "Mel CU"): decode, downmix, resample, pre-emphasis,
-/// STFT, power, Mel, log. Not normalised.
+/// STFT, power, Mel, log. Not normalised. The signal streams from the WAV
+/// through the resampler into the Mel stage in blocks; only the input and
+/// the features are ever whole.
 pub fn log_mel(input: &[u8], profile: &AudioProfile) -> Result<AudioOutput, Error> {
     check_profile(profile)?;
-    let info = probe_wav(input)?;
-    let (_, frames) = output_shape(&info, profile)?;
     let wav = wav::parse(input)?;
     let info = wav.info;
-    let mut x = if info.sample_rate == profile.sample_rate {
-        decode_mono(input)?.1
+    let (samples, frames) = output_shape(&info, profile)?;
+    let plan = mel::plan(profile);
+    let n_mels = profile.n_mels as usize;
+    let mut data = vec![0f32; n_mels * frames as usize];
+    let mut stream = mel::MelStream::new(
+        &plan,
+        profile.preemph,
+        samples as usize,
+        frames as usize,
+        &mut data,
+    );
+    if info.sample_rate == profile.sample_rate {
+        const CHUNK: usize = 1 << 14;
+        let mut buf = vec![0f32; CHUNK];
+        let total = info.frames as usize;
+        let mut at = 0;
+        while at < total {
+            let n = CHUNK.min(total - at);
+            wav.decode_into(at, &mut buf[..n]);
+            stream.push(&buf[..n])?;
+            at += n;
+        }
     } else {
-        resample::resample_from(&wav, info.sample_rate, profile.sample_rate)
-    };
-    pre_emphasis(&mut x, profile.preemph);
-    let features = log_mel_signal(&x, profile, frames as usize)?;
-    Ok(AudioOutput { info, features })
+        let mut failed = None;
+        resample::resample_each(&wav, info.sample_rate, profile.sample_rate, &mut |c| {
+            if failed.is_none() {
+                failed = stream.push(c).err();
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    stream.finish()?;
+    Ok(AudioOutput {
+        info,
+        features: Features {
+            n_mels,
+            frames: frames as usize,
+            data,
+        },
+    })
 }
 
 /// In place: `y[0] = x[0]`, `y[n] = x[n] - a * x[n-1]` (f32).
@@ -118,32 +152,27 @@ pub fn pre_emphasis(x: &mut [f32], a: f32) {
     }
 }
 
-/// Log-Mel of a signal already at the profile's rate (and pre-emphasised).
-fn log_mel_signal(x: &[f32], profile: &AudioProfile, frames: usize) -> Result<Features, Error> {
-    let plan = mel::plan(profile);
-    let n_mels = profile.n_mels as usize;
-    let mut data = vec![0f32; n_mels * frames];
-    mel::log_mel_into(&plan, x, frames, &mut data)?;
-    Ok(Features {
-        n_mels,
-        frames,
-        data,
-    })
-}
-
 /// Log-Mel features of mono samples at the profile's rate, pre-emphasis
 /// included (stage 1 without the WAV decode and the resampler).
 pub fn log_mel_samples(samples: &[f32], profile: &AudioProfile) -> Result<Features, Error> {
     check_profile(profile)?;
-    let frames = profile.frames(samples.len() as u64);
+    let frames = profile.frames(samples.len() as u64) as usize;
     if profile.output_len(samples.len() as u64) > MAX_FEATURE_BYTES {
         return Err(Error::InputTooLarge(
             "features past MAX_FEATURE_BYTES".into(),
         ));
     }
-    let mut x = samples.to_vec();
-    pre_emphasis(&mut x, profile.preemph);
-    log_mel_signal(&x, profile, frames as usize)
+    let plan = mel::plan(profile);
+    let n_mels = profile.n_mels as usize;
+    let mut data = vec![0f32; n_mels * frames];
+    let mut stream = mel::MelStream::new(&plan, profile.preemph, samples.len(), frames, &mut data);
+    stream.push(samples)?;
+    stream.finish()?;
+    Ok(Features {
+        n_mels,
+        frames,
+        data,
+    })
 }
 
 /// Stage 2 (the card's "normalize CU"): per-feature normalisation in place.

@@ -337,3 +337,47 @@ proptest! {
         check(&b);
     }
 }
+
+/// The streamed stage 1 (the WAV decoded and resampled block by block into
+/// the Mel stage) gives the bits of the whole-signal path: decode it all,
+/// resample it all, then the Mel stage over the whole signal at once. Every
+/// rate the fixtures have (16 kHz unresampled, 8/11.025/22.05/44.1/48 kHz,
+/// stereo, 24-bit, float), edge lengths and a long file that spans many
+/// resampler and Mel blocks.
+#[test]
+fn streamed_stage_one_equals_whole_signal() {
+    let p = AudioProfile::default();
+    let mut names: Vec<String> = std::fs::read_dir(audio_common::root().join("fixtures/audio"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".wav").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    let mut checked = 0;
+    for name in &names {
+        let bytes = read(&format!("fixtures/audio/{name}.wav"));
+        let Ok(streamed) = log_mel(&bytes, &p) else {
+            continue;
+        };
+        let (info, mono) = decode_mono(&bytes).unwrap();
+        let x = preba_preprocess::audio::resample(&mono, info.sample_rate, p.sample_rate);
+        let whole = log_mel_samples(&x, &p).unwrap();
+        assert_eq!(bits(&streamed.features), bits(&whole), "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} fixtures decoded");
+    // Two minutes at 44.1 kHz: many resampler blocks and Mel blocks.
+    let (info, mono) = decode_mono(&read("fixtures/audio/speech_44k_s16.wav")).unwrap();
+    let mut long = Vec::new();
+    while long.len() < 120 * 44_100 {
+        long.extend(mono.iter().map(|v| (v * 32_767.0) as i16));
+    }
+    let data: Vec<u8> = long.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = wav(1, info.sample_rate, 16, 1, &data);
+    let streamed = log_mel(&bytes, &p).unwrap();
+    let (_, mono) = decode_mono(&bytes).unwrap();
+    let whole = log_mel_samples(&preba_preprocess::audio::resample(&mono, 44_100, 16_000), &p).unwrap();
+    assert_eq!(bits(&streamed.features), bits(&whole), "120 s at 44.1 kHz");
+}

@@ -210,49 +210,154 @@ pub(crate) fn plan(p: &AudioProfile) -> Arc<Plan> {
     t
 }
 
-/// Log-Mel of a (pre-emphasised) signal at the profile's rate into
-/// `out` ([n_mels, frames] row-major, `frames = 1 + x.len() / hop`).
-pub(crate) fn log_mel_into(
-    plan: &Plan,
-    x: &[f32],
+/// Frames of the output written band-major at a time: the frame-major block
+/// is stored in runs rather than one value per row.
+const BLOCK: usize = 32;
+
+/// Log-Mel of a signal at the profile's rate, fed in pieces as it is made
+/// (decoded or resampled), so the signal is never held whole: pre-emphasis
+/// `y[0] = x[0], y[n] = x[n] - a * x[n-1]` as the samples arrive, then every
+/// frame whose window has all its samples, into `out` ([n_mels, frames]
+/// row-major, `frames = 1 + len / hop`, `len` the signal's full length). The
+/// values are those of the whole-signal computation: the same operations on
+/// the same samples in the same order.
+pub(crate) struct MelStream<'a> {
+    plan: &'a Plan,
+    preemph: f32,
+    len: usize,
     frames: usize,
-    out: &mut [f32],
-) -> Result<(), Error> {
-    let n_fft = plan.n_fft;
-    let half = n_fft / 2;
-    let mut frame = plan.fft.make_input_vec();
-    let mut spec: Vec<Complex<f32>> = plan.fft.make_output_vec();
-    let mut scratch = plan.fft.make_scratch_vec();
-    let mut power = vec![0f32; spec.len()];
-    let n_mels = plan.bands.len();
-    // Frame-major block of BLOCK frames, stored band-major when full so the
-    // output is written in runs rather than one value per row.
-    const BLOCK: usize = 32;
-    let mut block = vec![0f32; n_mels * BLOCK];
-    for t in 0..frames {
+    out: &'a mut [f32],
+    /// Pre-emphasised samples `at ..`.
+    x: Vec<f32>,
+    at: usize,
+    /// Samples pushed so far, and the last one (raw) for the pre-emphasis.
+    pushed: usize,
+    prev: f32,
+    /// Next frame to compute.
+    t: usize,
+    frame: Vec<f32>,
+    spec: Vec<Complex<f32>>,
+    scratch: Vec<Complex<f32>>,
+    power: Vec<f32>,
+    block: Vec<f32>,
+}
+
+impl<'a> MelStream<'a> {
+    pub(crate) fn new(
+        plan: &'a Plan,
+        preemph: f32,
+        len: usize,
+        frames: usize,
+        out: &'a mut [f32],
+    ) -> MelStream<'a> {
+        let n_mels = plan.bands.len();
+        MelStream {
+            plan,
+            preemph,
+            len,
+            frames,
+            out,
+            x: Vec::with_capacity(4 * plan.n_fft + 8192),
+            at: 0,
+            pushed: 0,
+            prev: 0.0,
+            t: 0,
+            frame: plan.fft.make_input_vec(),
+            spec: plan.fft.make_output_vec(),
+            scratch: plan.fft.make_scratch_vec(),
+            power: vec![0f32; plan.n_fft / 2 + 1],
+            block: vec![0f32; n_mels * BLOCK],
+        }
+    }
+
+    /// The next samples of the signal (past `len` they are ignored).
+    pub(crate) fn push(&mut self, samples: &[f32]) -> Result<(), Error> {
+        let samples = &samples[..samples.len().min(self.len - self.pushed)];
+        let a = self.preemph;
+        if let (Some(&first), Some(&last)) = (samples.first(), samples.last()) {
+            // As the in-place `x[n] -= a * x[n - 1]` over the whole signal
+            // (`a == 0` leaves it as it is).
+            self.x.reserve(samples.len());
+            if a == 0.0 {
+                self.x.extend_from_slice(samples);
+            } else {
+                self.x.push(if self.pushed == 0 {
+                    first
+                } else {
+                    first - a * self.prev
+                });
+                self.x.extend(samples.windows(2).map(|w| w[1] - a * w[0]));
+            }
+            self.prev = last;
+            self.pushed += samples.len();
+        }
+        // Frames whose window lies in the samples seen so far.
+        while self.t < self.frames {
+            let end = (self.t * self.plan.hop + self.plan.win_hi) as isize
+                - (self.plan.n_fft / 2) as isize;
+            if end > self.pushed as isize && self.pushed < self.len {
+                break;
+            }
+            self.frame_at(self.t)?;
+            self.t += 1;
+        }
+        // Drop what no later frame reads.
+        let keep_from = ((self.t * self.plan.hop + self.plan.win_lo) as isize
+            - (self.plan.n_fft / 2) as isize)
+            .max(0) as usize;
+        let drop = keep_from.saturating_sub(self.at).min(self.x.len());
+        if drop >= self.x.len() / 2 && drop > 0 {
+            self.x.drain(..drop);
+            self.at += drop;
+        }
+        Ok(())
+    }
+
+    /// The remaining frames, once all `len` samples are in (zeros past the
+    /// signal's end, the centre padding).
+    pub(crate) fn finish(mut self) -> Result<(), Error> {
+        if self.pushed != self.len {
+            return Err(Error::InvalidProfile(format!(
+                "internal: {} of {} samples reached the Mel stage",
+                self.pushed, self.len
+            )));
+        }
+        while self.t < self.frames {
+            self.frame_at(self.t)?;
+            self.t += 1;
+        }
+        Ok(())
+    }
+
+    fn frame_at(&mut self, t: usize) -> Result<(), Error> {
+        let plan = self.plan;
+        let n_fft = plan.n_fft;
+        let half = n_fft / 2;
+        let n_mels = plan.bands.len();
         // Frame t covers x[t * hop - half ..][..n_fft]; only the window's
-        // non-zero span is read.
-        frame.fill(0.0);
+        // non-zero span is read, and zeros outside the signal.
+        self.frame.fill(0.0);
         let base = (t * plan.hop) as isize - half as isize;
         let lo = (plan.win_lo as isize).max(-base);
-        let hi = (plan.win_hi as isize).min(x.len() as isize - base);
+        let hi = (plan.win_hi as isize).min(self.len as isize - base);
         if lo < hi {
             let (lo, hi) = (lo as usize, hi as usize);
-            let src = &x[(base + lo as isize) as usize..(base + hi as isize) as usize];
-            for ((f, &v), &w) in frame[lo..hi].iter_mut().zip(src).zip(&plan.window[lo..hi]) {
+            let from = (base + lo as isize) as usize - self.at;
+            let src = &self.x[from..from + (hi - lo)];
+            for ((f, &v), &w) in self.frame[lo..hi].iter_mut().zip(src).zip(&plan.window[lo..hi]) {
                 *f = v * w;
             }
         }
         plan.fft
-            .process_with_scratch(&mut frame, &mut spec, &mut scratch)
+            .process_with_scratch(&mut self.frame, &mut self.spec, &mut self.scratch)
             .map_err(|e| Error::InvalidProfile(format!("FFT: {e}")))?;
-        for (p, c) in power.iter_mut().zip(spec.iter()) {
+        for (p, c) in self.power.iter_mut().zip(self.spec.iter()) {
             *p = c.re * c.re + c.im * c.im;
         }
         let bt = t % BLOCK;
-        let mels = &mut block[bt * n_mels..(bt + 1) * n_mels];
+        let mels = &mut self.block[bt * n_mels..(bt + 1) * n_mels];
         for (mel, band) in mels.iter_mut().zip(&plan.bands) {
-            let bins = &power[band.start..band.start + band.w.len()];
+            let bins = &self.power[band.start..band.start + band.w.len()];
             let mut acc = 0f32;
             for (w, p) in band.w.iter().zip(bins) {
                 acc += w * p;
@@ -263,22 +368,58 @@ pub(crate) fn log_mel_into(
         for v in mels.iter_mut() {
             *v = ln_f32(*v);
         }
-        if bt + 1 == BLOCK || t + 1 == frames {
+        if bt + 1 == BLOCK || t + 1 == self.frames {
+            let frames = self.frames;
             let t0 = t - bt;
             for m in 0..n_mels {
-                let row = &mut out[m * frames + t0..m * frames + t + 1];
+                let row = &mut self.out[m * frames + t0..m * frames + t + 1];
                 for (j, o) in row.iter_mut().enumerate() {
-                    *o = block[j * n_mels + m];
+                    *o = self.block[j * n_mels + m];
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pieces of any size (one sample, a prime, bigger than a frame, the
+    /// rest at once) give the bits of the whole signal in one piece.
+    #[test]
+    fn stream_is_independent_of_piece_sizes() {
+        let p = AudioProfile::default();
+        let plan = plan(&p);
+        let x: Vec<f32> = (0..50_000u32)
+            .map(|i| ((i as f32 * 0.013).sin() * 0.5 + (i % 97) as f32 * 1e-3) - 0.05)
+            .collect();
+        let frames = p.frames(x.len() as u64) as usize;
+        let run = |pieces: &mut dyn Iterator<Item = usize>| {
+            let mut out = vec![0f32; p.n_mels as usize * frames];
+            let mut s = MelStream::new(&plan, p.preemph, x.len(), frames, &mut out);
+            let mut at = 0;
+            while at < x.len() {
+                let n = pieces.next().unwrap().min(x.len() - at);
+                s.push(&x[at..at + n]).unwrap();
+                at += n;
+            }
+            s.finish().unwrap();
+            out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        let whole = run(&mut std::iter::repeat(usize::MAX));
+        assert!(whole.iter().any(|&b| b != 0));
+        for sizes in [vec![1usize], vec![7, 1, 401, 160], vec![3331], vec![65_536]] {
+            let got = run(&mut sizes.iter().copied().cycle());
+            assert!(got == whole, "pieces {sizes:?}");
+        }
+        // Fewer samples than promised is an error, not a short output.
+        let mut out = vec![0f32; p.n_mels as usize * frames];
+        let mut s = MelStream::new(&plan, p.preemph, x.len(), frames, &mut out);
+        s.push(&x[..100]).unwrap();
+        assert!(s.finish().is_err());
+    }
 
     #[test]
     fn ln_f32_is_within_one_ulp() {

@@ -371,11 +371,20 @@ impl Spectral {
         })
     }
 
-    /// All `n_out` outputs of `x` at `up / down` of its rate.
+    /// All `n_out` outputs of `x` at `up / down` of its rate, handed to
+    /// `sink` a block at a time.
     #[inline(always)]
-    fn run<S: Samples + ?Sized>(&self, x: &S, up: u64, down: u64, n_out: usize) -> Vec<f32> {
+    fn run<S: Samples + ?Sized>(
+        &self,
+        x: &S,
+        up: u64,
+        down: u64,
+        n_out: usize,
+        sink: &mut (dyn FnMut(&[f32]) + '_),
+    ) {
         let (n, m) = (self.n, self.m);
-        let mut out = Vec::with_capacity(n_out);
+        let mut done = 0usize;
+        let mut chunk = Vec::with_capacity(self.per_block);
         let mut buf = vec![Complex::new(0f32, 0f32); n];
         let mut spec = vec![Complex::new(0f32, 0f32); m];
         let mut scratch = vec![
@@ -390,9 +399,9 @@ impl Spectral {
         // j * down / up; block-local time `lead` is the block's first output.
         let j0 = (self.lead as u64 * up / down) as usize;
         let mut b = 0usize;
-        while out.len() < n_out {
+        while done < n_out {
             buf.fill(Complex::new(0.0, 0.0));
-            let second = out.len() + self.per_block < n_out;
+            let second = done + self.per_block < n_out;
             for (which, blk) in [(0, b), (1, b + 1)] {
                 if which == 1 && !second {
                     break;
@@ -426,15 +435,20 @@ impl Spectral {
             }
             spec[half] = Complex::new(0.0, 0.0);
             self.inv.process_with_scratch(&mut spec, &mut scratch);
-            let take = self.per_block.min(n_out - out.len());
-            out.extend(spec[j0..j0 + take].iter().map(|c| c.re));
+            let take = self.per_block.min(n_out - done);
+            chunk.clear();
+            chunk.extend(spec[j0..j0 + take].iter().map(|c| c.re));
+            sink(&chunk);
+            done += take;
             if second {
-                let take = self.per_block.min(n_out - out.len());
-                out.extend(spec[j0..j0 + take].iter().map(|c| c.im));
+                let take = self.per_block.min(n_out - done);
+                chunk.clear();
+                chunk.extend(spec[j0..j0 + take].iter().map(|c| c.im));
+                sink(&chunk);
+                done += take;
             }
             b += 2;
         }
-        out
     }
 }
 
@@ -575,21 +589,35 @@ pub fn resample(x: &[f32], src: u32, dst: u32) -> Vec<f32> {
 
 /// [`resample`] of samples pulled from `x` (`src != dst`, both non-zero).
 pub(crate) fn resample_from<S: Samples + ?Sized>(x: &S, src: u32, dst: u32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(output_len(x.samples() as u64, src, dst) as usize);
+    resample_each(x, src, dst, &mut |c| out.extend_from_slice(c));
+    out
+}
+
+/// [`resample`] of samples pulled from `x`, the output handed to `sink` in
+/// pieces as it is made (`src != dst`, both non-zero).
+pub(crate) fn resample_each<S: Samples + ?Sized>(
+    x: &S,
+    src: u32,
+    dst: u32,
+    sink: &mut (dyn FnMut(&[f32]) + '_),
+) {
     // Run with the best vector extension the CPU has (pulp picks it at run
     // time; the loops below inline into that function). The arithmetic is
     // plain f32 multiplies and adds in a fixed order (no fused multiply-add
     // is formed), so every path gives the same bits.
-    struct Job<'a, S: ?Sized>(&'a Resampler, &'a S, usize);
-    impl<S: Samples + ?Sized> pulp::WithSimd for Job<'_, S> {
-        type Output = Vec<f32>;
+    type Sink<'s> = dyn FnMut(&[f32]) + 's;
+    struct Job<'a, 's, S: ?Sized>(&'a Resampler, &'a S, usize, &'a mut Sink<'s>);
+    impl<S: Samples + ?Sized> pulp::WithSimd for Job<'_, '_, S> {
+        type Output = ();
         #[inline(always)]
-        fn with_simd<V: pulp::Simd>(self, _simd: V) -> Vec<f32> {
-            run(self.0, self.1, self.2)
+        fn with_simd<V: pulp::Simd>(self, _simd: V) {
+            run_each(self.0, self.1, self.2, self.3)
         }
     }
     let r = resampler(src, dst);
     let n_out = output_len(x.samples() as u64, src, dst) as usize;
-    pulp::Arch::new().dispatch(Job(&r, x, n_out))
+    pulp::Arch::new().dispatch(Job(&r, x, n_out, sink))
 }
 
 /// Where output `n` sits: input time `n * down / up = i0 + rem / up`,
@@ -732,11 +760,22 @@ mod v3 {
 }
 
 #[inline(always)]
+fn run_each<S: Samples + ?Sized>(
+    r: &Resampler,
+    x: &S,
+    n_out: usize,
+    sink: &mut (dyn FnMut(&[f32]) + '_),
+) {
+    match &r.spectral {
+        Some(sp) => sp.run(x, r.table.up, r.table.down, n_out, sink),
+        None => sink(&run(r, x, n_out)),
+    }
+}
+
+/// The polyphase paths (one or two stages), whole.
+#[inline(always)]
 fn run<S: Samples + ?Sized>(r: &Resampler, x: &S, n_out: usize) -> Vec<f32> {
     let t = &r.table;
-    if let Some(sp) = &r.spectral {
-        return sp.run(x, t.up, t.down, n_out);
-    }
     let taps = t.taps;
     let mut out = Vec::with_capacity(n_out);
     let mut pos = Pos {
