@@ -411,7 +411,11 @@ impl Backend for CardBackend {
 /// own deadline or a reset; DMA_FAULT a transfer the IOMMU refused, which
 /// cannot be the input's doing (the driver's slots lie in the mapped arena);
 /// OUTPUT_TOO_SMALL, since the driver sizes every output slot from the profile
-/// (and audio the card cannot hold never goes to it).
+/// (and audio the card cannot hold never goes to it); INVALID_FIELD, since the
+/// driver builds every field of the command and only sets profiles the card
+/// accepted (the input's bytes cannot cause it: a compute unit that lies about
+/// its output length makes the next stage, audio normalisation, refuse its
+/// input with it).
 fn card_side_failure(status: Status) -> bool {
     matches!(
         status,
@@ -421,6 +425,7 @@ fn card_side_failure(status: Status) -> bool {
             | Status::Aborted
             | Status::DmaFault
             | Status::OutputTooSmall
+            | Status::InvalidField
     )
 }
 

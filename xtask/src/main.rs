@@ -43,6 +43,7 @@ commands:
   venv                 create/update the Python venvs (reference, clients) and the model fixtures
   fixtures             regenerate fixtures and golden tensors with the venv
   bench preprocess     CPU pipeline vs Pillow / OpenCV / libjpeg-turbo+OpenCV, audio vs librosa
+  bench audio          the audio half of bench preprocess only (in-process and end to end vs librosa)
   bench softcore       soft-core interpreter speed; last line is `N MIPS`
   bench card           card model (firmware on the soft core) vs the golden model alone
   bench serve          preba serve: emulated card vs CPU preprocessing vs ideal, Poisson sweep; server cost
@@ -59,7 +60,8 @@ commands:
                        libFuzzer targets of fuzz/ (default: all, 20 s each), corpora
                        seeded from the fixtures; fails on a crash naming the artifact
   soak [--minutes N] [--seed S]
-                       random mixed traffic into emulated cards killed and stopped at random
+                       random mixed traffic into emulated cards killed, stopped, reset and
+                       given injected faults at random
                        (release, default 30 min); CI runs 1 min of it in the test suite
   qemu setup           QEMU guest testbed (trixie root, QEMU 10.1+, guest kernel), cached
   qemu test            boot a guest with preba-card over vfio-user-pci; run the guest checks
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             .and_then(|_| setup::serving_env())
             .map(|env| env.iter().for_each(|(k, v)| println!("{k}={v}"))),
         ["fixtures"] => setup::fixtures(),
+        ["bench", "audio", rest @ ..] => bench_audio::run(rest),
         ["bench", "preprocess", rest @ ..] => {
             bench_preprocess::run(rest).and_then(|()| bench_audio::run(rest))
         }

@@ -1,6 +1,8 @@
 //! `cargo xtask soak [--minutes N] [--seed S]`: serve/tests/soak.rs in release for N minutes
 //! (default 30): random mixed traffic through the host driver into emulated cards that are
-//! killed and stopped at random points; fails on a lost, wrong, late or leaked answer.
+//! killed, stopped, reset by the host or given injected faults (`preba-card --inject`) at
+//! random points; fails on a lost, duplicated, wrong, late or leaked answer. It prints the
+//! seed (`--seed` replays the fault plan) and counts by fault kind and outcome.
 //! `cargo xtask test` runs the same test for one minute in its debug build.
 
 use crate::setup;

@@ -59,18 +59,43 @@ pub fn card_parts(preba: &Path) -> Option<(PathBuf, PathBuf)> {
 
 /// Starts `preba-card` on `sock` with firmware `fw` and waits (30 s at most) for its socket.
 pub fn start_card(bin: &Path, fw: &Path, sock: &Path) -> std::process::Child {
+    start_card_with(bin, fw, sock, &[], None)
+}
+
+/// [`start_card`] with more `preba-card` arguments (e.g. `--inject SPEC`); with `log`, the
+/// card's stderr (warnings and errors: `PREBA_CARD_LOG=warn`) goes to that file. Panics at
+/// once, with the log, when the card exits before its socket appears.
+pub fn start_card_with(
+    bin: &Path,
+    fw: &Path,
+    sock: &Path,
+    args: &[String],
+    log: Option<&Path>,
+) -> std::process::Child {
     let _ = std::fs::remove_file(sock);
-    let child = std::process::Command::new(bin)
-        .arg("--socket")
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--socket")
         .arg(sock)
         .arg("--firmware")
         .arg(fw)
+        .args(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(l) = log {
+        let f = std::fs::File::create(l).unwrap_or_else(|e| panic!("{}: {e}", l.display()));
+        cmd.stderr(f).env("PREBA_CARD_LOG", "warn");
+    }
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     let t0 = std::time::Instant::now();
     while !sock.exists() {
+        if let Ok(Some(st)) = child.try_wait() {
+            let tail = log
+                .and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default();
+            panic!("preba-card {args:?} exited ({st}) before its socket appeared\n{tail}");
+        }
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(30),
             "preba-card did not start"
