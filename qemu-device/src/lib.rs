@@ -6,6 +6,7 @@
 //!   ([`model`]).
 //! - DMA goes through [`HostMemory`] (the IOMMU: an access outside the mapped windows is a DMA
 //!   fault reported to the firmware, never a crash); interrupts leave through [`IrqSink`].
+//! - [`vfio_server`] puts a card behind a vfio-user socket (the `preba-card` binary runs it).
 //! - [`harness`] plays the host: admin queue, profiles, I/O queues, requests, completions, with a
 //!   deadline on every wait.
 //!
@@ -45,6 +46,7 @@ pub mod inject;
 pub mod irq;
 pub mod log;
 pub mod model;
+pub mod vfio_server;
 
 pub use card::{Card, CoreState, CuInfo};
 pub use config::{Cap, CardConfig, Clock};

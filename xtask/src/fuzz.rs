@@ -75,6 +75,13 @@ const TARGETS: &[Target] = &[
         firmware: true,
         max_len: 64 << 10,
     },
+    Target {
+        name: "vfio_user_server",
+        fixtures: &[],
+        timeout_s: 60,
+        firmware: true,
+        max_len: 8 << 10,
+    },
 ];
 
 pub fn run_cli(args: &[&str]) -> Result<()> {

@@ -6,15 +6,16 @@
 //! ```
 //!
 //! The card model ([`preba_card::Card`]) runs the firmware ELF on the soft core; this binary puts
-//! it behind the `vfio_user` crate's server: PCI config space with the card's IDs and an MSI-X
-//! capability, BAR0 and BAR2 forwarded to the model, DMA through the client's map table
-//! ([`dma::DmaTable`]), interrupts through the client's eventfds ([`irq::IrqGlue`]), device
-//! reset. QEMU 10.1+ attaches it with `-device vfio-user-pci`; the host driver's vfio-user
-//! backend attaches directly.
+//! it behind the library's vfio-user server ([`preba_card::vfio_server`]): PCI config space with
+//! the card's IDs and an MSI-X capability, BAR0 and BAR2 forwarded to the model, DMA through the
+//! client's map table, interrupts through the client's eventfds, device reset. QEMU 10.1+
+//! attaches it with `-device vfio-user-pci`; the host driver's vfio-user backend attaches
+//! directly. This file only parses the arguments, sets up logging and turns the stop signals
+//! into an event for [`preba_card::vfio_server::run`].
 //!
 //! Lifecycle: a stale socket file at PATH is removed first; the server takes one connection
-//! (vfio_user 0.1.7 serves one per `Server::run`) and the process exits 0 when that client
-//! disconnects, or on SIGTERM/SIGINT/SIGHUP, removing the socket file. Logs go to stderr;
+//! and the process exits 0 when that client disconnects, or on SIGTERM/SIGINT/SIGHUP, removing
+//! the socket file. Logs go to stderr;
 //! `PREBA_CARD_LOG=error|warn|info|debug|trace` picks the level (default info).
 //!
 //! Time: `--clock modeled` (the default) runs the card on modeled time, so a slow or loaded
@@ -25,18 +26,12 @@
 //! The firmware: `--firmware ELF`, else `$PREBA_FIRMWARE`, else the ELF `cargo xtask build-fw`
 //! makes in this workspace (target/riscv32imac-unknown-none-elf/firmware/preba-firmware).
 
-mod backend;
-mod dma;
-mod irq;
-mod pci;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use preba_card::{Card, CardConfig, CoreState};
+use preba_card::CardConfig;
+use preba_card::vfio_server::{self, Event, Options};
 
 const USAGE: &str = "\
 usage: preba-card --socket PATH [--image-cus K] [--audio-cus M] [--norm-cus N] [--firmware ELF]
@@ -248,144 +243,26 @@ fn wait_signal() -> i32 {
     }
 }
 
-/// Removes a socket file left by an earlier server (refuses anything that is not a socket).
-fn remove_stale_socket(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(md) if md.file_type().is_socket() => {
-            log::info!("removing stale socket {}", path.display());
-            std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))
-        }
-        Ok(_) => Err(format!(
-            "{} exists and is not a socket: refusing to replace it",
-            path.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-enum Event {
-    Signal(i32),
-    Disconnected(Result<(), String>),
-}
-
 fn run(args: Args) -> Result<(), String> {
+    // Before any thread starts: the card's threads inherit the mask, so only `sigwait` below
+    // takes the stop signals.
     block_signals()?;
-    let elf = std::fs::read(&args.firmware).map_err(|e| {
-        format!(
-            "cannot read the firmware {}: {e} (build it with `cargo xtask build-fw`, or pass \
-             --firmware / PREBA_FIRMWARE)",
-            args.firmware.display()
-        )
-    })?;
-    let dma = Arc::new(dma::DmaTable::new());
-    let irq = Arc::new(irq::IrqGlue::new());
-    let card = Card::new(args.config.clone(), &elf, dma.clone(), irq.clone())
-        .map_err(|e| format!("cannot build the card: {e}"))?;
-    let device = Arc::new(backend::Device {
-        card: Arc::new(card),
-        dma,
-        irq,
-        config: Mutex::new(pci::ConfigSpace::new()),
-    });
-
-    remove_stale_socket(&args.socket)?;
-    let server = vfio_user::Server::new(&args.socket, true, backend::irqs(), backend::regions())
-        .map_err(|e| format!("cannot listen on {}: {e}", args.socket.display()))?;
-    if let Some(addr) = args.debug_bmp {
-        let local = device
-            .card
-            .serve_debug_bmp(addr, args.debug)
-            .map_err(|e| format!("--debug-bmp: {e}"))?;
-        // The line tests and scripts wait for (port 0 picks the port).
-        eprintln!("debug: bmp tcp {local}");
-    }
-    let cfg = &args.config;
-    let (slot, outcome, _) = device.card.boot();
-    log::info!(
-        "boot: slot {} ({})",
-        preba_protocol::fwimage::slot_name(slot),
-        outcome.map_or("?", |o| o.describe())
-    );
-    if !cfg.inject.is_empty() {
-        log::warn!("fault injection (test only): {}", cfg.inject);
-    }
-    if cfg.clock == preba_card::Clock::Wall {
-        log::info!("clock: wall (mtime is wall-clock time)");
-    }
-    log::info!(
-        "listening on {} ({} image, {} audio, {} normalize CUs; firmware {})",
-        args.socket.display(),
-        cfg.image_cus,
-        cfg.audio_cus,
-        cfg.norm_cus,
-        args.firmware.display()
-    );
-
     let (tx, rx) = mpsc::channel();
     let stx = tx.clone();
     std::thread::Builder::new()
         .name("preba-signals".into())
         .spawn(move || {
-            let _ = stx.send(Event::Signal(wait_signal()));
+            let _ = stx.send(Event::Stop(format!("signal {}", wait_signal())));
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let mut be = backend::Backend(device.clone());
-    std::thread::Builder::new()
-        .name("preba-vfio-user".into())
-        .spawn(move || {
-            let r = server.run(&mut be).map_err(|e| e.to_string());
-            // Dropping the server removes the socket file.
-            drop(server);
-            let _ = tx.send(Event::Disconnected(r));
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-
-    let mut reported = false;
-    let result = loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(Event::Signal(sig)) => {
-                log::info!("signal {sig}: shutting down");
-                break Ok(());
-            }
-            Ok(Event::Disconnected(Ok(()))) => {
-                log::info!("client disconnected: shutting down");
-                break Ok(());
-            }
-            Ok(Event::Disconnected(Err(e))) => break Err(format!("vfio-user server: {e}")),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let st = device.card.core_state();
-                if !reported && st != CoreState::Running {
-                    log::warn!("the card's core stopped: {st:?}");
-                    device.irq.error();
-                    reported = true;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break Err("server thread lost".into()),
-        }
+    let opts = Options {
+        socket: args.socket,
+        firmware: args.firmware,
+        config: args.config,
+        debug_bmp: args.debug_bmp,
+        debug: args.debug,
     };
-    let d = device.dma.stats();
-    let i = device.irq.stats();
-    log::info!(
-        "DMA maps {} unmaps {} (entries left {}); MSI-X sent {} dropped {}; INTx sent {} (level {})",
-        d.maps,
-        d.unmaps,
-        d.entries,
-        i.msix_sent.iter().sum::<u64>(),
-        i.msix_dropped,
-        i.intx_sent,
-        i.intx_level
-    );
-    // The server thread may still block in the socket: remove the path ourselves. The card's
-    // threads end with the process.
-    if let Ok(md) = std::fs::symlink_metadata(&args.socket) {
-        use std::os::unix::fs::FileTypeExt;
-        if md.file_type().is_socket() {
-            let _ = std::fs::remove_file(&args.socket);
-        }
-    }
-    result
+    vfio_server::run(opts, tx, rx)
 }
 
 fn main() -> ExitCode {

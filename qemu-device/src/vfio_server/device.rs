@@ -5,14 +5,12 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use preba_card::Card;
 use preba_protocol::regs;
-use vfio_bindings::bindings::vfio::vfio_region_info;
-use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion};
 
-use crate::dma::DmaTable;
-use crate::irq::{self, IrqGlue};
-use crate::pci::{self, ConfigSpace};
+use super::dma::DmaTable;
+use super::irq::{self, IrqGlue};
+use super::pci::{self, ConfigSpace};
+use crate::{Card, CardConfig};
 
 /// VFIO PCI region indices.
 pub const BAR0_REGION: u32 = 0;
@@ -20,11 +18,12 @@ pub const BAR2_REGION: u32 = 2;
 pub const CONFIG_REGION: u32 = 7;
 pub const NUM_REGIONS: u32 = 9;
 
-const REGION_READ: u32 = 1 << 0;
-const REGION_WRITE: u32 = 1 << 1;
+/// VFIO_REGION_INFO_FLAG_READ / _WRITE.
+pub const REGION_READ: u32 = 1 << 0;
+pub const REGION_WRITE: u32 = 1 << 1;
 
 /// DMA_UNMAP flag: unmap everything.
-const UNMAP_ALL: u32 = 1 << 2;
+pub const UNMAP_ALL: u32 = 1 << 2;
 
 /// How long a device reset may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,29 +38,39 @@ pub fn region_size(index: u32) -> u64 {
     }
 }
 
-/// The regions the server advertises (all trapped: no mmap).
-pub fn regions() -> Vec<ServerRegion> {
+/// One region as `DEVICE_GET_REGION_INFO` reports it (`struct vfio_region_info`; all regions
+/// are trapped: no mmap, no capabilities).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionInfo {
+    pub flags: u32,
+    pub index: u32,
+    pub size: u64,
+}
+
+/// The regions the server advertises.
+pub fn regions() -> Vec<RegionInfo> {
     (0..NUM_REGIONS)
         .map(|index| {
             let size = region_size(index);
-            ServerRegion {
-                region_info: vfio_region_info {
-                    argsz: std::mem::size_of::<vfio_region_info>() as u32,
-                    flags: if size > 0 {
-                        REGION_READ | REGION_WRITE
-                    } else {
-                        0
-                    },
-                    index,
-                    cap_offset: 0,
-                    size,
-                    offset: 0,
+            RegionInfo {
+                flags: if size > 0 {
+                    REGION_READ | REGION_WRITE
+                } else {
+                    0
                 },
-                sparse_areas: Vec::new(),
-                mmap_fd: None,
+                index,
+                size,
             }
         })
         .collect()
+}
+
+/// One IRQ index as `DEVICE_GET_IRQ_INFO` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqInfo {
+    pub index: u32,
+    pub flags: u32,
+    pub count: u32,
 }
 
 /// The IRQ indices the server advertises: INTx, MSI (none), MSI-X (16), ERR (1), REQ (none).
@@ -109,7 +118,22 @@ pub struct Device {
 }
 
 impl Device {
-    fn check(index: u32, offset: u64, len: usize) -> io::Result<usize> {
+    /// A card running `firmware` (an ELF) with DMA through a fresh [`DmaTable`] and interrupts
+    /// through a fresh [`IrqGlue`].
+    pub fn new(config: CardConfig, firmware: &[u8]) -> Result<Device, crate::Error> {
+        let dma = Arc::new(DmaTable::new());
+        let irq = Arc::new(IrqGlue::new());
+        let card = Card::new(config, firmware, dma.clone(), irq.clone())?;
+        Ok(Device {
+            card: Arc::new(card),
+            dma,
+            irq,
+            config: Mutex::new(ConfigSpace::new()),
+        })
+    }
+
+    /// Checks an access of `len` bytes at `offset` of region `index`; returns the offset.
+    pub fn check(index: u32, offset: u64, len: usize) -> io::Result<usize> {
         let size = region_size(index);
         offset
             .checked_add(len as u64)
@@ -147,7 +171,7 @@ impl Device {
                     .expect("config lock")
                     .read(off, data, level);
             }
-            _ => unreachable!("checked"),
+            _ => unreachable!("checked: only these regions have a size"),
         }
         Ok(())
     }
@@ -174,9 +198,52 @@ impl Device {
                     self.irq.set_intx_disable(after & bit != 0);
                 }
             }
-            _ => unreachable!("checked"),
+            _ => unreachable!("checked: only these regions have a size"),
         }
         Ok(())
+    }
+
+    /// `DMA_MAP`: `[iova, iova + size)` to `fd` at `offset` (unreachable without an fd).
+    pub fn dma_map(
+        &self,
+        flags: u32,
+        offset: u64,
+        iova: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> io::Result<()> {
+        if fd.is_none() {
+            // QEMU maps its ROMs (BIOS, option ROMs) so; nothing DMAs there.
+            log::debug!("DMA map {iova:#x}+{size:#x} without an fd: DMA there faults");
+        }
+        let r = self.dma.map(flags, offset, iova, size, fd);
+        if let Err(e) = &r {
+            log::warn!("DMA map {iova:#x}+{size:#x} refused: {e}");
+        }
+        r
+    }
+
+    /// `DMA_UNMAP`.
+    pub fn dma_unmap(&self, flags: u32, iova: u64, size: u64) -> io::Result<()> {
+        self.dma
+            .unmap(iova, size, flags & UNMAP_ALL != 0)
+            .map(|_| ())
+    }
+
+    /// `DEVICE_SET_IRQS`.
+    pub fn set_irqs(
+        &self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> io::Result<()> {
+        let r = self.irq.set_irqs(index, flags, start, count, fds);
+        if let Err(e) = &r {
+            log::warn!("{e}");
+        }
+        r
     }
 
     /// A function-level reset: the card, config space and the INTx state.
@@ -188,76 +255,12 @@ impl Device {
         self.irq.reset();
         Ok(())
     }
-}
 
-/// The `ServerBackend` over a shared [`Device`].
-pub struct Backend(pub Arc<Device>);
-
-impl ServerBackend for Backend {
-    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
-        let r = self.0.read(region, offset, data);
-        log::trace!("read  region {region} {offset:#x} {:02x?} -> {r:?}", data);
-        r
-    }
-
-    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> io::Result<()> {
-        log::trace!("write region {region} {offset:#x} {data:02x?}");
-        self.0.write(region, offset, data)
-    }
-
-    fn dma_map(
-        &mut self,
-        flags: DmaMapFlags,
-        offset: u64,
-        address: u64,
-        size: u64,
-        fd: Option<File>,
-    ) -> io::Result<()> {
-        log::trace!(
-            "dma map {address:#x}+{size:#x} offset {offset:#x} flags {:#x} fd {}",
-            flags.bits(),
-            fd.is_some()
-        );
-        if fd.is_none() {
-            // QEMU maps its ROMs (BIOS, option ROMs) so; nothing DMAs there.
-            log::debug!("DMA map {address:#x}+{size:#x} without an fd: DMA there faults");
-        }
-        let r = self.0.dma.map(flags.bits(), offset, address, size, fd);
-        if let Err(e) = &r {
-            log::warn!("DMA map {address:#x}+{size:#x} refused: {e}");
-        }
-        r
-    }
-
-    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> io::Result<()> {
-        log::trace!("dma unmap {address:#x}+{size:#x} flags {:#x}", flags.bits());
-        self.0
-            .dma
-            .unmap(address, size, flags.bits() & UNMAP_ALL != 0)
-            .map(|_| ())
-    }
-
-    fn reset(&mut self) -> io::Result<()> {
-        log::info!("device reset");
-        self.0.reset()
-    }
-
-    fn set_irqs(
-        &mut self,
-        index: u32,
-        flags: u32,
-        start: u32,
-        count: u32,
-        fds: Vec<File>,
-    ) -> io::Result<()> {
-        log::debug!(
-            "set_irqs index {index} flags {flags:#x} start {start} count {count} fds {}",
-            fds.len()
-        );
-        let r = self.0.irq.set_irqs(index, flags, start, count, fds);
-        if let Err(e) = &r {
-            log::warn!("{e}");
-        }
-        r
+    /// The client is gone: its DMA windows and eventfds are dropped and config space goes back
+    /// to reset (the card itself keeps running; a new client resets it if it wants).
+    pub fn disconnect(&self) {
+        let _ = self.dma.unmap(0, 0, true);
+        self.irq.disconnect();
+        *self.config.lock().expect("config lock") = ConfigSpace::new();
     }
 }

@@ -4,8 +4,10 @@
 //! offset into it and an IOVA range. QEMU under a vIOMMU sends one message per 4 KiB page, each
 //! with a fresh duplicate of the guest-RAM memfd: the table therefore maps each distinct file
 //! (same device and inode) once, whole, and keeps per-range entries that point into it. A range
-//! mapped without an fd cannot be reached (vfio_user 0.1.7 has no `DMA_READ`/`DMA_WRITE`
-//! messages), so accesses there fault, like accesses outside every window.
+//! mapped without an fd cannot be reached (the server implements no `DMA_READ`/`DMA_WRITE`
+//! messages), so accesses there fault, like accesses outside every window. Only files sealed
+//! against shrinking are mapped ([`sys::seals`]): a client that truncated a mapped file would
+//! otherwise turn the card's next access into SIGBUS.
 //!
 //! [`DmaTable`] implements the card model's [`HostMemory`]: every access is translated entry by
 //! entry (so page by page under a vIOMMU), the whole range is checked before the first byte is
@@ -14,72 +16,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, RwLock, Weak};
 
-use preba_card::{DmaFault, HostMemory};
-
-/// One file mapped whole into this process.
-struct FileMap {
-    ptr: *mut u8,
-    len: usize,
-    writable: bool,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this struct; it is only reached through
-// raw-pointer copies made under the table lock, and unmapped once in Drop.
-unsafe impl Send for FileMap {}
-// SAFETY: as above: no references into the mapping are ever handed out.
-unsafe impl Sync for FileMap {}
-
-impl FileMap {
-    fn new(file: &File, len: usize) -> io::Result<FileMap> {
-        let map = |prot| {
-            // SAFETY: a fresh shared mapping of `len` bytes of a file we hold open; the kernel
-            // picks the address, so no existing memory is affected.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    prot,
-                    libc::MAP_SHARED,
-                    file.as_raw_fd(),
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(p.cast::<u8>())
-            }
-        };
-        match map(libc::PROT_READ | libc::PROT_WRITE) {
-            Ok(ptr) => Ok(FileMap {
-                ptr,
-                len,
-                writable: true,
-            }),
-            // A read-only fd: the client maps device-readable memory only.
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => Ok(FileMap {
-                ptr: map(libc::PROT_READ)?,
-                len,
-                writable: false,
-            }),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-impl Drop for FileMap {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the mapping made in `new`; every entry that pointed
-        // into it is gone (this runs when the last Arc drops, with no copy in flight).
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.len);
-        }
-    }
-}
+use super::sys::{self, FileMap};
+use crate::{DmaFault, HostMemory};
 
 /// One mapped IOVA range.
 #[derive(Clone)]
@@ -152,9 +93,8 @@ impl DmaTable {
                 // A file that can shrink after we map it would turn the card's next access
                 // into SIGBUS: only memory sealed against shrinking is mapped (QEMU's
                 // memory-backend-memfd seals by default; preba's host driver seals its arena).
-                // SAFETY: fcntl F_GET_SEALS on a descriptor we own; no memory is involved.
-                let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
-                if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+                let sealed = sys::seals(&f).is_ok_and(|s| s & sys::SEAL_SHRINK != 0);
+                if !sealed {
                     return Err(einval(
                         "DMA map refused: the fd is not sealed against shrinking (F_SEAL_SHRINK); \
                          map a sealed memfd",
@@ -165,17 +105,21 @@ impl DmaTable {
                     return Err(einval("DMA map past the end of its file"));
                 }
                 let key = (md.dev(), md.ino());
+                // An earlier mapping of the file serves if it is long enough and, when the
+                // device is to write, writable: a read-only one (from a read-only fd) must not
+                // silently take the write access away from a later read-write map.
+                let want_write = flags & MAP_WRITE != 0;
                 let existing = inner
                     .files
                     .get(&key)
                     .and_then(Weak::upgrade)
-                    .filter(|m| m.len as u64 >= end_in_file);
+                    .filter(|m| m.len() as u64 >= end_in_file && (m.writable() || !want_write));
                 let fm = match existing {
                     Some(m) => m,
                     None => {
                         let len = usize::try_from(md.len())
                             .map_err(|_| einval("DMA map file too large"))?;
-                        let m = Arc::new(FileMap::new(&f, len)?);
+                        let m = Arc::new(FileMap::new(&f, len, want_write)?);
                         inner.files.insert(key, Arc::downgrade(&m));
                         m
                     }
@@ -184,7 +128,7 @@ impl DmaTable {
                 // `f` (our duplicate of the client's fd) closes here; the mapping stays.
             }
         };
-        let write = flags & MAP_WRITE != 0 && file.as_ref().is_some_and(|(m, _)| m.writable);
+        let write = flags & MAP_WRITE != 0 && file.as_ref().is_some_and(|(m, _)| m.writable());
         let entry = Entry {
             len: size,
             file,
@@ -231,14 +175,14 @@ impl DmaTable {
         }
     }
 
-    /// The pieces of `[iova, iova + len)`: (host pointer, offset in the transfer, bytes), after
-    /// checking every byte is mapped with the access wanted.
+    /// The pieces of `[iova, iova + len)`: (file mapping, offset in it, offset in the
+    /// transfer, bytes), after checking every byte is mapped with the access wanted.
     fn walk(
         entries: &BTreeMap<u64, Entry>,
         iova: u64,
         len: usize,
         write: bool,
-    ) -> Result<Vec<(*mut u8, usize, usize)>, DmaFault> {
+    ) -> Result<Vec<(&FileMap, usize, usize, usize)>, DmaFault> {
         let len64 = u64::try_from(len).map_err(|_| DmaFault { iova })?;
         iova.checked_add(len64).ok_or(DmaFault { iova })?;
         let mut out = Vec::new();
@@ -253,11 +197,9 @@ impl DmaTable {
             }
             let (fm, foff) = e.file.as_ref().ok_or(fault)?;
             let n = (e.len - off).min((len - done) as u64) as usize;
-            let at = foff + off; // < file length: checked at map time
-            // SAFETY: `at + n <= fm.len` (the entry lies inside its file, checked in `map`), so
-            // the pointer stays inside the live mapping that `fm` owns.
-            let p = unsafe { fm.ptr.add(at as usize) };
-            out.push((p, done, n));
+            // Inside the file: checked at map time (the entry lies inside its file).
+            let at = usize::try_from(foff + off).map_err(|_| fault)?;
+            out.push((&**fm, at, done, n));
             done += n;
         }
         Ok(out)
@@ -297,21 +239,26 @@ fn remove_range(entries: &mut BTreeMap<u64, Entry>, iova: u64, size: u64) -> boo
 
 impl HostMemory for DmaTable {
     fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaFault> {
+        // The read lock keeps every mapping alive (no unmap can run) during the copies.
         let inner = self.inner.read().expect("dma lock");
-        for (p, boff, n) in Self::walk(&inner.entries, iova, buf.len(), false)? {
-            // SAFETY: `p..p+n` lies in a live shared mapping (held by the read lock, so no unmap
-            // can run); `buf[boff..boff+n]` is in bounds. The client may change the bytes
-            // concurrently, as a DMA source may: they are copied as plain bytes.
-            unsafe { std::ptr::copy_nonoverlapping(p, buf[boff..].as_mut_ptr(), n) };
+        for (fm, at, boff, n) in Self::walk(&inner.entries, iova, buf.len(), false)? {
+            if !fm.read(at, &mut buf[boff..boff + n]) {
+                return Err(DmaFault {
+                    iova: iova + boff as u64,
+                });
+            }
         }
         Ok(())
     }
 
     fn write(&self, iova: u64, data: &[u8]) -> Result<(), DmaFault> {
         let inner = self.inner.read().expect("dma lock");
-        for (p, boff, n) in Self::walk(&inner.entries, iova, data.len(), true)? {
-            // SAFETY: as in `read`; the mapping is writable (checked by `walk`).
-            unsafe { std::ptr::copy_nonoverlapping(data[boff..].as_ptr(), p, n) };
+        for (fm, at, boff, n) in Self::walk(&inner.entries, iova, data.len(), true)? {
+            if !fm.write(at, &data[boff..boff + n]) {
+                return Err(DmaFault {
+                    iova: iova + boff as u64,
+                });
+            }
         }
         Ok(())
     }
@@ -323,38 +270,16 @@ mod tests {
     use std::io::{Read, Seek, SeekFrom, Write};
 
     fn memfd(len: u64) -> File {
-        // SAFETY: memfd_create with a valid NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"dma-test".as_ptr(), libc::MFD_ALLOW_SEALING) };
-        assert!(fd >= 0);
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        f.set_len(len).unwrap();
-        seal(&f);
+        let f = sys::memfd(c"dma-test", len, true).unwrap();
+        sys::add_seals(&f, sys::SEAL_SHRINK | sys::SEAL_GROW).unwrap();
         f
-    }
-
-    fn seal(f: &File) {
-        // SAFETY: fcntl F_ADD_SEALS on our own memfd, integer arguments only.
-        let r = unsafe {
-            libc::fcntl(
-                f.as_raw_fd(),
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
-            )
-        };
-        assert_eq!(r, 0);
     }
 
     /// A client that could shrink the file after DMA_MAP would crash the card with SIGBUS on
     /// its next access: unsealed memory is refused, and sealed memory cannot shrink.
     #[test]
     fn only_memory_sealed_against_shrinking_is_mapped() {
-        // SAFETY: memfd_create with a valid NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(c"dma-unsealed".as_ptr(), 0) };
-        assert!(fd >= 0);
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let unsealed = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        unsealed.set_len(4 * 4096).unwrap();
+        let unsealed = sys::memfd(c"dma-unsealed", 4 * 4096, false).unwrap();
         let t = DmaTable::new();
         let e = t
             .map(
@@ -386,6 +311,45 @@ mod tests {
         assert!(sealed.set_len(4096).is_err(), "a sealed memfd shrank");
         let mut b = [0u8; 8];
         t.read(0x10_0000 + 3 * 4096, &mut b).unwrap();
+    }
+
+    /// Found by the vfio_user_server fuzz target: a file first mapped through a read-only fd
+    /// kept its read-only mapping for a later read-write DMA_MAP of the same file (through a
+    /// writable fd), so the device's writes there faulted although the map succeeded; and a
+    /// file sealed against writes was "mapped for writing" that way.
+    #[test]
+    fn a_read_only_mapping_is_not_reused_for_a_write_map() {
+        let f = memfd(4 * 4096);
+        let ro = File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)))
+            .unwrap();
+        let t = DmaTable::new();
+        t.map(MAP_READ | MAP_WRITE, 0, 0x1000, 4096, Some(ro)).unwrap();
+        assert!(t.write(0x1000, &[1]).is_err(), "read-only fd: no device writes");
+        t.map(MAP_READ | MAP_WRITE, 4096, 0x8000, 4096, Some(f.try_clone().unwrap()))
+            .unwrap();
+        t.write(0x8000, &[7; 8]).unwrap();
+        let mut b = [0u8; 8];
+        t.read(0x8000, &mut b).unwrap();
+        assert_eq!(b, [7; 8]);
+        // The read-only window still reads the same file.
+        t.read(0x1000, &mut b).unwrap();
+
+        let sealed = sys::memfd(c"dma-write-sealed", 4096, true).unwrap();
+        sys::add_seals(&sealed, sys::SEAL_SHRINK | sys::SEAL_WRITE).unwrap();
+        let ro = File::open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&sealed)
+        ))
+        .unwrap();
+        t.map(MAP_READ, 0, 0x2_0000, 4096, Some(ro)).unwrap();
+        assert!(
+            t.map(MAP_READ | MAP_WRITE, 0, 0x3_0000, 4096, Some(sealed.try_clone().unwrap()))
+                .is_err(),
+            "a write-sealed file mapped for device writes"
+        );
+        t.map(MAP_READ, 0, 0x4_0000, 4096, Some(sealed)).unwrap();
+        t.read(0x4_0000, &mut b).unwrap();
+        assert!(t.write(0x4_0000, &b).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Mutex;
 
-use preba_card::IrqSink;
+use crate::IrqSink;
 use preba_protocol::regs::MSIX_VECTORS;
 
 pub const INTX_INDEX: u32 = 0;
@@ -115,6 +115,17 @@ impl IrqGlue {
     pub fn reset(&self) {
         let mut st = self.st.lock().expect("irq lock");
         st.level = false;
+        st.masked = false;
+        st.disabled = false;
+    }
+
+    /// The client is gone: every eventfd is dropped, and the line unmasks and enables (the
+    /// card's level stays).
+    pub fn disconnect(&self) {
+        let mut st = self.st.lock().expect("irq lock");
+        st.intx_fd = None;
+        st.msix = Default::default();
+        st.err_fd = None;
         st.masked = false;
         st.disabled = false;
     }
@@ -257,14 +268,9 @@ impl IrqSink for IrqGlue {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::FromRawFd;
 
     fn eventfd() -> File {
-        // SAFETY: plain eventfd creation.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: a fresh fd we own.
-        unsafe { File::from_raw_fd(fd) }
+        crate::vfio_server::sys::eventfd().unwrap()
     }
 
     fn count(f: &File) -> u64 {
