@@ -192,8 +192,19 @@ fn mixed_workload_completes_exactly_once() {
     }
     assert_eq!(pending, 0);
     assert!(want.is_empty());
-    // Nothing more arrives.
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Nothing more arrives. Not a wall-clock sleep (a starved core thread would run no
+    // firmware in it, so the check could pass by accident): card time, which on the modeled
+    // clock passes only as the firmware runs or idles in wfi. Its main loop never sleeps past
+    // the next heartbeat (500 ms of card time, MAX_SLEEP_TICKS 1 s; firmware/src/fw.rs), so
+    // once 1 s of card time has passed since the last completion with every CU idle, it has
+    // run at least one whole poll (CU results, posting) after it: anything it still had to post
+    // is in host memory by then.
+    assert_eq!(h.card.config().clock, preba_card::Clock::Modeled);
+    let until = h.card.time() + std::time::Duration::from_secs(1);
+    h.wait_for("1 s of card time after the last completion", |c| {
+        c.time() >= until && c.cus().iter().all(|cu| !cu.busy)
+    })
+    .expect("card time passes");
     assert!(h.reap(1).expect("reap").is_empty() && h.reap(2).expect("reap").is_empty());
     let used: Vec<_> = h.card.cus().iter().map(|c| c.jobs).collect();
     assert!(used.iter().all(|&j| j > 0), "every CU took work: {used:?}");
