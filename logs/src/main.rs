@@ -325,45 +325,13 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use preba_card::{Card, CardConfig, NoIrq, TestMemory};
-    use preba_host::dma::DmaMem;
-    use preba_host::transport::TResult;
+    use preba_card::CardConfig;
     use preba_protocol::regs;
 
-    /// The in-process card behind the host's Transport (registers and the log window only).
-    struct InProcess {
-        card: Card,
-        arena: DmaMem,
-    }
+    // `InProcess`: the card model behind the host's Transport (the one in preba_card::harness).
+    preba_card::harness::in_process_transport!();
 
-    impl Transport for InProcess {
-        fn name(&self) -> String {
-            "in-process".into()
-        }
-        fn bar0_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
-            self.card.bar0_read(off, data);
-            Ok(())
-        }
-        fn bar0_write(&self, off: u64, data: &[u8]) -> TResult<()> {
-            self.card.bar0_write(off, data);
-            Ok(())
-        }
-        fn bar2_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
-            for (i, c) in data.chunks_mut(8).enumerate() {
-                self.card.bar2_read(off + 8 * i as u64, c);
-            }
-            Ok(())
-        }
-        fn arena(&self) -> &DmaMem {
-            &self.arena
-        }
-        fn wait_irq(&self, _: u16, t: Duration) -> TResult<bool> {
-            std::thread::sleep(t);
-            Ok(false)
-        }
-    }
-
-    fn card() -> (InProcess, Vec<u8>) {
+    fn card() -> (Arc<InProcess>, Vec<u8>) {
         let path = preba_card::harness::firmware_elf().expect("firmware ELF");
         let elf = std::fs::read(&path).expect("read ELF");
         let cfg = CardConfig {
@@ -373,14 +341,7 @@ mod tests {
             workers: 1,
             ..CardConfig::default()
         };
-        let card = Card::new(cfg, &elf, Arc::new(TestMemory::new()), Arc::new(NoIrq)).unwrap();
-        (
-            InProcess {
-                card,
-                arena: DmaMem::new(ARENA, 0x1000_0000).unwrap(),
-            },
-            elf,
-        )
+        (InProcess::new(cfg, &elf, ARENA).unwrap(), elf)
     }
 
     /// Reads and renders until a line satisfies `want` or `within` passes.
@@ -412,7 +373,7 @@ mod tests {
     #[test]
     fn boot_banner_follow_and_elf_checks() {
         let (t, elf) = card();
-        let id = card_build_id(&t, Duration::from_secs(20)).expect("build id");
+        let id = card_build_id(&*t, Duration::from_secs(20)).expect("build id");
         // The ELF is picked by build id; another build's ELF is refused.
         let dir = std::env::temp_dir().join(format!("preba-logs-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("x")).unwrap();
@@ -463,7 +424,7 @@ mod tests {
     #[test]
     fn lost_bytes_are_a_count_not_garbage() {
         let (t, elf) = card();
-        card_build_id(&t, Duration::from_secs(20)).expect("boots");
+        card_build_id(&*t, Duration::from_secs(20)).expect("boots");
         let table = Table::parse(&elf).unwrap().unwrap();
         // Whole frames from the ring, then the same bytes as if the reader had lost 1000
         // bytes and resynchronised after a frame boundary.
@@ -471,7 +432,7 @@ mod tests {
         let mut bytes = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while bytes.iter().filter(|&&b| b == 0).count() < 2 && Instant::now() < deadline {
-            bytes.extend(reader.read(&t).unwrap().bytes);
+            bytes.extend(reader.read(&*t).unwrap().bytes);
             std::thread::sleep(POLL);
         }
         let first = bytes.iter().position(|&b| b == 0).expect("a frame") + 1;

@@ -7,14 +7,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use preba_protocol::admin::{self, AdminSqe, IDENTIFY_SIZE, Identify};
 use preba_protocol::hostq::{self, Doorbell, QueueMemory, QueuePair};
 use preba_protocol::io::{CQE_SIZE, Cqe, IoOpcode, SQE_SIZE, SgEntry, Sqe};
 use preba_protocol::profile::Profile;
-use preba_protocol::regs;
+use preba_protocol::regs::{self, MSIX_VECTORS};
 use preba_protocol::status::Status;
 
 use crate::{Card, CardConfig, DmaFault, HostMemory, IrqRecorder, TestMemory};
@@ -486,57 +486,178 @@ pub fn firmware_elf() -> Result<PathBuf> {
 
 /// A variant of the firmware ELF for the flashing tests: the same sources with the build id
 /// salted by `salt` and the cargo `features` on, built as `cargo xtask build-fw --salt` does
-/// into `<target>/fw-variant/<salt>` (cargo skips the work when it is up to date).
-/// `$PREBA_FIRMWARE_VARIANTS`, when set, is used instead of `<target>/fw-variant`.
+/// (the same [`preba_softcore::progs::firmware_build`] command) into `<target>/fw-variant/<salt>`
+/// (cargo skips the work when it is up to date). `$PREBA_FIRMWARE_VARIANTS`, when set, is used
+/// instead of `<target>/fw-variant`.
 pub fn firmware_variant_elf(salt: &str, features: &[&str]) -> Result<PathBuf> {
-    let fail = HarnessError::Firmware;
+    use preba_softcore::progs;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let base = match std::env::var_os("PREBA_FIRMWARE_VARIANTS") {
         Some(d) => PathBuf::from(d),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .or_else(|| {
-                // <target>/<profile>/deps/<test>
-                let exe = std::env::current_exe().ok()?;
-                Some(exe.ancestors().nth(3)?.to_path_buf())
-            })
-            .unwrap_or_else(|| root.join("target"))
-            .join("fw-variant"),
+        None => progs::running_target_dir(&root).join("fw-variant"),
     };
-    let dir = base.join(salt);
-    let target = "riscv32imac-unknown-none-elf";
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(&cargo);
-    cmd.current_dir(&root)
-        .env("PREBA_FW_BUILD_SALT", salt)
-        .env_remove("CARGO_TARGET_DIR")
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "preba-firmware",
-            "--bin",
-            "preba-firmware",
-            "--profile",
-            "firmware",
-            "--target",
-            target,
-            "--target-dir",
-        ])
-        .arg(&dir);
-    if !features.is_empty() {
-        cmd.arg("--features").arg(features.join(","));
-    }
-    let st = cmd
-        .status()
-        .map_err(|e| fail(format!("cannot run {cargo}: {e}")))?;
-    if !st.success() {
-        return Err(fail(format!("firmware variant {salt} build failed: {st}")));
-    }
-    let elf = dir.join(target).join("firmware").join("preba-firmware");
-    if elf.exists() {
-        Ok(elf)
-    } else {
-        Err(fail(format!("{} missing after the build", elf.display())))
+    progs::build_firmware(&root, &base.join(salt), Some(salt), features)
+        .map_err(HarnessError::Firmware)
+}
+
+/// Which MSI-X messages of an [`IrqRecorder`] a host has taken, per vector: the `wait_irq` of
+/// an in-process transport ([`in_process_transport!`]).
+#[derive(Debug, Default)]
+pub struct MsixTaken(Mutex<[u64; MSIX_VECTORS as usize]>);
+
+impl MsixTaken {
+    /// Waits up to `timeout` for a message on `vector` not taken yet: takes every message sent
+    /// on it so far and returns true, or returns false at the deadline (at once for a vector
+    /// the card does not have).
+    pub fn wait(&self, irq: &IrqRecorder, vector: u16, timeout: Duration) -> bool {
+        let v = usize::from(vector);
+        if v >= MSIX_VECTORS as usize {
+            return false;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            // `total` before the count: a message after the count moves the total past
+            // `seen`, so the wait below cannot sleep through it.
+            let seen = irq.total();
+            let sent = irq.msix_count(vector);
+            {
+                let mut taken = self.0.lock().expect("msix lock");
+                if sent > taken[v] {
+                    taken[v] = sent;
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            irq.wait_after(seen, deadline);
+        }
     }
 }
+
+/// Defines `InProcess`, the card model in this process behind the host driver's `Transport`
+/// (`preba_host::transport`: BAR0, the BAR2 log window, MSI-X waits, function resets, no
+/// socket in between), and `InProcessArena`, the driver's DMA arena as the card's host
+/// memory, so the card reads and writes the very arena the driver's queues and buffers live
+/// in. For tests of the driver and of tools built on it (`qemu-device/tests/faults.rs`,
+/// `logs/`).
+///
+/// A macro, not a type: preba-card does not depend on preba-host (the card model must not
+/// build the host driver, and the driver's own tests would close a cycle), so the
+/// `Transport` impl is expanded in the calling crate, which needs both `preba_card` and
+/// `preba_host`. Everything that is not the impl lives here ([`MsixTaken`]).
+///
+/// ```ignore
+/// preba_card::harness::in_process_transport!();
+/// let t = InProcess::new(CardConfig::default(), &elf, 32 << 20)?;
+/// let card = preba_host::driver::Card::open(t.clone(), DriverConfig::default())?;
+/// ```
+#[macro_export]
+macro_rules! in_process_transport {
+    () => {
+        /// The host driver's DMA arena as the card model's host memory (by IOVA).
+        pub struct InProcessArena(pub ::preba_host::dma::DmaMem);
+
+        impl $crate::HostMemory for InProcessArena {
+            fn read(
+                &self,
+                iova: u64,
+                buf: &mut [u8],
+            ) -> ::std::result::Result<(), $crate::DmaFault> {
+                let off = self
+                    .0
+                    .offset_of(iova, buf.len() as u64)
+                    .ok_or($crate::DmaFault { iova })?;
+                self.0.read(off, buf).map_err(|_| $crate::DmaFault { iova })
+            }
+            fn write(&self, iova: u64, data: &[u8]) -> ::std::result::Result<(), $crate::DmaFault> {
+                let off = self
+                    .0
+                    .offset_of(iova, data.len() as u64)
+                    .ok_or($crate::DmaFault { iova })?;
+                // What the card wrote before is visible to a host that sees this (the phase
+                // word last).
+                ::std::sync::atomic::fence(::std::sync::atomic::Ordering::Release);
+                self.0
+                    .write(off, data)
+                    .map_err(|_| $crate::DmaFault { iova })
+            }
+        }
+
+        /// The card model in this process behind the host driver's `Transport`.
+        pub struct InProcess {
+            /// The card model.
+            pub card: $crate::Card,
+            /// Its host memory: the arena the transport hands the driver.
+            pub arena: ::std::sync::Arc<InProcessArena>,
+            /// The interrupts it sent.
+            pub irq: ::std::sync::Arc<$crate::IrqRecorder>,
+            taken: $crate::harness::MsixTaken,
+        }
+
+        impl InProcess {
+            /// A card with `config` running `firmware`; its host memory is an arena of
+            /// `arena_bytes` at the driver's IOVA (`preba_host::driver::ARENA_IOVA`).
+            pub fn new(
+                config: $crate::CardConfig,
+                firmware: &[u8],
+                arena_bytes: usize,
+            ) -> ::std::result::Result<::std::sync::Arc<InProcess>, ::std::string::String> {
+                let mem =
+                    ::preba_host::dma::DmaMem::new(arena_bytes, ::preba_host::driver::ARENA_IOVA)
+                        .map_err(|e| ::std::format!("arena: {e}"))?;
+                let arena = ::std::sync::Arc::new(InProcessArena(mem));
+                let irq = ::std::sync::Arc::new($crate::IrqRecorder::new());
+                let card = $crate::Card::new(config, firmware, arena.clone(), irq.clone())
+                    .map_err(|e| ::std::format!("card: {e}"))?;
+                ::std::result::Result::Ok(::std::sync::Arc::new(InProcess {
+                    card,
+                    arena,
+                    irq,
+                    taken: ::std::default::Default::default(),
+                }))
+            }
+        }
+
+        impl ::preba_host::transport::Transport for InProcess {
+            fn name(&self) -> ::std::string::String {
+                "in-process".into()
+            }
+            fn bar0_read(&self, off: u64, data: &mut [u8]) -> ::preba_host::transport::TResult<()> {
+                self.card.bar0_read(off, data);
+                Ok(())
+            }
+            fn bar0_write(&self, off: u64, data: &[u8]) -> ::preba_host::transport::TResult<()> {
+                self.card.bar0_write(off, data);
+                Ok(())
+            }
+            fn bar2_read(&self, off: u64, data: &mut [u8]) -> ::preba_host::transport::TResult<()> {
+                // The card takes up to 8 bytes an access.
+                for (i, c) in data.chunks_mut(8).enumerate() {
+                    self.card.bar2_read(off + 8 * i as u64, c);
+                }
+                Ok(())
+            }
+            fn arena(&self) -> &::preba_host::dma::DmaMem {
+                &self.arena.0
+            }
+            fn wait_irq(
+                &self,
+                vector: u16,
+                timeout: ::std::time::Duration,
+            ) -> ::preba_host::transport::TResult<bool> {
+                Ok(self.taken.wait(&self.irq, vector, timeout))
+            }
+            fn reset(&self) -> ::preba_host::transport::TResult<()> {
+                self.card
+                    .reset(::std::time::Duration::from_secs(30))
+                    .map_err(|e| ::preba_host::transport::TransportError::Other {
+                        op: ::preba_host::transport::Op::Reset,
+                        source: e.into(),
+                    })
+            }
+        }
+    };
+}
+#[doc(inline)]
+pub use crate::in_process_transport;

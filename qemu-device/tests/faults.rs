@@ -10,118 +10,19 @@ mod common;
 
 use common::{firmware, root, serial};
 use preba_card::harness::firmware_elf;
-use preba_card::{Card as CardModel, CardConfig, Clock, DmaFault, HostMemory, IrqSink};
+use preba_card::{CardConfig, Clock};
 use preba_host::backend::{Backend, CardBackend, CpuBackend, Job, OpenCard, Output, Via};
-use preba_host::dma::DmaMem;
-use preba_host::driver::{ARENA_IOVA, Card, CardError, DriverConfig, Pool};
+use preba_host::driver::{Card, CardError, DriverConfig, Pool};
 use preba_host::error::{CardFailure, QueueError};
-use preba_host::transport::{Op, TResult, Transport, TransportError};
 use preba_host::vfio_user::{Emulated, connect_retry};
 use preba_protocol::profile::{ImageProfile, Profile};
-use preba_protocol::regs::MSIX_VECTORS;
-use std::path::Path;
-use std::sync::atomic::{Ordering, fence};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The driver's DMA arena, as the card model's host memory.
-struct Arena(DmaMem);
-
-impl HostMemory for Arena {
-    fn read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DmaFault> {
-        let off = self
-            .0
-            .offset_of(iova, buf.len() as u64)
-            .ok_or(DmaFault { iova })?;
-        self.0.read(off, buf).map_err(|_| DmaFault { iova })
-    }
-    fn write(&self, iova: u64, data: &[u8]) -> Result<(), DmaFault> {
-        let off = self
-            .0
-            .offset_of(iova, data.len() as u64)
-            .ok_or(DmaFault { iova })?;
-        // What the card wrote before is visible to a host that sees this (the phase word last).
-        fence(Ordering::Release);
-        self.0.write(off, data).map_err(|_| DmaFault { iova })
-    }
-}
-
-/// MSI-X messages per vector, for `wait_irq`.
-#[derive(Default)]
-struct Irqs {
-    sent: Mutex<[u64; MSIX_VECTORS as usize]>,
-    cv: Condvar,
-}
-
-impl IrqSink for Irqs {
-    fn msix(&self, vector: u16) {
-        if let Some(c) = self.sent.lock().unwrap().get_mut(usize::from(vector)) {
-            *c += 1;
-        }
-        self.cv.notify_all();
-    }
-    fn intx(&self, _level: bool) {}
-}
-
-/// The card model in this process behind the host driver's `Transport`.
-struct InProc {
-    card: CardModel,
-    arena: Arc<Arena>,
-    irqs: Arc<Irqs>,
-    taken: Mutex<[u64; MSIX_VECTORS as usize]>,
-}
-
-impl Transport for InProc {
-    fn name(&self) -> String {
-        "in-process".into()
-    }
-    fn bar0_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
-        self.card.bar0_read(off, data);
-        Ok(())
-    }
-    fn bar0_write(&self, off: u64, data: &[u8]) -> TResult<()> {
-        self.card.bar0_write(off, data);
-        Ok(())
-    }
-    fn bar2_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {
-        for (i, c) in data.chunks_mut(8).enumerate() {
-            self.card.bar2_read(off + 8 * i as u64, c);
-        }
-        Ok(())
-    }
-    fn arena(&self) -> &DmaMem {
-        &self.arena.0
-    }
-    fn wait_irq(&self, vector: u16, timeout: Duration) -> TResult<bool> {
-        let v = usize::from(vector);
-        let deadline = Instant::now() + timeout;
-        let mut sent = self.irqs.sent.lock().unwrap();
-        loop {
-            let mut taken = self.taken.lock().unwrap();
-            let Some(&n) = sent.get(v) else {
-                return Ok(false);
-            };
-            if n > taken[v] {
-                taken[v] = n;
-                return Ok(true);
-            }
-            drop(taken);
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            sent = self.irqs.cv.wait_timeout(sent, deadline - now).unwrap().0;
-        }
-    }
-    fn reset(&self) -> TResult<()> {
-        self.card
-            .reset(Duration::from_secs(30))
-            .map_err(|e| TransportError::Other {
-                op: Op::Reset,
-                source: e.into(),
-            })
-    }
-}
+// `InProcess`: the card model behind the driver's `Transport`, its host memory the driver's arena.
+preba_card::harness::in_process_transport!();
 
 const ARENA_BYTES: usize = 160 << 20;
 
@@ -133,21 +34,87 @@ fn driver_cfg() -> DriverConfig {
     }
 }
 
-/// A card model with `spec` injected, in process, on the default (modeled) clock.
-fn in_proc(spec: &str) -> Arc<InProc> {
-    in_proc_clock(spec, Clock::default())
-}
-
-fn open(t: &Arc<InProc>) -> Card {
-    Card::open(t.clone(), driver_cfg()).unwrap_or_else(|e| panic!("open: {e}"))
-}
-
-fn backend(t: &Arc<InProc>, timeout: Duration) -> CardBackend {
-    let open = OpenCard {
-        card: open(t),
-        emulated: None,
+/// A card model with `spec` injected, in process, on `clock`.
+fn in_proc(spec: &str, clock: Clock) -> Arc<InProcess> {
+    let cfg = CardConfig {
+        inject: spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}")),
+        clock,
+        ..common::config()
     };
-    CardBackend::new(open, "in-process".into(), timeout)
+    InProcess::new(cfg, firmware(), ARENA_BYTES).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One in-process fault test: the serial lock, the card model with its faults injected, the
+/// fixture image and the CPU path's tensor for it.
+struct Fault {
+    t: Arc<InProcess>,
+    input: Vec<u8>,
+    want: Vec<u8>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Fault {
+    /// `spec` injected, on the default (modeled) clock.
+    fn new(spec: &str) -> Fault {
+        Fault::on(spec, Clock::default())
+    }
+
+    fn on(spec: &str, clock: Clock) -> Fault {
+        let serial = serial();
+        let input = image();
+        let want = cpu_bytes(&input);
+        Fault {
+            t: in_proc(spec, clock),
+            input,
+            want,
+            _serial: serial,
+        }
+    }
+
+    /// The driver opened on the card.
+    fn open(&self) -> Card {
+        Card::open(self.t.clone(), driver_cfg()).unwrap_or_else(|e| panic!("open: {e}"))
+    }
+
+    /// The driver and an image pool on it.
+    fn open_pool(&self) -> (Card, Pool) {
+        let card = self.open();
+        let pool = image_pool(&card);
+        (card, pool)
+    }
+
+    /// The backend `preba preprocess` and the server use, with a 20 s request deadline.
+    fn backend(&self) -> CardBackend {
+        let open = OpenCard {
+            card: self.open(),
+            emulated: None,
+        };
+        CardBackend::new(open, "in-process".into(), Duration::from_secs(20))
+    }
+
+    /// Request `n` of the fixture through `be`: the tensor must be the CPU path's; returns how
+    /// it was made and how long it took.
+    fn request(&self, be: &CardBackend, n: usize) -> (Via, Duration) {
+        let t0 = Instant::now();
+        let (out, via) = be
+            .process(&self.input, &job())
+            .unwrap_or_else(|e| panic!("request {n}: {e}"));
+        let took = t0.elapsed();
+        assert_eq!(image_bytes(&out), &self.want[..], "request {n}");
+        (via, took)
+    }
+
+    /// When injected fault `i` last fired.
+    fn fired_at(&self, i: usize) -> Instant {
+        let f = &self.t.card.injected()[i];
+        assert!(f.count > 0, "{} never fired", f.fault);
+        f.last.expect("fired")
+    }
+
+    /// How often injected fault `i` fired.
+    fn fired(&self, i: usize) -> u64 {
+        self.t.card.injected()[i].count
+    }
 }
 
 fn image() -> Vec<u8> {
@@ -170,17 +137,6 @@ fn image_bytes(o: &Output) -> &[u8] {
         Output::Image(i) => &i.data,
         Output::Audio(_) => panic!("image job gave audio"),
     }
-}
-
-/// When the injected fault `i` last fired.
-fn fired_at(t: &InProc, i: usize) -> Instant {
-    let f = &t.card.injected()[i];
-    assert!(f.count > 0, "{} never fired", f.fault);
-    f.last.expect("fired")
-}
-
-fn fired_count(t: &InProc, i: usize) -> u64 {
-    t.card.injected()[i].count
 }
 
 fn ms(d: Duration) -> f64 {
@@ -235,18 +191,10 @@ fn wait_fatal(card: &Card, within: Duration) -> Instant {
 
 #[test]
 fn dma_fault_falls_back_to_cpu() {
-    let _s = serial();
-    let t = in_proc("dma-fault@2:in,dma-fault@4:out");
-    let be = backend(&t, Duration::from_secs(20));
-    let input = image();
-    let want = cpu_bytes(&input);
+    let f = Fault::new("dma-fault@2:in,dma-fault@4:out");
+    let be = f.backend();
     for n in 1..=5 {
-        let t0 = Instant::now();
-        let (out, via) = be
-            .process(&input, &job())
-            .unwrap_or_else(|e| panic!("request {n}: {e}"));
-        let took = t0.elapsed();
-        assert_eq!(image_bytes(&out), &want[..], "request {n}");
+        let (via, took) = f.request(&be, n);
         let faulted = n == 2 || n == 4;
         assert_eq!(
             via,
@@ -261,44 +209,24 @@ fn dma_fault_falls_back_to_cpu() {
             );
         }
     }
-    assert_eq!((fired_count(&t, 0), fired_count(&t, 1)), (1, 1));
+    assert_eq!((f.fired(0), f.fired(1)), (1, 1));
     assert!(
         be.fatal().is_none(),
         "a DMA fault fails the request, not the card"
     );
 }
 
-/// A card model with `spec` injected, on `clock`.
-fn in_proc_clock(spec: &str, clock: Clock) -> Arc<InProc> {
-    let arena = Arc::new(Arena(DmaMem::new(ARENA_BYTES, ARENA_IOVA).expect("arena")));
-    let irqs = Arc::new(Irqs::default());
-    let cfg = CardConfig {
-        inject: spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}")),
-        clock,
-        ..common::config()
-    };
-    let card = CardModel::new(cfg, firmware(), arena.clone(), irqs.clone()).expect("card");
-    Arc::new(InProc {
-        card,
-        arena,
-        irqs,
-        taken: Mutex::new([0; MSIX_VECTORS as usize]),
-    })
-}
-
 /// A stuck CU on `clock`: the firmware's watchdog (5 s + 1 us per input byte of card time)
 /// resets it and answers INTERNAL, the host falls back to the CPU, the card keeps serving.
 /// Returns the wall time of the stuck request and the card time it took.
 fn stuck_cu(clock: Clock) -> (Duration, Duration) {
-    let t = in_proc_clock("stuck-cu@1", clock);
-    let be = backend(&t, Duration::from_secs(20));
-    let input = image();
-    let (c0, t0) = (t.card.time(), Instant::now());
-    let (out, via) = be.process(&input, &job()).expect("stuck CU request");
-    let (took, card_took) = (t0.elapsed(), t.card.time() - c0);
+    let f = Fault::on("stuck-cu@1", clock);
+    let be = f.backend();
+    let c0 = f.t.card.time();
+    let (via, took) = f.request(&be, 1);
+    let card_took = f.t.card.time() - c0;
     assert_eq!(via, Via::CpuFallback);
-    assert_eq!(image_bytes(&out), &cpu_bytes(&input)[..]);
-    let watchdog = Duration::from_secs(5) + Duration::from_micros(input.len() as u64);
+    let watchdog = Duration::from_secs(5) + Duration::from_micros(f.input.len() as u64);
     assert!(
         card_took >= watchdog,
         "answered after {card_took:?} of card time, before the watchdog"
@@ -307,14 +235,12 @@ fn stuck_cu(clock: Clock) -> (Duration, Duration) {
     let resets: u32 = tel.cus.iter().map(|c| c.resets).sum();
     assert_eq!(resets, 1, "one watchdog reset");
     // The card keeps serving.
-    let (_, via) = be.process(&input, &job()).expect("after the watchdog");
-    assert_eq!(via, Via::Card);
+    assert_eq!(f.request(&be, 2).0, Via::Card, "after the watchdog");
     (took, card_took)
 }
 
 #[test]
 fn stuck_cu_watchdog_then_cpu_fallback() {
-    let _s = serial();
     let (took, card_took) = stuck_cu(Clock::Modeled);
     // Modeled time: nothing can happen on the card before the watchdog's deadline but the
     // stuck job itself, so card time jumps there: seconds of card time in milliseconds.
@@ -332,7 +258,6 @@ fn stuck_cu_watchdog_then_cpu_fallback() {
 
 #[test]
 fn stuck_cu_watchdog_on_the_wall_clock() {
-    let _s = serial();
     let (took, _) = stuck_cu(Clock::Wall);
     assert!(
         took >= Duration::from_secs(5),
@@ -347,21 +272,11 @@ fn stuck_cu_watchdog_on_the_wall_clock() {
 
 #[test]
 fn bad_output_length_falls_back_to_cpu() {
-    let _s = serial();
-    let t = in_proc("bad-length@1:-1,bad-length@2:+64,bad-length@3:-100");
-    let be = backend(&t, Duration::from_secs(20));
-    let input = image();
-    let want = cpu_bytes(&input);
+    let f = Fault::new("bad-length@1:-1,bad-length@2:+64,bad-length@3:-100");
+    let be = f.backend();
     for n in 1..=2 {
-        let t0 = Instant::now();
-        let (out, via) = be
-            .process(&input, &job())
-            .unwrap_or_else(|e| panic!("request {n}: {e}"));
-        assert_eq!(
-            (via, image_bytes(&out)),
-            (Via::CpuFallback, &want[..]),
-            "request {n}"
-        );
+        let (via, took) = f.request(&be, n);
+        assert_eq!(via, Via::CpuFallback, "request {n}");
         eprintln!(
             "reaction: bad-length ({}) -> {} -> CPU fallback, answered in {:.1} ms",
             if n == 1 { "-1 byte" } else { "+64 bytes" },
@@ -370,7 +285,7 @@ fn bad_output_length_falls_back_to_cpu() {
             } else {
                 "OUTPUT_TOO_SMALL"
             },
-            ms(t0.elapsed())
+            ms(took)
         );
     }
     // The zero-copy path (the server's): the region gets the CPU's tensor.
@@ -381,24 +296,21 @@ fn bad_output_length_falls_back_to_cpu() {
     arena.zero(off, len).expect("zero");
     let guard: preba_host::driver::OutGuard = Arc::new(());
     let via = be
-        .process_into(&input, &p, arena, (off, len), guard)
+        .process_into(&f.input, &p, arena, (off, len), guard)
         .expect("process_into with a short CU_WRITTEN");
     assert_eq!(via, Via::CpuFallback);
     let mut got = vec![0; len];
     arena.read(off, &mut got).expect("read region");
-    assert_eq!(got, want);
-    assert_eq!((1..=3).map(|i| fired_count(&t, i - 1)).sum::<u64>(), 3);
-    let (_, via) = be.process(&input, &job()).expect("after");
-    assert_eq!(via, Via::Card);
+    assert_eq!(got, f.want);
+    assert_eq!((0..3).map(|i| f.fired(i)).sum::<u64>(), 3);
+    assert_eq!(f.request(&be, 4).0, Via::Card, "after");
 }
 
 #[test]
 fn corrupt_completion_fails_the_card_and_answers_every_request() {
-    let _s = serial();
     for field in ["status", "cid", "sqid", "head", "reserved", "phase"] {
-        let t = in_proc(&format!("corrupt-completion@3:{field}"));
-        let card = open(&t);
-        let pool = image_pool(&card);
+        let f = Fault::new(&format!("corrupt-completion@3:{field}"));
+        let (card, pool) = f.open_pool();
         let answers = concurrent(&card, &pool, 6, Duration::from_secs(20));
         let ok = answers.iter().filter(|a| a.1.is_ok()).count();
         let reason = card
@@ -414,12 +326,12 @@ fn corrupt_completion_fails_the_card_and_answers_every_request() {
                 a.1
             );
         }
-        let fired = fired_at(&t, 0);
+        let fired = f.fired_at(0);
         let last = answers.iter().map(|a| a.0).max().expect("answers");
         // Later requests fail at once.
         let t0 = Instant::now();
         assert!(matches!(
-            card.process(&pool, &image(), Duration::from_secs(5)),
+            card.process(&pool, &f.input, Duration::from_secs(5)),
             Err(CardError::Fatal { .. })
         ));
         assert!(t0.elapsed() < Duration::from_millis(100));
@@ -433,22 +345,20 @@ fn corrupt_completion_fails_the_card_and_answers_every_request() {
 
 #[test]
 fn lost_completion_phase_is_found_by_the_next_one() {
-    let _s = serial();
-    let t = in_proc("corrupt-completion@2:phase");
-    let card = open(&t);
-    let pool = image_pool(&card);
-    let input = image();
-    card.process(&pool, &input, Duration::from_secs(20))
+    let f = Fault::new("corrupt-completion@2:phase");
+    let (card, pool) = f.open_pool();
+    let input = &f.input;
+    card.process(&pool, input, Duration::from_secs(20))
         .expect("request 1");
     // Alone in flight, the request whose completion vanished can only time out.
     let t0 = Instant::now();
-    let r = card.process(&pool, &input, Duration::from_millis(500));
+    let r = card.process(&pool, input, Duration::from_millis(500));
     assert!(matches!(r, Err(CardError::Timeout { .. })), "{:?}", r.err());
     let timed_out = t0.elapsed();
     assert!(card.fatal().is_none());
     // The next completion lands behind the hole: a queue error, the request answered.
     let t1 = Instant::now();
-    let r = card.process(&pool, &input, Duration::from_secs(20));
+    let r = card.process(&pool, input, Duration::from_secs(20));
     let took = t1.elapsed();
     assert!(matches!(r, Err(CardError::Fatal { .. })), "{:?}", r.err());
     let reason = card.fatal().expect("failed");
@@ -466,13 +376,10 @@ fn lost_completion_phase_is_found_by_the_next_one() {
 
 #[test]
 fn duplicate_completion_fails_the_card() {
-    let _s = serial();
-    let t = in_proc("dup-completion@2");
-    let card = open(&t);
-    let pool = image_pool(&card);
-    let input = image();
+    let f = Fault::new("dup-completion@2");
+    let (card, pool) = f.open_pool();
     for n in 1..=2 {
-        card.process(&pool, &input, Duration::from_secs(20))
+        card.process(&pool, &f.input, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("request {n}: {e}"));
     }
     let seen = wait_fatal(&card, Duration::from_secs(5));
@@ -482,36 +389,26 @@ fn duplicate_completion_fails_the_card() {
         "{reason}"
     );
     assert!(matches!(
-        card.process(&pool, &input, Duration::from_secs(5)),
+        card.process(&pool, &f.input, Duration::from_secs(5)),
         Err(CardError::Fatal { .. })
     ));
     eprintln!(
         "reaction: dup-completion -> the original answered once, the copy is a queue error: card failed {:.2} ms after the copy was posted",
-        ms(seen.saturating_duration_since(fired_at(&t, 0)))
+        ms(seen.saturating_duration_since(f.fired_at(0)))
     );
 }
 
 #[test]
 fn lost_msix_is_covered_by_polling() {
-    let _s = serial();
-    let t = in_proc("lost-msix@2,lost-msix@3,lost-msix@4");
-    let be = backend(&t, Duration::from_secs(20));
-    let input = image();
-    let want = cpu_bytes(&input);
+    let f = Fault::new("lost-msix@2,lost-msix@3,lost-msix@4");
+    let be = f.backend();
     let mut lat = Vec::new();
     for n in 1..=6 {
-        let t0 = Instant::now();
-        let (out, via) = be
-            .process(&input, &job())
-            .unwrap_or_else(|e| panic!("request {n}: {e}"));
-        lat.push(t0.elapsed());
-        assert_eq!(
-            (via, image_bytes(&out)),
-            (Via::Card, &want[..]),
-            "request {n}"
-        );
+        let (via, took) = f.request(&be, n);
+        lat.push(took);
+        assert_eq!(via, Via::Card, "request {n}");
     }
-    assert_eq!((0..3).map(|i| fired_count(&t, i)).sum::<u64>(), 3);
+    assert_eq!((0..3).map(|i| f.fired(i)).sum::<u64>(), 3);
     let with_irq: Vec<f64> = [0, 4, 5].iter().map(|&i| ms(lat[i])).collect();
     let lost: Vec<f64> = [1, 2, 3].iter().map(|&i| ms(lat[i])).collect();
     eprintln!(
@@ -522,24 +419,14 @@ fn lost_msix_is_covered_by_polling() {
 
 #[test]
 fn spurious_interrupts_are_harmless() {
-    let _s = serial();
-    let t = in_proc("spurious-irq:200us");
-    let be = backend(&t, Duration::from_secs(20));
-    let input = image();
-    let want = cpu_bytes(&input);
+    let f = Fault::new("spurious-irq:200us");
+    let be = f.backend();
     let t0 = Instant::now();
     for n in 1..=8 {
-        let (out, via) = be
-            .process(&input, &job())
-            .unwrap_or_else(|e| panic!("request {n}: {e}"));
-        assert_eq!(
-            (via, image_bytes(&out)),
-            (Via::Card, &want[..]),
-            "request {n}"
-        );
+        assert_eq!(f.request(&be, n).0, Via::Card, "request {n}");
     }
     let took = t0.elapsed();
-    let spurious = fired_count(&t, 0);
+    let spurious = f.fired(0);
     assert!(spurious > 0, "no spurious interrupt was sent");
     assert!(be.fatal().is_none());
     eprintln!(
@@ -550,21 +437,18 @@ fn spurious_interrupts_are_harmless() {
 
 #[test]
 fn reset_storm_fails_in_flight_requests_and_reopen_recovers() {
-    let _s = serial();
-    let t = in_proc("reset-storm@2:3");
-    let input = image();
+    let f = Fault::new("reset-storm@2:3");
     let mut reactions = Vec::new();
     let mut clean = false;
     for _ in 0..6 {
-        let card = open(&t);
-        let pool = image_pool(&card);
+        let (card, pool) = f.open_pool();
         let mut failed = false;
         for _ in 0..3 {
-            match card.process(&pool, &input, Duration::from_secs(20)) {
+            match card.process(&pool, &f.input, Duration::from_secs(20)) {
                 Ok(_) => {}
                 Err(CardError::Fatal { cause, .. }) => {
                     assert!(matches!(*cause, CardFailure::NotReady), "{cause}");
-                    reactions.push(ms(Instant::now().saturating_duration_since(fired_at(&t, 0))));
+                    reactions.push(ms(Instant::now().saturating_duration_since(f.fired_at(0))));
                     failed = true;
                     break;
                 }
@@ -578,52 +462,86 @@ fn reset_storm_fails_in_flight_requests_and_reopen_recovers() {
     }
     assert!(clean, "the card did not come back after the storm");
     assert_eq!(reactions.len(), 3, "three resets seen: {reactions:?}");
-    assert_eq!(fired_count(&t, 0), 3);
+    assert_eq!(f.fired(0), 3);
     eprintln!(
         "reaction: reset-storm (3 card resets) -> health check sees CSTS.RDY=0, card failed and the in-flight request answered {reactions:.1?} ms after each reset; reopening works after the storm"
     );
 }
 
-/// A `preba-card` process started through a wrapper that adds `args` (Emulated starts the
-/// binary it is given with the socket and firmware options).
-fn spawn_card(args: &str) -> (Emulated, std::path::PathBuf) {
-    let bin = Path::new(env!("CARGO_BIN_EXE_preba-card"));
-    let fw = firmware_elf().expect("firmware ELF");
-    let dir = std::env::temp_dir().join(format!(
-        "preba-faults-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let wrapper = dir.join("preba-card");
-    std::fs::write(
-        &wrapper,
-        format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", bin.display()),
-    )
-    .expect("wrapper");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let em = Emulated::spawn(&wrapper, &fw, None).expect("preba-card starts");
-    (em, dir)
+/// One out-of-process fault test: the serial lock, a `preba-card` process started through a
+/// wrapper that adds `args` (Emulated starts the binary it is given with the socket and
+/// firmware options), the driver on it over vfio-user and an image pool. Dropped in field
+/// order: the driver, the process, then its directory.
+struct Spawned {
+    pool: Pool,
+    card: Card,
+    em: Emulated,
+    _dir: TempDir,
+    _serial: MutexGuard<'static, ()>,
 }
 
-fn open_vfio_user(em: &Emulated) -> Card {
-    let cfg = DriverConfig {
-        arena_bytes: 32 << 20,
-        ..driver_cfg()
-    };
-    let t = connect_retry(
-        em.socket(),
-        "vfio-user".into(),
-        cfg.arena_bytes,
-        Duration::from_secs(10),
-    )
-    .expect("connect");
-    Card::open(Arc::new(t), cfg).unwrap_or_else(|e| panic!("open: {e}{}", em.log_tail()))
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Spawned {
+    fn new(args: &str) -> Spawned {
+        let serial = serial();
+        let bin = Path::new(env!("CARGO_BIN_EXE_preba-card"));
+        let fw = firmware_elf().expect("firmware ELF");
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "preba-faults-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        )));
+        std::fs::create_dir_all(&dir.0).expect("temp dir");
+        let wrapper = dir.0.join("preba-card");
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nexec '{}' {args} \"$@\"\n", bin.display()),
+        )
+        .expect("wrapper");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        let em = Emulated::spawn(&wrapper, &fw, None).expect("preba-card starts");
+        let cfg = DriverConfig {
+            arena_bytes: 32 << 20,
+            ..driver_cfg()
+        };
+        let t = connect_retry(
+            em.socket(),
+            "vfio-user".into(),
+            cfg.arena_bytes,
+            Duration::from_secs(10),
+        )
+        .expect("connect");
+        let card =
+            Card::open(Arc::new(t), cfg).unwrap_or_else(|e| panic!("open: {e}{}", em.log_tail()));
+        let pool = image_pool(&card);
+        Spawned {
+            pool,
+            card,
+            em,
+            _dir: dir,
+            _serial: serial,
+        }
+    }
+
+    /// Sends `sig` to the `preba-card` process.
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the child this test started; no memory is involved.
+        assert_eq!(unsafe { libc::kill(self.em.pid() as i32, sig) }, 0);
+    }
 }
 
 /// Requests from 4 threads in a loop until each gets an error; `hit` runs once requests flow.
@@ -668,14 +586,10 @@ fn load_until_failure(
 
 #[test]
 fn stopped_card_process_fails_every_request() {
-    let _s = serial();
-    let (em, dir) = spawn_card("");
-    let card = open_vfio_user(&em);
-    let pool = image_pool(&card);
-    let pid = em.pid() as i32;
-    let (at, answers) = load_until_failure(&card, &pool, Duration::from_secs(20), || {
-        // SAFETY: kill(2) on the child this test started; no memory is involved.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let s = Spawned::new("");
+    let (card, pool) = (&s.card, &s.pool);
+    let (at, answers) = load_until_failure(card, pool, Duration::from_secs(20), || {
+        s.signal(libc::SIGSTOP);
     });
     let last = answers.iter().map(|a| a.0).max().expect("answers");
     for (_, e) in &answers {
@@ -692,21 +606,14 @@ fn stopped_card_process_fails_every_request() {
         took.as_secs_f64(),
         card.fatal().map(|c| c.to_string()).unwrap_or_default()
     );
-    drop(card);
-    drop(em);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn killed_card_process_fails_every_request() {
-    let _s = serial();
-    let (em, dir) = spawn_card("");
-    let card = open_vfio_user(&em);
-    let pool = image_pool(&card);
-    let pid = em.pid() as i32;
-    let (at, answers) = load_until_failure(&card, &pool, Duration::from_secs(20), || {
-        // SAFETY: kill(2) on the child this test started; no memory is involved.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let s = Spawned::new("");
+    let (card, pool) = (&s.card, &s.pool);
+    let (at, answers) = load_until_failure(card, pool, Duration::from_secs(20), || {
+        s.signal(libc::SIGKILL);
     });
     let last = answers.iter().map(|a| a.0).max().expect("answers");
     assert!(card.fatal().is_some());
@@ -717,29 +624,22 @@ fn killed_card_process_fails_every_request() {
         ms(took),
         card.fatal().map(|c| c.to_string()).unwrap_or_default()
     );
-    drop(card);
-    drop(em);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn inject_switch_of_the_preba_card_binary() {
-    let _s = serial();
-    let (em, dir) = spawn_card("--inject dup-completion@2");
-    let card = open_vfio_user(&em);
-    let pool = image_pool(&card);
+    let s = Spawned::new("--inject dup-completion@2");
     for n in 1..=2 {
-        card.process(&pool, &image(), Duration::from_secs(20))
+        s.card
+            .process(&s.pool, &image(), Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("request {n}: {e}"));
     }
-    wait_fatal(&card, Duration::from_secs(5));
-    let reason = card.fatal().expect("failed");
+    wait_fatal(&s.card, Duration::from_secs(5));
+    let reason = s.card.fatal().expect("failed");
     assert!(
         matches!(reason.queue_error(), Some(QueueError::UnknownCid { .. })),
         "{reason}"
     );
-    drop(card);
-    drop(em);
     // A bad spec: exit status 2, the message names the bad part.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_preba-card"))
         .args([
@@ -756,5 +656,4 @@ fn inject_switch_of_the_preba_card_binary() {
         err.contains("--inject: fault `lost-msix@1:99`: `99` is not an MSI-X vector"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -4,8 +4,8 @@
 //! what it needs (the firmware ELF when none is given, preba and preba-card in release) and
 //! runs it.
 
-use crate::setup;
-use crate::util::{self, Result, cargo, run};
+use crate::util::Result;
+use crate::{flash, setup};
 use std::process::Command;
 
 const USAGE: &str = "usage: cargo xtask flash --card SPEC [--rollback] [ELF]
@@ -33,16 +33,9 @@ pub fn run_flash(args: &[&str]) -> Result<()> {
     }
     // The workspace's firmware is also the emulated card's factory image.
     let fw = setup::build_fw()?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--quiet",
-        "--bin",
-        "preba",
-        "--bin",
-        "preba-card",
-    ]))?;
-    let mut cmd = Command::new(util::target_dir().join("release").join("preba"));
+    // `preba` finds `preba-card` next to itself (emulated:FLASH_FILE starts it).
+    let (preba, _card) = flash::card_binaries(true)?;
+    let mut cmd = Command::new(preba);
     cmd.args(["card", "flash", "--card", spec])
         .env("PREBA_FIRMWARE", &fw);
     if rollback {

@@ -1,10 +1,17 @@
 //! `test`, `build-fw`, `venv`, `fixtures`: set-up steps, each idempotent.
 
 use crate::util::{self, Result, cargo, root, run};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const FW_TARGET: &str = "riscv32imac-unknown-none-elf";
+// The firmware build command has one definition, preba-softcore's `progs::firmware_build`
+// (also used by the tests and the card harness). xtask depends on no crate, so it compiles
+// that std-only file as a module of its own; only the firmware build is used from it.
+#[path = "../../qemu-device/softcore/src/progs.rs"]
+#[allow(dead_code)]
+mod progs;
+
+pub const FW_TARGET: &str = progs::FIRMWARE_TARGET;
 
 /// Rustup targets named in rust-toolchain.toml: `rustup` installs the
 /// toolchain on first use but not always its extra targets.
@@ -160,45 +167,23 @@ pub fn run_preba(args: &[&str]) -> Result<()> {
 
 /// Builds the firmware ELF and returns its path.
 pub fn build_fw() -> Result<PathBuf> {
-    ensure_targets()?;
-    run(cargo().args([
-        "build",
-        "--package",
-        "preba-firmware",
-        "--bin",
-        "preba-firmware",
-        "--profile",
-        "firmware",
-        "--target",
-        FW_TARGET,
-    ]))?;
-    Ok(util::target_dir()
-        .join(FW_TARGET)
-        .join("firmware")
-        .join("preba-firmware"))
+    build_fw_in(&util::target_dir(), None)
 }
 
 /// Builds a variant of the firmware ELF whose build id is salted with `salt`
 /// (same code, another id), in its own target dir so the main ELF stays; returns its path.
 pub fn build_fw_variant(salt: &str) -> Result<PathBuf> {
+    build_fw_in(
+        &util::target_dir().join("fw-variant").join(salt),
+        Some(salt),
+    )
+}
+
+fn build_fw_in(target_dir: &Path, salt: Option<&str>) -> Result<PathBuf> {
     ensure_targets()?;
-    let dir = util::target_dir().join("fw-variant").join(salt);
-    run(cargo()
-        .args([
-            "build",
-            "--package",
-            "preba-firmware",
-            "--bin",
-            "preba-firmware",
-            "--profile",
-            "firmware",
-            "--target",
-            FW_TARGET,
-            "--target-dir",
-        ])
-        .arg(&dir)
-        .env("PREBA_FW_BUILD_SALT", salt))?;
-    Ok(dir.join(FW_TARGET).join("firmware").join("preba-firmware"))
+    let (mut cmd, elf) = progs::firmware_build(&root(), target_dir, salt, &[]);
+    run(&mut cmd)?;
+    Ok(elf)
 }
 
 /// Creates (once) and updates the reference venv; returns its python.
