@@ -155,11 +155,16 @@ fn e2e(py: &std::path::Path, script: &std::path::Path, files: &[String]) -> Resu
         "{:<28} {:>10} {:>10} {:>8}",
         "input", "preba", "librosa", "ratio"
     );
-    for f in files {
-        let name = std::path::Path::new(f)
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| f.clone());
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            std::path::Path::new(f)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| f.clone())
+        })
+        .collect();
+    for name in &names {
         let get = |side: &str, k: &str| {
             m.get(&(format!("audio/{name}/{side}"), k.to_string()))
                 .copied()
@@ -173,6 +178,24 @@ fn e2e(py: &std::path::Path, script: &std::path::Path, files: &[String]) -> Resu
         let diff = get("librosa", "max_abs_diff").unwrap_or(f64::NAN);
         println!(
             "{name:<28} {o:>10.0} {t:>10.0} {:>7.2}x   (target >= 3x; max |diff| {diff:.4})",
+            o / t
+        );
+    }
+    println!();
+    println!(
+        "end to end over a dataset: 10 copies of the file in one `preba preprocess` call vs \
+         librosa over the same files into one np.savez (as the image lines run 600 files)"
+    );
+    for name in &names {
+        let get = |side: &str| {
+            m.get(&(format!("audio-dataset/{name}/{side}"), "audio_s_per_s".to_string()))
+                .copied()
+        };
+        let (Some(o), Some(t)) = (get("preba"), get("librosa")) else {
+            return Err(format!("bench_e2e.py gave no dataset result for {name}:\n{out}"));
+        };
+        println!(
+            "{name:<28} {o:>10.0} {t:>10.0} {:>7.2}x   (target >= 3x)",
             o / t
         );
     }

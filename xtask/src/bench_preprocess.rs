@@ -147,11 +147,12 @@ fn e2e_images(py: &std::path::Path, files: &[String]) -> Result<()> {
         get("preba-f32-threads1", "wall_img_per_s"),
         get("preba-f32-threads2", "wall_img_per_s"),
     );
-    let (c1, c2) = (rate("preba-f32-threads1")?, rate("preba-f32-threads2")?);
     if let (Some(w1), Some(w2)) = (w1, w2) {
+        let (c1, c2) = (rate("preba-f32-threads1")?, rate("preba-f32-threads2")?);
         println!(
-            "  scaling (wall clock, f32): --threads 1 {w1:.1} img/s, --threads 2 {w2:.1} img/s = {:.2}x \
-             (target >= 1.8x); CPU per image at 2 threads = {:.2}x of 1 thread",
+            "  scaling (wall clock, f32, --threads N pinned to N cores): 1 thread {w1:.1} img/s, \
+             2 threads {w2:.1} img/s = {:.2}x (target >= 1.8x); CPU per image at 2 threads = \
+             {:.2}x of 1 thread",
             w2 / w1,
             c1 / c2
         );
