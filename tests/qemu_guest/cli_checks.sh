@@ -1,7 +1,32 @@
 # Sourced by /init (as /checks.sh; `cargo xtask qemu test` adds it with the static `preba`) once preba-guest-check has
 # released the card: the CLI over kernel VFIO. $BDF is the card; check() records a result.
-IMGS=$(ls /fixtures/images/imagenet_*.jpg /fixtures/images/sampling_*.jpg /fixtures/images/size_*.jpg)
+# IMGS: inputs the card supports, which the all-card runs below must make on the card alone.
+# UNSUPPORTED: valid JPEGs the card refuses (4:1:1 sampling, progressive; preba-guest-check's
+# image-* checks show UnsupportedFormat from card and golden model), which must take the CPU
+# fallback. A fixture moving between the two fails a check until this list follows.
+UNSUPPORTED="/fixtures/images/sampling_411.jpg /fixtures/images/progressive_chelsea.jpg"
+IMGS=$(ls /fixtures/images/imagenet_*.jpg /fixtures/images/sampling_*.jpg /fixtures/images/size_*.jpg |
+    grep -v '/sampling_411\.jpg$')
 N=$(echo $IMGS | wc -w)
+
+# The manifest `preba preprocess --manifest` writes (host-driver/src/cli.rs) has one JSON entry
+# a line, each with "path" (as given), "status" ("ok"/"error") and "via" ("card",
+# "cpu-fallback", "cpu"). Entries in manifest $1.
+entries() { grep -c '"path":' "$1" 2>/dev/null || true; }
+# Prints each input (args after $1 $2) that manifest $1 does not show done exactly once with
+# status ok via $2, with what its entry says; prints nothing when all were.
+not_via() {
+    m=$1; via=$2; shift 2
+    for f in "$@"; do
+        n=$(grep -cF "\"path\":\"$f\"" "$m" 2>/dev/null || true)
+        e=$(grep -F "\"path\":\"$f\"" "$m" 2>/dev/null)
+        if [ "$n" != 1 ]; then
+            echo "$f: ${n:-0} entries"
+        elif ! echo "$e" | grep -qF '"status":"ok"' || ! echo "$e" | grep -qF "\"via\":\"$via\""; then
+            echo "$f: $(echo "$e" | grep -oE '"(status|via|error)":("[^"]*"|null)' | tr '\n' ' ')"
+        fi
+    done
+}
 
 if preba card info vfio:$BDF > /tmp/info.txt 2>&1; then
     check cli-card-info ok "$(head -1 /tmp/info.txt)"
@@ -28,21 +53,34 @@ for mode in u8 f32; do
     else
         check cli-preprocess-vfio-$mode fail "exit $RC (cpu $RC_CPU): $(tail -3 /tmp/card.log | tr '\n' ' ')"
     fi
-    if grep -q '"card"' /tmp/card-$mode.json 2>/dev/null; then
-        check cli-manifest-card-$mode ok
+    # Every input made by the card: identical tensors alone would also come from a run that
+    # fell back to the CPU for some (or all) of them.
+    BAD=$(not_via /tmp/card-$mode.json card $IMGS)
+    E=$(entries /tmp/card-$mode.json)
+    if [ "$E" = $N ] && [ -z "$BAD" ]; then
+        check cli-manifest-card-$mode ok "$N of $N inputs via card, 0 CPU fallbacks"
     else
-        check cli-manifest-card-$mode fail "manifest does not say card"
+        check cli-manifest-card-$mode fail "$E entries for $N inputs; not via card: $(echo "$BAD" | head -5 | tr '\n' ';')"
     fi
 done
 
-# Inputs the card refuses go through the CPU fallback; corrupt ones fail alone.
-preba preprocess --card vfio:$BDF -o /tmp/mixed.npy --manifest /tmp/mixed.json \
-    /fixtures/images/progressive_chelsea.jpg /fixtures/images/imagenet_chelsea.jpg > /tmp/mixed.log 2>&1
+# Inputs the card refuses go through the CPU fallback, the others in the same run still
+# through the card; the tensors are the CPU path's either way.
+MIXED="$UNSUPPORTED /fixtures/images/imagenet_chelsea.jpg"
+preba preprocess --card cpu -o /tmp/mixed-cpu.npy $MIXED > /tmp/mixed-cpu.log 2>&1
+RC_CPU=$?
+preba preprocess --card vfio:$BDF -o /tmp/mixed.npy --manifest /tmp/mixed.json $MIXED > /tmp/mixed.log 2>&1
 RC=$?
-if [ $RC = 0 ]; then
-    check cli-unsupported-fallback ok
+BAD=$(
+    not_via /tmp/mixed.json cpu-fallback $UNSUPPORTED
+    not_via /tmp/mixed.json card /fixtures/images/imagenet_chelsea.jpg
+)
+E=$(entries /tmp/mixed.json)
+if [ $RC = 0 ] && [ $RC_CPU = 0 ] && [ "$E" = $(echo $MIXED | wc -w) ] && [ -z "$BAD" ] &&
+    cmp -s /tmp/mixed-cpu.npy /tmp/mixed.npy; then
+    check cli-unsupported-fallback ok "4:1:1 and progressive via cpu-fallback, baseline via card, identical to --card cpu"
 else
-    check cli-unsupported-fallback fail "exit $RC: $(tail -3 /tmp/mixed.log | tr '\n' ' ')"
+    check cli-unsupported-fallback fail "exit $RC (cpu $RC_CPU), $E entries: $(echo "$BAD" | tr '\n' ';') $(tail -3 /tmp/mixed.log | tr '\n' ' ')"
 fi
 
 # Firmware update over PCIe from the guest: flash /fw-b.elf (same code, another build id) into
