@@ -378,6 +378,10 @@ fn streamed_stage_one_equals_whole_signal() {
     let bytes = wav(1, info.sample_rate, 16, 1, &data);
     let streamed = log_mel(&bytes, &p).unwrap();
     let (_, mono) = decode_mono(&bytes).unwrap();
-    let whole = log_mel_samples(&preba_preprocess::audio::resample(&mono, 44_100, 16_000), &p).unwrap();
+    let whole = log_mel_samples(
+        &preba_preprocess::audio::resample(&mono, 44_100, 16_000),
+        &p,
+    )
+    .unwrap();
     assert_eq!(bits(&streamed.features), bits(&whole), "120 s at 44.1 kHz");
 }

@@ -344,7 +344,11 @@ impl<'a> MelStream<'a> {
             let (lo, hi) = (lo as usize, hi as usize);
             let from = (base + lo as isize) as usize - self.at;
             let src = &self.x[from..from + (hi - lo)];
-            for ((f, &v), &w) in self.frame[lo..hi].iter_mut().zip(src).zip(&plan.window[lo..hi]) {
+            for ((f, &v), &w) in self.frame[lo..hi]
+                .iter_mut()
+                .zip(src)
+                .zip(&plan.window[lo..hi])
+            {
                 *f = v * w;
             }
         }

@@ -356,8 +356,13 @@ impl Spectral {
                 taps[n - k].re = v;
             }
         }
-        FftPlanner::<f64>::new().plan_fft_forward(n).process(&mut taps);
-        let h = taps[..m / 2].iter().map(|c| (c.re / n as f64) as f32).collect();
+        FftPlanner::<f64>::new()
+            .plan_fft_forward(n)
+            .process(&mut taps);
+        let h = taps[..m / 2]
+            .iter()
+            .map(|c| (c.re / n as f64) as f32)
+            .collect();
         let mut planner = FftPlanner::<f32>::new();
         Some(Spectral {
             n,
@@ -884,7 +889,10 @@ mod tests {
         let two = {
             let mut r = Resampler::new(s, d);
             let (up, down) = (r.table.up, r.table.down);
-            assert!(r.spectral.take().is_some(), "44.1 kHz takes the spectral path");
+            assert!(
+                r.spectral.take().is_some(),
+                "44.1 kHz takes the spectral path"
+            );
             let nyq = 0.5 * d as f64 / s as f64;
             r.pre = Some(FftLowpass::new(PASSBAND * nyq, nyq));
             let n_out = output_len(x.len() as u64, s, d) as usize;

@@ -375,7 +375,10 @@ impl Parsed<'_> {
                 ),
                 SampleFormat::F32 | SampleFormat::F64 => {
                     let f = self.format;
-                    put(out, &mut d.chunks_exact(bytes).map(|s| finite(sample(f, s))))
+                    put(
+                        out,
+                        &mut d.chunks_exact(bytes).map(|s| finite(sample(f, s))),
+                    )
                 }
             }
         } else if ch == 2 && self.format == SampleFormat::I16 {
