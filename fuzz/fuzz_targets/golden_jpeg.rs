@@ -4,11 +4,20 @@
 //! has exactly the profile's length, the card path gives the same tensor as
 //! the CPU path on whatever the card takes (and refuses what it does not
 //! take), and the shared probe and the decoder route every input alike.
+//!
+//! Fuzz-only cap (as OSS-Fuzz's libjpeg-turbo harness caps the image size):
+//! a frame over [`MAX_FUZZ_PIXELS`] that the CPU path's probe takes is
+//! probed (both probes, their agreement, the card path's refusal of what it
+//! does not take) but not decoded: decoding time grows with the pixels, and
+//! a large frame reaches no code a small one does not. Frames the probes
+//! refuse (over the model's limits, broken headers) still go to both paths,
+//! which must refuse them before decoding. Small seeds of every kind the
+//! decoders take are in fuzz/seeds/golden_jpeg (fuzz/seeds/gen_media_seeds.py).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use preba_preprocess::Error;
-use preba_preprocess::image::{card_preprocess_image, card_supports, preprocess_image};
+use preba_preprocess::image::{card_preprocess_image, card_supports, preprocess_image, probe};
 use preba_protocol::media::probe_jpeg;
 use preba_protocol::profile::{Dtype, ImageProfile, Layout};
 
@@ -41,16 +50,23 @@ fn profile(len: usize) -> ImageProfile {
     }
 }
 
+/// Largest frame decoded (128 x 128: downscaling for every small profile,
+/// partial MCUs, restart intervals, several scans all fit).
+const MAX_FUZZ_PIXELS: u64 = 128 * 128;
+
 fuzz_target!(|data: &[u8]| {
     let profile = profile(data.len());
-    let cpu = preprocess_image(data, &profile);
+    // A frame the CPU path takes (inside the limits) but too large to decode here.
+    let too_big = probe(data)
+        .is_ok_and(|h| u64::from(h.width) * u64::from(h.height) > MAX_FUZZ_PIXELS);
+    let cpu = (!too_big).then(|| preprocess_image(data, &profile));
     match &cpu {
-        Ok(out) => {
+        Some(Ok(out)) => {
             assert_eq!(out.data.len(), profile.output_len(), "tensor length");
             assert!(out.width > 0 && out.height > 0);
         }
-        Err(Error::InvalidProfile(e)) => panic!("profile refused: {e}"),
-        Err(_) => {}
+        Some(Err(Error::InvalidProfile(e))) => panic!("profile refused: {e}"),
+        Some(Err(_)) | None => {}
     }
     let shared = probe_jpeg(&mut &data[..]).and_then(|p| p.card_check());
     match card_supports(data) {
@@ -59,8 +75,9 @@ fuzz_target!(|data: &[u8]| {
                 shared.is_ok(),
                 "decoder takes what the card's probe refuses: {shared:?}"
             );
+            let Some(cpu) = &cpu else { return };
             let card = card_preprocess_image(data, &profile);
-            match (&cpu, &card) {
+            match (cpu, &card) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "card and CPU path differ"),
                 (Err(a), Err(b)) => assert_eq!(a.status(), b.status(), "{a} vs {b}"),
                 _ => panic!(

@@ -23,13 +23,17 @@
 //! Input: a script of operations, one opcode byte each: the low 4 bits pick the operation,
 //! bit 6 "corrupt" overwrites the message's `message_size` with 4 script bytes, bit 7 sets the
 //! no-reply flag. Fields follow (zero-padded at the end of the script):
-//!  0 VERSION variant:u8 | 1 DMA_MAP fd:u8 slot:u8 pages:u8 tail:u8 flags:u8 offset iova size
-//!  | 2 DMA_UNMAP flags:u8 iova size | 3 REGION_READ region offset count | 4 REGION_WRITE
-//!  region offset count data | 5 DEVICE_GET_INFO len:u8 | 6 GET_REGION_INFO index:u8 |
-//!  7 GET_IRQ_INFO index:u8 | 8 SET_IRQS flags:u8 index start count nfds:u8 | 9 DEVICE_RESET |
+//!  0 VERSION variant:u8 | 1 DMA_MAP kind:u8 flags:u8 offset iova size [slot:u8 pages:u8
+//!  tail:u8] (kind: 0 no fd, 1 sealed memfd, 2 unsealed, 3 sealed then grown, 4 unsealed then
+//!  shrunk, 5 eventfd, 6 read-only reopen, 7 sealed, 8 write-sealed, 9 two fds; the slot
+//!  fields for the kinds with client memory) | 2 DMA_UNMAP flags:u8 iova size |
+//!  3 REGION_READ region offset count | 4 REGION_WRITE region offset count data |
+//!  5 DEVICE_GET_INFO len:u8 | 6 GET_REGION_INFO index:u8 | 7 GET_IRQ_INFO index:u8 |
+//!  8 SET_IRQS flags:u8 index:u8 start:u8 count:u8 fds:u8 (low 2 bits: how many; bit 2: pipes
+//!  instead of eventfds) | 9 DEVICE_RESET (one card reset per input, FLR included) |
 //!  10 raw bytes len:u16 nfds:u8 bytes | 11 poke client memory slot:u8 at:u16 len:u8 data |
-//!  12 card DMA iova len:u16 write:u8 | 13 wait ms:u8 | 14 unsupported command cmd:u8 len:u8 |
-//!  15 BAR0 register write reg:u8 value:u32.
+//!  12 card DMA iova len:u16 write:u8 | 13 wait ms:u8 (0-3 ms, 8 ms per input) |
+//!  14 unsupported command cmd:u8 len:u8 bytes | 15 BAR0 register write reg:u8 value:u32.
 //! (offset, iova, size: one selector byte, values >= 0xf0 take 8 more bytes raw; region and
 //! count likewise: see `region`, `count`.)
 #![no_main]
@@ -51,7 +55,11 @@ const ARENA: u64 = 0x4000_0000;
 /// Client memory slots per input (memfds reused across DMA_MAPs, as QEMU maps guest RAM).
 const SLOTS: usize = 8;
 /// The most the script sleeps per input.
-const WAIT_BUDGET_MS: u64 = 30;
+const WAIT_BUDGET_MS: u64 = 8;
+/// Card resets (DEVICE_RESET, FLR through DevCtl) per input: each reboots the firmware on the
+/// soft core (~50 ms under ASAN), so later ones are dropped (a reset op) or defused (the FLR
+/// bit of a config write is cleared).
+const MAX_RESETS: u32 = 1;
 
 struct Fixture {
     server: Server,
@@ -318,6 +326,7 @@ struct Client {
     slots: [Option<Slot>; SLOTS],
     next_id: u16,
     waited_ms: u64,
+    resets: u32,
 }
 
 impl Client {
@@ -479,7 +488,23 @@ impl Client {
                 let count = s.count();
                 let n = (count as usize).min(4096);
                 let mut p = le(&[offset, u64::from(region), u64::from(count)], &[8, 4, 4]);
-                p.extend_from_slice(&s.bytes(n));
+                let mut data = s.bytes(n);
+                // DevCtl's "initiate FLR" bit resets the card: within the reset budget only.
+                const FLR_BYTE: u64 = 0x59;
+                if region == CONFIG_REGION
+                    && access_ok(region, offset, count)
+                    && (offset..offset + n as u64).contains(&FLR_BYTE)
+                {
+                    let b = &mut data[(FLR_BYTE - offset) as usize];
+                    if *b & 0x80 != 0 {
+                        if self.resets < MAX_RESETS {
+                            self.resets += 1;
+                        } else {
+                            *b &= !0x80;
+                        }
+                    }
+                }
+                p.extend_from_slice(&data);
                 // (A write of DevCtl.BCR_FLR resets the card: it succeeds unless the card fails.)
                 let expect = if !access_ok(region, offset, count) || n != count as usize {
                     Expect::Refused
@@ -548,20 +573,42 @@ impl Client {
                 let index = u32::from(s.u8() % 6);
                 let start = u32::from(s.u8() % 20);
                 let count = u32::from(s.u8() % 20);
-                let nfds = usize::from(s.u8() % 4);
+                // Low 2 bits: how many descriptors; bit 2: pipes (whose writes can block)
+                // instead of eventfds.
+                let fd = s.u8();
+                let nfds = usize::from(fd % 4);
+                let pipes = fd & 4 != 0 && nfds > 0;
+                let fds = if pipes {
+                    (0..nfds)
+                        .map(|_| {
+                            let (_r, w) = std::io::pipe().expect("pipe");
+                            File::from(std::os::fd::OwnedFd::from(w))
+                        })
+                        .collect()
+                } else {
+                    eventfds(nfds)
+                };
                 let p = le(
                     &[20, u64::from(flags), u64::from(index), u64::from(start), u64::from(count)],
                     &[4, 4, 4, 4, 4],
                 );
-                let expect = if index >= 5 || flags & proto::IRQ_SET_DATA_BOOL != 0 {
+                let eventfd_data = flags & 0x7 == 0x4;
+                let expect = if index >= 5
+                    || flags & proto::IRQ_SET_DATA_BOOL != 0
+                    || (pipes && eventfd_data)
+                {
                     Expect::Refused
                 } else {
                     Expect::Any
                 };
-                self.push(message(proto::DEVICE_SET_IRQS, id, 0, &p), eventfds(nfds), op, s, expect);
+                self.push(message(proto::DEVICE_SET_IRQS, id, 0, &p), fds, op, s, expect);
             }
             9 => {
-                self.push(message(proto::DEVICE_RESET, id, 0, &[]), Vec::new(), op, s, Expect::Ok(0));
+                if self.resets < MAX_RESETS {
+                    self.resets += 1;
+                    let m = message(proto::DEVICE_RESET, id, 0, &[]);
+                    self.push(m, Vec::new(), op, s, Expect::Ok(0));
+                }
             }
             10 => {
                 let n = usize::from(s.u16() % 512);
@@ -596,7 +643,7 @@ impl Client {
             }
             13 => {
                 self.drain(fx);
-                let ms = u64::from(s.u8() % 16).min(WAIT_BUDGET_MS - self.waited_ms);
+                let ms = u64::from(s.u8() % 4).min(WAIT_BUDGET_MS - self.waited_ms);
                 self.waited_ms += ms;
                 std::thread::sleep(Duration::from_millis(ms));
             }
@@ -776,6 +823,7 @@ fuzz_target!(|data: &[u8]| {
         slots: Default::default(),
         next_id: 0,
         waited_ms: 0,
+        resets: 0,
     };
     let mut n = 0;
     let t0 = Instant::now();

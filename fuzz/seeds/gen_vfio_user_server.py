@@ -55,7 +55,7 @@ def enable():
             reg(ACQ, (ARENA + 0x1000) & 0xFFFF_FFFF),
             reg(ACQ_HI, 0),
             reg(CC, 1),
-            bytes([WAIT, 10]),
+            bytes([WAIT, 3]),
             bytes([READ, 0, BAR0_CSTS, C4]),
         ]
     )
@@ -63,7 +63,7 @@ def enable():
 
 def identify(cid, slot_offset):
     poke = bytes([POKE, 0]) + u16(slot_offset) + bytes([64]) + identify_sqe(cid, ARENA + 0x2000)
-    return poke + reg(SQ0_DB, cid) + bytes([WAIT, 10]) + reg(CQ0_DB, cid)
+    return poke + reg(SQ0_DB, cid) + bytes([WAIT, 3]) + reg(CQ0_DB, cid)
 
 
 seeds = {}

@@ -76,6 +76,20 @@ fn signal(f: &File) {
     }
 }
 
+/// Whether `f` is an eventfd. The card signals through these descriptors from its own threads:
+/// anything else (a pipe that fills up, a socket, a FIFO) could block the signalling write
+/// and with it the card. Where /proc cannot say (not mounted), the descriptor is taken.
+fn is_eventfd(f: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())) {
+        Ok(target) => target.as_os_str() == "anon_inode:[eventfd]",
+        Err(e) => {
+            log::debug!("cannot tell whether an interrupt descriptor is an eventfd: {e}");
+            true
+        }
+    }
+}
+
 fn einval(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
@@ -175,6 +189,11 @@ impl IrqGlue {
             return Err(einval(format!(
                 "SET_IRQS {index}: {} fds for {count} vectors",
                 fds.len()
+            )));
+        }
+        if data == SET_DATA_EVENTFD && !fds.iter().all(is_eventfd) {
+            return Err(einval(format!(
+                "SET_IRQS {index}: a descriptor that is not an eventfd"
             )));
         }
         let mut st = self.st.lock().expect("irq lock");
@@ -319,6 +338,38 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Found by review: a pipe given as an "eventfd" made the card's signalling write block
+    /// once the pipe was full (the card's core and the server thread stuck): only eventfds
+    /// are taken.
+    #[test]
+    fn only_eventfds_signal() {
+        let g = IrqGlue::new();
+        let (_r, w) = std::io::pipe().unwrap();
+        let e = g
+            .set_irqs(
+                MSIX_INDEX,
+                SET_DATA_EVENTFD | SET_ACTION_TRIGGER,
+                0,
+                1,
+                vec![File::from(std::os::fd::OwnedFd::from(w))],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("not an eventfd"), "{e}");
+        let memfd = crate::vfio_server::sys::memfd(c"irq-test", 8, false).unwrap();
+        assert!(
+            g.set_irqs(INTX_INDEX, SET_DATA_EVENTFD | SET_ACTION_TRIGGER, 0, 1, vec![memfd])
+                .is_err()
+        );
+        g.set_irqs(
+            MSIX_INDEX,
+            SET_DATA_EVENTFD | SET_ACTION_TRIGGER,
+            0,
+            1,
+            vec![eventfd()],
+        )
+        .unwrap();
     }
 
     #[test]
