@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
         let (s, d) = (u64::from(p.sample_rate), u64::from(profile.sample_rate));
         d / gcd(s, d).max(1)
     });
-    if phases > MAX_FUZZ_PHASES && data.len() % RARE_RATE_EVERY != 0 {
+    if phases > MAX_FUZZ_PHASES && !data.len().is_multiple_of(RARE_RATE_EVERY) {
         return;
     }
     if let Ok(out) = preprocess_audio(data, &profile) {
