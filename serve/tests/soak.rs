@@ -577,6 +577,30 @@ fn wait_fatal(be: &CardBackend, within: Duration) -> bool {
     true
 }
 
+/// Opens the card at `sock` as `backend::open` does, but retries a refused connection: the
+/// socket file appears at bind(2), a moment before listen(2), and a loaded machine can run the
+/// client in between (seen once in ~340 card starts).
+fn open_card(sock: &Path, cfg: &DriverConfig, what: &str) -> CardBackend {
+    let name = CardSpec::VfioUser(sock.to_path_buf()).to_string();
+    let t = preba_host::vfio_user::connect_retry(
+        sock,
+        name.clone(),
+        cfg.arena_bytes,
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{what}: connecting to the card: {e}"));
+    let card = Card::open(Arc::new(t), cfg.clone())
+        .unwrap_or_else(|e| panic!("{what}: opening the card: {e}"));
+    CardBackend::new(
+        backend::OpenCard {
+            card,
+            emulated: None,
+        },
+        name,
+        backend::REQUEST_TIMEOUT,
+    )
+}
+
 /// Found by the soak: a CU that lies about its length in the mel stage of an audio job made
 /// the normalisation stage refuse its input with INVALID_FIELD, which the host took for the
 /// input's fault (an error for a valid WAV) instead of falling back to the CPU path.
@@ -596,7 +620,7 @@ fn audio_bad_length_falls_back(
         "bad-length@1:-1,bad-length@3:+8".into(),
     ];
     let mut card = common::start_card_with(bin, fw, sock, &args, None);
-    let be = backend::open(&CardSpec::VfioUser(sock.to_path_buf())).expect("open the card");
+    let be = open_card(sock, &DriverConfig::default(), "bad-length on audio");
     for want_via in [Via::CpuFallback, Via::CpuFallback, Via::Card] {
         match (be.process(&c.input, &c.job), &c.want) {
             (Ok((o, via)), Ok(want)) if via == want_via && output_bytes(&o) == *want => {}
@@ -636,11 +660,7 @@ fn soak_mixed_traffic_with_card_faults() {
     let log_path = dir.path().join("card.log");
     let spec = CardSpec::VfioUser(sock.clone());
     let cfg = DriverConfig::default();
-    let open = |what: &str| -> CardBackend {
-        let o = backend::open_card(&spec, cfg.clone())
-            .unwrap_or_else(|e| panic!("{what}: opening the card: {e}"));
-        CardBackend::new(o, spec.to_string(), backend::REQUEST_TIMEOUT)
-    };
+    let open = |what: &str| open_card(&sock, &cfg, what);
 
     // Warm-up on a clean card: which inputs the card takes itself.
     let mut cases = cases();
