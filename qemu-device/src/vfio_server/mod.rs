@@ -106,8 +106,19 @@ pub fn run(opts: Options, tx: Sender<Event>, events: Receiver<Event>) -> Result<
     );
 
     remove_stale_socket(&opts.socket)?;
-    let listener = UnixListener::bind(&opts.socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.socket.display()))?;
+    // Bound under a temporary name and renamed once listening: the socket's path appears only
+    // when a connect() to it succeeds (bind and listen are two system calls, and clients wait
+    // for the path; one start in ~340 was refused in that gap under load).
+    let mut staging = opts.socket.clone().into_os_string();
+    staging.push(format!(".{}.tmp", std::process::id()));
+    let staging = std::path::PathBuf::from(staging);
+    remove_stale_socket(&staging)?;
+    let listener = UnixListener::bind(&staging)
+        .and_then(|l| std::fs::rename(&staging, &opts.socket).map(|()| l))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&staging);
+            format!("cannot listen on {}: {e}", opts.socket.display())
+        })?;
     if let Some(addr) = opts.debug_bmp {
         let local = device
             .card
