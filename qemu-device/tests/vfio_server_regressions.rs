@@ -21,9 +21,8 @@ use preba_protocol::regs;
 /// A card of its own per test (tests run in parallel and map and unmap DMA windows).
 fn device() -> Arc<Device> {
     static FW: OnceLock<Vec<u8>> = OnceLock::new();
-    let fw = FW.get_or_init(|| {
-        std::fs::read(harness::firmware_elf().expect("the firmware ELF")).unwrap()
-    });
+    let fw = FW
+        .get_or_init(|| std::fs::read(harness::firmware_elf().expect("the firmware ELF")).unwrap());
     let config = CardConfig {
         image_cus: 1,
         audio_cus: 1,
@@ -76,8 +75,13 @@ fn refused(s: &mut UnixStream, id: u16, errno: i32) {
 
 /// A REGION_READ of VS: the stream is still in step.
 fn in_step(s: &mut UnixStream, id: u16) {
-    s.write_all(&msg(proto::REGION_READ, id, 0, &read_payload(regs::VS, 0, 4)))
-        .unwrap();
+    s.write_all(&msg(
+        proto::REGION_READ,
+        id,
+        0,
+        &read_payload(regs::VS, 0, 4),
+    ))
+    .unwrap();
     let (h, body) = reply(s);
     assert_eq!((h.message_id, h.flags), (id, proto::FLAG_REPLY), "in step");
     assert_eq!(&body[16..], &0x0001_0001u32.to_le_bytes());
@@ -152,8 +156,13 @@ fn malformed_messages_get_error_replies_and_the_stream_stays_in_step() {
     refused(&mut c, 12, libc::ENOTSUP);
     in_step(&mut c, 13);
     // Not a command.
-    c.write_all(&msg(proto::DEVICE_GET_INFO, 14, proto::FLAG_REPLY, &[0; 16]))
-        .unwrap();
+    c.write_all(&msg(
+        proto::DEVICE_GET_INFO,
+        14,
+        proto::FLAG_REPLY,
+        &[0; 16],
+    ))
+    .unwrap();
     refused(&mut c, 14, libc::EINVAL);
     // A message longer than the server takes: read, dropped, refused.
     let n = MAX_PAYLOAD + 100;
@@ -173,8 +182,13 @@ fn malformed_messages_get_error_replies_and_the_stream_stays_in_step() {
     let (h, _) = reply(&mut c);
     assert_eq!((h.message_id, h.flags), (17, proto::FLAG_REPLY));
     // No-reply flag on a command that must answer: refused (answered anyway).
-    c.write_all(&msg(proto::DEVICE_GET_INFO, 18, proto::FLAG_NO_REPLY, &[0; 16]))
-        .unwrap();
+    c.write_all(&msg(
+        proto::DEVICE_GET_INFO,
+        18,
+        proto::FLAG_NO_REPLY,
+        &[0; 16],
+    ))
+    .unwrap();
     refused(&mut c, 18, libc::EINVAL);
     // A no-reply write that succeeds: no answer; the next message's answer comes next.
     let mut p = read_payload(regs::SCRATCH, 0, 4);
@@ -228,16 +242,32 @@ fn dma_map_refusals_carry_an_errno_and_sealed_memory_is_dma_memory() {
     // Unsealed memory, an eventfd, two descriptors: refused with EINVAL (the crate sent errno
     // 0, which QEMU takes for success).
     let unsealed = sys::memfd(c"regress-unsealed", 8192, false).unwrap();
-    let h = call(&server, &msg(proto::DMA_MAP, 1, 0, &map_payload(0, iova, 8192)), vec![unsealed])
-        .unwrap();
-    assert_eq!((h.flags & FLAG_ERROR != 0, h.error), (true, libc::EINVAL as u32));
+    let h = call(
+        &server,
+        &msg(proto::DMA_MAP, 1, 0, &map_payload(0, iova, 8192)),
+        vec![unsealed],
+    )
+    .unwrap();
+    assert_eq!(
+        (h.flags & FLAG_ERROR != 0, h.error),
+        (true, libc::EINVAL as u32)
+    );
     let ev = sys::eventfd().unwrap();
-    let h = call(&server, &msg(proto::DMA_MAP, 2, 0, &map_payload(0, iova, 8192)), vec![ev])
-        .unwrap();
+    let h = call(
+        &server,
+        &msg(proto::DMA_MAP, 2, 0, &map_payload(0, iova, 8192)),
+        vec![ev],
+    )
+    .unwrap();
     assert_eq!(h.error, libc::EINVAL as u32);
     let mem = sealed_memfd(8192);
     let two = vec![mem.try_clone().unwrap(), sys::eventfd().unwrap()];
-    let h = call(&server, &msg(proto::DMA_MAP, 3, 0, &map_payload(0, iova, 8192)), two).unwrap();
+    let h = call(
+        &server,
+        &msg(proto::DMA_MAP, 3, 0, &map_payload(0, iova, 8192)),
+        two,
+    )
+    .unwrap();
     assert_eq!(h.error, libc::EINVAL as u32);
     // Past the end of the file.
     let h = call(
@@ -303,8 +333,13 @@ fn the_host_drivers_client_against_the_in_process_server() {
         .unwrap();
     // An unsealed memfd is refused with EINVAL, and the connection goes on.
     let bad = sys::memfd(c"regress-unsealed", 4096, false).unwrap();
-    let e = c.dma_map(0, 0x9100_0000, 4096, bad.as_raw_fd()).unwrap_err();
-    assert!(e.to_string().contains(&format!("errno {}", libc::EINVAL)), "{e}");
+    let e = c
+        .dma_map(0, 0x9100_0000, 4096, bad.as_raw_fd())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!("errno {}", libc::EINVAL)),
+        "{e}"
+    );
     c.region_read(0, regs::VS, &mut vs).unwrap();
     c.shutdown();
     t.join().unwrap().unwrap();

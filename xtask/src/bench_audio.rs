@@ -188,11 +188,16 @@ fn e2e(py: &std::path::Path, script: &std::path::Path, files: &[String]) -> Resu
     );
     for name in &names {
         let get = |side: &str| {
-            m.get(&(format!("audio-dataset/{name}/{side}"), "audio_s_per_s".to_string()))
-                .copied()
+            m.get(&(
+                format!("audio-dataset/{name}/{side}"),
+                "audio_s_per_s".to_string(),
+            ))
+            .copied()
         };
         let (Some(o), Some(t)) = (get("preba"), get("librosa")) else {
-            return Err(format!("bench_e2e.py gave no dataset result for {name}:\n{out}"));
+            return Err(format!(
+                "bench_e2e.py gave no dataset result for {name}:\n{out}"
+            ));
         };
         println!(
             "{name:<28} {o:>10.0} {t:>10.0} {:>7.2}x   (target >= 3x)",

@@ -320,13 +320,26 @@ mod tests {
     #[test]
     fn a_read_only_mapping_is_not_reused_for_a_write_map() {
         let f = memfd(4 * 4096);
-        let ro = File::open(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)))
-            .unwrap();
+        let ro = File::open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&f)
+        ))
+        .unwrap();
         let t = DmaTable::new();
-        t.map(MAP_READ | MAP_WRITE, 0, 0x1000, 4096, Some(ro)).unwrap();
-        assert!(t.write(0x1000, &[1]).is_err(), "read-only fd: no device writes");
-        t.map(MAP_READ | MAP_WRITE, 4096, 0x8000, 4096, Some(f.try_clone().unwrap()))
+        t.map(MAP_READ | MAP_WRITE, 0, 0x1000, 4096, Some(ro))
             .unwrap();
+        assert!(
+            t.write(0x1000, &[1]).is_err(),
+            "read-only fd: no device writes"
+        );
+        t.map(
+            MAP_READ | MAP_WRITE,
+            4096,
+            0x8000,
+            4096,
+            Some(f.try_clone().unwrap()),
+        )
+        .unwrap();
         t.write(0x8000, &[7; 8]).unwrap();
         let mut b = [0u8; 8];
         t.read(0x8000, &mut b).unwrap();
@@ -343,8 +356,14 @@ mod tests {
         .unwrap();
         t.map(MAP_READ, 0, 0x2_0000, 4096, Some(ro)).unwrap();
         assert!(
-            t.map(MAP_READ | MAP_WRITE, 0, 0x3_0000, 4096, Some(sealed.try_clone().unwrap()))
-                .is_err(),
+            t.map(
+                MAP_READ | MAP_WRITE,
+                0,
+                0x3_0000,
+                4096,
+                Some(sealed.try_clone().unwrap())
+            )
+            .is_err(),
             "a write-sealed file mapped for device writes"
         );
         t.map(MAP_READ, 0, 0x4_0000, 4096, Some(sealed)).unwrap();

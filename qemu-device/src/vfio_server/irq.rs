@@ -359,8 +359,14 @@ mod tests {
         assert!(e.to_string().contains("not an eventfd"), "{e}");
         let memfd = crate::vfio_server::sys::memfd(c"irq-test", 8, false).unwrap();
         assert!(
-            g.set_irqs(INTX_INDEX, SET_DATA_EVENTFD | SET_ACTION_TRIGGER, 0, 1, vec![memfd])
-                .is_err()
+            g.set_irqs(
+                INTX_INDEX,
+                SET_DATA_EVENTFD | SET_ACTION_TRIGGER,
+                0,
+                1,
+                vec![memfd]
+            )
+            .is_err()
         );
         g.set_irqs(
             MSIX_INDEX,

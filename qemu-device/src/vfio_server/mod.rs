@@ -33,7 +33,7 @@ pub mod wire;
 
 pub use device::Device;
 pub use server::{Refusal, Server};
-pub use wire::{Message, MemoryWire, Wire, read_message};
+pub use wire::{MemoryWire, Message, Wire, read_message};
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -102,7 +102,8 @@ pub fn run(opts: Options, tx: Sender<Event>, events: Receiver<Event>) -> Result<
         )
     })?;
     let device = Arc::new(
-        Device::new(opts.config.clone(), &elf).map_err(|e| format!("cannot build the card: {e}"))?,
+        Device::new(opts.config.clone(), &elf)
+            .map_err(|e| format!("cannot build the card: {e}"))?,
     );
 
     remove_stale_socket(&opts.socket)?;

@@ -180,7 +180,10 @@ mod tests {
         assert!(h.no_reply());
         assert_eq!(h.payload_len(), Some(16));
         let r = h.reply(20);
-        assert_eq!((r.message_size, r.flags, r.message_id), (36, FLAG_REPLY, 0x1234));
+        assert_eq!(
+            (r.message_size, r.flags, r.message_id),
+            (36, FLAG_REPLY, 0x1234)
+        );
         let e = h.error_reply(22);
         assert_eq!((e.message_size, e.flags, e.error), (16, 0x21, 22));
         let short = Header {

@@ -41,12 +41,15 @@ impl Refusal {
 
 impl From<io::Error> for Refusal {
     fn from(e: io::Error) -> Refusal {
-        let errno = e.raw_os_error().filter(|&n| n > 0).unwrap_or(match e.kind() {
-            io::ErrorKind::InvalidInput => libc::EINVAL,
-            io::ErrorKind::TimedOut => libc::ETIMEDOUT,
-            io::ErrorKind::Unsupported => libc::ENOTSUP,
-            _ => libc::EIO,
-        });
+        let errno = e
+            .raw_os_error()
+            .filter(|&n| n > 0)
+            .unwrap_or(match e.kind() {
+                io::ErrorKind::InvalidInput => libc::EINVAL,
+                io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+                io::ErrorKind::Unsupported => libc::ENOTSUP,
+                _ => libc::EIO,
+            });
         Refusal {
             errno,
             why: e.to_string(),
@@ -81,8 +84,8 @@ fn check_client_version(data: &[u8]) -> Result<(), Refusal> {
     let json = data
         .strip_suffix(&[0])
         .ok_or_else(|| Refusal::inval("version data is not NUL-terminated"))?;
-    let v: serde_json::Value = serde_json::from_slice(json)
-        .map_err(|e| Refusal::inval(format!("version data: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| Refusal::inval(format!("version data: {e}")))?;
     let caps = v
         .get("capabilities")
         .and_then(|c| c.as_object())
@@ -103,7 +106,10 @@ fn check_client_version(data: &[u8]) -> Result<(), Refusal> {
     }
     log::info!(
         "client version data: {}",
-        String::from_utf8_lossy(json).chars().take(256).collect::<String>()
+        String::from_utf8_lossy(json)
+            .chars()
+            .take(256)
+            .collect::<String>()
     );
     Ok(())
 }
@@ -176,7 +182,11 @@ impl Server {
                     e.why
                 );
                 let errno = u32::try_from(e.errno).ok().filter(|&n| n > 0);
-                Some(h.error_reply(errno.unwrap_or(libc::EINVAL as u32)).encode().to_vec())
+                Some(
+                    h.error_reply(errno.unwrap_or(libc::EINVAL as u32))
+                        .encode()
+                        .to_vec(),
+                )
             }
         }
     }
@@ -239,7 +249,10 @@ impl Server {
             }
             DEVICE_GET_INFO => {
                 reply_wanted("DEVICE_GET_INFO")?;
-                need(f.u32().and(f.u32()).and(f.u32()).and(f.u32()), "DEVICE_GET_INFO")?;
+                need(
+                    f.u32().and(f.u32()).and(f.u32()).and(f.u32()),
+                    "DEVICE_GET_INFO",
+                )?;
                 Ok(u32s(&[
                     16,
                     DEVICE_FLAGS_PCI | DEVICE_FLAGS_RESET,
@@ -249,7 +262,8 @@ impl Server {
             }
             DEVICE_GET_REGION_INFO => {
                 reply_wanted("DEVICE_GET_REGION_INFO")?;
-                let (_argsz, _flags) = (need(f.u32(), "REGION_INFO")?, need(f.u32(), "REGION_INFO")?);
+                let (_argsz, _flags) =
+                    (need(f.u32(), "REGION_INFO")?, need(f.u32(), "REGION_INFO")?);
                 let index = need(f.u32(), "DEVICE_GET_REGION_INFO")?;
                 need(f.u32().and(f.u64()).and(f.u64()), "DEVICE_GET_REGION_INFO")?;
                 let r = self
