@@ -85,7 +85,9 @@ fn squeezenet_on_cpu() {
     let (kb, kt) = e.knee();
     assert!([1, 2, 4].contains(&kb), "knee {kb}");
     let at = p.iter().find(|p| p.batch == kb).unwrap();
-    assert_eq!(kt, (at.p95_ms * 1e6).round() as u64);
+    // The batcher's curve never goes below its first point (a noisy batch-1
+    // p95 above the knee batch's, seen on a loaded 2-core machine, is kept).
+    assert_eq!(kt, (at.p95_ms.max(p[0].p95_ms) * 1e6).round() as u64);
     assert!(e.source().starts_with("measured by preba profile on "));
     assert!(e.source().contains("ONNX Runtime CPU EP"));
     assert!(text.contains("Knee rule: Batch_knee = the smallest profiled batch"));
