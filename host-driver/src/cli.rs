@@ -5,6 +5,7 @@ use crate::Error;
 use crate::backend::{self, Backend, CardSpec, Job, Output, Via};
 use crate::npy;
 use crate::progress::Progress;
+use crate::rows::Rows;
 use clap::{Parser, Subcommand, ValueEnum};
 use preba_protocol::limits::MAX_INPUT_BYTES;
 use preba_protocol::media::{self, Kind};
@@ -340,11 +341,19 @@ enum Made {
     Audio(preba_preprocess::audio::AudioOutput),
 }
 
-/// The outcome of input `pos`, with the buffer its tensor was made in.
+/// The outcome of input `pos`, with the buffer its tensor was made in
+/// (empty when it was made in its row of the mapped output).
 struct Done {
     pos: usize,
-    result: Result<(Made, Via), String>,
+    result: Result<(Made, Via), Failure>,
     buf: Vec<u8>,
+}
+
+/// Why an input produced nothing: its own fault (a manifest entry, exit 1),
+/// or the output's (the run stops, exit 2).
+enum Failure {
+    Input(String),
+    Output(std::io::Error),
 }
 
 /// A worker's reusable memory: the input file's bytes; the tensor buffer
@@ -358,8 +367,23 @@ struct Scratch {
 /// its memory in every worker).
 const KEEP_MAX: usize = 8 << 20;
 
+/// How image rows reach the output file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Writer {
+    /// Made in place in the mapped file where it can be `fallocate`d.
+    MapIfPossible,
+    /// Written in input order by one thread (what file systems without
+    /// `fallocate` get; tests pick it to compare the two writers).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Stream,
+}
+
 /// Runs `preba preprocess`; returns the exit status (0 all ok, 1 some failed).
 pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
+    run_preprocess(args, Writer::MapIfPossible)
+}
+
+fn run_preprocess(args: &PreprocessArgs, writer: Writer) -> Result<i32, Error> {
     let spec: CardSpec = args.card.parse().map_err(Error::Usage)?;
     let kind = match args.kind {
         Some(KindArg::Image) => Kind::Jpeg,
@@ -375,7 +399,8 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
             cores.max(backend.parallelism())
         })
         .clamp(1, 256);
-    let mut sink = Sink::create(&args.output, &job)?;
+    let (mut sink, mapped) = Sink::create(&args.output, &job, args.inputs.len(), writer)?;
+    let rows = mapped.as_ref();
     let mut manifest = match &args.manifest {
         Some(m) => Some(Manifest::create(m, backend.name(), kind, args, &job)?),
         None => None,
@@ -391,7 +416,13 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
                 let index = sink.add(d.pos, &made, &d.buf)?;
                 entry_ok(path, &made, via, index)
             }
-            Err(reason) => {
+            Err(Failure::Output(source)) => {
+                return Err(Error::Output {
+                    path: args.output.clone(),
+                    source,
+                });
+            }
+            Err(Failure::Input(reason)) => {
                 failed += 1;
                 eprintln!("{}: {reason}", path.display());
                 json!({"path": path.display().to_string(), "status": "error", "error": reason,
@@ -418,6 +449,7 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
                 &job,
                 kind,
                 backend.as_ref(),
+                rows,
                 &mut scratch,
                 buf,
             );
@@ -430,12 +462,13 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
             &job,
             kind,
             backend.as_ref(),
+            rows,
             threads,
             &progress,
             &mut take,
         )?;
     }
-    sink.finish()?;
+    sink.finish(mapped)?;
     let fatal = backend.fatal();
     if let Some(m) = manifest {
         m.finish()?;
@@ -456,11 +489,13 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
 /// input order and hands the buffers back. A worker takes a free buffer
 /// before it takes an input, so the input the writer waits for always has
 /// one: `2 * threads` buffers bound the results held out of order.
+#[allow(clippy::too_many_arguments)]
 fn run_pool(
     args: &PreprocessArgs,
     job: &Job,
     kind: Kind,
     backend: &dyn Backend,
+    rows: Option<&Rows>,
     threads: usize,
     progress: &Progress,
     take: &mut dyn FnMut(Done) -> Result<Vec<u8>, Error>,
@@ -496,7 +531,7 @@ fn run_pool(
                     }
                     let pos = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = inputs.get(pos) else { return };
-                    let d = work(pos, path, job, kind, backend, &mut scratch, buf);
+                    let d = work(pos, path, job, kind, backend, rows, &mut scratch, buf);
                     progress.tick();
                     if done_tx.send(d).is_err() {
                         return;
@@ -546,18 +581,24 @@ fn run_pool(
     })
 }
 
-/// Reads and preprocesses input `pos` into `buf` (images) or a new output
-/// (audio).
+/// Reads and preprocesses input `pos` into its row of the mapped output or
+/// into `buf` (images), or into a new output (audio).
+#[allow(clippy::too_many_arguments)]
 fn work(
     pos: usize,
     path: &Path,
     job: &Job,
     kind: Kind,
     backend: &dyn Backend,
+    rows: Option<&Rows>,
     scratch: &mut Scratch,
     mut buf: Vec<u8>,
 ) -> Done {
-    let result = one(path, job, kind, backend, scratch, &mut buf);
+    let dest = match rows {
+        Some(r) => Dest::Row(r, pos),
+        None => Dest::Buf(&mut buf),
+    };
+    let result = one(path, job, kind, backend, scratch, dest);
     if scratch.input.capacity() > KEEP_MAX {
         scratch.input = Vec::new();
     }
@@ -789,15 +830,23 @@ fn build_job(args: &PreprocessArgs, kind: Kind) -> Result<Job, Error> {
     }
 }
 
+/// Where an image's tensor is made.
+enum Dest<'a> {
+    /// A reusable buffer the streamed writer takes it from.
+    Buf(&'a mut Vec<u8>),
+    /// Row `pos` of the mapped output.
+    Row(&'a Rows, usize),
+}
+
 fn one(
     path: &Path,
     job: &Job,
     kind: Kind,
     backend: &dyn Backend,
     scratch: &mut Scratch,
-    buf: &mut Vec<u8>,
-) -> Result<(Made, Via), String> {
-    read_bounded(path, &mut scratch.input)?;
+    dest: Dest<'_>,
+) -> Result<(Made, Via), Failure> {
+    read_bounded(path, &mut scratch.input).map_err(Failure::Input)?;
     let bytes = &scratch.input;
     match media::sniff(bytes) {
         Some(k) if k != kind => {
@@ -806,23 +855,38 @@ fn one(
             } else {
                 ("a WAV file", "images")
             };
-            return Err(format!("is {is}, but this run preprocesses {run}"));
+            return Err(Failure::Input(format!(
+                "is {is}, but this run preprocesses {run}"
+            )));
         }
         _ => {}
     }
     // The backend reports unrecognised bytes as corrupt input of the run's kind.
     match job {
         Job::Image(p) => {
-            // Every byte is overwritten: no zero-fill needed after the first use.
-            buf.resize(p.output_len(), 0);
-            let ((width, height), via) = backend
-                .process_image_into(bytes, p, buf)
-                .map_err(|e| e.to_string())?;
-            Ok((Made::Image { width, height }, via))
+            let made = |out: &mut [u8]| {
+                backend
+                    .process_image_into(bytes, p, out)
+                    .map(|((width, height), via)| (Made::Image { width, height }, via))
+                    .map_err(|e| Failure::Input(e.to_string()))
+            };
+            match dest {
+                Dest::Buf(buf) => {
+                    // Every byte is overwritten: no zero-fill needed after the first use.
+                    buf.resize(p.output_len(), 0);
+                    made(buf)
+                }
+                Dest::Row(rows, pos) => rows.with_row(pos, made).map_err(Failure::Output)?,
+            }
         }
-        Job::Audio(_) => match backend.process(bytes, job).map_err(|e| e.to_string())? {
+        Job::Audio(_) => match backend
+            .process(bytes, job)
+            .map_err(|e| Failure::Input(e.to_string()))?
+        {
             (Output::Audio(o), via) => Ok((Made::Audio(o), via)),
-            (Output::Image(_), _) => Err("internal error: image output for audio".into()),
+            (Output::Image(_), _) => Err(Failure::Input(
+                "internal error: image output for audio".into(),
+            )),
         },
     }
 }
@@ -852,8 +916,18 @@ fn read_bounded(path: &Path, bytes: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-/// The output file, written as results arrive (in input order).
+/// The output file: image rows made in place in a mapped file ([`Rows`]),
+/// or written as results arrive (in input order) where the file system
+/// cannot `fallocate`; audio features streamed into an .npz.
 enum Sink {
+    /// The rows are in the mapping; this keeps which inputs made one.
+    Rows {
+        path: PathBuf,
+        descr: &'static str,
+        item_shape: [usize; 3],
+        header_len: usize,
+        kept: Vec<usize>,
+    },
     Npy {
         file: BufWriter<File>,
         path: PathBuf,
@@ -869,12 +943,23 @@ enum Sink {
 }
 
 impl Sink {
-    fn create(path: &Path, job: &Job) -> Result<Sink, Error> {
-        let file = File::create(path).map_err(|e| Error::Output {
+    fn create(
+        path: &Path,
+        job: &Job,
+        inputs: usize,
+        writer: Writer,
+    ) -> Result<(Sink, Option<Rows>), Error> {
+        let io = |e| Error::Output {
             path: path.to_path_buf(),
             source: e,
-        })?;
-        let file = BufWriter::new(file);
+        };
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io)?;
         match job {
             Job::Image(p) => {
                 let c = p.crop as usize;
@@ -890,6 +975,27 @@ impl Sink {
                     &[usize::MAX, item_shape[0], item_shape[1], item_shape[2]],
                     0,
                 );
+                let mapped = match writer {
+                    Writer::MapIfPossible => Rows::new(
+                        file.try_clone().map_err(io)?,
+                        header.len(),
+                        p.output_len(),
+                        inputs,
+                    )
+                    .map_err(io)?,
+                    Writer::Stream => None,
+                };
+                if let Some(rows) = mapped {
+                    let s = Sink::Rows {
+                        path: path.to_path_buf(),
+                        descr,
+                        item_shape,
+                        header_len: header.len(),
+                        kept: Vec::new(),
+                    };
+                    return Ok((s, Some(rows)));
+                }
+                let file = BufWriter::new(file);
                 let mut s = Sink::Npy {
                     file,
                     path: path.to_path_buf(),
@@ -905,12 +1011,15 @@ impl Sink {
                             source: e,
                         })?;
                 }
-                Ok(s)
+                Ok((s, None))
             }
-            Job::Audio(_) => Ok(Sink::Npz {
-                zip: npy::NpzWriter::new(file),
-                path: path.to_path_buf(),
-            }),
+            Job::Audio(_) => Ok((
+                Sink::Npz {
+                    zip: npy::NpzWriter::new(BufWriter::new(file)),
+                    path: path.to_path_buf(),
+                },
+                None,
+            )),
         }
     }
 
@@ -918,6 +1027,10 @@ impl Sink {
     /// in the output.
     fn add(&mut self, pos: usize, made: &Made, buf: &[u8]) -> Result<usize, Error> {
         match (self, made) {
+            (Sink::Rows { kept, .. }, Made::Image { .. }) => {
+                kept.push(pos);
+                Ok(kept.len() - 1)
+            }
             (
                 Sink::Npy {
                     file, path, rows, ..
@@ -957,8 +1070,26 @@ impl Sink {
         }
     }
 
-    fn finish(self) -> Result<(), Error> {
+    fn finish(self, rows: Option<Rows>) -> Result<(), Error> {
         match self {
+            Sink::Rows {
+                path,
+                descr,
+                item_shape,
+                header_len,
+                kept,
+            } => {
+                let header = npy::header_min(
+                    descr,
+                    &[kept.len(), item_shape[0], item_shape[1], item_shape[2]],
+                    header_len,
+                );
+                let rows = rows.ok_or_else(|| {
+                    Error::Usage("internal error: mapped output without its rows".into())
+                })?;
+                rows.finish(&kept, &header)
+                    .map_err(|source| Error::Output { path, source })
+            }
             Sink::Npy {
                 file,
                 path,
@@ -992,3 +1123,107 @@ impl Sink {
 
 /// Log lines `preba card info` shows (the newest).
 const CARD_INFO_LOG_LINES: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_images() -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/images");
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn args(out: &Path, man: &Path, threads: &str, inputs: &[PathBuf]) -> PreprocessArgs {
+        let mut argv: Vec<String> = [
+            "preba",
+            "preprocess",
+            "--card",
+            "cpu",
+            "--resize",
+            "40",
+            "--crop",
+            "32",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.25,0.25,0.25",
+            "--threads",
+            threads,
+            "-o",
+            out.to_str().unwrap(),
+            "--manifest",
+            man.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        argv.extend(inputs.iter().map(|p| p.display().to_string()));
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Preprocess(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The mapped writer (rows made in place, holes of failed inputs
+    /// squeezed out at the end) and the streamed one make the same file and
+    /// the same manifest, whatever the thread count; failures sit among
+    /// the successes in the fixtures (corrupt, unsupported, progressive).
+    #[test]
+    fn mapped_and_streamed_outputs_are_identical() {
+        let inputs = fixture_images();
+        let dir = tempfile::tempdir().unwrap();
+        let probe = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("probe"))
+            .unwrap();
+        assert!(
+            Rows::new(probe, 64, 64, 2).unwrap().is_some(),
+            "the temp dir's file system maps rows (else this compares the streamed writer with itself)"
+        );
+        let mut made = Vec::new();
+        for (writer, threads) in [
+            (Writer::Stream, "1"),
+            (Writer::MapIfPossible, "1"),
+            (Writer::MapIfPossible, "3"),
+            (Writer::Stream, "3"),
+        ] {
+            let out = dir.path().join(format!("{writer:?}{threads}.npy"));
+            let man = dir.path().join(format!("{writer:?}{threads}.json"));
+            let code = run_preprocess(&args(&out, &man, threads, &inputs), writer).unwrap();
+            assert_eq!(code, 1, "the fixtures hold bad files");
+            let npy = std::fs::read(&out).unwrap();
+            let mut m: Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
+            m["output"] = Value::Null;
+            made.push((writer, threads, npy, m));
+        }
+        let (_, _, npy0, m0) = &made[0];
+        let ok = m0["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["status"] == "ok")
+            .count();
+        assert!(ok > 10 && ok < inputs.len());
+        let header = npy::header_min("<f4", &[ok, 3, 32, 32], 0);
+        let body = npy0.len() - ok * 3 * 32 * 32 * 4;
+        assert!(
+            std::str::from_utf8(&npy0[10..body])
+                .unwrap()
+                .contains(&format!("'shape': ({ok}, 3, 32, 32)")),
+            "{header:?}"
+        );
+        for (writer, threads, npy, m) in &made[1..] {
+            assert!(npy == npy0, "{writer:?} x{threads}: .npy differs");
+            assert_eq!(m, m0, "{writer:?} x{threads}: manifest differs");
+        }
+    }
+}

@@ -20,6 +20,7 @@ pub mod firmware;
 pub mod logtail;
 pub mod npy;
 pub mod progress;
+pub mod rows;
 pub mod transport;
 pub mod vfio;
 pub mod vfio_user;
