@@ -12,7 +12,7 @@ use preba_protocol::media::{self, Kind};
 use preba_protocol::profile::{AudioProfile, Dtype, ImageProfile, Layout};
 use serde_json::{Value, json};
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
@@ -349,8 +349,8 @@ struct Done {
     buf: Vec<u8>,
 }
 
-/// Why an input produced nothing: its own fault (a manifest entry, exit 1),
-/// or the output's (the run stops, exit 2).
+/// Why an input produced nothing: its own fault (a manifest entry, the run
+/// goes on), or the output's (the run stops with that error).
 enum Failure {
     Input(String),
     Output(std::io::Error),
@@ -367,23 +367,8 @@ struct Scratch {
 /// its memory in every worker).
 const KEEP_MAX: usize = 8 << 20;
 
-/// How image rows reach the output file.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Writer {
-    /// Made in place in the mapped file where it can be `fallocate`d.
-    MapIfPossible,
-    /// Written in input order by one thread (what file systems without
-    /// `fallocate` get; tests pick it to compare the two writers).
-    #[cfg_attr(not(test), allow(dead_code))]
-    Stream,
-}
-
 /// Runs `preba preprocess`; returns the exit status (0 all ok, 1 some failed).
 pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
-    run_preprocess(args, Writer::MapIfPossible)
-}
-
-fn run_preprocess(args: &PreprocessArgs, writer: Writer) -> Result<i32, Error> {
     let spec: CardSpec = args.card.parse().map_err(Error::Usage)?;
     let kind = match args.kind {
         Some(KindArg::Image) => Kind::Jpeg,
@@ -399,7 +384,7 @@ fn run_preprocess(args: &PreprocessArgs, writer: Writer) -> Result<i32, Error> {
             cores.max(backend.parallelism())
         })
         .clamp(1, 256);
-    let (mut sink, mapped) = Sink::create(&args.output, &job, args.inputs.len(), writer)?;
+    let (mut sink, mapped) = Sink::create(&args.output, &job, args.inputs.len())?;
     let rows = mapped.as_ref();
     let mut manifest = match &args.manifest {
         Some(m) => Some(Manifest::create(m, backend.name(), kind, args, &job)?),
@@ -413,7 +398,7 @@ fn run_preprocess(args: &PreprocessArgs, writer: Writer) -> Result<i32, Error> {
         let path = &args.inputs[d.pos];
         let entry = match d.result {
             Ok((made, via)) => {
-                let index = sink.add(d.pos, &made, &d.buf)?;
+                let index = sink.add(d.pos, &made)?;
                 entry_ok(path, &made, via, index)
             }
             Err(Failure::Output(source)) => {
@@ -581,8 +566,8 @@ fn run_pool(
     })
 }
 
-/// Reads and preprocesses input `pos` into its row of the mapped output or
-/// into `buf` (images), or into a new output (audio).
+/// Reads and preprocesses input `pos` into `buf` and from there into its
+/// row of the output (images), or into a new output (audio).
 #[allow(clippy::too_many_arguments)]
 fn work(
     pos: usize,
@@ -594,11 +579,15 @@ fn work(
     scratch: &mut Scratch,
     mut buf: Vec<u8>,
 ) -> Done {
-    let dest = match rows {
-        Some(r) => Dest::Row(r, pos),
-        None => Dest::Buf(&mut buf),
-    };
-    let result = one(path, job, kind, backend, scratch, dest);
+    let result = one(
+        path,
+        job,
+        kind,
+        backend,
+        scratch,
+        &mut buf,
+        rows.map(|r| (r, pos)),
+    );
     if scratch.input.capacity() > KEEP_MAX {
         scratch.input = Vec::new();
     }
@@ -830,21 +819,16 @@ fn build_job(args: &PreprocessArgs, kind: Kind) -> Result<Job, Error> {
     }
 }
 
-/// Where an image's tensor is made.
-enum Dest<'a> {
-    /// A reusable buffer the streamed writer takes it from.
-    Buf(&'a mut Vec<u8>),
-    /// Row `pos` of the mapped output.
-    Row(&'a Rows, usize),
-}
-
+/// Preprocesses one input; an image's tensor is made in `buf` and written
+/// to row `pos` of `rows` by this (worker) thread.
 fn one(
     path: &Path,
     job: &Job,
     kind: Kind,
     backend: &dyn Backend,
     scratch: &mut Scratch,
-    dest: Dest<'_>,
+    buf: &mut Vec<u8>,
+    row: Option<(&Rows, usize)>,
 ) -> Result<(Made, Via), Failure> {
     read_bounded(path, &mut scratch.input).map_err(Failure::Input)?;
     let bytes = &scratch.input;
@@ -864,20 +848,15 @@ fn one(
     // The backend reports unrecognised bytes as corrupt input of the run's kind.
     match job {
         Job::Image(p) => {
-            let made = |out: &mut [u8]| {
-                backend
-                    .process_image_into(bytes, p, out)
-                    .map(|((width, height), via)| (Made::Image { width, height }, via))
-                    .map_err(|e| Failure::Input(e.to_string()))
-            };
-            match dest {
-                Dest::Buf(buf) => {
-                    // Every byte is overwritten: no zero-fill needed after the first use.
-                    buf.resize(p.output_len(), 0);
-                    made(buf)
-                }
-                Dest::Row(rows, pos) => rows.with_row(pos, made).map_err(Failure::Output)?,
-            }
+            // Every byte is overwritten: no zero-fill needed after the first use.
+            buf.resize(p.output_len(), 0);
+            let ((width, height), via) = backend
+                .process_image_into(bytes, p, buf)
+                .map_err(|e| Failure::Input(e.to_string()))?;
+            let (rows, pos) =
+                row.ok_or_else(|| Failure::Input("internal error: no output rows".into()))?;
+            rows.write(pos, buf).map_err(Failure::Output)?;
+            Ok((Made::Image { width, height }, via))
         }
         Job::Audio(_) => match backend
             .process(bytes, job)
@@ -916,25 +895,16 @@ fn read_bounded(path: &Path, bytes: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-/// The output file: image rows made in place in a mapped file ([`Rows`]),
-/// or written as results arrive (in input order) where the file system
-/// cannot `fallocate`; audio features streamed into an .npz.
+/// The output file: image rows written at their offsets by the workers
+/// ([`Rows`]; this side keeps which inputs made one), audio features
+/// streamed into an .npz in input order.
 enum Sink {
-    /// The rows are in the mapping; this keeps which inputs made one.
     Rows {
         path: PathBuf,
         descr: &'static str,
         item_shape: [usize; 3],
         header_len: usize,
         kept: Vec<usize>,
-    },
-    Npy {
-        file: BufWriter<File>,
-        path: PathBuf,
-        descr: &'static str,
-        item_shape: [usize; 3],
-        rows: usize,
-        header_len: usize,
     },
     Npz {
         zip: npy::NpzWriter<BufWriter<File>>,
@@ -943,12 +913,7 @@ enum Sink {
 }
 
 impl Sink {
-    fn create(
-        path: &Path,
-        job: &Job,
-        inputs: usize,
-        writer: Writer,
-    ) -> Result<(Sink, Option<Rows>), Error> {
+    fn create(path: &Path, job: &Job, inputs: usize) -> Result<(Sink, Option<Rows>), Error> {
         let io = |e| Error::Output {
             path: path.to_path_buf(),
             source: e,
@@ -969,49 +934,22 @@ impl Sink {
                     [c, c, 3]
                 };
                 let descr = npy::descr(p.dtype);
-                // Room for any row count: the header is rewritten at the end.
-                let header = npy::header_min(
+                // Room for any row count: the header is written at the end.
+                let header_len = npy::header_min(
                     descr,
                     &[usize::MAX, item_shape[0], item_shape[1], item_shape[2]],
                     0,
-                );
-                let mapped = match writer {
-                    Writer::MapIfPossible => Rows::new(
-                        file.try_clone().map_err(io)?,
-                        header.len(),
-                        p.output_len(),
-                        inputs,
-                    )
-                    .map_err(io)?,
-                    Writer::Stream => None,
-                };
-                if let Some(rows) = mapped {
-                    let s = Sink::Rows {
-                        path: path.to_path_buf(),
-                        descr,
-                        item_shape,
-                        header_len: header.len(),
-                        kept: Vec::new(),
-                    };
-                    return Ok((s, Some(rows)));
-                }
-                let file = BufWriter::new(file);
-                let mut s = Sink::Npy {
-                    file,
+                )
+                .len();
+                let rows = Rows::new(file, header_len, p.output_len(), inputs).map_err(io)?;
+                let s = Sink::Rows {
                     path: path.to_path_buf(),
                     descr,
                     item_shape,
-                    rows: 0,
-                    header_len: header.len(),
+                    header_len,
+                    kept: Vec::new(),
                 };
-                if let Sink::Npy { file, path, .. } = &mut s {
-                    file.write_all(&vec![b' '; header.len()])
-                        .map_err(|e| Error::Output {
-                            path: path.clone(),
-                            source: e,
-                        })?;
-                }
-                Ok((s, None))
+                Ok((s, Some(rows)))
             }
             Job::Audio(_) => Ok((
                 Sink::Npz {
@@ -1023,28 +961,13 @@ impl Sink {
         }
     }
 
-    /// Appends one result (an image's tensor is `buf`); returns its index
-    /// in the output.
-    fn add(&mut self, pos: usize, made: &Made, buf: &[u8]) -> Result<usize, Error> {
+    /// Records one result (an image's row is already written; audio
+    /// features are written here); returns its index in the output.
+    fn add(&mut self, pos: usize, made: &Made) -> Result<usize, Error> {
         match (self, made) {
             (Sink::Rows { kept, .. }, Made::Image { .. }) => {
                 kept.push(pos);
                 Ok(kept.len() - 1)
-            }
-            (
-                Sink::Npy {
-                    file, path, rows, ..
-                },
-                Made::Image { .. },
-            ) => {
-                // Straight from the buffer it was made in (BufWriter passes
-                // writes this large through).
-                file.write_all(buf).map_err(|e| Error::Output {
-                    path: path.clone(),
-                    source: e,
-                })?;
-                *rows += 1;
-                Ok(*rows - 1)
             }
             (Sink::Npz { zip, path }, Made::Audio(o)) => {
                 let f = &o.features;
@@ -1085,33 +1008,10 @@ impl Sink {
                     header_len,
                 );
                 let rows = rows.ok_or_else(|| {
-                    Error::Usage("internal error: mapped output without its rows".into())
+                    Error::Usage("internal error: image output without its rows".into())
                 })?;
                 rows.finish(&kept, &header)
                     .map_err(|source| Error::Output { path, source })
-            }
-            Sink::Npy {
-                file,
-                path,
-                descr,
-                item_shape,
-                rows,
-                header_len,
-            } => {
-                let header = npy::header_min(
-                    descr,
-                    &[rows, item_shape[0], item_shape[1], item_shape[2]],
-                    header_len,
-                );
-                let io = |e| Error::Output {
-                    path: path.clone(),
-                    source: e,
-                };
-                let mut f = file.into_inner().map_err(|e| io(e.into_error()))?;
-                debug_assert_eq!(header.len(), header_len);
-                f.seek(SeekFrom::Start(0)).map_err(io)?;
-                f.write_all(&header).map_err(io)?;
-                f.sync_all().map_err(io)
             }
             Sink::Npz { zip, path } => zip
                 .finish()
@@ -1170,42 +1070,26 @@ mod tests {
         }
     }
 
-    /// The mapped writer (rows made in place, holes of failed inputs
-    /// squeezed out at the end) and the streamed one make the same file and
-    /// the same manifest, whatever the thread count; failures sit among
-    /// the successes in the fixtures (corrupt, unsupported, progressive).
+    /// Rows written by the workers at their offsets, holes of failed
+    /// inputs squeezed out at the end: the same file and manifest whatever
+    /// the thread count; failures sit among the successes in the fixtures
+    /// (corrupt, unsupported, progressive).
     #[test]
-    fn mapped_and_streamed_outputs_are_identical() {
+    fn output_is_independent_of_threads() {
         let inputs = fixture_images();
         let dir = tempfile::tempdir().unwrap();
-        let probe = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("probe"))
-            .unwrap();
-        assert!(
-            Rows::new(probe, 64, 64, 2).unwrap().is_some(),
-            "the temp dir's file system maps rows (else this compares the streamed writer with itself)"
-        );
         let mut made = Vec::new();
-        for (writer, threads) in [
-            (Writer::Stream, "1"),
-            (Writer::MapIfPossible, "1"),
-            (Writer::MapIfPossible, "3"),
-            (Writer::Stream, "3"),
-        ] {
-            let out = dir.path().join(format!("{writer:?}{threads}.npy"));
-            let man = dir.path().join(format!("{writer:?}{threads}.json"));
-            let code = run_preprocess(&args(&out, &man, threads, &inputs), writer).unwrap();
+        for threads in ["1", "2", "5"] {
+            let out = dir.path().join(format!("{threads}.npy"));
+            let man = dir.path().join(format!("{threads}.json"));
+            let code = preprocess(&args(&out, &man, threads, &inputs)).unwrap();
             assert_eq!(code, 1, "the fixtures hold bad files");
             let npy = std::fs::read(&out).unwrap();
             let mut m: Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
             m["output"] = Value::Null;
-            made.push((writer, threads, npy, m));
+            made.push((threads, npy, m));
         }
-        let (_, _, npy0, m0) = &made[0];
+        let (_, npy0, m0) = &made[0];
         let ok = m0["inputs"]
             .as_array()
             .unwrap()
@@ -1221,9 +1105,9 @@ mod tests {
                 .contains(&format!("'shape': ({ok}, 3, 32, 32)")),
             "{header:?}"
         );
-        for (writer, threads, npy, m) in &made[1..] {
-            assert!(npy == npy0, "{writer:?} x{threads}: .npy differs");
-            assert_eq!(m, m0, "{writer:?} x{threads}: manifest differs");
+        for (threads, npy, m) in &made[1..] {
+            assert!(npy == npy0, "x{threads}: .npy differs");
+            assert_eq!(m, m0, "x{threads}: manifest differs");
         }
     }
 }

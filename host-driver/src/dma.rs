@@ -1,5 +1,4 @@
-//! One of the two modules with `unsafe` code (the other is `rows`, the mapped
-//! output file): host memory the card reaches by DMA (a
+//! The one module with `unsafe` code: host memory the card reaches by DMA (a
 //! memfd mapped shared, so a vfio-user server or the kernel's VFIO can map the
 //! same pages), and eventfds for interrupts.
 //!

@@ -323,3 +323,46 @@ fn mixed_kinds_fail_per_input() {
     let (_, shape, _) = read_npy(&std::fs::read(&o).unwrap());
     assert_eq!(shape, vec![1, 3, 224, 224]);
 }
+
+/// An output that cannot be written (here: past the file size limit, the
+/// way a full disk fails a worker's row write) stops the run with an error
+/// naming the output (`preba: PATH: reason`, exit 1 as for any failure that
+/// is not a usage error), not a signal or a hang.
+#[test]
+fn output_write_failure_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("big.npy");
+    let inputs: Vec<PathBuf> = fixtures("images")
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("imagenet_")
+        })
+        .collect();
+    assert!(inputs.len() >= 6);
+    // 1,000 KiB: six u8 rows are 882 KiB after the header, so the limit
+    // falls inside a row, whichever worker writes it. SIGXFSZ ignored (an
+    // ignored signal stays ignored across exec), so the write gets EFBIG.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2000; exec \"$0\" preprocess --card cpu --threads 2 -o {} \"$@\"",
+        out.display()
+    );
+    let mut inputs12 = inputs.clone();
+    inputs12.extend(inputs.iter().cloned());
+    let res = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_preba"))
+        .args(&inputs12)
+        .output()
+        .unwrap();
+    let (code, stderr) = common::code_and_stderr(&res);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("preba: {}: ", out.display())) && stderr.contains("too large"),
+        "{stderr}"
+    );
+}
