@@ -43,34 +43,78 @@ pub(crate) struct LogRing {
     pub head: AtomicU32,
 }
 
-/// Wakes the core thread: a generation counter under a mutex, and a condvar.
+/// Wakes the core thread: a generation counter under a mutex, and a condvar. The same lock
+/// says whether the core sleeps with nothing to do ([`Card::wait_idle`]).
 pub(crate) struct Wake {
-    generation: Mutex<u64>,
+    generation: Mutex<WakeState>,
     cv: Condvar,
+}
+
+struct WakeState {
+    generation: u64,
+    /// `Some((g, wake))` while the core sleeps with nothing to do, having seen generation `g`,
+    /// until `wake` (a timer; `None`: until kicked): it is idle as long as no kick moved the
+    /// generation past `g`.
+    idle: Option<(u64, Option<Instant>)>,
 }
 
 impl Wake {
     pub fn kick(&self) {
-        *self.generation.lock().expect("wake lock") += 1;
+        self.generation.lock().expect("wake lock").generation += 1;
         self.cv.notify_all();
     }
     fn current(&self) -> u64 {
-        *self.generation.lock().expect("wake lock")
+        self.generation.lock().expect("wake lock").generation
     }
     /// Blocks until the generation moves past `seen` or `deadline` passes.
     fn wait(&self, seen: u64, deadline: Option<Instant>) {
+        self.wait_marked(seen, deadline, false);
+    }
+    /// [`Wake::wait`] of a core with nothing to do (no CU work in flight, only its timer at
+    /// `deadline` or the host can give it any): marked idle while it blocks.
+    fn idle_wait(&self, seen: u64, deadline: Option<Instant>) {
+        self.wait_marked(seen, deadline, true);
+    }
+    fn wait_marked(&self, seen: u64, deadline: Option<Instant>, idle: bool) {
         let mut g = self.generation.lock().expect("wake lock");
-        while *g == seen {
+        if idle && g.generation == seen {
+            g.idle = Some((seen, deadline));
+            self.cv.notify_all();
+        }
+        while g.generation == seen {
             match deadline {
                 None => g = self.cv.wait(g).expect("wake lock"),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return;
+                        break;
                     }
                     g = self.cv.wait_timeout(g, d - now).expect("wake lock").0;
                 }
             }
+        }
+        g.idle = None;
+    }
+    /// Waits until the core sleeps idle, with no kick since and no timer of its own before
+    /// `until`, or `deadline`; whether it does.
+    fn wait_quiet(&self, until: Instant, deadline: Instant) -> bool {
+        let mut g = self.generation.lock().expect("wake lock");
+        loop {
+            if let Some((seen, wake)) = g.idle
+                && seen == g.generation
+                && wake.is_none_or(|w| w >= until)
+            {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .expect("wake lock")
+                .0;
         }
     }
 }
@@ -350,7 +394,10 @@ impl Card {
             sink: irq,
             irq_pending: AtomicU32::new(0),
             wake: Wake {
-                generation: Mutex::new(0),
+                generation: Mutex::new(WakeState {
+                    generation: 0,
+                    idle: None,
+                }),
                 cv: Condvar::new(),
             },
             uart: Mutex::new(Vec::new()),
@@ -527,6 +574,30 @@ impl Card {
             return CoreState::Stopped;
         }
         *self.sh.state.lock().expect("state lock")
+    }
+
+    /// Test support: waits until nothing can change on the card before `deadline` unless the
+    /// host acts, or until `deadline`; whether that came first. Then the core sleeps in `wfi`
+    /// with no CU job in flight, no host access, reset or CU result since it went to sleep, and
+    /// no timer of the firmware's (interrupt coalescing, heartbeat, watchdog) due before
+    /// `deadline` (or it halted, or stopped). A harness that would sleep until `deadline` to
+    /// let the card act waits for this instead: whatever the card would do by then it has
+    /// done, and the rest of the sleep would have changed nothing. A debug halt never counts
+    /// (the debugger may resume the hart any time).
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            if self.core_state() == CoreState::Stopped {
+                return true;
+            }
+            // In steps, to notice a core thread that ended.
+            let step = (Instant::now() + Duration::from_millis(10)).min(deadline);
+            if self.sh.wake.wait_quiet(deadline, step) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
     }
 
     /// The card's time: modeled time at the core's last poll ([`Clock::Modeled`]: the core's
@@ -808,7 +879,8 @@ fn idle_modeled(sh: &Shared, cpu: &mut Cpu<CardBus>, watch: Option<&Watch>, seen
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        sh.wake.wait(seen, deadline);
+        // Nothing to do but let time pass: idle for [`Card::wait_idle`].
+        sh.wake.idle_wait(seen, deadline);
         let passed = sh.time.cycles(start.elapsed());
         cpu.skip_idle(passed.min(next - t));
     }
@@ -872,7 +944,8 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
             {
                 continue;
             }
-            sh.wake.wait(seen, None);
+            // Halted or stopped: nothing happens until the host resets the card.
+            sh.wake.idle_wait(seen, None);
             continue;
         }
         let seen = sh.wake.current();
@@ -911,7 +984,16 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
                     let d = sh.epoch + Duration::from_nanos(d);
                     deadline = Some(deadline.map_or(d, |x| x.min(d)));
                 }
-                sh.wake.wait(seen, deadline);
+                // Idle when no CU job is in flight (a finishing one kicks the core).
+                let cu_busy = sh
+                    .cus
+                    .iter()
+                    .any(|m| m.lock().expect("cu lock").status == CuStatus::Busy);
+                if cu_busy {
+                    sh.wake.wait(seen, deadline);
+                } else {
+                    sh.wake.idle_wait(seen, deadline);
+                }
                 cpu.request_poll();
             }
         }

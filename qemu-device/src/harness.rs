@@ -239,7 +239,8 @@ impl Host {
         Instant::now() + self.timeout
     }
 
-    /// Waits until `f` holds (polled every millisecond) or the deadline passes.
+    /// Waits until `f` holds or the deadline passes: checked whenever the card has done what it
+    /// was given ([`Card::wait_idle`]), and every millisecond.
     pub fn wait_for(&self, what: &str, mut f: impl FnMut(&Card) -> bool) -> Result<()> {
         let deadline = self.deadline();
         loop {
@@ -254,7 +255,15 @@ impl Host {
                     self.card.core_state()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            // Until the card has done what it was given; when it has (or had) and `f` still
+            // does not hold, nothing changes before `step` but by a firmware timer.
+            let step = (Instant::now() + Duration::from_millis(1)).min(deadline);
+            if self.card.wait_idle(step) {
+                if f(&self.card) {
+                    return Ok(());
+                }
+                std::thread::sleep(step.saturating_duration_since(Instant::now()));
+            }
         }
     }
 

@@ -75,6 +75,36 @@ fn boots_and_identifies() {
     assert_ne!(id.fw_build_id, 0);
 }
 
+/// `Card::wait_idle` (what the fuzz harnesses wait for instead of sleeping): true once the
+/// card has done what it was given, false while its work or a timer is still due.
+#[test]
+fn wait_idle_ends_when_the_card_has_nothing_to_do() {
+    use std::time::{Duration, Instant};
+    let _serial = serial();
+    let mut h = Host::new(config(), firmware()).expect("card");
+    wait_boot(&h);
+    // Idle with no timer within the next millisecond (the firmware's nearest, the heartbeat,
+    // is half a second apart): true within a few such windows.
+    let settles =
+        |h: &Host| (0..5000).any(|_| h.card.wait_idle(Instant::now() + Duration::from_millis(1)));
+    assert!(settles(&h), "idle after boot");
+    // CC.EN kicks the core: once it is idle again it has set CSTS.RDY.
+    h.enable(8).expect("enable");
+    assert!(settles(&h));
+    assert_ne!(h.card.read32(regs::CSTS) & regs::CSTS_RDY, 0);
+    h.identify().expect("identify");
+    assert!(settles(&h));
+    // The heartbeat (every half second) is a firmware timer: within a window that holds
+    // one, the card is not idle for the whole window.
+    let t = Instant::now();
+    assert!(
+        !h.card.wait_idle(t + Duration::from_secs(2)) || t.elapsed() >= Duration::from_millis(400)
+    );
+    h.disable().expect("disable");
+    assert!(settles(&h));
+    assert_eq!(h.card.read32(regs::CSTS) & regs::CSTS_RDY, 0);
+}
+
 #[test]
 fn images_match_golden_model() {
     let _serial = serial();
