@@ -32,7 +32,8 @@
 //!  8 SET_IRQS flags:u8 index:u8 start:u8 count:u8 fds:u8 (low 2 bits: how many; bit 2: pipes
 //!  instead of eventfds) | 9 DEVICE_RESET (one card reset per input, FLR included) |
 //!  10 raw bytes len:u16 nfds:u8 bytes | 11 poke client memory slot:u8 at:u16 len:u8 data |
-//!  12 card DMA iova len:u16 write:u8 | 13 wait ms:u8 (0-3 ms, 8 ms per input) |
+//!  12 card DMA iova len:u16 write:u8 | 13 wait ms:u8 (0-3 ms, 8 ms per input; ends early
+//!  when the card has nothing left to do by then) |
 //!  14 unsupported command cmd:u8 len:u8 bytes | 15 BAR0 register write reg:u8 value:u32.
 //! (offset, iova, size: one selector byte, values >= 0xf0 take 8 more bytes raw; region and
 //! count likewise: see `region`, `count`.)
@@ -247,7 +248,9 @@ fn access_ok(region: u32, offset: u64, count: u32) -> bool {
     let size = region_size(region);
     count <= proto::MAX_DATA_XFER
         && size > 0
-        && offset.checked_add(u64::from(count)).is_some_and(|e| e <= size)
+        && offset
+            .checked_add(u64::from(count))
+            .is_some_and(|e| e <= size)
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
@@ -459,8 +462,18 @@ impl Client {
                     Expect::Any if variant % 8 < 3 => Expect::Ok(4 + server_caps_len()),
                     e => e,
                 };
-                let expect = if op & 0x80 != 0 { Expect::Refused } else { expect };
-                self.push(message(proto::VERSION, id, 0, &p), Vec::new(), op, s, expect);
+                let expect = if op & 0x80 != 0 {
+                    Expect::Refused
+                } else {
+                    expect
+                };
+                self.push(
+                    message(proto::VERSION, id, 0, &p),
+                    Vec::new(),
+                    op,
+                    s,
+                    expect,
+                );
             }
             1 => self.dma_map(s, op, id),
             2 => {
@@ -468,7 +481,13 @@ impl Client {
                 let iova = s.sel64(|b| ARENA + u64::from(b) * 4096);
                 let size = s.sel64(|b| u64::from(b) * 4096);
                 let p = le(&[24, flags, iova, size], &[4, 4, 8, 8]);
-                self.push(message(proto::DMA_UNMAP, id, 0, &p), Vec::new(), op, s, Expect::Ok(24));
+                self.push(
+                    message(proto::DMA_UNMAP, id, 0, &p),
+                    Vec::new(),
+                    op,
+                    s,
+                    Expect::Ok(24),
+                );
             }
             3 => {
                 let region = s.region();
@@ -480,7 +499,13 @@ impl Client {
                 } else {
                     Expect::Ok(16 + count as usize)
                 };
-                self.push(message(proto::REGION_READ, id, 0, &p), Vec::new(), op, s, expect);
+                self.push(
+                    message(proto::REGION_READ, id, 0, &p),
+                    Vec::new(),
+                    op,
+                    s,
+                    expect,
+                );
             }
             4 => {
                 let region = s.region();
@@ -511,7 +536,13 @@ impl Client {
                 } else {
                     Expect::Ok(16)
                 };
-                self.push(message(proto::REGION_WRITE, id, 0, &p), Vec::new(), op, s, expect);
+                self.push(
+                    message(proto::REGION_WRITE, id, 0, &p),
+                    Vec::new(),
+                    op,
+                    s,
+                    expect,
+                );
             }
             5 => {
                 let n = usize::from(s.u8() % 24);
@@ -522,7 +553,13 @@ impl Client {
                 } else {
                     Expect::DeviceInfo
                 };
-                self.push(message(proto::DEVICE_GET_INFO, id, 0, &p), Vec::new(), op, s, expect);
+                self.push(
+                    message(proto::DEVICE_GET_INFO, id, 0, &p),
+                    Vec::new(),
+                    op,
+                    s,
+                    expect,
+                );
             }
             6 => {
                 let index = match s.u8() {
@@ -589,7 +626,13 @@ impl Client {
                     eventfds(nfds)
                 };
                 let p = le(
-                    &[20, u64::from(flags), u64::from(index), u64::from(start), u64::from(count)],
+                    &[
+                        20,
+                        u64::from(flags),
+                        u64::from(index),
+                        u64::from(start),
+                        u64::from(count),
+                    ],
                     &[4, 4, 4, 4, 4],
                 );
                 let eventfd_data = flags & 0x7 == 0x4;
@@ -601,7 +644,13 @@ impl Client {
                 } else {
                     Expect::Any
                 };
-                self.push(message(proto::DEVICE_SET_IRQS, id, 0, &p), fds, op, s, expect);
+                self.push(
+                    message(proto::DEVICE_SET_IRQS, id, 0, &p),
+                    fds,
+                    op,
+                    s,
+                    expect,
+                );
             }
             9 => {
                 if self.resets < MAX_RESETS {
@@ -645,7 +694,12 @@ impl Client {
                 self.drain(fx);
                 let ms = u64::from(s.u8() % 4).min(WAIT_BUDGET_MS - self.waited_ms);
                 self.waited_ms += ms;
-                std::thread::sleep(Duration::from_millis(ms));
+                // The card does what it would do in `ms` (its timers due by then included); the
+                // wait ends once it has nothing left to do before then, which is most of the time
+                // (a plain sleep here was a quarter of this target's time).
+                fx.device
+                    .card
+                    .wait_idle(Instant::now() + Duration::from_millis(ms));
             }
             14 => {
                 const CMDS: [u16; 5] = [
@@ -682,7 +736,13 @@ impl Client {
                 let v = s.u32();
                 let mut p = le(&[reg, u64::from(BAR0_REGION), 4], &[8, 4, 4]);
                 p.extend_from_slice(&v.to_le_bytes());
-                self.push(message(proto::REGION_WRITE, id, 0, &p), Vec::new(), op, s, Expect::Ok(16));
+                self.push(
+                    message(proto::REGION_WRITE, id, 0, &p),
+                    Vec::new(),
+                    op,
+                    s,
+                    Expect::Ok(16),
+                );
             }
         }
     }
@@ -716,7 +776,12 @@ impl Client {
             // Two descriptors.
             9 => {
                 let i = self.slot(s, 1);
-                let f = self.slots[i].as_ref().expect("slot").file.try_clone().expect("dup");
+                let f = self.slots[i]
+                    .as_ref()
+                    .expect("slot")
+                    .file
+                    .try_clone()
+                    .expect("dup");
                 (vec![f, sys::eventfd().expect("eventfd")], Expect::Refused)
             }
             // A read-only descriptor of client memory: mapped read-only.
@@ -741,7 +806,8 @@ impl Client {
                 let i = self.slot(s, kind);
                 let sl = self.slots[i].as_ref().expect("slot");
                 // Memory sealed against writes is refused when the device is to write it.
-                let ok = ranges_ok && sl.sealed && fits(&sl.file) && !(sl.write_sealed && want_write);
+                let ok =
+                    ranges_ok && sl.sealed && fits(&sl.file) && !(sl.write_sealed && want_write);
                 let len = sl.file.metadata().expect("fstat").len();
                 // 3: grows after the map (allowed); 4: shrinks after the map (possible only
                 // unsealed, and then the map was refused).
@@ -766,7 +832,11 @@ impl Client {
             let before = sl.file.metadata().expect("fstat").len();
             let r = sl.file.set_len(len);
             if len < before {
-                assert_eq!(r.is_ok(), !sl.sealed, "a file sealed against shrinking shrank");
+                assert_eq!(
+                    r.is_ok(),
+                    !sl.sealed,
+                    "a file sealed against shrinking shrank"
+                );
             }
         }
     }
@@ -801,15 +871,24 @@ fn cleanup(fx: &Fixture) {
         card.write32(regs::CC, 0);
         let deadline = Instant::now() + Duration::from_secs(2);
         while card.read32(regs::CSTS) & regs::CSTS_RDY != 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(200));
+            // Woken when the card has done what it was given; polled while it idles.
+            if card.wait_idle(Instant::now() + Duration::from_micros(200))
+                && card.read32(regs::CSTS) & regs::CSTS_RDY != 0
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
         if card.read32(regs::CSTS) & regs::CSTS_RDY != 0 {
-            d.reset().unwrap_or_else(|e| panic!("card reset after a stuck disable: {e}"));
+            d.reset()
+                .unwrap_or_else(|e| panic!("card reset after a stuck disable: {e}"));
         }
     }
     match card.core_state() {
         CoreState::Running => {}
-        st => panic!("the card's core stopped: {st:?}\nUART: {}", String::from_utf8_lossy(&card.uart())),
+        st => panic!(
+            "the card's core stopped: {st:?}\nUART: {}",
+            String::from_utf8_lossy(&card.uart())
+        ),
     }
 }
 
