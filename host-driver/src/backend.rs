@@ -347,6 +347,42 @@ impl Backend for CardBackend {
             Err(e) => Err(self.request_error(e)),
         }
     }
+    /// The tensor goes from the DMA arena straight into `out`; every other
+    /// outcome as in [`CardBackend::process`].
+    fn process_image_into(
+        &self,
+        input: &[u8],
+        profile: &ImageProfile,
+        out: &mut [u8],
+    ) -> Result<((u32, u32), Via), RequestError> {
+        let job = Job::Image(*profile);
+        if out.len() != profile.output_len() {
+            return Err(RequestError::OutputSize {
+                got: out.len(),
+                want: profile.output_len(),
+            });
+        }
+        let cpu_into = |out: &mut [u8]| -> Result<((u32, u32), Via), RequestError> {
+            Ok(image::preprocess_image_into(input, profile, out)
+                .map(|wh| (wh, Via::CpuFallback))?)
+        };
+        if input.is_empty() || !CardBackend::fits(input, &job) {
+            return cpu_into(out);
+        }
+        let pool = self.pool(&job).map_err(|e| self.request_error(e))?;
+        match self.open.card.process_to(&pool, input, out, self.timeout) {
+            Ok(cqe) if cqe.written as usize == out.len() => {
+                Ok(((cqe.result0, cqe.result1), Via::Card))
+            }
+            // An answer of the wrong shape is the card's fault, not the
+            // input's: the CPU path answers instead.
+            Ok(_) => cpu_into(out),
+            Err(CardError::Status { status, .. }) if card_side_failure(status) => cpu_into(out),
+            Err(CardError::Status { status, .. }) => Err(self.rejected(input, &job, status)),
+            Err(CardError::Refused(_)) => cpu_into(out),
+            Err(e) => Err(self.request_error(e)),
+        }
+    }
     fn fatal(&self) -> Option<Arc<CardFailure>> {
         self.open.card.fatal()
     }

@@ -415,6 +415,43 @@ impl Card {
         input: &[u8],
         timeout: Duration,
     ) -> Result<(Cqe, Vec<u8>), CardError> {
+        self.request(pool, input, timeout, |arena, off, cqe, out_size| {
+            let n = (cqe.written as usize).min(out_size);
+            let mut out = vec![0u8; n];
+            arena.read(off, &mut out).map(|_| out)
+        })
+    }
+
+    /// Like [`Card::process`], but the tensor goes straight from the DMA
+    /// arena into `out` (one copy, no allocation) when the card wrote exactly
+    /// `out.len()` bytes; otherwise `out` is untouched and the CQE (with the
+    /// length the card claims) is returned for the caller to judge.
+    pub fn process_to(
+        &self,
+        pool: &Pool,
+        input: &[u8],
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Cqe, CardError> {
+        self.request(pool, input, timeout, |arena, off, cqe, out_size| {
+            if cqe.written as usize == out.len() && out.len() <= out_size {
+                arena.read(off, out)?;
+            }
+            Ok(())
+        })
+        .map(|(cqe, ())| cqe)
+    }
+
+    /// One request through a slot of `pool`; on success `read` takes the
+    /// answer out of the slot's output region (arena, offset, CQE, region
+    /// size) before the slot is given back.
+    fn request<R>(
+        &self,
+        pool: &Pool,
+        input: &[u8],
+        timeout: Duration,
+        read: impl FnOnce(&crate::dma::DmaMem, usize, &Cqe, usize) -> std::io::Result<R>,
+    ) -> Result<(Cqe, R), CardError> {
         let deadline = Instant::now() + timeout;
         let p = &pool.inner;
         if input.len() > p.in_size {
@@ -434,16 +471,9 @@ impl Card {
         };
         let cqe = self.inner.await_answer(ticket, deadline, timeout)?;
         let r = match cqe.status() {
-            Status::Success => {
-                let n = (cqe.written as usize).min(p.out_size);
-                let mut out = vec![0u8; n];
-                self.inner
-                    .t
-                    .arena()
-                    .read(p.out_off(slot), &mut out)
-                    .map(|_| (cqe, out))
-                    .map_err(|e| CardError::Refused(Refusal::Arena(Arc::new(e))))
-            }
+            Status::Success => read(self.inner.t.arena(), p.out_off(slot), &cqe, p.out_size)
+                .map(|r| (cqe, r))
+                .map_err(|e| CardError::Refused(Refusal::Arena(Arc::new(e)))),
             status => Err(CardError::Status { status, cqe }),
         };
         p.give(slot, 1);

@@ -272,7 +272,7 @@ fn stuck_cu_watchdog_on_the_wall_clock() {
 
 #[test]
 fn bad_output_length_falls_back_to_cpu() {
-    let f = Fault::new("bad-length@1:-1,bad-length@2:+64,bad-length@3:-100");
+    let f = Fault::new("bad-length@1:-1,bad-length@2:+64,bad-length@3:-100,bad-length@4:-4");
     let be = f.backend();
     for n in 1..=2 {
         let (via, took) = f.request(&be, n);
@@ -302,8 +302,22 @@ fn bad_output_length_falls_back_to_cpu() {
     let mut got = vec![0; len];
     arena.read(off, &mut got).expect("read region");
     assert_eq!(got, f.want);
-    assert_eq!((0..3).map(|i| f.fired(i)).sum::<u64>(), 3);
-    assert_eq!(f.request(&be, 4).0, Via::Card, "after");
+    // The CLI's path (the tensor read from the arena straight into the
+    // caller's buffer): a short answer is not read, the CPU's tensor is.
+    let mut out = vec![0xa5u8; len];
+    let (_, via) = be
+        .process_image_into(&f.input, &p, &mut out)
+        .expect("process_image_into with a short CU_WRITTEN");
+    assert_eq!(via, Via::CpuFallback);
+    assert!(out == f.want, "process_image_into: the CPU path's tensor");
+    assert_eq!((0..4).map(|i| f.fired(i)).sum::<u64>(), 4);
+    assert_eq!(f.request(&be, 5).0, Via::Card, "after");
+    out.fill(0xa5);
+    let (_, via) = be
+        .process_image_into(&f.input, &p, &mut out)
+        .expect("after");
+    assert_eq!(via, Via::Card);
+    assert!(out == f.want, "process_image_into: the card's tensor");
 }
 
 #[test]
