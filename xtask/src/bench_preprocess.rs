@@ -75,6 +75,16 @@ pub(crate) fn parse_e2e(out: &str, key: &str) -> BTreeMap<(String, String), f64>
 /// The end-to-end image lines.
 fn e2e_images(py: &std::path::Path, files: &[String]) -> Result<()> {
     let bin = preba_bin()?;
+    let fw = crate::setup::build_fw()?;
+    util::run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "preba-card",
+        "--bin",
+        "preba-card",
+    ]))?;
+    let card_bin = util::target_dir().join("release").join("preba-card");
     let count = std::env::var("PREBA_BENCH_E2E_COUNT")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -94,6 +104,9 @@ fn e2e_images(py: &std::path::Path, files: &[String]) -> Result<()> {
             .arg(&dir)
             .arg("--count")
             .arg(count.to_string())
+            .arg("--card-bin")
+            .arg(&card_bin)
+            .env("PREBA_FIRMWARE", &fw)
             .args(files)
             .current_dir(root()),
     );
@@ -156,6 +169,21 @@ fn e2e_images(py: &std::path::Path, files: &[String]) -> Result<()> {
             w2 / w1,
             c1 / c2
         );
+    }
+    for dtype in ["u8", "f32"] {
+        let what = format!("card-host-{dtype}");
+        if let (Some(host), Some(card), Some(cpu)) = (
+            get(&what, "host_ms_per_img"),
+            get(&what, "card_ms_per_img"),
+            get(&what, "cpu_ms_per_img"),
+        ) {
+            println!(
+                "  card path ({dtype}, emulated card on a vfio-user socket): host CPU {host:.3} ms/img \
+                 vs CPU path {cpu:.3} ms/img = {:.1}x less (target ~10x); the card process \
+                 (soft core, CUs, emulation) {card:.3} ms/img",
+                cpu / host
+            );
+        }
     }
     for (k, v) in &m {
         if k.1 == "max_abs_diff_vs_preba" {
