@@ -184,9 +184,9 @@ pub fn normalize(features: &mut Features) {
         return;
     }
     for row in features.data.chunks_exact_mut(t).take(features.n_mels) {
-        let mean = sum4(row.iter().map(|&v| v as f64)) / t as f64;
+        let mean = sum4(row, |v| v as f64) / t as f64;
         let std = if t > 1 {
-            let ss = sum4(row.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)));
+            let ss = sum4(row, |v| (v as f64 - mean) * (v as f64 - mean));
             (ss / (t - 1) as f64).sqrt()
         } else {
             0.0
@@ -198,12 +198,20 @@ pub fn normalize(features: &mut Features) {
     }
 }
 
-/// Sum with four partial sums (element i into sum i % 4), added in a fixed
-/// order: deterministic, and not bound by the latency of one add chain.
-fn sum4(it: impl Iterator<Item = f64>) -> f64 {
+/// Sum of `f(v)` with four partial sums (element i into sum i % 4), added
+/// in a fixed order: deterministic, and not bound by the latency of one add
+/// chain. Written over chunks of four so the four sums are one vector.
+fn sum4(row: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let mut s = [0f64; 4];
-    for (i, v) in it.enumerate() {
-        s[i & 3] += v;
+    let chunks = row.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (acc, &v) in s.iter_mut().zip(c) {
+            *acc += f(v);
+        }
+    }
+    for (acc, &v) in s.iter_mut().zip(rest) {
+        *acc += f(v);
     }
     (s[0] + s[1]) + (s[2] + s[3])
 }

@@ -7,7 +7,7 @@ mod audio_common;
 use audio_common::read;
 use preba_preprocess::Error;
 use preba_preprocess::audio::{
-    AudioNorm, AudioProfile, Features, decode_mono, log_mel, log_mel_samples, normalize,
+    AudioNorm, AudioProfile, Features, NORM_EPS, decode_mono, log_mel, log_mel_samples, normalize,
     preprocess_audio, probe_wav,
 };
 use preba_protocol::limits::{MAX_AUDIO_SECONDS, MAX_INPUT_BYTES};
@@ -85,6 +85,49 @@ fn normalized_bands_have_zero_mean_unit_std() {
             "band {m}: std {}",
             var.sqrt()
         );
+    }
+}
+
+/// The normalize stage's bits are its documented definition: per band,
+/// f64 statistics with element i added into partial sum i % 4 in order, the
+/// sums combined as (s0 + s1) + (s2 + s3), the result rounded to f32 once
+/// (the card's normalize CU computes the same). Band lengths that are and
+/// are not multiples of four.
+#[test]
+fn normalize_is_its_definition_bit_for_bit() {
+    fn sum4(row: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+        let mut s = [0f64; 4];
+        for (i, &v) in row.iter().enumerate() {
+            s[i % 4] += f(v);
+        }
+        (s[0] + s[1]) + (s[2] + s[3])
+    }
+    for frames in [1usize, 2, 5, 8, 1001] {
+        let n_mels = 3;
+        let data: Vec<f32> = (0..n_mels * frames)
+            .map(|i| ((i * 2_654_435_761) % 10_007) as f32 * 1e-3 - 4.0)
+            .collect();
+        let mut got = Features {
+            n_mels,
+            frames,
+            data: data.clone(),
+        };
+        normalize(&mut got);
+        let mut want = data;
+        for row in want.chunks_exact_mut(frames) {
+            let mean = sum4(row, |v| v as f64) / frames as f64;
+            let std = if frames > 1 {
+                (sum4(row, |v| (v as f64 - mean) * (v as f64 - mean)) / (frames - 1) as f64).sqrt()
+            } else {
+                0.0
+            };
+            let scale = 1.0 / (std + NORM_EPS);
+            for v in row.iter_mut() {
+                *v = ((*v as f64 - mean) * scale) as f32;
+            }
+        }
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        assert!(bits(&got.data) == bits(&want), "{frames} frames");
     }
 }
 

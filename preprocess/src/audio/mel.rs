@@ -210,8 +210,11 @@ pub(crate) fn plan(p: &AudioProfile) -> Arc<Plan> {
     t
 }
 
-/// Frames of the output written band-major at a time: the frame-major block
-/// is stored in runs rather than one value per row.
+/// Frames whose Mel bands are computed together: their power spectra are
+/// kept bin-major (`[bin][frame]`), so each band's weighted sum runs over
+/// BLOCK frames at once (vectorised across frames, each lane adding the
+/// same terms in the same order as one frame alone: the same bits) and lands
+/// as a run of its output row.
 const BLOCK: usize = 32;
 
 /// Log-Mel of a signal at the profile's rate, fed in pieces as it is made
@@ -238,8 +241,8 @@ pub(crate) struct MelStream<'a> {
     frame: Vec<f32>,
     spec: Vec<Complex<f32>>,
     scratch: Vec<Complex<f32>>,
+    /// Power spectra of the current block, `[bin][frame in block]`.
     power: Vec<f32>,
-    block: Vec<f32>,
 }
 
 impl<'a> MelStream<'a> {
@@ -250,7 +253,6 @@ impl<'a> MelStream<'a> {
         frames: usize,
         out: &'a mut [f32],
     ) -> MelStream<'a> {
-        let n_mels = plan.bands.len();
         MelStream {
             plan,
             preemph,
@@ -265,8 +267,7 @@ impl<'a> MelStream<'a> {
             frame: plan.fft.make_input_vec(),
             spec: plan.fft.make_output_vec(),
             scratch: plan.fft.make_scratch_vec(),
-            power: vec![0f32; plan.n_fft / 2 + 1],
-            block: vec![0f32; n_mels * BLOCK],
+            power: vec![0f32; (plan.n_fft / 2 + 1) * BLOCK],
         }
     }
 
@@ -333,7 +334,6 @@ impl<'a> MelStream<'a> {
         let plan = self.plan;
         let n_fft = plan.n_fft;
         let half = n_fft / 2;
-        let n_mels = plan.bands.len();
         // Frame t covers x[t * hop - half ..][..n_fft]; only the window's
         // non-zero span is read, and zeros outside the signal.
         self.frame.fill(0.0);
@@ -355,34 +355,33 @@ impl<'a> MelStream<'a> {
         plan.fft
             .process_with_scratch(&mut self.frame, &mut self.spec, &mut self.scratch)
             .map_err(|e| Error::InvalidProfile(format!("FFT: {e}")))?;
-        for (p, c) in self.power.iter_mut().zip(self.spec.iter()) {
-            *p = c.re * c.re + c.im * c.im;
-        }
         let bt = t % BLOCK;
-        let mels = &mut self.block[bt * n_mels..(bt + 1) * n_mels];
-        for (mel, band) in mels.iter_mut().zip(&plan.bands) {
-            let bins = &self.power[band.start..band.start + band.w.len()];
-            let mut acc = 0f32;
-            for (w, p) in band.w.iter().zip(bins) {
-                acc += w * p;
-            }
-            *mel = acc + LOG_GUARD;
-        }
-        // One vectorisable pass of ln over the frame's bands.
-        for v in mels.iter_mut() {
-            *v = ln_f32(*v);
+        for (k, c) in self.spec.iter().enumerate() {
+            self.power[k * BLOCK + bt] = c.re * c.re + c.im * c.im;
         }
         if bt + 1 == BLOCK || t + 1 == self.frames {
-            let frames = self.frames;
-            let t0 = t - bt;
-            for m in 0..n_mels {
-                let row = &mut self.out[m * frames + t0..m * frames + t + 1];
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = self.block[j * n_mels + m];
-                }
-            }
+            self.mel_block(t - bt, bt + 1);
         }
         Ok(())
+    }
+
+    /// Mel bands of frames `t0 .. t0 + n` (their power spectra are in
+    /// `power`), log taken, into their output rows.
+    fn mel_block(&mut self, t0: usize, n: usize) {
+        let frames = self.frames;
+        for (m, band) in self.plan.bands.iter().enumerate() {
+            let mut acc = [0f32; BLOCK];
+            let rows = self.power.chunks_exact(BLOCK).skip(band.start);
+            for (&w, row) in band.w.iter().zip(rows) {
+                for (a, &p) in acc.iter_mut().zip(row) {
+                    *a += w * p;
+                }
+            }
+            for a in acc.iter_mut() {
+                *a = ln_f32(*a + LOG_GUARD);
+            }
+            self.out[m * frames + t0..m * frames + t0 + n].copy_from_slice(&acc[..n]);
+        }
     }
 }
 
@@ -423,6 +422,72 @@ mod tests {
         let mut s = MelStream::new(&plan, p.preemph, x.len(), frames, &mut out);
         s.push(&x[..100]).unwrap();
         assert!(s.finish().is_err());
+    }
+
+    /// The block computation (power spectra bin-major, each band summed over
+    /// BLOCK frames at once) gives the bits of the plain one-frame-at-a-time
+    /// definition: window, FFT, power, each band's weighted sum in bin
+    /// order, guard, log. Profiles with narrow and wide bands; frame counts
+    /// that end mid-block.
+    #[test]
+    fn block_mel_equals_frame_by_frame() {
+        let narrow = AudioProfile {
+            sample_rate: 22_050,
+            n_fft: 256,
+            win_length: 200,
+            hop: 64,
+            n_mels: 128,
+            fmin_hz: 20,
+            fmax_hz: 11_025,
+            ..AudioProfile::default()
+        };
+        for (p, len) in [
+            (AudioProfile::default(), 50_000usize),
+            (AudioProfile::default(), 160 * (BLOCK + 3)),
+            (narrow, 9_999),
+        ] {
+            let plan = plan(&p);
+            let x: Vec<f32> = (0..len as u32)
+                .map(|i| (i as f32 * 0.029).sin() * 0.4 + ((i * 7919) % 101) as f32 * 2e-3)
+                .collect();
+            let frames = p.frames(len as u64) as usize;
+            let n_mels = p.n_mels as usize;
+            let mut got = vec![0f32; n_mels * frames];
+            let mut s = MelStream::new(&plan, p.preemph, len, frames, &mut got);
+            s.push(&x).unwrap();
+            s.finish().unwrap();
+            // The definition, frame by frame, from the pre-emphasised signal.
+            let mut y = x.clone();
+            for n in (1..len).rev() {
+                y[n] -= p.preemph * x[n - 1];
+            }
+            let (n_fft, half) = (plan.n_fft, plan.n_fft / 2);
+            let mut frame = plan.fft.make_input_vec();
+            let mut spec = plan.fft.make_output_vec();
+            let mut want = vec![0f32; n_mels * frames];
+            for t in 0..frames {
+                for (i, f) in frame.iter_mut().enumerate() {
+                    let at = (t * plan.hop + i) as isize - half as isize;
+                    *f = if (0..len as isize).contains(&at) {
+                        y[at as usize] * plan.window[i]
+                    } else {
+                        0.0
+                    };
+                }
+                plan.fft.process(&mut frame, &mut spec).unwrap();
+                let power: Vec<f32> = spec.iter().map(|c| c.re * c.re + c.im * c.im).collect();
+                assert_eq!(power.len(), n_fft / 2 + 1);
+                for (m, band) in plan.bands.iter().enumerate() {
+                    let mut acc = 0f32;
+                    for (j, w) in band.w.iter().enumerate() {
+                        acc += w * power[band.start + j];
+                    }
+                    want[m * frames + t] = ln_f32(acc + LOG_GUARD);
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            assert!(bits(&got) == bits(&want), "{p:?} len {len}");
+        }
     }
 
     #[test]
