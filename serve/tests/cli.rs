@@ -329,7 +329,7 @@ fn mixed_kinds_fail_per_input() {
 /// naming the output (`preba: PATH: reason`, exit 1 as for any failure that
 /// is not a usage error), not a signal or a hang.
 #[test]
-fn output_write_failure_exits_2() {
+fn output_write_failure_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("big.npy");
     let inputs: Vec<PathBuf> = fixtures("images")
