@@ -130,16 +130,7 @@ fn images_contract() {
 fn normalized_nhwc_f32_and_all_ok_exit_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("n.npy");
-    let inputs: Vec<PathBuf> = fixtures("images")
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("sampling_4")
-        })
-        .collect();
+    let inputs: Vec<PathBuf> = common::fixtures_named("images", &["jpg"], "sampling_4");
     assert!(inputs.len() >= 3);
     let args = [
         "preprocess",
@@ -332,16 +323,7 @@ fn mixed_kinds_fail_per_input() {
 fn output_write_failure_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("big.npy");
-    let inputs: Vec<PathBuf> = fixtures("images")
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("imagenet_")
-        })
-        .collect();
+    let inputs: Vec<PathBuf> = common::fixtures_named("images", &["jpg"], "imagenet_");
     assert!(inputs.len() >= 6);
     // 1,000 KiB: six u8 rows are 882 KiB after the header, so the limit
     // falls inside a row, whichever worker writes it. SIGXFSZ ignored (an

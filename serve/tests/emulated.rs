@@ -283,15 +283,8 @@ fn emulated_is_the_default() {
     };
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let imgs: Vec<PathBuf> = fixtures("images", "jpg")
+    let imgs: Vec<PathBuf> = common::fixtures_named("images", &["jpg"], "imagenet")
         .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("imagenet")
-        })
         .take(3)
         .collect();
     let (out, man) = (dir.path().join("o.npy"), dir.path().join("m.json"));

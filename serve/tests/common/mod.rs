@@ -19,6 +19,18 @@ pub fn fixtures(kind: &str, exts: &[&str]) -> Vec<PathBuf> {
     v
 }
 
+/// The fixtures of `kind` whose file names start with `prefix`.
+pub fn fixtures_named(kind: &str, exts: &[&str], prefix: &str) -> Vec<PathBuf> {
+    fixtures(kind, exts)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect()
+}
+
 /// Exit code (-1 for a signal) and stderr of a finished `preba` run.
 pub fn code_and_stderr(o: &Output) -> (i32, String) {
     (
