@@ -169,9 +169,12 @@ impl Transport for VfioUser {
             .region_read(BAR0_REGION, off, data)
             .map_err(client_err(read_op(Region::Bar0, off, data.len())))
     }
+    /// Posted, as a PCIe memory write is: doorbells cost the host one
+    /// message, not a round trip (two context switches and a receive per
+    /// request each way); reads after it are answered after it is applied.
     fn bar0_write(&self, off: u64, data: &[u8]) -> TResult<()> {
         self.client()?
-            .region_write(BAR0_REGION, off, data)
+            .region_write_posted(BAR0_REGION, off, data)
             .map_err(client_err(write_op(Region::Bar0, off, data.len())))
     }
     fn bar2_read(&self, off: u64, data: &mut [u8]) -> TResult<()> {

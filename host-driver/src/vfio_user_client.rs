@@ -33,6 +33,8 @@ const REGION_WRITE: u16 = 10;
 const DEVICE_RESET: u16 = 13;
 const FLAG_REPLY: u32 = 1;
 const FLAG_ERROR: u32 = 1 << 5;
+/// A command the sender wants no reply to (vfio-user "No_reply").
+const FLAG_NO_REPLY: u32 = 1 << 4;
 const DMA_READ_WRITE: u32 = 0b11;
 /// Largest region access we ask for (BAR reads of a few bytes to a log page).
 pub const MAX_ACCESS: usize = 1 << 20;
@@ -170,17 +172,16 @@ impl Client {
         e
     }
 
-    /// One command and its reply: returns the reply's payload (after the
-    /// header), which must be `min..=max` bytes.
-    fn call(
+    /// Sends one command message (`flags`: 0, or [`FLAG_NO_REPLY`]);
+    /// returns its message id.
+    fn send(
         &mut self,
         op: &'static str,
         command: u16,
+        flags: u32,
         payload: &[u8],
         fds: &[RawFd],
-        min: usize,
-        max: usize,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<u16> {
         if let Some(first) = &self.broken {
             return Err(ClientError::Broken {
                 first: first.clone(),
@@ -192,7 +193,7 @@ impl Client {
         msg.extend_from_slice(&id.to_le_bytes());
         msg.extend_from_slice(&command.to_le_bytes());
         msg.extend_from_slice(&((HEADER + payload.len()) as u32).to_le_bytes());
-        msg.extend_from_slice(&0u32.to_le_bytes()); // a command
+        msg.extend_from_slice(&flags.to_le_bytes()); // a command
         msg.extend_from_slice(&0u32.to_le_bytes());
         msg.extend_from_slice(payload);
         let sent = if fds.is_empty() {
@@ -213,6 +214,21 @@ impl Client {
             Ok(_) => {}
             Err(e) => return Err(self.io_err(op, e)),
         }
+        Ok(id)
+    }
+
+    /// One command and its reply: returns the reply's payload (after the
+    /// header), which must be `min..=max` bytes.
+    fn call(
+        &mut self,
+        op: &'static str,
+        command: u16,
+        payload: &[u8],
+        fds: &[RawFd],
+        min: usize,
+        max: usize,
+    ) -> Result<Vec<u8>> {
+        let id = self.send(op, command, 0, payload, fds)?;
         let mut h = [0u8; HEADER];
         if let Err(e) = self.stream.read_exact(&mut h) {
             return Err(self.io_err(op, e));
@@ -308,6 +324,24 @@ impl Client {
         let mut p = Self::access_head(offset, region, data.len());
         p.extend_from_slice(data);
         self.call("REGION_WRITE", REGION_WRITE, &p, &[], 16, 16)
+            .map(drop)
+    }
+
+    /// REGION_WRITE of `data` as a posted write (the no-reply flag), as an
+    /// MMIO store is on PCIe: sent, not waited for. The server applies
+    /// messages in order, so a later read sees it. A server that refuses it
+    /// answers with an error reply anyway, which the next call reads as out
+    /// of step: the client is then broken, as after any bad reply.
+    pub fn region_write_posted(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
+        if data.len() > MAX_ACCESS {
+            return Err(ClientError::BadReply {
+                op: "REGION_WRITE",
+                why: format!("{} bytes given, at most {MAX_ACCESS}", data.len()),
+            });
+        }
+        let mut p = Self::access_head(offset, region, data.len());
+        p.extend_from_slice(data);
+        self.send("REGION_WRITE", REGION_WRITE, FLAG_NO_REPLY, &p, &[])
             .map(drop)
     }
 
@@ -425,6 +459,56 @@ mod tests {
             "{e}"
         );
         assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert!(matches!(
+            c.region_read(0, 0, &mut b).unwrap_err(),
+            ClientError::Broken { .. }
+        ));
+    }
+
+    /// A posted write goes out with the no-reply flag and is not waited
+    /// for: the server answers only the read after it (which it applies in
+    /// order). A server that answers the posted write with an error anyway
+    /// puts the stream out of step: the next call fails and the client stays
+    /// broken.
+    #[test]
+    fn posted_writes_are_not_waited_for() {
+        let (_d, p) = server(|s, h| {
+            // The posted write: no reply. Then a REGION_READ of 4 bytes.
+            assert_eq!(u16::from_le_bytes([h[2], h[3]]), REGION_WRITE);
+            assert_eq!(le32(&h, 8), FLAG_NO_REPLY);
+            let mut rest = vec![0u8; le32(&h, 4) as usize - 16];
+            s.read_exact(&mut rest).unwrap();
+            assert_eq!(&rest[16..], &[1, 2, 3, 4]);
+            let mut r = [0u8; 16];
+            s.read_exact(&mut r).unwrap();
+            let mut body = vec![0u8; le32(&r, 4) as usize - 16];
+            s.read_exact(&mut body).unwrap();
+            let mut m = r.to_vec();
+            m[4..8].copy_from_slice(&(16u32 + 16 + 4).to_le_bytes());
+            m[8..12].copy_from_slice(&FLAG_REPLY.to_le_bytes());
+            m.extend_from_slice(&body[..16]);
+            m.extend_from_slice(&[1, 2, 3, 4]);
+            s.write_all(&m).unwrap();
+            // A second posted write, answered with an error reply anyway.
+            let mut w = [0u8; 16];
+            s.read_exact(&mut w).unwrap();
+            let mut rest = vec![0u8; le32(&w, 4) as usize - 16];
+            s.read_exact(&mut rest).unwrap();
+            let mut e = w.to_vec();
+            e[8..12].copy_from_slice(&(FLAG_REPLY | FLAG_ERROR).to_le_bytes());
+            e[12..16].copy_from_slice(&22u32.to_le_bytes());
+            s.write_all(&e).unwrap();
+        });
+        let mut c = Client::connect(&p, Duration::from_secs(2)).unwrap();
+        let t0 = Instant::now();
+        c.region_write_posted(0, 0x1000, &[1, 2, 3, 4]).unwrap();
+        assert!(t0.elapsed() < Duration::from_millis(500), "not waited for");
+        let mut b = [0u8; 4];
+        c.region_read(0, 0x1000, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        c.region_write_posted(0, 0x1000, &[5, 6, 7, 8]).unwrap();
+        let e = c.region_read(0, 0x1000, &mut b).unwrap_err();
+        assert!(!matches!(e, ClientError::Timeout { .. }), "{e}");
         assert!(matches!(
             c.region_read(0, 0, &mut b).unwrap_err(),
             ClientError::Broken { .. }
