@@ -54,7 +54,31 @@ fn profile(len: usize) -> ImageProfile {
 /// partial MCUs, restart intervals, several scans all fit).
 const MAX_FUZZ_PIXELS: u64 = 128 * 128;
 
+/// libFuzzer's panic hook aborts on every panic, even one the code under
+/// test catches. The CPU path runs zune-jpeg (for what the card does not
+/// take) under `catch_unwind` and answers CORRUPT_INPUT when it panics
+/// (zune-jpeg 0.5.15 does, e.g. in its AVX2 IDCT: fuzz/seeds/golden_jpeg/
+/// regress_zune_idct_panic.jpg, test `zune_panic_is_a_corrupt_input`), so a
+/// panic raised inside zune-jpeg is let through to that `catch_unwind`; any
+/// other panic still aborts (is a crash), and a zune-jpeg panic that nobody
+/// caught would unwind into libFuzzer and abort too.
+fn let_caught_decoder_panics_through() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fuzzer_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_zune = info
+                .location()
+                .is_some_and(|l| l.file().contains("/zune-jpeg-"));
+            if !in_zune {
+                fuzzer_hook(info);
+            }
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    let_caught_decoder_panics_through();
     let profile = profile(data.len());
     // A frame the CPU path takes (inside the limits) but too large to decode here.
     let too_big = probe(data)

@@ -158,3 +158,31 @@ fn huge_declared_sizes_are_refused_before_decoding() {
         Err(Error::InputTooLarge(_))
     ));
 }
+
+/// Found by the golden_jpeg fuzz target (2026-12-04, 1.1 M executions): a
+/// JPEG the card does not take on which zune-jpeg 0.5.15 panics in its AVX2
+/// IDCT (`idct/avx2.rs:246`, an `unwrap` on a short coefficient block). The
+/// CPU path runs zune-jpeg under `catch_unwind`, so the input is refused as
+/// corrupt, the process lives on, and the card path refuses it too.
+#[test]
+fn zune_panic_is_a_corrupt_input() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds/golden_jpeg/regress_zune_idct_panic.jpg");
+    let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for profile in [
+        ImageProfile::default(),
+        ImageProfile {
+            resize: 64,
+            crop: 56,
+            ..ImageProfile::default()
+        },
+    ] {
+        match preprocess_image(&data, &profile) {
+            // (On a CPU without AVX2 zune-jpeg takes another IDCT and may
+            // refuse the input with an error of its own instead.)
+            Err(Error::CorruptInput(_)) => {}
+            other => panic!("want CorruptInput from the caught panic, got {other:?}"),
+        }
+    }
+    check(&data);
+}
