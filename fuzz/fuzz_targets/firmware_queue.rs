@@ -130,6 +130,27 @@ fn boot() -> State {
 
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    /// The last [`TRAIL_LEN`] queue events across inputs (the card carries
+    /// state from one input to the next, so a failure may stem from an
+    /// earlier input): printed with every strict failure.
+    static TRAIL: RefCell<std::collections::VecDeque<String>> =
+        const { RefCell::new(std::collections::VecDeque::new()) };
+}
+
+const TRAIL_LEN: usize = 96;
+
+fn trail(event: String) {
+    TRAIL.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() == TRAIL_LEN {
+            t.pop_front();
+        }
+        t.push_back(event);
+    });
+}
+
+fn trail_text() -> String {
+    TRAIL.with(|t| t.borrow().iter().cloned().collect::<Vec<_>>().join("\n  "))
 }
 
 /// Pulls `n` bytes off the script (zero-padded at its end).
@@ -175,11 +196,19 @@ fn drain(h: &mut Host, qid: u16, strict: bool) -> bool {
             return true;
         }
         match h.wait(qid, n) {
-            Ok(_) => {}
+            Ok(cs) => {
+                for c in cs {
+                    trail(format!(
+                        "q{qid} done cid {} status {:#x} sqh {}",
+                        c.cid, c.status, c.sq_head
+                    ));
+                }
+            }
             Err(e) if strict => panic!(
-                "queue {qid}: {e} (QFAULT {:#x}, CSTS {:#x})",
+                "queue {qid}: {e} (QFAULT {:#x}, CSTS {:#x}); last events:\n  {}",
                 h.card.read32(regs::QFAULT),
-                h.card.read32(regs::CSTS)
+                h.card.read32(regs::CSTS),
+                trail_text()
             ),
             Err(_) => return false,
         }
@@ -201,7 +230,15 @@ fn settle(h: &mut Host, qid: u16) -> bool {
         // A reap that took something rang the CQ head doorbell: the card may
         // post more (it may have been waiting for room).
         let took = match h.reap(qid) {
-            Ok(c) => !c.is_empty(),
+            Ok(c) => {
+                for c in &c {
+                    trail(format!(
+                        "q{qid} settled cid {} status {:#x}",
+                        c.cid, c.status
+                    ));
+                }
+                !c.is_empty()
+            }
             Err(_) => return false,
         };
         if (idle && !took) || Instant::now() >= deadline {
@@ -236,6 +273,7 @@ fn run(st: &mut State, mut data: &[u8]) {
                 let v = confine(u64_at(&e, 8), st.out, OUT_LEN);
                 put_u64(&mut e, 8, v);
                 let entry: [u8; SQE_SIZE] = e.try_into().expect("64 bytes");
+                trail(format!("q1 submit cid {cid} op {:#x}", entry[0]));
                 match st.host.submit_raw(IO_QID, cid, &entry) {
                     Ok(()) => {}
                     Err(_) if desync => break,
@@ -267,6 +305,7 @@ fn run(st: &mut State, mut data: &[u8]) {
                     }
                 }
                 let entry: [u8; SQE_SIZE] = e.try_into().expect("64 bytes");
+                trail(format!("q0 submit cid {cid} op {:#x}", entry[0]));
                 match st.host.submit_raw(0, cid, &entry) {
                     Ok(()) => {}
                     Err(_) if desync => break,
@@ -287,6 +326,7 @@ fn run(st: &mut State, mut data: &[u8]) {
                 } else {
                     regs::cq_doorbell(qid)
                 };
+                trail(format!("hostile doorbell {:#x} = {v}", reg));
                 st.host.card.write32(reg, v);
                 desync = true;
                 st.host.timeout = DESYNC_WAIT;
@@ -298,7 +338,11 @@ fn run(st: &mut State, mut data: &[u8]) {
                 let q = st.host.host_queue(IO_QID).expect("queue 1").clone();
                 let off = u64::from(u16_at(&b, 0));
                 let at = if relocate {
-                    st.blob + off % BLOB_LEN as u64
+                    // Inside the blob: a poke running past its end would land in the
+                    // admin SQ allocated right after it (a host corrupting its own
+                    // queue, which no card can prevent: an admin entry with cid
+                    // 0xffff, "unknown cid" in a strict drain, found by this target).
+                    st.blob + off % (BLOB_LEN - len) as u64
                 } else {
                     // Inside the I/O SQ (not running past its end into the CQ), sparing the
                     // command ids the harness tracks in every entry the poke touches.
@@ -318,6 +362,7 @@ fn run(st: &mut State, mut data: &[u8]) {
                     }
                     q.sq_base + o
                 };
+                trail(format!("poke {} bytes at {at:#x}", v.len()));
                 let _ = st.host.mem.write(at, &v);
             }
             4 => {
@@ -361,10 +406,12 @@ fn run(st: &mut State, mut data: &[u8]) {
     {
         std::thread::sleep(Duration::from_micros(20));
     }
+    trail("recovery: disable".into());
     let recovered = st.host.disable().is_ok() && {
         st.host.release(st.rings);
         setup(&mut st.host).is_ok()
     };
+    trail(format!("recovered by disable: {recovered}"));
     if !recovered {
         st.host
             .function_reset()
@@ -399,6 +446,7 @@ fuzz_target!(|data: &[u8]| {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         let st = s.get_or_insert_with(boot);
+        trail(format!("-- input of {} bytes", data.len()));
         run(st, data);
     });
 });
