@@ -315,6 +315,13 @@ impl Client {
 
     /// REGION_WRITE of `data` (at most [`MAX_ACCESS`] bytes).
     pub fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
+        let p = Self::write_payload(region, offset, data)?;
+        self.call("REGION_WRITE", REGION_WRITE, &p, &[], 16, 16)
+            .map(drop)
+    }
+
+    /// A REGION_WRITE's payload (`data` at most [`MAX_ACCESS`] bytes).
+    fn write_payload(region: u32, offset: u64, data: &[u8]) -> Result<Vec<u8>> {
         if data.len() > MAX_ACCESS {
             return Err(ClientError::BadReply {
                 op: "REGION_WRITE",
@@ -323,8 +330,7 @@ impl Client {
         }
         let mut p = Self::access_head(offset, region, data.len());
         p.extend_from_slice(data);
-        self.call("REGION_WRITE", REGION_WRITE, &p, &[], 16, 16)
-            .map(drop)
+        Ok(p)
     }
 
     /// REGION_WRITE of `data` as a posted write (the no-reply flag), as an
@@ -333,14 +339,7 @@ impl Client {
     /// answers with an error reply anyway, which the next call reads as out
     /// of step: the client is then broken, as after any bad reply.
     pub fn region_write_posted(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
-        if data.len() > MAX_ACCESS {
-            return Err(ClientError::BadReply {
-                op: "REGION_WRITE",
-                why: format!("{} bytes given, at most {MAX_ACCESS}", data.len()),
-            });
-        }
-        let mut p = Self::access_head(offset, region, data.len());
-        p.extend_from_slice(data);
+        let p = Self::write_payload(region, offset, data)?;
         self.send("REGION_WRITE", REGION_WRITE, FLAG_NO_REPLY, &p, &[])
             .map(drop)
     }
