@@ -273,6 +273,29 @@ impl CardBackend {
         }
     }
 
+    /// The one routing decision for the card's answer to a request:
+    /// `Some` is the card's usable answer; `None` sends the request through
+    /// the CPU path (the card answered with the wrong shape, failed for
+    /// reasons of its own, or does not take it; with `serving`, also a dead
+    /// card: a server keeps serving, the CLI reports it); an error is the
+    /// input's (rejected with its status) or the transport's.
+    fn route<T>(
+        &self,
+        input: &[u8],
+        job: &Job,
+        answer: Result<Option<T>, CardError>,
+        serving: bool,
+    ) -> Result<Option<T>, RequestError> {
+        match answer {
+            Ok(v) => Ok(v),
+            Err(CardError::Status { status, .. }) if card_side_failure(status) => Ok(None),
+            Err(CardError::Status { status, .. }) => Err(self.rejected(input, job, status)),
+            Err(CardError::Refused(_)) => Ok(None),
+            Err(CardError::Fatal { .. }) if serving => Ok(None),
+            Err(e) => Err(self.request_error(e)),
+        }
+    }
+
     /// Builds the output from the card's bytes, checking them against what
     /// the request asked for (the card is not trusted with shapes).
     fn output(&self, input: &[u8], job: &Job, cqe: &Cqe, data: Vec<u8>) -> Result<Output, String> {
@@ -330,21 +353,15 @@ impl Backend for CardBackend {
             return Ok(cpu(input, job, Via::CpuFallback)?);
         }
         let pool = self.pool(job).map_err(|e| self.request_error(e))?;
-        match self.open.card.process(&pool, input, self.timeout) {
-            // An answer of the wrong shape is the card's fault, not the
-            // input's: the CPU path answers instead.
-            Ok((cqe, data)) => match self.output(input, job, &cqe, data) {
-                Ok(o) => Ok((o, Via::Card)),
-                Err(_) => Ok(cpu(input, job, Via::CpuFallback)?),
-            },
-            // What the card does not take, and what failed on the card for
-            // reasons of its own, goes through the CPU path.
-            Err(CardError::Status { status, .. }) if card_side_failure(status) => {
-                Ok(cpu(input, job, Via::CpuFallback)?)
-            }
-            Err(CardError::Status { status, .. }) => Err(self.rejected(input, job, status)),
-            Err(CardError::Refused(_)) => Ok(cpu(input, job, Via::CpuFallback)?),
-            Err(e) => Err(self.request_error(e)),
+        // An answer of the wrong shape is the card's fault, not the input's.
+        let answer = self
+            .open
+            .card
+            .process(&pool, input, self.timeout)
+            .map(|(cqe, data)| self.output(input, job, &cqe, data).ok());
+        match self.route(input, job, answer, false)? {
+            Some(o) => Ok((o, Via::Card)),
+            None => Ok(cpu(input, job, Via::CpuFallback)?),
         }
     }
     /// The tensor goes from the DMA arena straight into `out`; every other
@@ -370,17 +387,15 @@ impl Backend for CardBackend {
             return cpu_into(out);
         }
         let pool = self.pool(&job).map_err(|e| self.request_error(e))?;
-        match self.open.card.process_to(&pool, input, out, self.timeout) {
-            Ok(cqe) if cqe.written as usize == out.len() => {
-                Ok(((cqe.result0, cqe.result1), Via::Card))
-            }
-            // An answer of the wrong shape is the card's fault, not the
-            // input's: the CPU path answers instead.
-            Ok(_) => cpu_into(out),
-            Err(CardError::Status { status, .. }) if card_side_failure(status) => cpu_into(out),
-            Err(CardError::Status { status, .. }) => Err(self.rejected(input, &job, status)),
-            Err(CardError::Refused(_)) => cpu_into(out),
-            Err(e) => Err(self.request_error(e)),
+        let want = out.len();
+        let answer = self
+            .open
+            .card
+            .process_to(&pool, input, out, self.timeout)
+            .map(|cqe| (cqe.written as usize == want).then_some((cqe.result0, cqe.result1)));
+        match self.route(input, &job, answer, false)? {
+            Some(wh) => Ok((wh, Via::Card)),
+            None => cpu_into(out),
         }
     }
     fn fatal(&self) -> Option<Arc<CardFailure>> {
@@ -421,22 +436,19 @@ impl Backend for CardBackend {
             write_image(arena, (off, len), o).map(|()| via)
         };
         let region = OutRegion { off, len, guard };
-        match self
+        // The card answered and is done with the region: a wrong length is
+        // its fault, and the CPU's tensor overwrites what it wrote.
+        let answer = self
             .open
             .card
             .process_into(&pool, input, region, self.timeout)
-        {
-            Ok(cqe) if cqe.written as usize == len => Ok(Via::Card),
-            // The card answered and is done with the region: a wrong length
-            // is its fault, and the CPU's tensor overwrites what it wrote.
-            Ok(_) => fallback(),
-            Err(CardError::Status { status, .. }) if card_side_failure(status) => fallback(),
-            Err(CardError::Refused(_)) | Err(CardError::Fatal { .. }) => fallback(),
-            Err(CardError::Status { status, .. }) => Err(self.rejected(input, &whole, status)),
-            // A timed-out request may still be written by the card: the
-            // region stays held by its guard, so the caller must not reuse
-            // it; the CPU answer goes nowhere.
-            Err(e) => Err(self.request_error(e)),
+            .map(|cqe| (cqe.written as usize == len).then_some(()));
+        // A timed-out request may still be written by the card: the region
+        // stays held by its guard, so the caller must not reuse it (the
+        // error goes back, no CPU answer is written).
+        match self.route(input, &whole, answer, true)? {
+            Some(()) => Ok(Via::Card),
+            None => fallback(),
         }
     }
 }

@@ -342,7 +342,7 @@ enum Made {
 }
 
 /// The outcome of input `pos`, with the buffer its tensor was made in
-/// (empty when it was made in its row of the mapped output).
+/// (handed back to a worker for the next input).
 struct Done {
     pos: usize,
     result: Result<(Made, Via), Failure>,
@@ -384,76 +384,42 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
             cores.max(backend.parallelism())
         })
         .clamp(1, 256);
-    let (mut sink, mapped) = Sink::create(&args.output, &job, args.inputs.len())?;
-    let rows = mapped.as_ref();
+    let file = create_output(&args.output)?;
     let mut manifest = match &args.manifest {
         Some(m) => Some(Manifest::create(m, backend.name(), kind, args, &job)?),
         None => None,
     };
-    let progress = Progress::new(args.inputs.len());
-    let mut failed = 0usize;
-    // Results are written in input order as they complete; the manifest is
-    // streamed too, so memory stays flat however many inputs there are.
-    let mut take = |d: Done| -> Result<Vec<u8>, Error> {
-        let path = &args.inputs[d.pos];
-        let entry = match d.result {
-            Ok((made, via)) => {
-                let index = sink.add(d.pos, &made)?;
-                entry_ok(path, &made, via, index)
-            }
-            Err(Failure::Output(source)) => {
-                return Err(Error::Output {
-                    path: args.output.clone(),
-                    source,
-                });
-            }
-            Err(Failure::Input(reason)) => {
-                failed += 1;
-                eprintln!("{}: {reason}", path.display());
-                json!({"path": path.display().to_string(), "status": "error", "error": reason,
-                       "index": Value::Null, "via": Value::Null})
-            }
-        };
-        if let Some(m) = &mut manifest {
-            m.add(&entry)?;
-        }
-        let mut buf = d.buf;
-        if buf.capacity() > KEEP_MAX {
-            buf = Vec::new();
-        }
-        Ok(buf)
+    let ctx = Ctx {
+        args,
+        kind,
+        backend: backend.as_ref(),
+        threads,
     };
-    if threads == 1 || args.inputs.len() == 1 {
-        // One thread: all on this one, no hand-offs.
-        let mut scratch = Scratch::default();
-        let mut buf = Vec::new();
-        for pos in 0..args.inputs.len() {
-            let d = work(
-                pos,
-                &args.inputs[pos],
-                &job,
-                kind,
-                backend.as_ref(),
-                rows,
-                &mut scratch,
-                buf,
-            );
-            progress.tick();
-            buf = take(d)?;
+    let failed = match &job {
+        Job::Image(p) => {
+            let out = ImageOut::create(file, &args.output, p, args.inputs.len())?;
+            // Rows are written only for inputs that succeeded, and results
+            // come here in input order: the i-th success is row i.
+            let mut kept = 0usize;
+            let failed = ctx.drive(Task::Image(p, &out.rows), &mut manifest, &mut |_, _| {
+                kept += 1;
+                Ok(kept - 1)
+            })?;
+            out.finish(kept)?;
+            failed
         }
-    } else {
-        run_pool(
-            args,
-            &job,
-            kind,
-            backend.as_ref(),
-            rows,
-            threads,
-            &progress,
-            &mut take,
-        )?;
-    }
-    sink.finish(mapped)?;
+        Job::Audio(_) => {
+            let mut out = AudioOut {
+                zip: npy::NpzWriter::new(BufWriter::new(file)),
+                path: args.output.clone(),
+            };
+            let failed = ctx.drive(Task::Audio(&job), &mut manifest, &mut |pos, made| {
+                out.add(pos, made)
+            })?;
+            out.finish()?;
+            failed
+        }
+    };
     let fatal = backend.fatal();
     if let Some(m) = manifest {
         m.finish()?;
@@ -469,129 +435,186 @@ pub fn preprocess(args: &PreprocessArgs) -> Result<i32, Error> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
-/// `threads` long-lived workers take inputs in order and hand each result,
-/// with the buffer it was made in, to this thread, which writes them in
-/// input order and hands the buffers back. A worker takes a free buffer
-/// before it takes an input, so the input the writer waits for always has
-/// one: `2 * threads` buffers bound the results held out of order.
-#[allow(clippy::too_many_arguments)]
-fn run_pool(
-    args: &PreprocessArgs,
-    job: &Job,
-    kind: Kind,
-    backend: &dyn Backend,
-    rows: Option<&Rows>,
-    threads: usize,
-    progress: &Progress,
-    take: &mut dyn FnMut(Done) -> Result<Vec<u8>, Error>,
-) -> Result<(), Error> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Mutex, mpsc};
-    let inputs = &args.inputs;
-    let threads = threads.min(inputs.len());
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
-    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..2 * threads {
-        let _ = free_tx.send(Vec::new());
-    }
-    let free_rx = Mutex::new(free_rx);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let done_tx = done_tx.clone();
-            let (next, stop, free_rx) = (&next, &stop, &free_rx);
-            s.spawn(move || {
-                let mut scratch = Scratch::default();
-                loop {
-                    let buf = {
-                        let Ok(rx) = free_rx.lock() else { return };
-                        match rx.recv() {
-                            Ok(b) => b,
-                            Err(_) => return,
-                        }
-                    };
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let pos = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = inputs.get(pos) else { return };
-                    let d = work(pos, path, job, kind, backend, rows, &mut scratch, buf);
-                    progress.tick();
-                    if done_tx.send(d).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-        let mut held: std::collections::BTreeMap<usize, Done> = Default::default();
-        let mut want = 0usize;
-        let mut result = Ok(());
-        while want < inputs.len() {
-            let d = match held.remove(&want) {
-                Some(d) => d,
-                None => match done_rx.recv() {
-                    Ok(d) if d.pos == want => d,
-                    Ok(d) => {
-                        held.insert(d.pos, d);
-                        continue;
-                    }
-                    // Every worker ended without this input: only after a
-                    // panic in one of them.
-                    Err(_) => {
-                        result = Err(Error::Usage(format!(
-                            "internal error: worker lost input {}",
-                            inputs[want].display()
-                        )));
-                        break;
-                    }
-                },
-            };
-            want += 1;
-            match take(d) {
-                Ok(buf) => {
-                    let _ = free_tx.send(buf);
-                }
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        // Wake and end the workers (on an error, before they finish).
-        stop.store(true, Ordering::Relaxed);
-        drop(free_tx);
-        result
-    })
+/// What the workers do with each input: an image's tensor goes into its
+/// row of the output, written by the worker itself; audio features come
+/// back to the run's thread, which writes them in input order.
+#[derive(Clone, Copy)]
+enum Task<'a> {
+    Image(&'a ImageProfile, &'a Rows),
+    Audio(&'a Job),
 }
 
-/// Reads and preprocesses input `pos` into `buf` and from there into its
-/// row of the output (images), or into a new output (audio).
-#[allow(clippy::too_many_arguments)]
-fn work(
-    pos: usize,
-    path: &Path,
-    job: &Job,
+/// What every input of a run shares.
+struct Ctx<'a> {
+    args: &'a PreprocessArgs,
     kind: Kind,
-    backend: &dyn Backend,
-    rows: Option<&Rows>,
-    scratch: &mut Scratch,
-    mut buf: Vec<u8>,
-) -> Done {
-    let result = one(
-        path,
-        job,
-        kind,
-        backend,
-        scratch,
-        &mut buf,
-        rows.map(|r| (r, pos)),
-    );
-    if scratch.input.capacity() > KEEP_MAX {
-        scratch.input = Vec::new();
+    backend: &'a dyn Backend,
+    threads: usize,
+}
+
+impl Ctx<'_> {
+    /// Runs every input through `task`; `record(pos, made)` files each
+    /// success in input order and gives its index in the output. Returns
+    /// how many inputs failed.
+    fn drive(
+        &self,
+        task: Task<'_>,
+        manifest: &mut Option<Manifest>,
+        record: &mut dyn FnMut(usize, &Made) -> Result<usize, Error>,
+    ) -> Result<usize, Error> {
+        let args = self.args;
+        let progress = Progress::new(args.inputs.len());
+        let mut failed = 0usize;
+        // Results are taken in input order as they complete; the manifest is
+        // streamed too, so memory stays flat however many inputs there are.
+        let mut take = |d: Done| -> Result<Vec<u8>, Error> {
+            let path = &args.inputs[d.pos];
+            let entry = match d.result {
+                Ok((made, via)) => {
+                    let index = record(d.pos, &made)?;
+                    entry_ok(path, &made, via, index)
+                }
+                Err(Failure::Output(source)) => {
+                    return Err(Error::Output {
+                        path: args.output.clone(),
+                        source,
+                    });
+                }
+                Err(Failure::Input(reason)) => {
+                    failed += 1;
+                    eprintln!("{}: {reason}", path.display());
+                    json!({"path": path.display().to_string(), "status": "error", "error": reason,
+                           "index": Value::Null, "via": Value::Null})
+                }
+            };
+            if let Some(m) = manifest {
+                m.add(&entry)?;
+            }
+            let mut buf = d.buf;
+            if buf.capacity() > KEEP_MAX {
+                buf = Vec::new();
+            }
+            Ok(buf)
+        };
+        if self.threads == 1 || args.inputs.len() == 1 {
+            // One thread: all on this one, no hand-offs.
+            let mut scratch = Scratch::default();
+            let mut buf = Vec::new();
+            for pos in 0..args.inputs.len() {
+                let d = self.work(pos, task, &mut scratch, buf);
+                progress.tick();
+                buf = take(d)?;
+            }
+        } else {
+            self.pool(task, &progress, &mut take)?;
+        }
+        Ok(failed)
     }
-    Done { pos, result, buf }
+
+    /// `threads` long-lived workers take inputs in order and hand each result,
+    /// with the buffer it was made in, to this thread, which writes them in
+    /// input order and hands the buffers back. A worker takes a free buffer
+    /// before it takes an input, so the input the writer waits for always has
+    /// one: `2 * threads` buffers bound the results held out of order.
+    fn pool(
+        &self,
+        task: Task<'_>,
+        progress: &Progress,
+        take: &mut dyn FnMut(Done) -> Result<Vec<u8>, Error>,
+    ) -> Result<(), Error> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Mutex, mpsc};
+        let inputs = &self.args.inputs;
+        let threads = self.threads.min(inputs.len());
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+        for _ in 0..2 * threads {
+            let _ = free_tx.send(Vec::new());
+        }
+        let free_rx = Mutex::new(free_rx);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let done_tx = done_tx.clone();
+                let (next, stop, free_rx) = (&next, &stop, &free_rx);
+                s.spawn(move || {
+                    let mut scratch = Scratch::default();
+                    loop {
+                        let buf = {
+                            let Ok(rx) = free_rx.lock() else { return };
+                            match rx.recv() {
+                                Ok(b) => b,
+                                Err(_) => return,
+                            }
+                        };
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let pos = next.fetch_add(1, Ordering::Relaxed);
+                        if pos >= inputs.len() {
+                            return;
+                        }
+                        let d = self.work(pos, task, &mut scratch, buf);
+                        progress.tick();
+                        if done_tx.send(d).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut held: std::collections::BTreeMap<usize, Done> = Default::default();
+            let mut want = 0usize;
+            let mut result = Ok(());
+            while want < inputs.len() {
+                let d = match held.remove(&want) {
+                    Some(d) => d,
+                    None => match done_rx.recv() {
+                        Ok(d) if d.pos == want => d,
+                        Ok(d) => {
+                            held.insert(d.pos, d);
+                            continue;
+                        }
+                        // Every worker ended without this input: only after a
+                        // panic in one of them.
+                        Err(_) => {
+                            result = Err(Error::Usage(format!(
+                                "internal error: worker lost input {}",
+                                inputs[want].display()
+                            )));
+                            break;
+                        }
+                    },
+                };
+                want += 1;
+                match take(d) {
+                    Ok(buf) => {
+                        let _ = free_tx.send(buf);
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            // Wake and end the workers (on an error, before they finish).
+            stop.store(true, Ordering::Relaxed);
+            drop(free_tx);
+            result
+        })
+    }
+
+    /// Reads and preprocesses input `pos` into `buf` and from there into its
+    /// row of the output (images), or into a new output (audio).
+    fn work(&self, pos: usize, task: Task<'_>, scratch: &mut Scratch, mut buf: Vec<u8>) -> Done {
+        let path = &self.args.inputs[pos];
+        let result = one(path, pos, task, self.kind, self.backend, scratch, &mut buf);
+        if scratch.input.capacity() > KEEP_MAX {
+            scratch.input = Vec::new();
+        }
+        Done { pos, result, buf }
+    }
 }
 
 /// The streamed `--manifest` JSON: the run's fields first, then one entry
@@ -819,16 +842,16 @@ fn build_job(args: &PreprocessArgs, kind: Kind) -> Result<Job, Error> {
     }
 }
 
-/// Preprocesses one input; an image's tensor is made in `buf` and written
-/// to row `pos` of `rows` by this (worker) thread.
+/// Preprocesses input `pos`; an image's tensor is made in `buf` and written
+/// to its row of the output by this (worker) thread.
 fn one(
     path: &Path,
-    job: &Job,
+    pos: usize,
+    task: Task<'_>,
     kind: Kind,
     backend: &dyn Backend,
     scratch: &mut Scratch,
     buf: &mut Vec<u8>,
-    row: Option<(&Rows, usize)>,
 ) -> Result<(Made, Via), Failure> {
     read_bounded(path, &mut scratch.input).map_err(Failure::Input)?;
     let bytes = &scratch.input;
@@ -846,19 +869,17 @@ fn one(
         _ => {}
     }
     // The backend reports unrecognised bytes as corrupt input of the run's kind.
-    match job {
-        Job::Image(p) => {
+    match task {
+        Task::Image(p, rows) => {
             // Every byte is overwritten: no zero-fill needed after the first use.
             buf.resize(p.output_len(), 0);
             let ((width, height), via) = backend
                 .process_image_into(bytes, p, buf)
                 .map_err(|e| Failure::Input(e.to_string()))?;
-            let (rows, pos) =
-                row.ok_or_else(|| Failure::Input("internal error: no output rows".into()))?;
             rows.write(pos, buf).map_err(Failure::Output)?;
             Ok((Made::Image { width, height }, via))
         }
-        Job::Audio(_) => match backend
+        Task::Audio(job) => match backend
             .process(bytes, job)
             .map_err(|e| Failure::Input(e.to_string()))?
         {
@@ -895,129 +916,135 @@ fn read_bounded(path: &Path, bytes: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-/// The output file: image rows written at their offsets by the workers
-/// ([`Rows`]; this side keeps which inputs made one), audio features
-/// streamed into an .npz in input order.
-enum Sink {
-    Rows {
-        path: PathBuf,
-        descr: &'static str,
-        item_shape: [usize; 3],
-        header_len: usize,
-        kept: Vec<usize>,
-    },
-    Npz {
-        zip: npy::NpzWriter<BufWriter<File>>,
-        path: PathBuf,
-    },
+/// Creates (truncates) the output file, opened read-write.
+fn create_output(path: &Path) -> Result<File, Error> {
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|source| Error::Output {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
-impl Sink {
-    fn create(path: &Path, job: &Job, inputs: usize) -> Result<(Sink, Option<Rows>), Error> {
-        let io = |e| Error::Output {
-            path: path.to_path_buf(),
-            source: e,
+/// The image `.npy`: rows written at their offsets by the workers
+/// ([`Rows`]), the header for the final row count at the end.
+struct ImageOut {
+    rows: Rows,
+    path: PathBuf,
+    descr: &'static str,
+    item_shape: [usize; 3],
+    header_len: usize,
+}
+
+impl ImageOut {
+    fn create(file: File, path: &Path, p: &ImageProfile, inputs: usize) -> Result<ImageOut, Error> {
+        let c = p.crop as usize;
+        let item_shape = if p.layout == Layout::Nchw {
+            [3, c, c]
+        } else {
+            [c, c, 3]
         };
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(io)?;
-        match job {
-            Job::Image(p) => {
-                let c = p.crop as usize;
-                let item_shape = if p.layout == Layout::Nchw {
-                    [3, c, c]
-                } else {
-                    [c, c, 3]
-                };
-                let descr = npy::descr(p.dtype);
-                // Room for any row count: the header is written at the end.
-                let header_len = npy::header_min(
+        let descr = npy::descr(p.dtype);
+        // Room for any row count: the header is written at the end.
+        let header_len = npy::header_min(
+            descr,
+            &[usize::MAX, item_shape[0], item_shape[1], item_shape[2]],
+            0,
+        )
+        .len();
+        let rows = Rows::new(file, header_len, p.output_len(), inputs).map_err(|source| {
+            Error::Output {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(ImageOut {
+            rows,
+            path: path.to_path_buf(),
+            descr,
+            item_shape,
+            header_len,
+        })
+    }
+
+    /// Ends the file; `kept` is how many rows the manifest gave indices to.
+    fn finish(self, kept: usize) -> Result<(), Error> {
+        let ImageOut {
+            rows,
+            path,
+            descr,
+            item_shape,
+            header_len,
+        } = self;
+        let n = rows
+            .finish(|n| {
+                npy::header_min(
                     descr,
-                    &[usize::MAX, item_shape[0], item_shape[1], item_shape[2]],
-                    0,
+                    &[n, item_shape[0], item_shape[1], item_shape[2]],
+                    header_len,
                 )
-                .len();
-                let rows = Rows::new(file, header_len, p.output_len(), inputs).map_err(io)?;
-                let s = Sink::Rows {
-                    path: path.to_path_buf(),
-                    descr,
-                    item_shape,
-                    header_len,
-                    kept: Vec::new(),
-                };
-                Ok((s, Some(rows)))
-            }
-            Job::Audio(_) => Ok((
-                Sink::Npz {
-                    zip: npy::NpzWriter::new(BufWriter::new(file)),
-                    path: path.to_path_buf(),
-                },
-                None,
-            )),
-        }
-    }
-
-    /// Records one result (an image's row is already written; audio
-    /// features are written here); returns its index in the output.
-    fn add(&mut self, pos: usize, made: &Made) -> Result<usize, Error> {
-        match (self, made) {
-            (Sink::Rows { kept, .. }, Made::Image { .. }) => {
-                kept.push(pos);
-                Ok(kept.len() - 1)
-            }
-            (Sink::Npz { zip, path }, Made::Audio(o)) => {
-                let f = &o.features;
-                // `<f4` is the in-memory layout on little-endian hosts: the
-                // features go to the file from where they were made.
-                let converted: Vec<u8>;
-                let bytes: &[u8] = if cfg!(target_endian = "little") {
-                    bytemuck::cast_slice(&f.data)
-                } else {
-                    converted = f.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    &converted
-                };
-                zip.add(&pos.to_string(), "<f4", &[f.n_mels, f.frames], bytes)
-                    .map_err(|e| Error::Output {
-                        path: path.clone(),
-                        source: e,
-                    })?;
-                Ok(pos)
-            }
-            _ => Err(Error::Usage(
-                "internal error: output kind does not match the run".into(),
-            )),
-        }
-    }
-
-    fn finish(self, rows: Option<Rows>) -> Result<(), Error> {
-        match self {
-            Sink::Rows {
+            })
+            .map_err(|source| Error::Output {
+                path: path.clone(),
+                source,
+            })?;
+        if n != kept {
+            return Err(Error::Output {
                 path,
-                descr,
-                item_shape,
-                header_len,
-                kept,
-            } => {
-                let header = npy::header_min(
-                    descr,
-                    &[kept.len(), item_shape[0], item_shape[1], item_shape[2]],
-                    header_len,
-                );
-                let rows = rows.ok_or_else(|| {
-                    Error::Usage("internal error: image output without its rows".into())
-                })?;
-                rows.finish(&kept, &header)
-                    .map_err(|source| Error::Output { path, source })
-            }
-            Sink::Npz { zip, path } => zip
-                .finish()
-                .map(|_| ())
-                .map_err(|e| Error::Output { path, source: e }),
+                source: std::io::Error::other(format!(
+                    "internal error: {n} rows written, {kept} reported"
+                )),
+            });
         }
+        Ok(())
+    }
+}
+
+/// The audio `.npz`: one array per input that succeeded, named by its
+/// input position, streamed in input order.
+struct AudioOut {
+    zip: npy::NpzWriter<BufWriter<File>>,
+    path: PathBuf,
+}
+
+impl AudioOut {
+    fn add(&mut self, pos: usize, made: &Made) -> Result<usize, Error> {
+        let Made::Audio(o) = made else {
+            return Err(Error::Usage(
+                "internal error: image output in an audio run".into(),
+            ));
+        };
+        let f = &o.features;
+        // `<f4` is the in-memory layout on little-endian hosts: the
+        // features go to the file from where they were made.
+        let converted: Vec<u8>;
+        let bytes: &[u8] = if cfg!(target_endian = "little") {
+            bytemuck::cast_slice(&f.data)
+        } else {
+            converted = f.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            &converted
+        };
+        self.zip
+            .add(&pos.to_string(), "<f4", &[f.n_mels, f.frames], bytes)
+            .map_err(|source| Error::Output {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(pos)
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        self.zip
+            .finish()
+            .map(|_| ())
+            .map_err(|source| Error::Output {
+                path: self.path,
+                source,
+            })
     }
 }
 

@@ -70,23 +70,19 @@ impl Rows {
             .write_all_at(data, (self.header_len + pos * self.row_len) as u64)
     }
 
-    /// Ends the file: the rows of `kept` (ascending positions, each written)
-    /// move down over the holes of failed inputs, the file is cut after the
-    /// last kept row and `header` (exactly `header_len` bytes) goes first.
-    pub fn finish(self, kept: &[usize], header: &[u8]) -> io::Result<()> {
+    /// Ends the file: the written rows move down, in order, over the holes
+    /// of failed inputs, the file is cut after the last of them and the
+    /// header for their count (`header(count)`, exactly `header_len` bytes)
+    /// goes first. Returns the count.
+    pub fn finish(self, header: impl FnOnce(usize) -> Vec<u8>) -> io::Result<usize> {
+        let kept: Vec<usize> = (0..self.written.len())
+            .filter(|&p| self.written[p].load(Ordering::Acquire))
+            .collect();
+        let header = header(kept.len());
         if header.len() != self.header_len {
             return Err(io::Error::other(
                 "npy header does not fit its reserved room",
             ));
-        }
-        let unwritten = |p: usize| {
-            !self
-                .written
-                .get(p)
-                .is_some_and(|w| w.load(Ordering::Acquire))
-        };
-        if kept.windows(2).any(|w| w[0] >= w[1]) || kept.iter().any(|&p| unwritten(p)) {
-            return Err(io::Error::other("kept rows out of order or never written"));
         }
         let (file, row, header_len) = (&self.file, self.row_len, self.header_len);
         let mut chunk = Vec::new();
@@ -110,8 +106,9 @@ impl Rows {
             }
         }
         file.set_len((header_len + kept.len() * row) as u64)?;
-        file.write_all_at(header, 0)?;
-        file.sync_all()
+        file.write_all_at(&header, 0)?;
+        file.sync_all()?;
+        Ok(kept.len())
     }
 }
 
@@ -135,7 +132,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rows = Rows::new(open(dir.path()), 16, 5000, 5).unwrap();
         std::thread::scope(|s| {
-            for pos in [3usize, 0, 2, 4] {
+            for pos in [4usize, 0, 2] {
                 let rows = &rows;
                 s.spawn(move || rows.write(pos, &[b'a' + pos as u8; 5000]).unwrap());
             }
@@ -143,7 +140,14 @@ mod tests {
         assert!(rows.write(2, &[0; 5000]).is_err(), "a row is written once");
         assert!(rows.write(5, &[0; 5000]).is_err(), "past the last row");
         assert!(rows.write(1, &[0; 4999]).is_err(), "short row");
-        rows.finish(&[0, 2, 4], &[b'H'; 16]).unwrap();
+        let mut count = None;
+        let n = rows
+            .finish(|n| {
+                count = Some(n);
+                vec![b'H'; 16]
+            })
+            .unwrap();
+        assert_eq!((n, count), (3, Some(3)), "three rows written");
         let got = std::fs::read(dir.path().join("rows.npy")).unwrap();
         let mut want = vec![b'H'; 16];
         for c in [b'a', b'c', b'e'] {
@@ -153,24 +157,19 @@ mod tests {
     }
 
     #[test]
-    fn finish_checks_header_and_kept_rows() {
+    fn finish_checks_the_header_size() {
         let dir = tempfile::tempdir().unwrap();
-        let make = || {
-            let rows = Rows::new(open(dir.path()), 16, 8, 3).unwrap();
-            for p in 0..3 {
-                rows.write(p, &[1; 8]).unwrap();
-            }
-            rows
-        };
-        assert!(make().finish(&[0], &[b' '; 15]).is_err(), "header size");
-        assert!(make().finish(&[2, 1], &[b' '; 16]).is_err(), "order");
-        assert!(make().finish(&[0, 3], &[b' '; 16]).is_err(), "past the end");
         let rows = Rows::new(open(dir.path()), 16, 8, 3).unwrap();
-        rows.write(0, &[1; 8]).unwrap();
-        assert!(
-            rows.finish(&[0, 1], &[b' '; 16]).is_err(),
-            "row 1 never written"
-        );
-        assert!(make().finish(&[1, 2], &[b' '; 16]).is_ok());
+        rows.write(1, &[1; 8]).unwrap();
+        assert!(rows.finish(|_| vec![b' '; 15]).is_err(), "header size");
+    }
+
+    #[test]
+    fn nothing_written_leaves_only_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = Rows::new(open(dir.path()), 16, 8, 3).unwrap();
+        assert_eq!(rows.finish(|n| vec![b'0' + n as u8; 16]).unwrap(), 0);
+        let got = std::fs::read(dir.path().join("rows.npy")).unwrap();
+        assert_eq!(got, vec![b'0'; 16]);
     }
 }
