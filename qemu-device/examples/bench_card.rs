@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use preba_card::CardConfig;
+use preba_card::{CardConfig, Clock};
 use preba_card::harness::{Host, firmware_elf};
 use preba_preprocess::image;
 use preba_protocol::io::IoOpcode;
@@ -150,6 +150,12 @@ fn main() {
         audio_cus: 1,
         norm_cus: 1,
         workers: threads,
+        clock: args
+            .iter()
+            .position(|a| a == "--clock")
+            .and_then(|i| args.get(i + 1))
+            .map_or(Ok(Clock::default()), |v| v.parse())
+            .expect("--clock modeled|wall"),
         ..CardConfig::default()
     };
     let cu_hz = cfg.cu_hz;

@@ -56,9 +56,10 @@ commands:
   eval [--quick] [--validate]
                        the PREBA paper's evaluation in preba sim: eval/report.md + SVGs;
                        --validate also checks preba sim against preba serve + bench here
-  fuzz [TARGET...] [--seconds N] [--sanitizer address|none]
+  fuzz [TARGET...] [--seconds N] [--sanitizer address|none] [--fast]
                        libFuzzer targets of fuzz/ (default: all, 20 s each), corpora
-                       seeded from the fixtures; fails on a crash naming the artifact
+                       seeded from the fixtures; fails on a crash naming the artifact;
+                       --fast (long runs): no sanitizer, no comparison tracing
   soak [--minutes N] [--seed S]
                        random mixed traffic into emulated cards killed, stopped, reset and
                        given injected faults at random
