@@ -315,11 +315,17 @@ impl<P: Platform> Firmware<P> {
         if pending != 0 {
             self.p.write32(card::IRQ_ACK, pending);
         }
+        // CC before the events: a CC write landing between the two then shows as
+        // an event with the old CC (harmless: the next poll reads the new level),
+        // never as the new CC plus an event left for the next poll, which read as
+        // an EN 1 -> 0 -> 1 toggle there and reset the queues the host had just
+        // started using (its first admin doorbell was lost).
+        let en = self.p.read32(card::HOSTIF_CC) & regs::CC_EN != 0;
         let ev = self.p.read32(card::HOSTIF_EVENTS);
         if ev != 0 {
             self.p.write32(card::HOSTIF_EVENTS, ev);
         }
-        let mut progress = self.controller(ev & card::HOSTIF_EVENT_CC != 0);
+        let mut progress = self.controller(en, ev & card::HOSTIF_EVENT_CC != 0);
         if self.enabled && !self.fatal {
             progress |= self.doorbells();
             progress |= self.admin_step();
@@ -387,11 +393,10 @@ impl<P: Platform> Firmware<P> {
 
     // ---- controller -------------------------------------------------------
 
-    /// Follows CC.EN. A CC write seen while enabled with EN still 1 means the
-    /// host toggled EN 1 -> 0 -> 1 between two polls (CC has no other bit):
-    /// reset, then enable again.
-    fn controller(&mut self, cc_written: bool) -> bool {
-        let en = self.p.read32(card::HOSTIF_CC) & regs::CC_EN != 0;
+    /// Follows CC.EN (`en`, read before the events). A CC write seen while
+    /// enabled with EN still 1 means the host toggled EN 1 -> 0 -> 1 between
+    /// two polls (CC has no other bit): reset, then enable again.
+    fn controller(&mut self, en: bool, cc_written: bool) -> bool {
         match (self.enabled, en) {
             (false, true) => {
                 self.enable();

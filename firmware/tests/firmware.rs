@@ -129,6 +129,45 @@ fn boot_publishes_fwver_and_identify() {
     assert_eq!(h.card().irq_enable, 0b11 | 0xf << 8);
 }
 
+/// The host's CC.EN write lands between the firmware's clear of HOSTIF_EVENTS and its read
+/// of CC (posted BAR0 writes make this window easy to hit right after a reset, when the host
+/// writes CC=0 and CC=EN back to back). The controller must enable once: a second, spurious
+/// reset + enable on the leftover event dropped the admin doorbell the host rang as soon as it
+/// saw RDY, so IDENTIFY never completed with CSTS.RDY=1 and no queue fault (found by the
+/// soak, `reopening after NotReady: IDENTIFY: no completion within 5s (CSTS 0x1)`).
+#[test]
+fn cc_enable_racing_the_event_clear_enables_once() {
+    let mut h = Host::new(Card::new(2, 1, 1));
+    let c = h.card();
+    c.regs.insert(
+        HOSTIF_AQA,
+        (ADMIN_SIZE as u32 - 1) | (ADMIN_SIZE as u32 - 1) << 16,
+    );
+    c.regs.insert(HOSTIF_ASQ_LO, ASQ as u32);
+    c.regs.insert(HOSTIF_ACQ_LO, ACQ as u32);
+    // The host's reset write (its event still pending), then EN inside the window.
+    c.write_cc(0);
+    c.cc_after_events_clear = Some(1);
+    let mut polls = 0;
+    while h.card().reg(HOSTIF_CSTS) & 1 == 0 {
+        assert!(polls < 5, "never ready");
+        h.run(1);
+        polls += 1;
+    }
+    // The host rings its first admin doorbell the moment it sees RDY.
+    let c = h.admin_cmd(AdminSqe {
+        opcode: AdminOpcode::Identify as u8,
+        data_iova: ADMIN_DATA,
+        data_len: 128,
+        ..AdminSqe::default()
+    });
+    assert_eq!(st(&c), Status::Success);
+    assert!(
+        h.card().cc_after_events_clear.is_none(),
+        "the window was hit"
+    );
+}
+
 #[test]
 fn bad_admin_config_sets_cfs_and_reset_clears_it() {
     let mut h = Host::new(Card::new(1, 0, 0));

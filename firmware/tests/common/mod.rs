@@ -72,6 +72,9 @@ pub struct Card {
     /// SQ tail doorbells a test rang itself ([`Card::sq_doorbell`]), not yet seen by the
     /// test host: (queue, value).
     pub test_sq_doorbells: Vec<(u32, u32)>,
+    /// A CC value the host writes right after the firmware's next write-1-to-clear of
+    /// HOSTIF_EVENTS: a host write landing between two of the firmware's register accesses.
+    pub cc_after_events_clear: Option<u32>,
 }
 
 impl Card {
@@ -125,6 +128,7 @@ impl Card {
             spi_wel: false,
             wfi_calls: 0,
             test_sq_doorbells: Vec::new(),
+            cc_after_events_clear: None,
         }
     }
 
@@ -449,6 +453,11 @@ impl Platform for Card {
             IRQ_ACK => self.irq_pending &= !v,
             HOSTIF_EVENTS | HOSTIF_SQDB_PENDING | HOSTIF_CQDB_PENDING => {
                 *self.regs.entry(addr).or_default() &= !v;
+                if addr == HOSTIF_EVENTS
+                    && let Some(cc) = self.cc_after_events_clear.take()
+                {
+                    self.write_cc(cc);
+                }
             }
             HOSTIF_IRQ_TRIGGER => self.triggers.push(v),
             DMA_CTRL => {
