@@ -148,6 +148,23 @@ fn proc_status(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes the allocator has handed out and not had back (glibc's mallinfo2:
+/// small chunks plus mmapped ones), KiB. Unlike RSS it does not count memory
+/// free inside the allocator's arenas, so a leak shows here while a
+/// fragmented but stable heap does not.
+fn heap_in_use_kib() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics under its own locks.
+        let m = unsafe { libc::mallinfo2() };
+        ((m.uordblks + m.hblkhd) / 1024) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
+    }
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     unsafe { libc::kill(pid as libc::pid_t, sig) };
@@ -705,7 +722,7 @@ fn soak_mixed_traffic_with_card_faults() {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut epochs = 0u32;
     let mut baseline: Option<u64> = None;
-    let (mut max_threads, mut rss_after) = (0u64, Vec::new());
+    let (mut max_threads, mut rss_after, mut heap_after) = (0u64, Vec::new(), Vec::new());
     let (mut reopens_total, mut traffic_time, mut card_bound_total) = (0u64, 0f64, 0u64);
     let mut dup_unseen = 0u64;
     while Instant::now() < end {
@@ -972,10 +989,11 @@ fn soak_mixed_traffic_with_card_faults() {
         total.add(&out);
         reopens_total += reopens;
         let now = (proc_status("Threads:"), proc_status("VmRSS:"));
+        let heap = heap_in_use_kib();
         eprintln!(
             "soak: epoch {epochs} ({:.1} s, {}): {} card, {} fault fallback, {} CPU path, {} refused, \
              {} failed with card, {} timed out; fired {:?}; card failed {card_failures}x {:?}, reopened {reopens}x; \
-             RSS {} KiB, {} threads",
+             RSS {} KiB, heap in use {heap} KiB, {} threads",
             t_epoch.elapsed().as_secs_f64(),
             plan.describe(),
             out.card,
@@ -1002,6 +1020,7 @@ fn soak_mixed_traffic_with_card_faults() {
             ),
         }
         rss_after.push(now.1);
+        heap_after.push(heap);
     }
     let slowest = *slowest.lock().unwrap();
     eprintln!(
@@ -1031,19 +1050,21 @@ fn soak_mixed_traffic_with_card_faults() {
     );
     let rss_max = rss_after.iter().copied().max().unwrap_or(0);
     // After each quarter of the epochs: a climb shows as a steady rise, warm-up as a plateau.
-    let quarters: Vec<u64> = (1..=4)
-        .filter_map(|q| {
-            rss_after
-                .get((rss_after.len() * q / 4).saturating_sub(1))
-                .copied()
-        })
-        .collect();
+    let quarters = |v: &[u64]| -> Vec<u64> {
+        (1..=4)
+            .filter_map(|q| v.get((v.len() * q / 4).saturating_sub(1)).copied())
+            .collect()
+    };
     eprintln!(
         "soak: RSS (KiB) after epoch 1 {}, after epoch 2 {}, after each quarter of the epochs \
-         {quarters:?}, highest {rss_max}; threads after epoch 1 {}, highest after an epoch \
-         {max_threads}",
+         {:?}, highest {rss_max}; heap in use (KiB) after epoch 2 {}, after each quarter {:?}, \
+         highest {}; threads after epoch 1 {}, highest after an epoch {max_threads}",
         rss_after.first().copied().unwrap_or(0),
         rss_after.get(1).copied().unwrap_or(0),
+        quarters(&rss_after),
+        heap_after.get(1).copied().unwrap_or(0),
+        quarters(&heap_after),
+        heap_after.iter().copied().max().unwrap_or(0),
         baseline.unwrap_or(0)
     );
     let failures = failures.into_inner().unwrap();
@@ -1078,6 +1099,14 @@ fn soak_mixed_traffic_with_card_faults() {
         assert!(
             last < early + 128 * 1024,
             "RSS grew from {early} KiB to {last} KiB over {epochs} epochs"
+        );
+        // The heap in use is the sharper test of a leak: RSS also counts memory freed into
+        // the allocator's arenas (measured: RSS +4 MB, heap in use +26 KiB over 44 epochs and
+        // 536,874 requests), so a leak of a few bytes per request shows here first.
+        let (early, last) = (heap_after[1], *heap_after.last().unwrap());
+        assert!(
+            last < early + 8 * 1024,
+            "heap in use grew from {early} KiB to {last} KiB over {epochs} epochs ({total})"
         );
     }
 }
