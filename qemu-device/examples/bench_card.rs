@@ -1,16 +1,18 @@
 //! Throughput of the card model (firmware on the soft core, all CUs) on the image fixtures,
 //! against the golden model alone on the same number of host threads.
 //!
-//! `cargo run --release -p preba-card --example bench_card -- [--seconds S] [--cus K]`
-//! (`cargo xtask bench card` runs it with the firmware it builds). Prints img/s for each and
-//! the ratio.
+//! `cargo run --release -p preba-card --example bench_card -- [--seconds S] [--cus K]
+//! [--clock modeled|wall]` (`cargo xtask bench card` runs it with the firmware it builds).
+//! The card is the default card (its image CU count, modeled clock) on as many CU worker
+//! threads as the golden model gets; `--cus` and `--clock` change that. Prints img/s for
+//! each and the ratio.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use preba_card::{CardConfig, Clock};
 use preba_card::harness::{Host, firmware_elf};
+use preba_card::{CardConfig, Clock};
 use preba_preprocess::image;
 use preba_protocol::io::IoOpcode;
 use preba_protocol::media;
@@ -137,10 +139,17 @@ fn main() {
     };
     let secs = arg("--seconds", 5.0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let cus = arg("--cus", threads as f64) as u8;
+    let cus = arg("--cus", f64::from(CardConfig::default().image_cus)) as u8;
+    let clock: Clock = args
+        .iter()
+        .position(|a| a == "--clock")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(Clock::default()), |v| v.parse())
+        .expect("--clock modeled|wall");
     let imgs = fixtures();
     println!(
-        "{} card-decodable image fixtures, {threads} host threads, {cus} image CUs",
+        "{} card-decodable image fixtures, {threads} host threads, {cus} image CUs on \
+         {threads} worker threads, {clock:?} clock",
         imgs.len()
     );
     let g = golden(&imgs, threads, secs);
@@ -150,12 +159,7 @@ fn main() {
         audio_cus: 1,
         norm_cus: 1,
         workers: threads,
-        clock: args
-            .iter()
-            .position(|a| a == "--clock")
-            .and_then(|i| args.get(i + 1))
-            .map_or(Ok(Clock::default()), |v| v.parse())
-            .expect("--clock modeled|wall"),
+        clock,
         ..CardConfig::default()
     };
     let cu_hz = cfg.cu_hz;

@@ -1,6 +1,7 @@
-//! `cargo xtask bench card [--seconds S] [--cus K]`: throughput of the card model (firmware on
-//! the soft core, all CUs) on the image fixtures against the golden model alone on the same
-//! number of host threads. Prints img/s for each and the ratio (target >= 0.9).
+//! `cargo xtask bench card [--seconds S] [--cus K] [--clock modeled|wall]`: throughput of
+//! the card model (firmware on the soft core, the default card's image CUs) on the image
+//! fixtures against the golden model alone on the same number of host threads. Prints img/s
+//! for each and the ratio (target >= 0.9).
 
 use crate::util::{self, cargo};
 
