@@ -105,17 +105,22 @@ fn qfault(h: &mut Host) -> Option<(u8, Option<QueueFault>)> {
     QueueFault::decode(h.card().reg(HOSTIF_QFAULT))
 }
 
+/// IDENTIFY into the admin data buffer.
+fn identify_sqe() -> AdminSqe {
+    AdminSqe {
+        opcode: AdminOpcode::Identify as u8,
+        data_iova: ADMIN_DATA,
+        data_len: 128,
+        ..AdminSqe::default()
+    }
+}
+
 #[test]
 fn boot_publishes_fwver_and_identify() {
     let mut h = host();
     assert_eq!(h.card().reg(HOSTIF_FWVER_LO), 0x9abc_def0);
     assert_eq!(h.card().reg(HOSTIF_FWVER_HI), 0x1234_5678);
-    let c = h.admin_cmd(AdminSqe {
-        opcode: AdminOpcode::Identify as u8,
-        data_iova: ADMIN_DATA,
-        data_len: 128,
-        ..AdminSqe::default()
-    });
+    let c = h.admin_cmd(identify_sqe());
     assert_eq!(st(&c), Status::Success);
     let b: [u8; 128] = h.card().host_read(ADMIN_DATA, 128).try_into().unwrap();
     let id = Identify::parse(&b);
@@ -138,13 +143,8 @@ fn boot_publishes_fwver_and_identify() {
 #[test]
 fn cc_enable_racing_the_event_clear_enables_once() {
     let mut h = Host::new(Card::new(2, 1, 1));
+    h.program_admin();
     let c = h.card();
-    c.regs.insert(
-        HOSTIF_AQA,
-        (ADMIN_SIZE as u32 - 1) | (ADMIN_SIZE as u32 - 1) << 16,
-    );
-    c.regs.insert(HOSTIF_ASQ_LO, ASQ as u32);
-    c.regs.insert(HOSTIF_ACQ_LO, ACQ as u32);
     // The host's reset write (its event still pending), then EN inside the window.
     c.write_cc(0);
     c.cc_after_events_clear = Some(1);
@@ -155,12 +155,7 @@ fn cc_enable_racing_the_event_clear_enables_once() {
         polls += 1;
     }
     // The host rings its first admin doorbell the moment it sees RDY.
-    let c = h.admin_cmd(AdminSqe {
-        opcode: AdminOpcode::Identify as u8,
-        data_iova: ADMIN_DATA,
-        data_len: 128,
-        ..AdminSqe::default()
-    });
+    let c = h.admin_cmd(identify_sqe());
     assert_eq!(st(&c), Status::Success);
     assert!(
         h.card().cc_after_events_clear.is_none(),
@@ -823,12 +818,7 @@ fn firmware_download_and_commit() {
     h.card().regs.insert(INFO_BOOT, 1);
     let c = commit(&mut h, crc);
     assert_eq!((st(&c), c.result1), (Status::Success, 0));
-    let c = h.admin_cmd(AdminSqe {
-        opcode: AdminOpcode::Identify as u8,
-        data_iova: ADMIN_DATA,
-        data_len: 128,
-        ..AdminSqe::default()
-    });
+    let c = h.admin_cmd(identify_sqe());
     assert_eq!(st(&c), Status::Success);
     let b: [u8; 128] = h.card().host_read(ADMIN_DATA, 128).try_into().unwrap();
     let id = Identify::parse(&b);

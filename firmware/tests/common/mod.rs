@@ -611,7 +611,8 @@ impl Host {
         }
     }
 
-    pub fn enable(&mut self) {
+    /// AQA, ASQ and ACQ for the test host's admin queue (CC untouched).
+    pub fn program_admin(&mut self) {
         let c = self.card();
         c.regs.insert(
             HOSTIF_AQA,
@@ -619,6 +620,11 @@ impl Host {
         );
         c.regs.insert(HOSTIF_ASQ_LO, ASQ as u32);
         c.regs.insert(HOSTIF_ACQ_LO, ACQ as u32);
+    }
+
+    pub fn enable(&mut self) {
+        self.program_admin();
+        let c = self.card();
         c.write_cc(1);
         self.run(3);
         assert_eq!(self.card().reg(HOSTIF_CSTS) & 1, 1, "RDY");
