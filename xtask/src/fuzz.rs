@@ -5,7 +5,8 @@
 //! the targets that run the soft core or the resampler (measured: firmware_queue
 //! ~220 -> ~1,700 exec/s, golden_wav ~300 -> ~2,200), built in its own
 //! target dir; the corpus is shared, so inputs found with tracing keep
-//! guiding it and CI's short AddressSanitizer runs replay what it found. Installs what it needs only when
+//! guiding it and the next AddressSanitizer run on the machine replays what
+//! it found (the corpus lives under target/fuzz). Installs what it needs only when
 //! missing (the pinned nightly of fuzz/rust-toolchain.toml, cargo-fuzz at
 //! [`CARGO_FUZZ_VERSION`]). Builds and corpora live under target/fuzz (CI
 //! caches target/). Prints per target the executions, exec/s and coverage
