@@ -133,13 +133,70 @@ thread_local! {
     /// The last [`TRAIL_LEN`] queue events across inputs (the card carries
     /// state from one input to the next, so a failure may stem from an
     /// earlier input): printed with every strict failure.
-    static TRAIL: RefCell<std::collections::VecDeque<String>> =
+    static TRAIL: RefCell<std::collections::VecDeque<Event>> =
         const { RefCell::new(std::collections::VecDeque::new()) };
 }
 
 const TRAIL_LEN: usize = 96;
 
-fn trail(event: String) {
+/// One queue event of the trail: plain data, formatted only when a strict
+/// failure prints the trail (every submit, completion and poke records one).
+#[derive(Clone, Copy)]
+enum Event {
+    Input {
+        len: usize,
+    },
+    Submit {
+        qid: u16,
+        cid: u16,
+        op: u8,
+    },
+    Done {
+        qid: u16,
+        cid: u16,
+        status: u16,
+        sq_head: u16,
+    },
+    Settled {
+        qid: u16,
+        cid: u16,
+        status: u16,
+    },
+    Doorbell {
+        reg: u64,
+        value: u32,
+    },
+    Poke {
+        len: usize,
+        at: u64,
+    },
+    Disable,
+    Recovered(bool),
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Event::Input { len } => write!(f, "-- input of {len} bytes"),
+            Event::Submit { qid, cid, op } => write!(f, "q{qid} submit cid {cid} op {op:#x}"),
+            Event::Done {
+                qid,
+                cid,
+                status,
+                sq_head,
+            } => write!(f, "q{qid} done cid {cid} status {status:#x} sqh {sq_head}"),
+            Event::Settled { qid, cid, status } => {
+                write!(f, "q{qid} settled cid {cid} status {status:#x}")
+            }
+            Event::Doorbell { reg, value } => write!(f, "hostile doorbell {reg:#x} = {value}"),
+            Event::Poke { len, at } => write!(f, "poke {len} bytes at {at:#x}"),
+            Event::Disable => write!(f, "recovery: disable"),
+            Event::Recovered(ok) => write!(f, "recovered by disable: {ok}"),
+        }
+    }
+}
+
+fn trail(event: Event) {
     TRAIL.with(|t| {
         let mut t = t.borrow_mut();
         if t.len() == TRAIL_LEN {
@@ -150,7 +207,13 @@ fn trail(event: String) {
 }
 
 fn trail_text() -> String {
-    TRAIL.with(|t| t.borrow().iter().cloned().collect::<Vec<_>>().join("\n  "))
+    TRAIL.with(|t| {
+        t.borrow()
+            .iter()
+            .map(Event::to_string)
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    })
 }
 
 /// Pulls `n` bytes off the script (zero-padded at its end).
@@ -198,10 +261,12 @@ fn drain(h: &mut Host, qid: u16, strict: bool) -> bool {
         match h.wait(qid, n) {
             Ok(cs) => {
                 for c in cs {
-                    trail(format!(
-                        "q{qid} done cid {} status {:#x} sqh {}",
-                        c.cid, c.status, c.sq_head
-                    ));
+                    trail(Event::Done {
+                        qid,
+                        cid: c.cid,
+                        status: c.status,
+                        sq_head: c.sq_head,
+                    });
                 }
             }
             Err(e) if strict => panic!(
@@ -232,10 +297,11 @@ fn settle(h: &mut Host, qid: u16) -> bool {
         let took = match h.reap(qid) {
             Ok(c) => {
                 for c in &c {
-                    trail(format!(
-                        "q{qid} settled cid {} status {:#x}",
-                        c.cid, c.status
-                    ));
+                    trail(Event::Settled {
+                        qid,
+                        cid: c.cid,
+                        status: c.status,
+                    });
                 }
                 !c.is_empty()
             }
@@ -273,7 +339,11 @@ fn run(st: &mut State, mut data: &[u8]) {
                 let v = confine(u64_at(&e, 8), st.out, OUT_LEN);
                 put_u64(&mut e, 8, v);
                 let entry: [u8; SQE_SIZE] = e.try_into().expect("64 bytes");
-                trail(format!("q1 submit cid {cid} op {:#x}", entry[0]));
+                trail(Event::Submit {
+                    qid: IO_QID,
+                    cid,
+                    op: entry[0],
+                });
                 match st.host.submit_raw(IO_QID, cid, &entry) {
                     Ok(()) => {}
                     Err(_) if desync => break,
@@ -305,7 +375,11 @@ fn run(st: &mut State, mut data: &[u8]) {
                     }
                 }
                 let entry: [u8; SQE_SIZE] = e.try_into().expect("64 bytes");
-                trail(format!("q0 submit cid {cid} op {:#x}", entry[0]));
+                trail(Event::Submit {
+                    qid: 0,
+                    cid,
+                    op: entry[0],
+                });
                 match st.host.submit_raw(0, cid, &entry) {
                     Ok(()) => {}
                     Err(_) if desync => break,
@@ -326,7 +400,7 @@ fn run(st: &mut State, mut data: &[u8]) {
                 } else {
                     regs::cq_doorbell(qid)
                 };
-                trail(format!("hostile doorbell {:#x} = {v}", reg));
+                trail(Event::Doorbell { reg, value: v });
                 st.host.card.write32(reg, v);
                 desync = true;
                 st.host.timeout = DESYNC_WAIT;
@@ -362,7 +436,7 @@ fn run(st: &mut State, mut data: &[u8]) {
                     }
                     q.sq_base + o
                 };
-                trail(format!("poke {} bytes at {at:#x}", v.len()));
+                trail(Event::Poke { len: v.len(), at });
                 let _ = st.host.mem.write(at, &v);
             }
             4 => {
@@ -406,12 +480,12 @@ fn run(st: &mut State, mut data: &[u8]) {
     {
         std::thread::sleep(Duration::from_micros(20));
     }
-    trail("recovery: disable".into());
+    trail(Event::Disable);
     let recovered = st.host.disable().is_ok() && {
         st.host.release(st.rings);
         setup(&mut st.host).is_ok()
     };
-    trail(format!("recovered by disable: {recovered}"));
+    trail(Event::Recovered(recovered));
     if !recovered {
         st.host
             .function_reset()
@@ -446,7 +520,7 @@ fuzz_target!(|data: &[u8]| {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         let st = s.get_or_insert_with(boot);
-        trail(format!("-- input of {} bytes", data.len()));
+        trail(Event::Input { len: data.len() });
         run(st, data);
     });
 });
