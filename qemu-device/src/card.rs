@@ -141,7 +141,7 @@ pub(crate) struct Shared {
     pub wake: Wake,
     pub mem: CardMemory,
     pub log: LogRing,
-    pub uart: Mutex<Vec<u8>>,
+    pub uart: Mutex<crate::uart::UartCapture>,
     pub gpio_out: AtomicU32,
     pub cus: Vec<Mutex<CuState>>,
     pub jobs: Mutex<Option<mpsc::Sender<cu::Job>>>,
@@ -400,7 +400,7 @@ impl Card {
                 }),
                 cv: Condvar::new(),
             },
-            uart: Mutex::new(Vec::new()),
+            uart: Mutex::new(crate::uart::UartCapture::default()),
             gpio_out: AtomicU32::new(0),
             cus,
             jobs: Mutex::new(Some(tx)),
@@ -613,9 +613,10 @@ impl Card {
         }
     }
 
-    /// Bytes the firmware wrote to the UART so far.
+    /// The newest bytes the firmware wrote to the UART (at least
+    /// [`crate::uart::UART_KEEP`]; all of them until that many were written).
     pub fn uart(&self) -> Vec<u8> {
-        self.sh.uart.lock().expect("uart lock").clone()
+        self.sh.uart.lock().expect("uart lock").bytes().to_vec()
     }
 
     /// GPIO_OUT (the LEDs).

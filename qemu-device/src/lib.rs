@@ -46,6 +46,7 @@ pub mod inject;
 pub mod irq;
 pub mod log;
 pub mod model;
+pub mod uart;
 pub mod vfio_server;
 
 pub use card::{Card, CoreState, CuInfo};
