@@ -143,6 +143,9 @@ pub(crate) struct Shared {
     pub log: LogRing,
     pub uart: Mutex<crate::uart::UartCapture>,
     pub gpio_out: AtomicU32,
+    /// Soft-core instructions retired since the card was built, over every boot (published
+    /// by the core thread after each slice: what the firmware costs per request).
+    pub instructions: AtomicU64,
     pub cus: Vec<Mutex<CuState>>,
     pub jobs: Mutex<Option<mpsc::Sender<cu::Job>>>,
     pub flash: Mutex<Flash>,
@@ -402,6 +405,7 @@ impl Card {
             },
             uart: Mutex::new(crate::uart::UartCapture::default()),
             gpio_out: AtomicU32::new(0),
+            instructions: AtomicU64::new(0),
             cus,
             jobs: Mutex::new(Some(tx)),
             flash: Mutex::new(flash),
@@ -617,6 +621,12 @@ impl Card {
     /// [`crate::uart::UART_KEEP`]; all of them until that many were written).
     pub fn uart(&self) -> Vec<u8> {
         self.sh.uart.lock().expect("uart lock").bytes().to_vec()
+    }
+
+    /// Soft-core instructions retired since the card was built, over every boot (up to the
+    /// core's last slice).
+    pub fn instructions(&self) -> u64 {
+        self.sh.instructions.load(Ordering::Relaxed)
     }
 
     /// GPIO_OUT (the LEDs).
@@ -890,6 +900,8 @@ fn idle_modeled(sh: &Shared, cpu: &mut Cpu<CardBus>, watch: Option<&Watch>, seen
 
 fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>) {
     let mut resets_seen = 0u64;
+    // Instructions of the cores that reboots replaced.
+    let mut retired_before = 0u64;
     let mut halted_since = None;
     loop {
         if sh.stop.load(Ordering::Acquire) {
@@ -907,6 +919,7 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
                 Some(c) => c,
                 None => return,
             };
+            retired_before += cpu.retired();
             replace_core(&sh, &cpu, &mut c);
             (cpu, watch) = (c, w);
             halted_since = None;
@@ -929,6 +942,7 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
                         Some(c) => c,
                         None => return,
                     };
+                    retired_before += cpu.retired();
                     replace_core(&sh, &cpu, &mut c);
                     (cpu, watch) = (c, w);
                     halted_since = None;
@@ -954,7 +968,10 @@ fn core_thread(sh: Arc<Shared>, mut cpu: Cpu<CardBus>, mut watch: Option<Watch>)
         // below cannot sleep through it.
         sh.debug.service(&sh, &mut cpu);
         account_halt(&sh, &mut cpu, &mut halted_since);
-        match cpu.run(sh.cfg.slice) {
+        let exit = cpu.run(sh.cfg.slice);
+        sh.instructions
+            .store(retired_before + cpu.retired(), Ordering::Relaxed);
+        match exit {
             Exit::Budget => {}
             Exit::Halt(_) => {
                 if let Some(h) = cpu.bus_mut().test_halt.take() {

@@ -394,6 +394,16 @@ fn modeled_mtime_counts_instructions() {
         wall.as_secs_f64() * 1e3,
         instructions as f64 / wall.as_secs_f64() / 1e6
     );
+    // The card's instruction count: the whole program (the loop and a few dozen around it),
+    // and after a reset the second run on top of the first (counted over every boot).
+    let first = card.instructions();
+    assert!(
+        (instructions..instructions + 64).contains(&first),
+        "{first} instructions retired, the loop alone is {instructions}"
+    );
+    card.reset(Duration::from_secs(5)).expect("reset");
+    assert_eq!(wait_halt(&card), CoreState::Halted(Halt::PowerOff));
+    assert_eq!(card.instructions(), 2 * first);
 }
 
 #[test]
