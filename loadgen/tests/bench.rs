@@ -18,25 +18,52 @@ fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
 
+/// Runs a wall-clock measurement up to three times until its timing checks
+/// hold: a generator that cannot keep its schedule fails every attempt,
+/// while one scheduling hiccup of a loaded two-core machine (a 300 ms stall
+/// made one CI run's p99 380 ms) fails only the attempt it hit. Exact counts
+/// are asserted inside `attempt` on every try.
+fn timing_holds(what: &str, mut attempt: impl FnMut() -> Result<(), String>) {
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match attempt() {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("{what}: timing off this attempt: {e}");
+                seen.push(e);
+            }
+        }
+    }
+    panic!("{what}: timing off in every attempt:\n{}", seen.join("\n"));
+}
+
 #[test]
 fn achieved_follows_offered_on_a_fast_server() {
     let (url, mock) = Mock::new(|_| Answer::Ok(Duration::from_millis(1))).start();
     let (_d, inputs) = jpegs();
-    let mut c = cfg(&url, inputs, 0.0, 1.0);
-    c.rates = vec![50.0, 200.0];
-    let r = run(&c).unwrap();
-    assert_eq!(r.len(), 2);
-    for (res, rate) in r.iter().zip([50.0, 200.0]) {
-        assert!(res.errors.is_empty(), "{:?}", res.errors);
-        assert_eq!(res.ok, rate as u64);
-        assert!(
-            res.achieved > rate * 0.85 && res.achieved <= rate * 1.01,
-            "{res:?}"
+    timing_holds("achieved rate", || {
+        let before = mock.infers.load(std::sync::atomic::Ordering::SeqCst);
+        let mut c = cfg(&url, inputs.clone(), 0.0, 1.0);
+        c.rates = vec![50.0, 200.0];
+        let r = run(&c).unwrap();
+        assert_eq!(r.len(), 2);
+        let mut timing = Ok(());
+        for (res, rate) in r.iter().zip([50.0, 200.0]) {
+            assert!(res.errors.is_empty(), "{:?}", res.errors);
+            assert_eq!(res.ok, rate as u64);
+            assert!(!res.modeled);
+            let on_rate = res.achieved > rate * 0.85 && res.achieved <= rate * 1.01;
+            let fast = res.p50_ms >= 1.0 && res.p99_ms < 200.0;
+            if !(on_rate && fast) {
+                timing = Err(format!("{res:?}"));
+            }
+        }
+        assert_eq!(
+            mock.infers.load(std::sync::atomic::Ordering::SeqCst) - before,
+            250
         );
-        assert!(res.p50_ms >= 1.0 && res.p99_ms < 200.0, "{res:?}");
-        assert!(!res.modeled);
-    }
-    assert_eq!(mock.infers.load(std::sync::atomic::Ordering::SeqCst), 250);
+        timing
+    });
 }
 
 #[test]
@@ -66,11 +93,23 @@ fn percentiles_from_known_delays() {
     let (url, _mock) =
         Mock::new(|i| Answer::Ok(Duration::from_millis(if i % 10 == 9 { 150 } else { 2 }))).start();
     let (_d, inputs) = jpegs();
-    let r = run(&cfg(&url, inputs, 100.0, 1.0)).unwrap().remove(0);
-    assert_eq!(r.ok, 100, "{r:?}");
-    assert!(r.p50_ms >= 2.0 && r.p50_ms < 60.0, "{r:?}");
-    assert!(r.p95_ms >= 150.0 && r.p95_ms < 400.0, "{r:?}");
-    assert!(r.p99_ms >= 150.0 && r.p99_ms < 400.0, "{r:?}");
+    // 100 requests per attempt: every attempt sees the same tenth slow.
+    timing_holds("percentiles", || {
+        let r = run(&cfg(&url, inputs.clone(), 100.0, 1.0))
+            .unwrap()
+            .remove(0);
+        assert_eq!(r.ok, 100, "{r:?}");
+        // A stall adds to a delay, never takes from it: the lower bounds are exact.
+        assert!(
+            r.p50_ms >= 2.0 && r.p95_ms >= 150.0 && r.p99_ms >= 150.0,
+            "{r:?}"
+        );
+        if r.p50_ms < 60.0 && r.p95_ms < 400.0 && r.p99_ms < 400.0 {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    });
 }
 
 #[test]
